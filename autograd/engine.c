@@ -1,0 +1,541 @@
+/* engine.c — recording the graph and walking it backward.
+ *
+ * Recording (nb_record, nb_save, nb_set_attr) fills the node that lives
+ * inside every tensor. Backward is micrograd's algorithm made iterative:
+ *
+ *   1. sort the nodes reachable from the outputs topologically, with an
+ *      explicit stack (a chain of 100,000 ops needs no deep recursion);
+ *   2. visit them outputs-first; at each node call its op's backward with the
+ *      gradient accumulated so far, and add what it returns into the
+ *      gradients of the node's inputs;
+ *   3. leaves (and nodes asked to retain_grad) add their gradient into .grad.
+ *
+ * Backward formulas are ordinary ops, so with create_graph they record a new
+ * graph and the gradient can be differentiated again. Each node's formula
+ * runs inside its own scope: the temporaries it makes are freed as soon as
+ * the node is done, and a gradient is freed as soon as its node is done.
+ */
+#include "tensor_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the node API ---------------------------------------------------------- */
+
+nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs) {
+    if (!out) return NULL;
+    if (!nb_is_grad_enabled() || !op) return out;
+    bool any = false;
+    for (int i = 0; i < ninputs; i++) {
+        if (!inputs[i]) {
+            nb_set_error("nb_record: input %d of '%s' is NULL", i, op->name);
+            return out;
+        }
+        any = any || inputs[i]->requires_grad;
+    }
+    if (!any) return out;
+    if (out->op || out->requires_grad) {
+        nb_set_error("nb_record: the output of '%s' is already part of a graph", op->name);
+        return out;
+    }
+    if (ninputs > NB_INLINE_INPUTS) {
+        nb_tensor **heap = malloc((size_t)ninputs * sizeof *heap);
+        if (!heap) {
+            nb_set_error("nb_record: out of memory recording '%s'", op->name);
+            return out;
+        }
+        out->inputs = heap;
+    }
+    for (int i = 0; i < ninputs; i++) {
+        out->inputs[i] = inputs[i];
+        nb__tensor_retain(inputs[i]);
+    }
+    out->ninputs = ninputs;
+    out->op = op;
+    out->requires_grad = true;
+    return out;
+}
+
+void nb_save(nb_tensor *out, nb_tensor *t) {
+    if (!out || !out->op || !t) return;
+    if (out->nsaved == NB_MAX_SAVED) {
+        nb_set_error("nb_save: '%s' saves more than %d tensors", out->op->name, NB_MAX_SAVED);
+        return;
+    }
+    /* A saved output is the node itself: no reference, or it would keep
+     * itself alive. */
+    if (t != out) nb__tensor_retain(t);
+    out->saved_version[out->nsaved] = t->storage->version;
+    out->saved[out->nsaved++] = t;
+}
+
+nb_tensor *nb_saved(nb_tensor *node, int k) {
+    if (!node) return NULL;
+    const char *op = node->op ? node->op->name : "leaf";
+    if (node->graph_freed) {
+        nb_set_error("nb_backward: the graph through '%s' was freed by an earlier backward; "
+                     "pass retain_graph to backward through it twice", op);
+        return NULL;
+    }
+    if (k < 0 || k >= node->nsaved) {
+        nb_set_error("nb_saved: '%s' saved %d tensors, asked for number %d", op, node->nsaved, k);
+        return NULL;
+    }
+    nb_tensor *t = node->saved[k];
+    if (t->storage->version != node->saved_version[k]) {
+        char buf[160];
+        nb_set_error("nb_backward: a tensor%s%s%s of shape %s saved by '%s' was modified in place "
+                     "after it was saved (version %llu, saved at %llu); run the forward again "
+                     "after changing it",
+                     t->name[0] ? " '" : "", t->name, t->name[0] ? "'" : "",
+                     nb_shape_str(t->ndim, t->shape, buf, sizeof buf), op,
+                     (unsigned long long)t->storage->version,
+                     (unsigned long long)node->saved_version[k]);
+        return NULL;
+    }
+    return t;
+}
+
+void nb_set_attr(nb_tensor *node, int k, double value) {
+    if (node && k >= 0 && k < NB_MAX_ATTRS) node->attrs[k] = value;
+}
+
+double nb_attr(const nb_tensor *node, int k) {
+    return node && k >= 0 && k < NB_MAX_ATTRS ? node->attrs[k] : 0.0;
+}
+
+int nb_num_inputs(const nb_tensor *node) { return node ? node->ninputs : 0; }
+
+nb_tensor *nb_input(const nb_tensor *node, int i) {
+    return node && i >= 0 && i < node->ninputs ? node->inputs[i] : NULL;
+}
+
+bool nb_needs_input_grad(const nb_tensor *node, int i) {
+    nb_tensor *t = nb_input(node, i);
+    return t && t->requires_grad;
+}
+
+const nb_op *nb_op_of(const nb_tensor *t) { return t ? t->op : NULL; }
+
+/* ---- leaves and flags --------------------------------------------------------- */
+
+nb_tensor *nb_requires_grad(nb_tensor *t, bool requires) {
+    if (!t) return NULL;
+    if (t->op) {
+        nb_set_error("nb_requires_grad: only leaves can be marked; this tensor is the output "
+                     "of '%s' (nb_detach it to make a leaf)", t->op->name);
+        return NULL;
+    }
+    t->requires_grad = requires;
+    return t;
+}
+
+bool nb_requires_grad_get(const nb_tensor *t) { return t && t->requires_grad; }
+bool nb_is_leaf(const nb_tensor *t) { return t && !t->op; }
+nb_tensor *nb_grad_of(const nb_tensor *t) { return t ? t->grad : NULL; }
+
+nb_tensor *nb_retain_grad(nb_tensor *t) {
+    if (t && t->op) t->retains_grad = true;
+    return t;
+}
+
+void nb_clear_grad(nb_tensor *t) {
+    if (!t || !t->grad) return;
+    nb__tensor_decref(t->grad);
+    t->grad = NULL;
+}
+
+void nb_zero_grad(nb_tensor *t) {
+    if (!t || !t->grad) return;
+    /* A gradient that is part of a graph (create_graph) may be used by it:
+     * replace it rather than overwrite it. */
+    if (t->grad->op || atomic_load(&t->grad->refcount) > 1) {
+        nb__tensor_decref(t->grad);
+        bool was = nb_set_grad_enabled(false);
+        t->grad = nb_zeros(t->ndim, t->shape);
+        nb_set_grad_enabled(was);
+        if (t->grad) nb_keep(t->grad)->caller_ref = false;
+        return;
+    }
+    memset(nb_data_mut(t->grad), 0, (size_t)t->numel * sizeof(float));
+}
+
+nb_tensor *nb_detach(nb_tensor *t) {
+    if (!t) return NULL;
+    return nb__tensor_view(t, t->ndim, t->shape);
+}
+
+nb_tensor *nb_as_shape(nb_tensor *t, int ndim, const int64_t *shape) {
+    if (!t) return NULL;
+    int64_t n = 1;
+    bool ok = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape);
+    for (int i = 0; ok && i < ndim; i++) {
+        ok = shape[i] >= 0;
+        n *= ok ? shape[i] : 1;
+    }
+    if (!ok || n != t->numel) {
+        char b1[160], b2[160];
+        nb_set_error("nb_as_shape: cannot view %s as %s", nb_shape_str(t->ndim, t->shape, b1, sizeof b1),
+                     ok ? nb_shape_str(ndim, shape, b2, sizeof b2) : "an invalid shape");
+        return NULL;
+    }
+    return nb__tensor_view(t, ndim, shape);
+}
+
+/* ---- ops the engine itself needs ----------------------------------------------
+ * The engine knows no op of ops/, yet it must add gradients (two paths into
+ * one tensor) and, for nb_grad, hand back a user's tensor as a new one. Both
+ * are tiny differentiable ops defined here with the public op API. */
+
+static void sum2_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gin) {
+    (void)node;
+    gin[0] = g;
+    gin[1] = g;
+}
+static const nb_op sum2_op = {"accumulate_grad", sum2_backward};
+
+static nb_tensor *sum2(nb_tensor *a, nb_tensor *b) {
+    nb_tensor *out = nb_empty(a->ndim, a->shape);
+    if (!out) return NULL;
+    const float *pa = nb_data(a), *pb = nb_data(b);
+    float *po = nb_data_mut(out);
+    for (int64_t i = 0; i < a->numel; i++) po[i] = pa[i] + pb[i];
+    nb_tensor *in[2] = {a, b};
+    return nb_record(out, &sum2_op, 2, in);
+}
+
+static void alias_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gin) {
+    (void)node;
+    gin[0] = g;
+}
+static const nb_op alias_op = {"alias", alias_backward};
+
+static nb_tensor *alias(nb_tensor *t) {
+    nb_tensor *v = nb__tensor_view(t, t->ndim, t->shape);
+    return nb_record(v, &alias_op, 1, &t);
+}
+
+/* acc += g, in place when nobody else can see acc, as a recorded op when a
+ * graph of the gradient is wanted. Consumes the caller's reference to acc
+ * and returns a referenced result. */
+static nb_tensor *accumulate(nb_tensor *acc, nb_tensor *g, bool create_graph) {
+    if (!create_graph && !acc->op && atomic_load(&acc->refcount) == 1 && !acc->caller_ref &&
+        acc->scope_depth == 0) {
+        float *pa = nb_data_mut(acc);
+        const float *pg = nb_data(g);
+        for (int64_t i = 0; i < acc->numel; i++) pa[i] += pg[i];
+        return acc;
+    }
+    nb_scope_begin();
+    nb_tensor *sum = sum2(acc, g);
+    if (sum) nb__tensor_retain(sum);
+    nb_scope_end();
+    nb__tensor_decref(acc);
+    return sum;
+}
+
+/* ---- the traversal ---------------------------------------------------------------- */
+
+typedef struct frame {
+    nb_tensor *node;
+    int next;
+} frame;
+
+static _Thread_local struct {
+    nb_tensor **order;
+    frame *stack;
+    int64_t cap;
+} work;
+
+static atomic_ullong visit_counter;
+
+void nb__engine_thread_exit(void) {
+    free(work.order);
+    free(work.stack);
+    memset(&work, 0, sizeof work);
+}
+
+static bool reserve(int64_t n) {
+    if (n <= work.cap) return true;
+    int64_t cap = work.cap ? work.cap : 256;
+    while (cap < n) cap *= 2;
+    nb_tensor **order = realloc(work.order, (size_t)cap * sizeof *order);
+    if (order) work.order = order;
+    frame *stack = realloc(work.stack, (size_t)cap * sizeof *stack);
+    if (stack) work.stack = stack;
+    if (!order || !stack) return false;
+    work.cap = cap;
+    nb__thread_cache_used();
+    return true;
+}
+
+/* Depth-first post-order over nodes that require grad, children first. */
+static int64_t topo_sort(int nroots, nb_tensor *const *roots, uint64_t stamp) {
+    int64_t norder = 0, top = 0, total = 0;
+    for (int r = 0; r < nroots; r++) {
+        if (roots[r]->visit == stamp) continue;
+        if (!reserve(total + 1)) return -1;
+        roots[r]->visit = stamp;
+        total++;
+        work.stack[top++] = (frame){roots[r], 0};
+        while (top > 0) {
+            frame *f = &work.stack[top - 1];
+            if (f->next < f->node->ninputs) {
+                nb_tensor *c = f->node->inputs[f->next++];
+                if (!c->requires_grad || c->visit == stamp) continue;
+                if (!reserve(total + 1)) return -1;
+                c->visit = stamp;
+                total++;
+                work.stack[top++] = (frame){c, 0};
+            } else {
+                work.order[norder++] = f->node;
+                top--;
+            }
+        }
+    }
+    return norder;
+}
+
+/* Adds g into node's .grad, keeping .grad a tensor of the node's shape that
+ * the node owns. Takes over the caller's reference to g. */
+static void accumulate_into_grad(nb_tensor *node, nb_tensor *g, bool create_graph) {
+    if (!node->grad) {
+        bool exclusive = atomic_load(&g->refcount) == 1 && !g->caller_ref && g->scope_depth == 0;
+        if (create_graph || (exclusive && !g->op)) {
+            node->grad = g;
+            return;
+        }
+        /* g is visible elsewhere (a user's grad_output, say): copy it. */
+        bool was = nb_set_grad_enabled(false);
+        nb_tensor *copy = nb_from_array(g->ndim, g->shape, nb_data(g));
+        nb_set_grad_enabled(was);
+        nb__tensor_decref(g);
+        if (!copy) return;
+        nb_keep(copy)->caller_ref = false;
+        node->grad = copy;
+        return;
+    }
+    nb_tensor *acc = node->grad;
+    node->grad = NULL;
+    node->grad = accumulate(acc, g, create_graph);
+    nb__tensor_decref(g);
+}
+
+typedef struct run {
+    int noutputs;
+    nb_tensor *const *outputs;
+    nb_tensor *const *grad_outputs;
+    int ninputs; /* nb_grad: capture these instead of filling .grad */
+    nb_tensor *const *inputs;
+    nb_tensor **grads;
+    bool retain_graph, create_graph;
+    const char *who;
+} run;
+
+static bool check_outputs(const run *r) {
+    char b1[160], b2[160];
+    for (int i = 0; i < r->noutputs; i++) {
+        nb_tensor *out = r->outputs[i];
+        nb_tensor *go = r->grad_outputs ? r->grad_outputs[i] : NULL;
+        if (!out) return false; /* an earlier op failed: its message stands */
+        if (!out->requires_grad) {
+            nb_set_error("%s: the tensor%s%s%s does not require grad: no input of its "
+                         "computation requires grad (or grad mode was off)",
+                         r->who, out->name[0] ? " '" : "", out->name, out->name[0] ? "'" : "");
+            return false;
+        }
+        if (!go && out->numel != 1) {
+            nb_set_error("%s: output of shape %s has %lld elements; backward without a gradient "
+                         "needs a one-element output (pass grad_output)",
+                         r->who, nb_shape_str(out->ndim, out->shape, b1, sizeof b1),
+                         (long long)out->numel);
+            return false;
+        }
+        if (go && !nb_same_shape(go, out)) {
+            nb_set_error("%s: grad_output of shape %s does not match output of shape %s", r->who,
+                         nb_shape_str(go->ndim, go->shape, b1, sizeof b1),
+                         nb_shape_str(out->ndim, out->shape, b2, sizeof b2));
+            return false;
+        }
+        if (out->graph_freed) {
+            nb_set_error("%s: the graph through '%s' was freed by an earlier backward; pass "
+                         "retain_graph to backward through it twice",
+                         r->who, out->op ? out->op->name : "leaf");
+            return false;
+        }
+    }
+    for (int i = 0; i < r->ninputs; i++) {
+        if (!r->inputs[i]) return false;
+        if (!r->inputs[i]->requires_grad) {
+            nb_set_error("%s: input %d does not require grad", r->who, i);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Runs one node's backward formula and adds the results into its inputs'
+ * accumulators. Returns false on error (the message is set). */
+static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
+    if (node->graph_freed) {
+        nb_set_error("%s: the graph through '%s' was freed by an earlier backward; pass "
+                     "retain_graph to backward through it twice",
+                     r->who, node->op->name);
+        return false;
+    }
+    nb_tensor *gin_inline[NB_INLINE_INPUTS] = {0};
+    nb_tensor **gin = gin_inline;
+    if (node->ninputs > NB_INLINE_INPUTS) {
+        gin = calloc((size_t)node->ninputs, sizeof *gin);
+        if (!gin) {
+            nb_set_error("%s: out of memory", r->who);
+            return false;
+        }
+    }
+    uint64_t errors = nb__error_count();
+    nb_scope_begin();
+    node->op->backward(node, g, gin);
+    bool ok = nb__error_count() == errors;
+    for (int i = 0; ok && i < node->ninputs; i++) {
+        nb_tensor *in = node->inputs[i];
+        if (!in->requires_grad || !gin[i]) continue;
+        if (!nb_same_shape(gin[i], in)) {
+            char b1[160], b2[160];
+            nb_set_error("%s: backward of '%s' returned a gradient of shape %s for input %d of "
+                         "shape %s",
+                         r->who, node->op->name, nb_shape_str(gin[i]->ndim, gin[i]->shape, b1, sizeof b1),
+                         i, nb_shape_str(in->ndim, in->shape, b2, sizeof b2));
+            ok = false;
+            break;
+        }
+        nb__tensor_retain(gin[i]);
+        in->acc = in->acc ? accumulate(in->acc, gin[i], r->create_graph) : gin[i];
+        if (in->acc != gin[i]) nb__tensor_decref(gin[i]);
+        if (!in->acc) ok = false;
+    }
+    nb_scope_end();
+    if (gin != gin_inline) free(gin);
+    return ok;
+}
+
+static int run_backward(const run *r) {
+    if (!check_outputs(r)) return -1;
+    uint64_t stamp = atomic_fetch_add(&visit_counter, 1) + 1;
+    int64_t n = topo_sort(r->noutputs, r->outputs, stamp);
+    if (n < 0) {
+        nb_set_error("%s: out of memory sorting the graph", r->who);
+        return -1;
+    }
+    /* Hold every node until the end: freeing the graph as we go must not
+     * free a node still waiting in the order. */
+    for (int64_t i = 0; i < n; i++) {
+        nb__tensor_retain(work.order[i]);
+        work.order[i]->acc = NULL;
+    }
+    for (int i = 0; i < r->ninputs; i++) r->inputs[i]->capture = i + 1;
+    bool was = nb_set_grad_enabled(r->create_graph);
+    bool ok = true;
+
+    /* seed the outputs */
+    for (int i = 0; i < r->noutputs && ok; i++) {
+        nb_tensor *out = r->outputs[i];
+        nb_tensor *go = r->grad_outputs ? r->grad_outputs[i] : NULL;
+        nb_scope_begin();
+        nb_tensor *seed = go ? go : nb_ones(out->ndim, out->shape);
+        if (seed) nb__tensor_retain(seed);
+        nb_scope_end();
+        if (!seed) ok = false;
+        else if (out->acc) {
+            out->acc = accumulate(out->acc, seed, r->create_graph);
+            nb__tensor_decref(seed);
+            ok = out->acc != NULL;
+        } else
+            out->acc = seed;
+    }
+
+    /* outputs first: the reverse of the post-order */
+    for (int64_t i = n - 1; i >= 0 && ok; i--) {
+        nb_tensor *node = work.order[i];
+        nb_tensor *g = node->acc;
+        if (!g) continue; /* no gradient reached it */
+        node->acc = NULL;
+        if (node->op) ok = backprop_node(node, g, r);
+        if (ok && node->capture) {
+            nb__tensor_retain(g);
+            r->grads[node->capture - 1] = g;
+        }
+        if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
+            nb__tensor_retain(g);
+            accumulate_into_grad(node, g, r->create_graph);
+        }
+        nb__tensor_decref(g);
+    }
+
+    for (int64_t i = 0; i < n; i++) {
+        nb_tensor *node = work.order[i];
+        if (node->acc) nb__tensor_decref(node->acc);
+        node->acc = NULL;
+    }
+    for (int i = 0; i < r->ninputs; i++) r->inputs[i]->capture = 0;
+    nb_set_grad_enabled(was);
+    if (ok && !r->retain_graph && !r->create_graph) {
+        for (int64_t i = 0; i < n; i++) {
+            nb_tensor *node = work.order[i];
+            if (!node->op) continue;
+            nb__release_graph(node);
+            node->graph_freed = true;
+        }
+    }
+    /* release the nodes in reverse creation order: outputs first */
+    for (int64_t i = n - 1; i >= 0; i--) nb__tensor_decref(work.order[i]);
+    return ok ? 0 : -1;
+}
+
+int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, bool retain_graph, bool create_graph) {
+    if (!out) return -1;
+    nb_tensor *gos[1] = {grad_output};
+    run r = {1, &out, gos, 0, NULL, NULL, retain_graph, create_graph, "nb_backward"};
+    return run_backward(&r);
+}
+
+int nb_backward(nb_tensor *loss) { return nb_backward_ex(loss, NULL, false, false); }
+
+int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outputs, int ninputs,
+            nb_tensor *const *inputs, nb_tensor **grads, bool retain_graph, bool create_graph) {
+    if (!outputs || !inputs || !grads || noutputs < 1 || ninputs < 1) {
+        nb_set_error("nb_grad: needs at least one output, one input and a result array");
+        return -1;
+    }
+    for (int i = 0; i < ninputs; i++) grads[i] = NULL;
+    for (int i = 0; i < noutputs; i++)
+        if (!outputs[i] || (grad_outputs && !grad_outputs[i] && outputs[i]->numel != 1)) {
+            if (outputs[i]) nb_set_error("nb_grad: grad_outputs[%d] is NULL for a non-scalar output", i);
+            return -1;
+        }
+    run r = {noutputs, outputs, grad_outputs, ninputs, inputs, grads,
+             retain_graph, create_graph, "nb_grad"};
+    int rc = run_backward(&r);
+    /* Hand each gradient to the caller's scope: a private one directly, one
+     * that is visible elsewhere (a grad_output) through a new tensor. */
+    for (int i = 0; i < ninputs; i++) {
+        nb_tensor *g = grads[i];
+        if (rc != 0) {
+            if (g) nb__tensor_decref(g);
+            grads[i] = NULL;
+            continue;
+        }
+        if (!g) {
+            grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
+            continue;
+        }
+        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && g->scope_depth == 0) {
+            nb__scope_adopt(g);
+            continue;
+        }
+        bool was = nb_set_grad_enabled(create_graph);
+        grads[i] = alias(g);
+        nb_set_grad_enabled(was);
+        nb__tensor_decref(g);
+    }
+    return rc;
+}

@@ -1,0 +1,223 @@
+/* gradcheck.c — proof that a backward formula is right: analytic gradients
+ * from the engine compared with central finite differences.
+ *
+ * The output of f is reduced to one number with fixed random weights,
+ * L = sum(w * f(x)), accumulated in double; then for every element x_i of
+ * every input that requires grad, (L(x_i + h) - L(x_i - h)) / 2h is compared
+ * with dL/dx_i from nb_grad. The step actually taken is measured in float
+ * (x_i + h is rounded), which removes most of float32's error from the
+ * quotient. The second-order check applies the same comparison to the
+ * gradient itself, differentiated with create_graph.
+ */
+#include "tensor_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GC_MAX_INPUTS 16
+
+typedef struct checker {
+    nb_gradcheck_fn f;
+    void *ctx;
+    int ninputs;
+    nb_tensor *const *inputs;
+    nb_tensor *out_weights;         /* w, the shape of f's output */
+    nb_tensor *in_weights[GC_MAX_INPUTS]; /* v, second order only */
+    int nvar;                       /* inputs that require grad */
+    nb_tensor *var[GC_MAX_INPUTS];
+    int var_index[GC_MAX_INPUTS];
+} checker;
+
+static double weighted_sum(const nb_tensor *t, const nb_tensor *w) {
+    double s = 0;
+    const float *a = nb_data(t), *b = nb_data(w);
+    for (int64_t i = 0; i < nb_numel(t); i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+static nb_tensor *weights_like(const nb_tensor *t, nb_generator *g) {
+    nb_tensor *w = nb_empty(nb_ndim(t), nb_shape(t));
+    if (!w) return NULL;
+    float *d = nb_data_mut(w);
+    for (int64_t i = 0; i < nb_numel(w); i++) {
+        double u = nb_generator_uniform(g);
+        d[i] = (float)(u < 0.5 ? -(0.5 + 2 * u) : 0.5 + 2 * (u - 0.5)); /* |w| in [0.5, 1.5) */
+    }
+    return nb_keep(w);
+}
+
+/* First order: L(x) = sum(w * f(x)). Second order: L(x) = sum_i sum(v_i * dL1/dx_i). */
+static bool eval(checker *c, int order, double *value) {
+    nb_scope_begin();
+    bool ok = false;
+    if (order == 1) {
+        bool was = nb_set_grad_enabled(false);
+        nb_tensor *y = c->f(c->inputs, c->ctx);
+        nb_set_grad_enabled(was);
+        if (y && nb_same_shape(y, c->out_weights)) {
+            *value = weighted_sum(y, c->out_weights);
+            ok = true;
+        }
+    } else {
+        nb_tensor *y = c->f(c->inputs, c->ctx), *g[GC_MAX_INPUTS];
+        if (y && nb_grad(1, &y, &c->out_weights, c->nvar, c->var, g, false, false) == 0) {
+            *value = 0;
+            for (int i = 0; i < c->nvar; i++) *value += weighted_sum(g[i], c->in_weights[i]);
+            ok = true;
+        }
+    }
+    nb_scope_end();
+    return ok;
+}
+
+/* Analytic dL/dx for every variable, copied into caller-owned arrays. */
+static bool analytic(checker *c, int order, double **out) {
+    nb_scope_begin();
+    bool ok = false;
+    nb_tensor *y = c->f(c->inputs, c->ctx), *g[GC_MAX_INPUTS], *gg[GC_MAX_INPUTS];
+    if (y && nb_grad(1, &y, &c->out_weights, c->nvar, c->var, g, order == 2, order == 2) == 0) {
+        if (order == 1) {
+            memcpy(gg, g, sizeof g);
+            ok = true;
+        } else {
+            /* Gradients that do not depend on x (f linear in x) have no graph:
+             * their derivative is zero. */
+            nb_tensor *outs[GC_MAX_INPUTS], *ws[GC_MAX_INPUTS];
+            int nout = 0;
+            for (int i = 0; i < c->nvar; i++)
+                if (nb_requires_grad_get(g[i])) {
+                    outs[nout] = g[i];
+                    ws[nout++] = c->in_weights[i];
+                }
+            if (nout == 0) {
+                for (int i = 0; i < c->nvar; i++) gg[i] = nb_zeros_like(c->var[i]);
+                ok = true;
+            } else {
+                ok = nb_grad(nout, outs, ws, c->nvar, c->var, gg, false, false) == 0;
+            }
+        }
+    }
+    if (ok)
+        for (int i = 0; i < c->nvar; i++) {
+            const float *d = nb_data(gg[i]);
+            for (int64_t k = 0; k < nb_numel(c->var[i]); k++) out[i][k] = d[k];
+        }
+    nb_scope_end();
+    return ok;
+}
+
+static bool check(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                  const nb_gradcheck_opts *opts_in, nb_gradcheck_result *res_out, int order) {
+    const char *who = order == 1 ? "nb_gradcheck" : "nb_gradgradcheck";
+    nb_gradcheck_opts opts = order == 1 ? (nb_gradcheck_opts){1e-3, 1e-3, 1e-2, false}
+                                        : (nb_gradcheck_opts){5e-3, 5e-3, 3e-2, false};
+    if (opts_in) {
+        if (opts_in->eps > 0) opts.eps = opts_in->eps;
+        if (opts_in->atol > 0) opts.atol = opts_in->atol;
+        if (opts_in->rtol > 0) opts.rtol = opts_in->rtol;
+        opts.quiet = opts_in->quiet;
+    }
+    nb_gradcheck_result res = {.ok = false, .input = -1, .index = -1};
+    checker c = {.f = f, .ctx = ctx, .ninputs = ninputs, .inputs = inputs};
+    double *grads[GC_MAX_INPUTS] = {0};
+    bool ok = false;
+    if (!f || ninputs < 1 || ninputs > GC_MAX_INPUTS || !inputs) {
+        snprintf(res.message, sizeof res.message, "%s: needs a function and 1 to %d inputs", who,
+                 GC_MAX_INPUTS);
+        nb_set_error("%s", res.message);
+        goto done;
+    }
+    for (int i = 0; i < ninputs; i++) {
+        if (!inputs[i]) goto done;
+        if (nb_requires_grad_get(inputs[i])) {
+            c.var_index[c.nvar] = i;
+            c.var[c.nvar++] = inputs[i];
+        }
+    }
+    if (c.nvar == 0) {
+        snprintf(res.message, sizeof res.message, "%s: no input requires grad", who);
+        nb_set_error("%s", res.message);
+        goto done;
+    }
+
+    nb_generator gen;
+    nb_generator_seed(&gen, 1234);
+    nb_scope_begin();
+    bool was = nb_set_grad_enabled(false);
+    nb_tensor *y = f(inputs, ctx);
+    nb_set_grad_enabled(was);
+    if (y) c.out_weights = weights_like(y, &gen);
+    nb_scope_end();
+    if (!c.out_weights) {
+        snprintf(res.message, sizeof res.message, "%s: the function failed: %s", who,
+                 nb_error() ? nb_error() : "returned NULL");
+        goto done;
+    }
+    for (int i = 0; i < c.nvar && order == 2; i++) c.in_weights[i] = weights_like(c.var[i], &gen);
+
+    for (int i = 0; i < c.nvar; i++) {
+        grads[i] = malloc(sizeof(double) * (size_t)(nb_numel(c.var[i]) + 1));
+        if (!grads[i]) goto done;
+    }
+    if (!analytic(&c, order, grads)) {
+        snprintf(res.message, sizeof res.message, "%s: backward failed: %s", who,
+                 nb_error() ? nb_error() : "unknown error");
+        goto done;
+    }
+
+    double worst = -INFINITY;
+    for (int v = 0; v < c.nvar; v++) {
+        nb_tensor *x = c.var[v];
+        for (int64_t k = 0; k < nb_numel(x); k++) {
+            float orig = nb_data(x)[k];
+            float xp = (float)((double)orig + opts.eps), xm = (float)((double)orig - opts.eps);
+            double lp, lm;
+            nb_data_mut(x)[k] = xp;
+            bool okp = eval(&c, order, &lp);
+            nb_data_mut(x)[k] = xm;
+            bool okm = eval(&c, order, &lm);
+            nb_data_mut(x)[k] = orig;
+            if (!okp || !okm) {
+                snprintf(res.message, sizeof res.message, "%s: the function failed: %s", who,
+                         nb_error() ? nb_error() : "returned NULL");
+                goto done;
+            }
+            double numeric = (lp - lm) / ((double)xp - (double)xm);
+            double a = grads[v][k];
+            double err = fabs(a - numeric) - opts.rtol * fabs(numeric);
+            if (!(err <= worst) || isnan(a)) {
+                worst = isnan(a) || isnan(numeric) ? INFINITY : err;
+                res.input = c.var_index[v];
+                res.index = k;
+                res.analytic = a;
+                res.numeric = numeric;
+                res.error = worst;
+            }
+        }
+    }
+    ok = worst <= opts.atol;
+    snprintf(res.message, sizeof res.message,
+             "%s: %s; worst at input %d, element %lld: analytic %.6g, numeric %.6g", who,
+             ok ? "passed" : "FAILED", res.input, (long long)res.index, res.analytic, res.numeric);
+done:
+    res.ok = ok;
+    if (!ok && !opts.quiet) fprintf(stderr, "%s\n", res.message);
+    for (int i = 0; i < GC_MAX_INPUTS; i++) {
+        free(grads[i]);
+        nb_release(c.in_weights[i]);
+    }
+    nb_release(c.out_weights);
+    if (res_out) *res_out = res;
+    return ok;
+}
+
+bool nb_gradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                  const nb_gradcheck_opts *opts, nb_gradcheck_result *result) {
+    return check(f, ctx, ninputs, inputs, opts, result, 1);
+}
+
+bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                      const nb_gradcheck_opts *opts, nb_gradcheck_result *result) {
+    return check(f, ctx, ninputs, inputs, opts, result, 2);
+}

@@ -1,0 +1,304 @@
+/* nb_autograd.h — nabla's core: the tensor (which is also the graph node),
+ * ownership scopes, grad mode, the backward engine, the op API that every op
+ * in ops/ is written with, the error channel, random numbers and gradcheck.
+ *
+ * OWNERSHIP — the one rule:
+ *   Every tensor a function returns belongs to the innermost open scope
+ *   (nb_scope_begin ... nb_scope_end) and is released when that scope ends,
+ *   unless you nb_keep it; a kept tensor, or one made while no scope is open,
+ *   is yours until you nb_release it.
+ * A graph node holds strong references to its inputs, so closing a scope over
+ * a whole training step frees the step and keeps whatever is still reachable
+ * from a kept tensor. Pointers returned by accessors (nb_data, nb_shape,
+ * nb_grad_of, nb_name, nb_error) are borrowed: valid while the tensor lives.
+ *
+ * ERRORS — the one rule:
+ *   A function given bad input returns NULL (or -1) and sets a thread-local
+ *   message naming the function and the shapes, read with nb_error(); given a
+ *   NULL tensor it returns NULL without a second message, so a whole
+ *   expression can be checked once at the end.
+ * Nothing aborts unless you install nb_abort_on_error as the error handler.
+ *
+ * THREADS: grad mode, open scopes, the error message and the default random
+ * generator are per thread. Reference counts are atomic, so tensors may be
+ * read and used as op inputs from several threads at once; a tensor must not
+ * be written (nb_data_mut, backward into its .grad) while another thread uses
+ * it, and one graph must not be backwarded from two threads at once.
+ */
+#ifndef NB_AUTOGRAD_H
+#define NB_AUTOGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NB_MAX_DIMS 8   /* tensors have 0 to 8 dimensions */
+#define NB_MAX_SAVED 4  /* tensors an op may save for its backward */
+#define NB_MAX_ATTRS 8  /* scalar attributes an op may keep for its backward */
+
+typedef struct nb_tensor nb_tensor;
+
+/* Shape and axis lists written inline:
+ *   nb_zeros(NB_SHAPE(3, 4))             a 3x4 tensor
+ *   nb_sum(x, NB_AXES(0, 2), true)       reduce axes 0 and 2, keep them as 1
+ *   nb_sum(x, NB_ALL, false)             reduce every axis                  */
+#define NB_SHAPE(...)                                                         \
+    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                \
+        (const int64_t[]){__VA_ARGS__}
+#define NB_AXES(...)                                                          \
+    (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (const int[]){__VA_ARGS__}
+#define NB_ALL 0, (const int *)0
+
+/* ---- ownership ---------------------------------------------------------- */
+
+/* Opens a scope; every tensor created until the matching nb_scope_end belongs
+ * to it. Scopes nest. Returns the new depth (>= 1). */
+int nb_scope_begin(void);
+/* Releases every tensor the innermost scope still owns and closes it.
+ * Tensors reachable from kept tensors (through a graph or .grad) survive. */
+void nb_scope_end(void);
+/* Takes t out of its scope: t is now yours until nb_release. Returns t.
+ * Keeping a tensor you already own does nothing. NULL passes through. */
+nb_tensor *nb_keep(nb_tensor *t);
+/* Moves t from the innermost scope to the scope enclosing it (or to you when
+ * there is none): how a function with its own scope returns a result. */
+nb_tensor *nb_escape(nb_tensor *t);
+/* Gives up your reference to a tensor you own (kept, or made outside any
+ * scope). Releasing a scope-owned tensor is an error and does nothing. */
+void nb_release(nb_tensor *t);
+/* Tensors currently alive in the process (for leak tests). */
+int64_t nb_live_tensors(void);
+
+/* ---- creation (all return a new tensor: see the ownership rule) --------- */
+
+nb_tensor *nb_empty(int ndim, const int64_t *shape); /* values unspecified */
+nb_tensor *nb_zeros(int ndim, const int64_t *shape);
+nb_tensor *nb_ones(int ndim, const int64_t *shape);
+nb_tensor *nb_full(int ndim, const int64_t *shape, float value);
+/* Copies numel(shape) floats from data (row-major). */
+nb_tensor *nb_from_array(int ndim, const int64_t *shape, const float *data);
+nb_tensor *nb_scalar(float value);                   /* 0-dimensional */
+nb_tensor *nb_arange(double start, double stop, double step);
+nb_tensor *nb_linspace(double start, double stop, int64_t steps);
+nb_tensor *nb_eye(int64_t n);
+nb_tensor *nb_zeros_like(const nb_tensor *t);
+nb_tensor *nb_ones_like(const nb_tensor *t);
+nb_tensor *nb_empty_like(const nb_tensor *t);
+
+/* ---- random numbers ----------------------------------------------------- */
+
+/* nabla's own generator (PCG32): the same stream on every platform. Uniform
+ * values are bit-identical everywhere; normal values use libm's log. */
+typedef struct nb_generator {
+    uint64_t state, inc;
+    double spare; /* second value of the last Box-Muller pair */
+    bool has_spare;
+} nb_generator;
+
+void nb_generator_seed(nb_generator *g, uint64_t seed);
+uint32_t nb_generator_next(nb_generator *g);     /* uniform 32-bit integer */
+double nb_generator_uniform(nb_generator *g);    /* uniform in [0, 1) */
+double nb_generator_normal(nb_generator *g);     /* standard normal */
+/* The calling thread's default generator, seeded with 0 until nb_manual_seed. */
+nb_generator *nb_default_generator(void);
+void nb_manual_seed(uint64_t seed);
+
+/* gen NULL means the default generator. */
+nb_tensor *nb_uniform(nb_generator *gen, float low, float high, int ndim, const int64_t *shape);
+nb_tensor *nb_normal(nb_generator *gen, float mean, float std, int ndim, const int64_t *shape);
+nb_tensor *nb_rand(int ndim, const int64_t *shape);  /* uniform [0, 1) */
+nb_tensor *nb_randn(int ndim, const int64_t *shape); /* standard normal */
+/* A random permutation of 0..n-1 (Fisher-Yates), written to out. */
+void nb_randperm(nb_generator *gen, int64_t n, int64_t *out);
+
+/* ---- queries ------------------------------------------------------------ */
+
+int nb_ndim(const nb_tensor *t);
+const int64_t *nb_shape(const nb_tensor *t);          /* borrowed, ndim entries */
+int64_t nb_dim(const nb_tensor *t, int axis);         /* axis may be negative */
+int64_t nb_numel(const nb_tensor *t);
+/* Read-only view of the data, contiguous row-major, 64-byte aligned. */
+const float *nb_data(const nb_tensor *t);
+/* Writable data. Bumps the tensor's version, so that a backward needing the
+ * old values reports the change instead of computing a wrong gradient. */
+float *nb_data_mut(nb_tensor *t);
+/* The single value of a one-element tensor; NAN and an error otherwise. */
+float nb_item(const nb_tensor *t);
+/* Writes an element by flat index (bounds-checked, bumps the version). */
+int nb_set_item(nb_tensor *t, int64_t index, float value);
+bool nb_same_shape(const nb_tensor *a, const nb_tensor *b);
+/* Formats a shape as "[3,4]" into buf (always terminated); returns buf. */
+char *nb_shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
+
+/* An optional name, used by nb_print, error messages and graph export. The
+ * string is copied (up to 31 characters). Returns t. */
+nb_tensor *nb_set_name(nb_tensor *t, const char *name);
+const char *nb_name(const nb_tensor *t);              /* "" when unnamed */
+
+/* Prints like PyTorch's repr, eliding the middle of large tensors. */
+void nb_print(const nb_tensor *t);
+void nb_fprint(FILE *f, const nb_tensor *t);
+
+/* ---- gradients ---------------------------------------------------------- */
+
+/* Marks a leaf as requiring a gradient. Errors on non-leaves. Returns t. */
+nb_tensor *nb_requires_grad(nb_tensor *t, bool requires);
+bool nb_requires_grad_get(const nb_tensor *t);
+bool nb_is_leaf(const nb_tensor *t);
+/* The accumulated gradient, same shape as t, or NULL before any backward.
+ * Borrowed: owned by t. */
+nb_tensor *nb_grad_of(const nb_tensor *t);
+/* Zeroes the accumulated gradient in place (keeps its memory). */
+void nb_zero_grad(nb_tensor *t);
+/* Drops the accumulated gradient (nb_grad_of returns NULL again). */
+void nb_clear_grad(nb_tensor *t);
+/* Asks backward to fill .grad of a non-leaf too. Returns t. */
+nb_tensor *nb_retain_grad(nb_tensor *t);
+/* A new tensor sharing t's storage, cut from the graph (no grad). */
+nb_tensor *nb_detach(nb_tensor *t);
+/* Like nb_detach, with another shape of the same element count: the
+ * storage-sharing half of nb_reshape (which also records the graph). */
+nb_tensor *nb_as_shape(nb_tensor *t, int ndim, const int64_t *shape);
+
+/* Grad mode (per thread): when off, ops record no graph. Returns the
+ * previous mode, so a no-grad region is
+ *     bool was = nb_set_grad_enabled(false); ...; nb_set_grad_enabled(was); */
+bool nb_set_grad_enabled(bool enabled);
+bool nb_is_grad_enabled(void);
+
+/* Backward from a one-element tensor: accumulates d(loss)/d(leaf) into every
+ * leaf's .grad. Frees the graph's saved values. Returns 0, or -1 with a
+ * message (not one element, does not require grad, graph already freed, a
+ * saved tensor modified in place). */
+int nb_backward(nb_tensor *loss);
+/* The general form: grad_output (same shape as out) may be NULL only for a
+ * one-element out. retain_graph keeps the graph for another backward;
+ * create_graph records the backward itself so gradients can be
+ * differentiated again (it implies retain_graph). */
+int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, bool retain_graph,
+                   bool create_graph);
+/* Functional gradients, like torch.autograd.grad: fills grads[i] with
+ * d(sum_j <outputs[j], grad_outputs[j]>)/d(inputs[i]) without touching any
+ * .grad. grad_outputs may be NULL (all outputs one-element). An input the
+ * outputs do not depend on gets zeros. Results follow the ownership rule.
+ * Returns 0 or -1 with a message. */
+int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outputs,
+            int ninputs, nb_tensor *const *inputs, nb_tensor **grads,
+            bool retain_graph, bool create_graph);
+
+/* ---- the op API ------------------------------------------------------------
+ * Every op in ops/ is written with these, exactly as a user writes a new op:
+ *
+ *   static void swish_backward(nb_tensor *y, nb_tensor *gy, nb_tensor **gx) {
+ *       nb_tensor *x = nb_saved(y, 0), *s = nb_sigmoid(x);
+ *       gx[0] = nb_mul(gy, nb_add(s, nb_mul(x, nb_mul(s, nb_rsub_scalar(s, 1)))));
+ *   }
+ *   static const nb_op swish_op = {"swish", swish_backward};
+ *
+ *   nb_tensor *swish(nb_tensor *x) {
+ *       if (!x) return NULL;
+ *       nb_tensor *y = nb_empty_like(x);
+ *       ... fill nb_data_mut(y) from nb_data(x) with a plain loop ...
+ *       nb_record(y, &swish_op, 1, &x);
+ *       nb_save(y, x);
+ *       return y;
+ *   }
+ *
+ * The forward is a plain kernel; the backward is written with differentiable
+ * ops, so create_graph gives higher derivatives for free. Backward runs with
+ * grad mode on only under create_graph; its temporaries are released by the
+ * engine. It sets gx[i] for each input whose gradient is wanted
+ * (nb_needs_input_grad) and may leave the others NULL. */
+
+typedef struct nb_op {
+    const char *name;
+    void (*backward)(nb_tensor *node, nb_tensor *grad_output, nb_tensor **grad_inputs);
+} nb_op;
+
+/* Makes out the node of op applied to inputs, when grad mode is on and some
+ * input requires grad (otherwise out stays a plain tensor). Takes a strong
+ * reference to each input. Returns out. */
+nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs);
+/* Saves t (an input, the output itself or any other tensor) for backward and
+ * remembers its version. No-op when out recorded no node. */
+void nb_save(nb_tensor *out, nb_tensor *t);
+/* The k-th saved tensor; NULL and an error if it was modified in place
+ * since it was saved, or if the graph was freed. */
+nb_tensor *nb_saved(nb_tensor *node, int k);
+/* A scalar attribute of the op (axis, slope, exponent...), k < NB_MAX_ATTRS. */
+void nb_set_attr(nb_tensor *node, int k, double value);
+double nb_attr(const nb_tensor *node, int k);
+/* The node's inputs: for their shapes. Read their values through nb_saved. */
+int nb_num_inputs(const nb_tensor *node);
+nb_tensor *nb_input(const nb_tensor *node, int i);
+bool nb_needs_input_grad(const nb_tensor *node, int i);
+/* The op that made t, or NULL for leaves and tensors made without grad. */
+const nb_op *nb_op_of(const nb_tensor *t);
+
+/* ---- errors --------------------------------------------------------------- */
+
+/* The calling thread's last error message, or NULL if none since the last
+ * nb_clear_error. Borrowed. */
+const char *nb_error(void);
+void nb_clear_error(void);
+/* Sets the error (printf-style) and calls the handler. For op authors. */
+void nb_set_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+typedef void (*nb_error_handler)(const char *message, void *user);
+/* Installs a per-process handler called on every error (NULL: none, the
+ * default). Returns the previous one. */
+nb_error_handler nb_set_error_handler(nb_error_handler handler, void *user);
+/* A handler for debugging: prints the message and aborts. */
+void nb_abort_on_error(const char *message, void *user);
+
+/* ---- gradcheck -------------------------------------------------------------
+ * Checks the analytic gradient of f against central finite differences.
+ * f maps the inputs to one output of any shape; gradcheck reduces it with
+ * fixed random weights w to L = sum(w * f(x)), in double, and compares
+ * dL/dx_i from backward with (L(x + eps) - L(x - eps)) / 2eps for every
+ * element of every input that requires grad. */
+
+typedef nb_tensor *(*nb_gradcheck_fn)(nb_tensor *const *inputs, void *ctx);
+
+typedef struct nb_gradcheck_opts {
+    double eps;  /* finite-difference step, default 1e-3 */
+    double atol; /* pass when |analytic - numeric| <= atol + rtol*|numeric| */
+    double rtol; /* defaults 1e-3 and 1e-2 (float32 data) */
+    bool quiet;  /* do not print the report on failure */
+} nb_gradcheck_opts;
+
+typedef struct nb_gradcheck_result {
+    bool ok;
+    int input;                    /* where the worst mismatch is */
+    int64_t index;                /* flat index in that input */
+    double analytic, numeric;     /* the two values there */
+    double error;                 /* |analytic - numeric| - rtol*|numeric| */
+    char message[256];            /* one-line report */
+} nb_gradcheck_result;
+
+/* Returns true when every element agrees. opts and result may be NULL. */
+bool nb_gradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                  const nb_gradcheck_opts *opts, nb_gradcheck_result *result);
+/* Second order: checks the gradient of g(x) = sum(v * dL/dx) (computed with
+ * create_graph) against finite differences of dL/dx, i.e. that the backward
+ * formulas are themselves correctly differentiable. */
+bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                      const nb_gradcheck_opts *opts, nb_gradcheck_result *result);
+
+/* ---- graph export ----------------------------------------------------------
+ * Writes the graph that produced t in Graphviz dot format: one box per
+ * tensor with its name, op and shape. Returns 0 or -1 with a message. */
+int nb_export_dot(const nb_tensor *t, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,476 @@
+/* tensor.c — tensors and their storage: allocation, creation, queries and
+ * printing.
+ *
+ * Storage blocks are 64-byte aligned and come in power-of-two size classes;
+ * a freed block goes back to its class's free list and the next tensor of
+ * that size takes it, so a training loop that makes the same shapes every
+ * step stops calling malloc after its first step. Tensor structs are pooled
+ * the same way. Both pools are returned to the system at exit, so valgrind
+ * sees every byte freed.
+ */
+#include "tensor_internal.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- pools ---------------------------------------------------------------- */
+
+#define NB_ALIGN 64
+#define NB_SIZE_CLASSES 48
+#define NB_POOL_MAX_BYTES ((int64_t)1 << 30) /* cached beyond this: freed */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static nb_storage *storage_free[NB_SIZE_CLASSES];
+static int64_t pool_bytes;
+static nb_tensor *tensor_free;
+static atomic_llong live_tensors;
+static bool atexit_registered;
+
+static int64_t class_floats(int c) { return (int64_t)16 << c; }
+
+static void pool_cleanup(void) {
+    pthread_mutex_lock(&pool_lock);
+    for (int c = 0; c < NB_SIZE_CLASSES; c++) {
+        while (storage_free[c]) {
+            nb_storage *s = storage_free[c];
+            storage_free[c] = *(nb_storage **)s->data;
+            free(s);
+        }
+    }
+    while (tensor_free) {
+        nb_tensor *t = tensor_free;
+        tensor_free = t->next_free;
+        free(t);
+    }
+    pool_bytes = 0;
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static void register_cleanup_locked(void) {
+    if (!atexit_registered) {
+        atexit_registered = true;
+        atexit(pool_cleanup);
+    }
+}
+
+/* The header sits in the first 64 bytes of the block, the data after it. */
+static nb_storage *storage_new(int64_t numel) {
+    int c = 0;
+    while (c < NB_SIZE_CLASSES - 1 && class_floats(c) < numel) c++;
+    if (class_floats(c) < numel) return NULL;
+    pthread_mutex_lock(&pool_lock);
+    register_cleanup_locked();
+    nb_storage *s = storage_free[c];
+    if (s) {
+        storage_free[c] = *(nb_storage **)s->data;
+        pool_bytes -= class_floats(c) * (int64_t)sizeof(float);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (!s) {
+        size_t bytes = NB_ALIGN + (size_t)class_floats(c) * sizeof(float);
+        void *block = NULL;
+        if (posix_memalign(&block, NB_ALIGN, bytes) != 0) return NULL;
+        s = block;
+        s->data = (float *)((char *)block + NB_ALIGN);
+        s->size_class = c;
+        s->capacity = class_floats(c);
+    }
+    atomic_init(&s->refcount, 1);
+    s->version = 0;
+    return s;
+}
+
+static void storage_release(nb_storage *s) {
+    if (atomic_fetch_sub(&s->refcount, 1) != 1) return;
+    int64_t bytes = s->capacity * (int64_t)sizeof(float);
+    pthread_mutex_lock(&pool_lock);
+    if (pool_bytes + bytes <= NB_POOL_MAX_BYTES) {
+        *(nb_storage **)s->data = storage_free[s->size_class];
+        storage_free[s->size_class] = s;
+        pool_bytes += bytes;
+        s = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    free(s);
+}
+
+static nb_tensor *tensor_struct_new(void) {
+    pthread_mutex_lock(&pool_lock);
+    register_cleanup_locked();
+    nb_tensor *t = tensor_free;
+    if (t) tensor_free = t->next_free;
+    pthread_mutex_unlock(&pool_lock);
+    if (!t) t = malloc(sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    atomic_init(&t->refcount, 1);
+    t->inputs = t->inputs_inline;
+    atomic_fetch_add(&live_tensors, 1);
+    return t;
+}
+
+int64_t nb_live_tensors(void) { return atomic_load(&live_tensors); }
+
+/* ---- lifetime --------------------------------------------------------------- */
+
+char *nb_shape_str(int ndim, const int64_t *shape, char *buf, size_t size) {
+    size_t n = 0;
+    if (size == 0) return buf;
+    buf[0] = '\0';
+    n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "[");
+    for (int i = 0; i < ndim; i++)
+        n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s%lld", i ? "," : "",
+                              (long long)shape[i]);
+    snprintf(buf + n, n < size ? size - n : 0, "]");
+    return buf;
+}
+
+static bool check_shape(int ndim, const int64_t *shape, const char *who, int64_t *numel) {
+    char buf[160];
+    if (ndim < 0 || ndim > NB_MAX_DIMS || (ndim > 0 && !shape)) {
+        nb_set_error("%s: %d dimensions requested; nabla tensors have 0 to %d", who, ndim,
+                     NB_MAX_DIMS);
+        return false;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])) {
+            nb_set_error("%s: invalid shape %s", who, nb_shape_str(ndim, shape, buf, sizeof buf));
+            return false;
+        }
+        n *= shape[i];
+    }
+    *numel = n;
+    return true;
+}
+
+nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
+    int64_t numel;
+    if (!check_shape(ndim, shape, who, &numel)) return NULL;
+    nb_tensor *t = tensor_struct_new();
+    nb_storage *s = t ? storage_new(numel) : NULL;
+    if (!s) {
+        if (t) {
+            atomic_fetch_sub(&live_tensors, 1);
+            free(t);
+        }
+        nb_set_error("%s: out of memory for %lld floats", who, (long long)numel);
+        return NULL;
+    }
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->numel = numel;
+    t->storage = s;
+    nb__scope_adopt(t);
+    return t;
+}
+
+nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape) {
+    nb_tensor *t = tensor_struct_new();
+    if (!t) {
+        nb_set_error("nb_reshape: out of memory");
+        return NULL;
+    }
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->numel = base->numel;
+    t->storage = base->storage;
+    atomic_fetch_add(&t->storage->refcount, 1);
+    nb__scope_adopt(t);
+    return t;
+}
+
+void nb__tensor_retain(nb_tensor *t) { atomic_fetch_add(&t->refcount, 1); }
+
+void nb__release_graph(nb_tensor *t) {
+    for (int i = 0; i < t->nsaved; i++)
+        if (t->saved[i] != t) nb__tensor_decref(t->saved[i]);
+    t->nsaved = 0;
+    for (int i = 0; i < t->ninputs; i++) nb__tensor_decref(t->inputs[i]);
+    if (t->inputs != t->inputs_inline) free(t->inputs);
+    t->inputs = t->inputs_inline;
+    t->ninputs = 0;
+}
+
+/* Freeing a tensor drops references to its inputs, which may free them in
+ * turn. A long chain (100,000 ops) would recurse that deep, so the frees run
+ * from an explicit work list instead. */
+void nb__tensor_decref(nb_tensor *t) {
+    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    nb_tensor *work = t;
+    t->next_free = NULL;
+    while (work) {
+        nb_tensor *cur = work;
+        work = cur->next_free;
+        nb_tensor *children[NB_MAX_SAVED + 1];
+        int nchild = 0;
+        for (int i = 0; i < cur->nsaved; i++)
+            if (cur->saved[i] != cur) children[nchild++] = cur->saved[i];
+        if (cur->grad) children[nchild++] = cur->grad;
+        for (int i = 0; i < nchild + cur->ninputs; i++) {
+            nb_tensor *c = i < nchild ? children[i] : cur->inputs[i - nchild];
+            if (atomic_fetch_sub(&c->refcount, 1) == 1) {
+                c->next_free = work;
+                work = c;
+            }
+        }
+        if (cur->inputs != cur->inputs_inline) free(cur->inputs);
+        storage_release(cur->storage);
+        atomic_fetch_sub(&live_tensors, 1);
+        pthread_mutex_lock(&pool_lock);
+        cur->next_free = tensor_free;
+        tensor_free = cur;
+        pthread_mutex_unlock(&pool_lock);
+    }
+}
+
+/* ---- creation ---------------------------------------------------------------- */
+
+nb_tensor *nb_empty(int ndim, const int64_t *shape) {
+    return nb__tensor_new(ndim, shape, "nb_empty");
+}
+
+nb_tensor *nb_full(int ndim, const int64_t *shape, float value) {
+    nb_tensor *t = nb__tensor_new(ndim, shape, "nb_full");
+    if (!t) return NULL;
+    float *d = t->storage->data;
+    for (int64_t i = 0; i < t->numel; i++) d[i] = value;
+    return t;
+}
+
+nb_tensor *nb_zeros(int ndim, const int64_t *shape) {
+    nb_tensor *t = nb__tensor_new(ndim, shape, "nb_zeros");
+    if (t) memset(t->storage->data, 0, (size_t)t->numel * sizeof(float));
+    return t;
+}
+
+nb_tensor *nb_ones(int ndim, const int64_t *shape) { return nb_full(ndim, shape, 1.0f); }
+
+nb_tensor *nb_from_array(int ndim, const int64_t *shape, const float *data) {
+    if (!data) {
+        nb_set_error("nb_from_array: data is NULL");
+        return NULL;
+    }
+    nb_tensor *t = nb__tensor_new(ndim, shape, "nb_from_array");
+    if (t && t->numel) memcpy(t->storage->data, data, (size_t)t->numel * sizeof(float));
+    return t;
+}
+
+nb_tensor *nb_scalar(float value) { return nb_full(0, NULL, value); }
+
+nb_tensor *nb_arange(double start, double stop, double step) {
+    if (step == 0 || !isfinite(start) || !isfinite(stop) || !isfinite(step)) {
+        nb_set_error("nb_arange: cannot go from %g to %g in steps of %g", start, stop, step);
+        return NULL;
+    }
+    double span = ceil((stop - start) / step);
+    int64_t n = span > 0 ? (int64_t)span : 0;
+    nb_tensor *t = nb__tensor_new(1, &n, "nb_arange");
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n; i++) t->storage->data[i] = (float)(start + (double)i * step);
+    return t;
+}
+
+nb_tensor *nb_linspace(double start, double stop, int64_t steps) {
+    if (steps < 0) {
+        nb_set_error("nb_linspace: steps must be >= 0, got %lld", (long long)steps);
+        return NULL;
+    }
+    nb_tensor *t = nb__tensor_new(1, &steps, "nb_linspace");
+    if (!t) return NULL;
+    double h = steps > 1 ? (stop - start) / (double)(steps - 1) : 0;
+    for (int64_t i = 0; i < steps; i++)
+        t->storage->data[i] = (float)(i == steps - 1 && steps > 1 ? stop : start + (double)i * h);
+    return t;
+}
+
+nb_tensor *nb_eye(int64_t n) {
+    nb_tensor *t = nb_zeros(2, (int64_t[]){n, n});
+    if (t)
+        for (int64_t i = 0; i < n; i++) t->storage->data[i * n + i] = 1.0f;
+    return t;
+}
+
+nb_tensor *nb_empty_like(const nb_tensor *t) { return t ? nb_empty(t->ndim, t->shape) : NULL; }
+nb_tensor *nb_zeros_like(const nb_tensor *t) { return t ? nb_zeros(t->ndim, t->shape) : NULL; }
+nb_tensor *nb_ones_like(const nb_tensor *t) { return t ? nb_ones(t->ndim, t->shape) : NULL; }
+
+/* ---- queries ------------------------------------------------------------------ */
+
+int nb_ndim(const nb_tensor *t) { return t ? t->ndim : -1; }
+const int64_t *nb_shape(const nb_tensor *t) { return t ? t->shape : NULL; }
+int64_t nb_numel(const nb_tensor *t) { return t ? t->numel : 0; }
+const float *nb_data(const nb_tensor *t) { return t ? t->storage->data : NULL; }
+
+float *nb_data_mut(nb_tensor *t) {
+    if (!t) return NULL;
+    t->storage->version++;
+    return t->storage->data;
+}
+
+int64_t nb_dim(const nb_tensor *t, int axis) {
+    if (!t) return -1;
+    int a = axis < 0 ? axis + t->ndim : axis;
+    if (a < 0 || a >= t->ndim) {
+        nb_set_error("nb_dim: axis %d out of range for %d dimensions", axis, t->ndim);
+        return -1;
+    }
+    return t->shape[a];
+}
+
+float nb_item(const nb_tensor *t) {
+    if (!t) return NAN;
+    if (t->numel != 1) {
+        char buf[160];
+        nb_set_error("nb_item: tensor of shape %s has %lld elements, not one",
+                     nb_shape_str(t->ndim, t->shape, buf, sizeof buf), (long long)t->numel);
+        return NAN;
+    }
+    return t->storage->data[0];
+}
+
+int nb_set_item(nb_tensor *t, int64_t index, float value) {
+    if (!t) return -1;
+    if (index < 0 || index >= t->numel) {
+        nb_set_error("nb_set_item: index %lld out of range for %lld elements", (long long)index,
+                     (long long)t->numel);
+        return -1;
+    }
+    nb_data_mut(t)[index] = value;
+    return 0;
+}
+
+bool nb_same_shape(const nb_tensor *a, const nb_tensor *b) {
+    if (!a || !b || a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+nb_tensor *nb_set_name(nb_tensor *t, const char *name) {
+    if (!t) return NULL;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    return t;
+}
+
+const char *nb_name(const nb_tensor *t) { return t ? t->name : ""; }
+
+/* ---- printing ------------------------------------------------------------------
+ * The layout of PyTorch's repr: nested brackets aligned under "tensor(", one
+ * format for every element (integers as "3.", fixed with four decimals, or
+ * scientific when the magnitudes call for it), and at most three leading and
+ * three trailing entries per axis once a tensor has more than 1000 elements. */
+
+typedef struct print_fmt {
+    int mode; /* 0 integer, 1 fixed, 2 scientific */
+    int width;
+    bool summarize;
+} print_fmt;
+
+static int format_value(char *buf, size_t n, float v, int mode) {
+    if (isnan(v)) return snprintf(buf, n, "nan");
+    if (isinf(v)) return snprintf(buf, n, v > 0 ? "inf" : "-inf");
+    if (mode == 0) return snprintf(buf, n, "%.0f.", (double)v);
+    if (mode == 1) return snprintf(buf, n, "%.4f", (double)v);
+    return snprintf(buf, n, "%.4e", (double)v);
+}
+
+static bool shown(const print_fmt *pf, int64_t i, int64_t n) {
+    return !pf->summarize || n <= 6 || i < 3 || i >= n - 3;
+}
+
+static void scan_values(const nb_tensor *t, const print_fmt *pf, int axis, int64_t offset,
+                        double *maxabs, double *minabs, bool *integral) {
+    int64_t n = t->shape[axis], stride = 1;
+    for (int d = axis + 1; d < t->ndim; d++) stride *= t->shape[d];
+    for (int64_t i = 0; i < n; i++) {
+        if (!shown(pf, i, n)) continue;
+        if (axis + 1 < t->ndim) {
+            scan_values(t, pf, axis + 1, offset + i * stride, maxabs, minabs, integral);
+            continue;
+        }
+        float v = t->storage->data[offset + i];
+        if (!isfinite(v)) continue;
+        double a = fabs((double)v);
+        if (a > *maxabs) *maxabs = a;
+        if (a > 0 && a < *minabs) *minabs = a;
+        if (v != nearbyintf(v)) *integral = false;
+    }
+}
+
+static void print_rec(FILE *f, const nb_tensor *t, const print_fmt *pf, int axis,
+                      int64_t offset, int indent) {
+    int64_t n = t->shape[axis], stride = 1;
+    for (int d = axis + 1; d < t->ndim; d++) stride *= t->shape[d];
+    fputc('[', f);
+    for (int64_t i = 0; i < n; i++) {
+        if (!shown(pf, i, n)) {
+            if (i == 3) {
+                if (axis + 1 == t->ndim) fputs("...,", f);
+                else fprintf(f, "\n%*s...,", indent + 1, "");
+                if (axis + 1 == t->ndim) fputc(' ', f);
+            }
+            continue;
+        }
+        if (axis + 1 < t->ndim) {
+            if (i > 0) {
+                for (int k = axis + 1; k < t->ndim; k++) fputc('\n', f);
+                fprintf(f, "%*s", indent + 1, "");
+            }
+            print_rec(f, t, pf, axis + 1, offset + i * stride, indent + 1);
+        } else {
+            char buf[48];
+            format_value(buf, sizeof buf, t->storage->data[offset + i], pf->mode);
+            fprintf(f, "%*s", pf->width, buf);
+        }
+        if (i + 1 < n) fputs(axis + 1 == t->ndim ? ", " : ",", f);
+    }
+    fputc(']', f);
+}
+
+void nb_fprint(FILE *f, const nb_tensor *t) {
+    if (!t) {
+        fputs("tensor(NULL)\n", f);
+        return;
+    }
+    print_fmt pf = {1, 0, t->numel > 1000};
+    double maxabs = 0, minabs = INFINITY;
+    bool integral = true;
+    if (t->ndim > 0 && t->numel > 0) scan_values(t, &pf, 0, 0, &maxabs, &minabs, &integral);
+    else if (t->ndim == 0) {
+        float v = t->storage->data[0];
+        maxabs = minabs = fabs((double)v);
+        integral = isfinite(v) && v == nearbyintf(v);
+    }
+    if (integral && maxabs < 1e8) pf.mode = 0;
+    else if (maxabs >= 1e8 || (minabs < 1e-4 && minabs > 0) || maxabs / minabs > 1e3)
+        pf.mode = 2;
+    if (t->ndim > 0 && t->numel > 0) {
+        /* width: the longest element shown */
+        for (int64_t i = 0; i < t->numel; i++) {
+            char buf[48];
+            int w = format_value(buf, sizeof buf, t->storage->data[i], pf.mode);
+            if (w > pf.width) pf.width = w;
+            if (pf.summarize && i > 2000) break;
+        }
+    }
+    fputs("tensor(", f);
+    if (t->ndim == 0) {
+        char buf[48];
+        format_value(buf, sizeof buf, t->storage->data[0], pf.mode);
+        fputs(buf, f);
+    } else if (t->numel == 0) {
+        char buf[160];
+        fprintf(f, "[], size=%s", nb_shape_str(t->ndim, t->shape, buf, sizeof buf));
+    } else {
+        print_rec(f, t, &pf, 0, 0, 7);
+    }
+    if (t->name[0]) fprintf(f, ", name='%s'", t->name);
+    if (t->op) fprintf(f, ", grad_fn=<%s>", t->op->name);
+    else if (t->requires_grad) fputs(", requires_grad=true", f);
+    fputs(")\n", f);
+}
+
+void nb_print(const nb_tensor *t) { nb_fprint(stdout, t); }

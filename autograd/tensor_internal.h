@@ -1,0 +1,84 @@
+/* tensor_internal.h — the layout of a tensor, shared by the files of
+ * autograd/ and by nothing else. ops/ sees tensors only through the public
+ * API in nb_autograd.h, exactly as a user's own op does.
+ *
+ * A tensor is a shape, a reference to storage (which reshape and detach
+ * share) and, inline, its graph node: the op that made it, strong references
+ * to its inputs, the tensors and scalars its backward needs. Keeping the node
+ * inside the tensor means recording an op costs no allocation beyond the
+ * tensor itself, and tensors come from a free list, so a training step in
+ * steady state does not call malloc.
+ */
+#ifndef NB_TENSOR_INTERNAL_H
+#define NB_TENSOR_INTERNAL_H
+
+#include "nb_autograd.h"
+
+#include <stdatomic.h>
+
+#define NB_INLINE_INPUTS 4
+
+typedef struct nb_storage {
+    atomic_int refcount;
+    uint64_t version;  /* bumped by every write through nb_data_mut */
+    int size_class;    /* which free list the block returns to */
+    int64_t capacity;  /* floats */
+    float *data;       /* 64-byte aligned, inside the same block */
+} nb_storage;
+
+struct nb_tensor {
+    int ndim;
+    int64_t shape[NB_MAX_DIMS];
+    int64_t numel;
+    nb_storage *storage;
+    atomic_int refcount;
+
+    /* ownership: scope_depth > 0 means the scope at that depth of the
+     * creating thread holds one reference, in slot scope_slot of its list;
+     * caller_ref means the user holds one (kept, or made outside scopes). */
+    int scope_depth;
+    int64_t scope_slot;
+    bool caller_ref;
+
+    /* autograd */
+    bool requires_grad;
+    bool retains_grad;
+    bool graph_freed;  /* backward released inputs and saved values */
+    nb_tensor *grad;   /* owned */
+    const nb_op *op;   /* NULL for leaves */
+    int ninputs;
+    nb_tensor **inputs; /* inputs_inline or a heap array, strong refs */
+    nb_tensor *inputs_inline[NB_INLINE_INPUTS];
+    int nsaved;
+    nb_tensor *saved[NB_MAX_SAVED]; /* strong refs, except a saved self */
+    uint64_t saved_version[NB_MAX_SAVED];
+    double attrs[NB_MAX_ATTRS];
+
+    /* scratch of one backward traversal */
+    uint64_t visit;
+    nb_tensor *acc;      /* gradient accumulated so far */
+    int capture;         /* index + 1 in nb_grad's inputs, 0 if none */
+    int pending;
+
+    char name[32];
+    nb_tensor *next_free;
+};
+
+/* tensor.c */
+nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who);
+nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape);
+void nb__tensor_retain(nb_tensor *t);
+void nb__tensor_decref(nb_tensor *t);
+void nb__release_graph(nb_tensor *t); /* drop inputs and saved values */
+
+/* ownership.c */
+void nb__scope_adopt(nb_tensor *t); /* new tensor: give to scope or caller */
+void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit */
+
+/* engine.c */
+void nb__engine_thread_exit(void);
+
+/* error.c */
+uint64_t nb__error_count(void); /* errors set so far on this thread */
+
+#endif

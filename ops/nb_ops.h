@@ -1,0 +1,152 @@
+/* nb_ops.h — the catalogue of differentiable ops. Each family lives in one
+ * file of ops/, each op's forward kernel beside its backward formula;
+ * ops/README.md is the table of every op's gradient.
+ *
+ * Every function here returns a new tensor that follows the ownership rule
+ * of nb_autograd.h (it belongs to the innermost open scope), returns NULL
+ * with a message naming the op and the shapes on bad input, and returns NULL
+ * silently when given NULL. Axes may be negative (counted from the end).
+ */
+#ifndef NB_OPS_H
+#define NB_OPS_H
+
+#include "nb_autograd.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- elementwise binary, NumPy broadcasting (ops/elementwise.c) ----------- */
+nb_tensor *nb_add(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_sub(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_mul(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_div(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_pow(nb_tensor *a, nb_tensor *b);     /* a > 0 where b is not an integer */
+nb_tensor *nb_maximum(nb_tensor *a, nb_tensor *b); /* ties split the gradient evenly */
+nb_tensor *nb_minimum(nb_tensor *a, nb_tensor *b);
+
+/* with a scalar operand */
+nb_tensor *nb_add_scalar(nb_tensor *a, float s);
+nb_tensor *nb_sub_scalar(nb_tensor *a, float s);   /* a - s */
+nb_tensor *nb_rsub_scalar(nb_tensor *a, float s);  /* s - a */
+nb_tensor *nb_mul_scalar(nb_tensor *a, float s);
+nb_tensor *nb_div_scalar(nb_tensor *a, float s);   /* a / s */
+nb_tensor *nb_rdiv_scalar(nb_tensor *a, float s);  /* s / a */
+nb_tensor *nb_pow_scalar(nb_tensor *a, float s);   /* a ^ s */
+nb_tensor *nb_rpow_scalar(nb_tensor *a, float s);  /* s ^ a, s > 0 */
+nb_tensor *nb_maximum_scalar(nb_tensor *a, float s);
+nb_tensor *nb_minimum_scalar(nb_tensor *a, float s);
+
+/* The shape a and b broadcast to; false (and a message naming who) if they
+ * do not. out must hold NB_MAX_DIMS entries. */
+bool nb_broadcast_shapes(const char *who, const nb_tensor *a, const nb_tensor *b, int *ndim,
+                         int64_t *out);
+/* Sums t over broadcast dimensions down to shape (the adjoint of expand). */
+nb_tensor *nb_sum_to(nb_tensor *t, int ndim, const int64_t *shape);
+/* Copies t broadcast to shape. */
+nb_tensor *nb_expand(nb_tensor *t, int ndim, const int64_t *shape);
+
+/* ---- comparisons and selection (ops/compare.c) -----------------------------
+ * Comparisons give masks of 0 and 1 and are not differentiable (the result
+ * never requires grad). where() is differentiable in a and b. */
+nb_tensor *nb_eq(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_ne(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_lt(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_le(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_gt(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_ge(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_gt_scalar(nb_tensor *a, float s);
+nb_tensor *nb_lt_scalar(nb_tensor *a, float s);
+/* cond != 0 ? a : b, all three broadcast together. */
+nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b);
+
+/* ---- elementwise unary and activations (ops/unary.c, ops/activation.c) ---- */
+nb_tensor *nb_neg(nb_tensor *x);
+nb_tensor *nb_exp(nb_tensor *x);
+nb_tensor *nb_log(nb_tensor *x);
+nb_tensor *nb_sqrt(nb_tensor *x);
+nb_tensor *nb_abs(nb_tensor *x);    /* gradient 0 at 0 */
+nb_tensor *nb_sign(nb_tensor *x);   /* not differentiable: gradient 0 */
+nb_tensor *nb_sin(nb_tensor *x);
+nb_tensor *nb_cos(nb_tensor *x);
+nb_tensor *nb_square(nb_tensor *x);
+nb_tensor *nb_erf(nb_tensor *x);
+nb_tensor *nb_tanh(nb_tensor *x);
+nb_tensor *nb_sigmoid(nb_tensor *x);
+nb_tensor *nb_relu(nb_tensor *x);   /* gradient 0 at 0 */
+nb_tensor *nb_leaky_relu(nb_tensor *x, float negative_slope);
+nb_tensor *nb_elu(nb_tensor *x, float alpha);
+nb_tensor *nb_gelu(nb_tensor *x);   /* exact: x * Phi(x) */
+nb_tensor *nb_softplus(nb_tensor *x); /* log(1 + exp(x)), stable */
+nb_tensor *nb_clamp(nb_tensor *x, float min, float max); /* gradient 1 inside [min, max] */
+
+/* ---- reductions (ops/reduce.c) ----------------------------------------------
+ * naxes == 0 (NB_ALL) reduces every axis. keepdim leaves reduced axes as 1. */
+nb_tensor *nb_sum(nb_tensor *x, int naxes, const int *axes, bool keepdim);
+nb_tensor *nb_mean(nb_tensor *x, int naxes, const int *axes, bool keepdim);
+/* max and min send the gradient to the selected element (the first one on
+ * ties), like PyTorch's max(dim). */
+nb_tensor *nb_max(nb_tensor *x, int naxes, const int *axes, bool keepdim);
+nb_tensor *nb_min(nb_tensor *x, int naxes, const int *axes, bool keepdim);
+/* correction 1 is the unbiased (sample) variance, 0 the population one. */
+nb_tensor *nb_var(nb_tensor *x, int naxes, const int *axes, int correction, bool keepdim);
+nb_tensor *nb_logsumexp(nb_tensor *x, int naxes, const int *axes, bool keepdim);
+/* Index of the largest (smallest) element along axis, as float values. */
+nb_tensor *nb_argmax(nb_tensor *x, int axis, bool keepdim);
+nb_tensor *nb_argmin(nb_tensor *x, int axis, bool keepdim);
+/* Stable for large inputs (the maximum is subtracted first). */
+nb_tensor *nb_softmax(nb_tensor *x, int axis);
+nb_tensor *nb_log_softmax(nb_tensor *x, int axis);
+
+/* ---- linear algebra (ops/linalg.c) ------------------------------------------
+ * matmul follows numpy.matmul: 1-D operands are promoted to a matrix and the
+ * added axis removed after; leading (batch) axes broadcast. */
+nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_transpose(nb_tensor *x, int axis0, int axis1);
+nb_tensor *nb_permute(nb_tensor *x, const int *perm); /* perm has ndim entries */
+/* Threads used by large kernels (matmul): n <= 0 means one per CPU.
+ * Results are bitwise identical whatever the count. */
+void nb_set_num_threads(int n);
+int nb_get_num_threads(void);
+
+/* ---- shape (ops/shape.c) -------------------------------------------------------
+ * reshape and its relatives share storage with x; the others copy. */
+nb_tensor *nb_reshape(nb_tensor *x, int ndim, const int64_t *shape); /* one -1 allowed */
+nb_tensor *nb_flatten(nb_tensor *x, int start_axis, int end_axis);
+nb_tensor *nb_squeeze(nb_tensor *x, int axis);   /* the axis must have size 1 */
+nb_tensor *nb_unsqueeze(nb_tensor *x, int axis); /* axis in [-ndim-1, ndim] */
+nb_tensor *nb_clone(nb_tensor *x);
+/* Python's x[start:stop:step] along axis: negative start/stop count from
+ * the end, out-of-range bounds are clipped, step >= 1. */
+nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
+/* Indices are tensors of integral values (exact in float up to 2^24).
+ * index_select takes whole slices: out.shape[axis] = numel(index).
+ * gather picks out[i][j] = x[index[i][j]][j] (axis 0), index has x's rank. */
+nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index);
+nb_tensor *nb_gather(nb_tensor *x, int axis, nb_tensor *index);
+/* The adjoints of the two above: zeros of shape x with src added at index. */
+nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
+nb_tensor *nb_scatter_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
+nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis);
+nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis);
+
+/* ---- losses (ops/loss.c) ---------------------------------------------------------
+ * Each returns one number: the mean over elements (or over the batch for
+ * the class losses) unless reduction says otherwise. */
+typedef enum nb_reduction { NB_REDUCE_MEAN, NB_REDUCE_SUM, NB_REDUCE_NONE } nb_reduction;
+
+nb_tensor *nb_mse_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r);
+nb_tensor *nb_l1_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r);
+nb_tensor *nb_huber_loss(nb_tensor *pred, nb_tensor *target, float delta, nb_reduction r);
+/* prob in (0, 1); log terms clamped at -100 as PyTorch does. */
+nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r);
+nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_reduction r);
+/* logits [N, C] (or [C]), labels [N] of class indices in 0..C-1. */
+nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r);
+/* log_probs [N, C], labels [N]: -log_probs[i, labels[i]]. */
+nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

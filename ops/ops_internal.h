@@ -1,0 +1,72 @@
+/* ops_internal.h — helpers shared by the files of ops/ and by nothing a user
+ * sees: the broadcasting plan that elementwise kernels walk, axis
+ * normalisation and shape formatting for messages. Everything else an op
+ * needs comes from the public op API in nb_autograd.h.
+ */
+#ifndef NB_OPS_INTERNAL_H
+#define NB_OPS_INTERNAL_H
+
+#include "nb_ops.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A shape formatted for a message: SHAPE(t) is "[3,4]". Each use needs its
+ * own buffer, so it lives in a compound literal of the enclosing block. */
+#define NB_SHAPE_BUF 96
+#define SHAPE(t) nb_shape_str(nb_ndim(t), nb_shape(t), (char[NB_SHAPE_BUF]){0}, NB_SHAPE_BUF)
+
+/* Output index -> offsets into a and b for two operands broadcast together.
+ * Strides are 0 along broadcast axes. */
+typedef struct nb_bcast {
+    int ndim;
+    int64_t shape[NB_MAX_DIMS];
+    int64_t numel;
+    int64_t stride_a[NB_MAX_DIMS], stride_b[NB_MAX_DIMS];
+} nb_bcast;
+
+/* Plans a op b; false and a message naming who when the shapes clash. */
+bool nb_bcast_plan(const char *who, const nb_tensor *a, const nb_tensor *b, nb_bcast *p);
+
+/* Runs BODY for every output element i with ia, ib the matching input
+ * offsets. The innermost axis is a plain loop so that same-shape and
+ * scalar-operand cases vectorise. */
+#define NB_BCAST_FOR(p, i, ia, ib, BODY)                                                     \
+    do {                                                                                     \
+        const nb_bcast *p_ = (p);                                                            \
+        int64_t inner_ = p_->ndim ? p_->shape[p_->ndim - 1] : 1;                             \
+        int64_t sa_ = p_->ndim ? p_->stride_a[p_->ndim - 1] : 0;                             \
+        int64_t sb_ = p_->ndim ? p_->stride_b[p_->ndim - 1] : 0;                             \
+        int64_t idx_[NB_MAX_DIMS] = {0}, base_a_ = 0, base_b_ = 0;                           \
+        for (int64_t row_ = 0; inner_ > 0 && row_ * inner_ < p_->numel; row_++) {           \
+            for (int64_t k_ = 0; k_ < inner_; k_++) {                                        \
+                int64_t i = row_ * inner_ + k_, ia = base_a_ + k_ * sa_, ib = base_b_ + k_ * sb_; \
+                (void)i; (void)ia; (void)ib;                                                 \
+                BODY;                                                                        \
+            }                                                                                \
+            for (int d_ = p_->ndim - 2; d_ >= 0; d_--) {                                     \
+                idx_[d_]++;                                                                  \
+                base_a_ += p_->stride_a[d_];                                                 \
+                base_b_ += p_->stride_b[d_];                                                 \
+                if (idx_[d_] < p_->shape[d_]) break;                                         \
+                base_a_ -= idx_[d_] * p_->stride_a[d_];                                      \
+                base_b_ -= idx_[d_] * p_->stride_b[d_];                                      \
+                idx_[d_] = 0;                                                                \
+            }                                                                                \
+        }                                                                                    \
+    } while (0)
+
+/* Normalises axis (negative from the end) into [0, ndim); false and a
+ * message naming who when out of range. */
+bool nb_norm_axis(const char *who, int axis, int ndim, int *out);
+
+/* Row-major strides of a shape. */
+static inline void nb_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= shape[d];
+    }
+}
+
+#endif

@@ -1,0 +1,91 @@
+/* test_util.h — what every nabla test file shares: each test runs inside a
+ * scope and must leave the live tensor count where it found it, values are
+ * compared with a tolerance, and gradients are checked by finite
+ * differences (nb_gradcheck, nb_gradgradcheck) with the report in the
+ * failure message.
+ */
+#ifndef NB_TEST_UTIL_H
+#define NB_TEST_UTIL_H
+
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "nabla.h"
+
+static int64_t nb_test_live_at_start;
+
+static inline void nb_test_setup(void) {
+    nb_clear_error();
+    nb_manual_seed(42);
+    nb_test_live_at_start = nb_live_tensors();
+    nb_scope_begin();
+}
+
+static inline void nb_test_teardown(void) {
+    nb_scope_end();
+    cr_expect_eq(nb_live_tensors(), nb_test_live_at_start,
+                 "tensors leaked: %lld alive after the test, %lld before",
+                 (long long)nb_live_tensors(), (long long)nb_test_live_at_start);
+}
+
+/* TestSuite(name, NB_TEST_HOOKS) gives every test of the suite a scope and
+ * the leak check. */
+#define NB_TEST_HOOKS .init = nb_test_setup, .fini = nb_test_teardown
+
+/* Asserts that t holds exactly the listed values (within tol). */
+#define EXPECT_VALUES(t, tol, ...)                                                       \
+    nb_test_expect_values((t), (tol), (const float[]){__VA_ARGS__},                      \
+                          (int64_t)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float)))
+
+static inline void nb_test_expect_values(const nb_tensor *t, double tol, const float *want,
+                                         int64_t n) {
+    cr_assert_not_null(t, "tensor is NULL: %s", nb_error() ? nb_error() : "(no message)");
+    cr_assert_eq(nb_numel(t), n, "tensor has %lld elements, expected %lld",
+                 (long long)nb_numel(t), (long long)n);
+    const float *d = nb_data(t);
+    for (int64_t i = 0; i < n; i++) {
+        bool same = (isnan(want[i]) && isnan(d[i])) || fabs((double)d[i] - (double)want[i]) <= tol ||
+                    (isinf(want[i]) && d[i] == want[i]);
+        cr_assert(same, "element %lld is %.8g, expected %.8g", (long long)i, (double)d[i],
+                  (double)want[i]);
+    }
+}
+
+/* Asserts the shape of t. */
+#define EXPECT_SHAPE(t, ...)                                                             \
+    nb_test_expect_shape((t), NB_SHAPE(__VA_ARGS__))
+
+static inline void nb_test_expect_shape(const nb_tensor *t, int ndim, const int64_t *shape) {
+    cr_assert_not_null(t, "tensor is NULL: %s", nb_error() ? nb_error() : "(no message)");
+    char got[128], want[128];
+    nb_shape_str(nb_ndim(t), nb_shape(t), got, sizeof got);
+    nb_shape_str(ndim, shape, want, sizeof want);
+    cr_assert_str_eq(got, want, "shape %s, expected %s", got, want);
+}
+
+/* A leaf of the given shape with uniform values in [lo, hi), requiring grad. */
+static inline nb_tensor *nb_test_leaf(float lo, float hi, int ndim, const int64_t *shape) {
+    return nb_requires_grad(nb_uniform(NULL, lo, hi, ndim, shape), true);
+}
+
+/* Gradcheck (and, when second is true, gradgradcheck) of f at inputs. */
+static inline void nb_test_gradcheck(nb_gradcheck_fn f, void *ctx, int n, nb_tensor *const *in,
+                                     bool second) {
+    nb_gradcheck_opts quiet = {.quiet = true};
+    nb_gradcheck_result r;
+    cr_assert(nb_gradcheck(f, ctx, n, in, &quiet, &r), "%s", r.message);
+    if (second) cr_assert(nb_gradgradcheck(f, ctx, n, in, &quiet, &r), "%s", r.message);
+}
+
+/* Asserts that the last error message contains every listed fragment. */
+#define EXPECT_ERROR(...)                                                                \
+    do {                                                                                 \
+        const char *frags_[] = {__VA_ARGS__};                                            \
+        const char *msg_ = nb_error();                                                   \
+        cr_assert_not_null(msg_, "no error message was set");                            \
+        for (size_t f_ = 0; f_ < sizeof frags_ / sizeof *frags_; f_++)                   \
+            cr_assert(strstr(msg_, frags_[f_]) != NULL, "message \"%s\" lacks \"%s\"", msg_, \
+                      frags_[f_]);                                                       \
+    } while (0)
+
+#endif
