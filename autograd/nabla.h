@@ -2,6 +2,8 @@
  *
  *   nb_autograd.h   tensors, ownership, backward, the op API, gradcheck
  *   nb_ops.h        the differentiable ops
+ *   nb_optim.h      optimizers, learning-rate schedules, gradient clipping
+ *   nb_nn.h         modules, layers, initialisers, the Keras-style model
  *
  * It lives in autograd/ because that is where every use of nabla starts;
  * the headers it names each open with what they hold and the rules they
@@ -12,5 +14,7 @@
 
 #include "nb_autograd.h"
 #include "nb_ops.h"
+#include "nb_optim.h"
+#include "nb_nn.h"
 
 #endif

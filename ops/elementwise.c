@@ -82,9 +82,14 @@ nb_tensor *nb_expand(nb_tensor *x, int ndim, const int64_t *shape) {
     if (!x) return NULL;
     int n;
     int64_t bshape[NB_MAX_DIMS];
+    if (ndim > 0 && !shape) {
+        nb_set_error("nb_expand: %d dimensions requested for %s but no shape given", ndim,
+                     SHAPE(x));
+        return NULL;
+    }
     if (ndim < nb_ndim(x) || ndim > NB_MAX_DIMS ||
         !broadcast_shape("nb_expand", nb_ndim(x), nb_shape(x), ndim, shape, &n, bshape) ||
-        memcmp(bshape, shape, sizeof(int64_t) * (size_t)ndim) != 0) {
+        (ndim > 0 && memcmp(bshape, shape, sizeof(int64_t) * (size_t)ndim) != 0)) {
         char b[NB_SHAPE_BUF];
         nb_set_error("nb_expand: cannot expand %s to %s", SHAPE(x),
                      nb_shape_str(ndim, shape, b, sizeof b));
@@ -109,7 +114,13 @@ static const nb_op sum_to_op = {"sum_to", sum_to_backward};
 
 nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     if (!x) return NULL;
-    if (ndim == nb_ndim(x) && memcmp(shape, nb_shape(x), sizeof(int64_t) * (size_t)ndim) == 0)
+    if (ndim < 0 || (ndim > 0 && !shape)) {
+        nb_set_error("nb_sum_to: %d dimensions requested for %s%s", ndim, SHAPE(x),
+                     ndim < 0 ? "" : " but no shape given");
+        return NULL;
+    }
+    if (ndim == nb_ndim(x) &&
+        (ndim == 0 || memcmp(shape, nb_shape(x), sizeof(int64_t) * (size_t)ndim) == 0))
         return x; /* nothing to sum: the common case in backward formulas */
     int n;
     int64_t bshape[NB_MAX_DIMS];
@@ -211,13 +222,21 @@ nb_tensor *nb_div(nb_tensor *a, nb_tensor *b) {
     return out;
 }
 
-/* d(a^b) = b a^(b-1) da + a^b log(a) db */
+/* d(a^b) = b a^(b-1) da + a^b log(a) db
+ * Each product is 0 * inf at an edge where the derivative is in fact 0:
+ * b == 0 for da (0 * a^-1 at a = 0), a == 0 with b >= 0 for db (a^b * log 0).
+ * Those elements are set to 0 with where(), as PyTorch does. */
 static void pow_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1);
-    if (nb_needs_input_grad(out, 0))
-        gx[0] = to_input(out, 0, nb_mul(g, nb_mul(b, nb_pow(a, nb_sub_scalar(b, 1)))));
-    if (nb_needs_input_grad(out, 1))
-        gx[1] = to_input(out, 1, nb_mul(g, nb_mul(nb_saved(out, 2), nb_log(a))));
+    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1), *zero = nb_scalar(0.0f);
+    if (nb_needs_input_grad(out, 0)) {
+        nb_tensor *d = nb_mul(b, nb_pow(a, nb_sub_scalar(b, 1)));
+        gx[0] = to_input(out, 0, nb_mul(g, nb_where(nb_eq(b, zero), zero, d)));
+    }
+    if (nb_needs_input_grad(out, 1)) {
+        nb_tensor *d = nb_mul(nb_saved(out, 2), nb_log(a));
+        nb_tensor *edge = nb_mul(nb_eq(a, zero), nb_ge(b, zero));
+        gx[1] = to_input(out, 1, nb_mul(g, nb_where(edge, zero, d)));
+    }
 }
 static const nb_op pow_op = {"pow", pow_backward};
 nb_tensor *nb_pow(nb_tensor *a, nb_tensor *b) {
@@ -233,7 +252,7 @@ nb_tensor *nb_pow(nb_tensor *a, nb_tensor *b) {
  * mask is a constant: its own derivative is zero almost everywhere. */
 static nb_tensor *select_mask(nb_tensor *a, nb_tensor *b, bool take_larger) {
     nb_bcast p;
-    if (!nb_bcast_plan("nb_maximum", a, b, &p)) return NULL;
+    if (!nb_bcast_plan(take_larger ? "nb_maximum" : "nb_minimum", a, b, &p)) return NULL;
     nb_tensor *m = nb_empty(p.ndim, p.shape);
     if (!m) return NULL;
     const float *pa = nb_data(a), *pb = nb_data(b);
@@ -344,10 +363,14 @@ nb_tensor *nb_rdiv_scalar(nb_tensor *x, float s) {
     return out;
 }
 
-/* d(x^s) = s x^(s-1) dx */
+/* d(x^s) = s x^(s-1) dx; x^0 is constant (0 * x^-1 would be nan at x = 0) */
 static void pow_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(out, 0);
     float s = attr_s(out);
+    if (s == 0.0f) {
+        gx[0] = nb_mul_scalar(g, 0.0f);
+        return;
+    }
     nb_tensor *d = s == 2.0f ? nb_mul_scalar(x, 2.0f) : nb_mul_scalar(nb_pow_scalar(x, s - 1), s);
     gx[0] = nb_mul(g, d);
 }

@@ -100,3 +100,248 @@ nb_tensor *nb_unsqueeze(nb_tensor *x, int axis) {
     for (int d = 0, m = 0; d <= n; d++) shape[d] = d == a ? 1 : nb_shape(x)[m++];
     return nb_reshape(x, n + 1, shape);
 }
+
+#include <stdlib.h> /* malloc, for nb_stack of many tensors */
+
+/* ---- copies: clone, slice, concat, stack ---------------------------------------
+ * These write a new tensor. Their gradients move values back to where they
+ * came from without arithmetic, so every backward below is itself one of
+ * these ops (or slice_scatter, the adjoint of slice) and can be
+ * differentiated again:
+ *
+ *   clone          g
+ *   slice          slice_scatter(g)       (g put back in zeros of x's shape)
+ *   slice_scatter  slice(g)
+ *   concat         slice(g) per input     (each input's own stretch of axis)
+ *   stack          unsqueeze then concat  (its gradient is theirs)
+ */
+
+/* clone: x (S) -> out (S), a copy that does not share storage. */
+static void clone_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+    (void)out;
+    gx[0] = g;
+}
+static const nb_op clone_op = {"clone", clone_backward};
+
+nb_tensor *nb_clone(nb_tensor *x) {
+    if (!x) return NULL;
+    nb_tensor *out = nb_empty_like(x);
+    if (!out) return NULL;
+    if (nb_numel(x) > 0) memcpy(nb_data_mut(out), nb_data(x), sizeof(float) * (size_t)nb_numel(x));
+    return nb_record(out, &clone_op, 1, &x);
+}
+
+/* The sizes before, along and after axis: a row-major tensor is then
+ * outer x n x inner, and a slice along axis is a strided walk over n. */
+static void split_at_axis(const nb_tensor *t, int axis, int64_t *outer, int64_t *inner) {
+    *outer = 1;
+    *inner = 1;
+    for (int d = 0; d < axis; d++) *outer *= nb_shape(t)[d];
+    for (int d = axis + 1; d < nb_ndim(t); d++) *inner *= nb_shape(t)[d];
+}
+
+/* Elements a Python slice start:stop:step of a clipped range holds. */
+static int64_t slice_len(int64_t start, int64_t stop, int64_t step) {
+    return stop > start ? (stop - start - 1) / step + 1 : 0;
+}
+
+/* slice_scatter: g (S with S[axis] = len) -> out (shape), zeros everywhere
+ * except out[..., start:stop:step, ...] = g. The adjoint of slice, so
+ * d(slice_scatter) = slice(g); start and stop are already clipped. */
+static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, int axis,
+                                int64_t start, int64_t stop, int64_t step);
+
+static void slice_scatter_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = nb_slice(g, (int)nb_attr(out, 0), (int64_t)nb_attr(out, 1), (int64_t)nb_attr(out, 2),
+                     (int64_t)nb_attr(out, 3));
+}
+static const nb_op slice_scatter_op = {"slice_scatter", slice_scatter_backward};
+
+static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, int axis,
+                                int64_t start, int64_t stop, int64_t step) {
+    if (!g) return NULL;
+    int64_t len = slice_len(start, stop, step), want[NB_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) want[d] = d == axis ? len : shape[d];
+    if (nb_ndim(g) != ndim || memcmp(nb_shape(g), want, sizeof(int64_t) * (size_t)ndim) != 0) {
+        char b[NB_SHAPE_BUF];
+        nb_set_error("nb_slice: the gradient has shape %s, expected %s", SHAPE(g),
+                     nb_shape_str(ndim, want, b, sizeof b));
+        return NULL;
+    }
+    nb_tensor *out = nb_zeros(ndim, shape);
+    if (!out) return NULL;
+    int64_t outer, inner, n = shape[axis];
+    split_at_axis(out, axis, &outer, &inner);
+    const float *pg = nb_data(g);
+    float *po = nb_data_mut(out);
+    for (int64_t o = 0; o < outer; o++) {
+        const float *src = pg + o * len * inner;
+        float *dst = po + (o * n + start) * inner;
+        if (step == 1) memcpy(dst, src, sizeof(float) * (size_t)(len * inner));
+        else if (inner == 1)
+            for (int64_t k = 0; k < len; k++) dst[k * step] = src[k];
+        else
+            for (int64_t k = 0; k < len; k++)
+                memcpy(dst + k * step * inner, src + k * inner, sizeof(float) * (size_t)inner);
+    }
+    nb_record(out, &slice_scatter_op, 1, &g);
+    nb_set_attr(out, 0, axis);
+    nb_set_attr(out, 1, (double)start);
+    nb_set_attr(out, 2, (double)stop);
+    nb_set_attr(out, 3, (double)step);
+    return out;
+}
+
+/* slice: x (..., n, ...) -> out (..., len, ...) with len the number of
+ * indices in start:stop:step once clipped to [0, n]. */
+static void slice_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_input(out, 0);
+    gx[0] = slice_scatter(g, nb_ndim(x), nb_shape(x), (int)nb_attr(out, 0),
+                          (int64_t)nb_attr(out, 1), (int64_t)nb_attr(out, 2),
+                          (int64_t)nb_attr(out, 3));
+}
+static const nb_op slice_op = {"slice", slice_backward};
+
+/* Python's rule: a negative bound counts from the end, then both are
+ * clipped to [0, n]. */
+static int64_t clip_bound(int64_t b, int64_t n) {
+    if (b < 0) b = b < -n ? 0 : b + n;
+    return b > n ? n : b;
+}
+
+nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t step) {
+    if (!x) return NULL;
+    int a;
+    if (!nb_norm_axis("nb_slice", axis, nb_ndim(x), &a)) return NULL;
+    if (step < 1) {
+        nb_set_error("nb_slice: step %lld along axis %d of %s must be at least 1", (long long)step,
+                     axis, SHAPE(x));
+        return NULL;
+    }
+    int64_t n = nb_shape(x)[a];
+    start = clip_bound(start, n);
+    stop = clip_bound(stop, n);
+    int64_t len = slice_len(start, stop, step), shape[NB_MAX_DIMS];
+    for (int d = 0; d < nb_ndim(x); d++) shape[d] = d == a ? len : nb_shape(x)[d];
+    nb_tensor *out = nb_empty(nb_ndim(x), shape);
+    if (!out) return NULL;
+    int64_t outer, inner;
+    split_at_axis(x, a, &outer, &inner);
+    const float *px = nb_data(x);
+    float *po = nb_data_mut(out);
+    for (int64_t o = 0; o < outer; o++) {
+        const float *src = px + (o * n + start) * inner;
+        float *dst = po + o * len * inner;
+        if (step == 1) memcpy(dst, src, sizeof(float) * (size_t)(len * inner));
+        else if (inner == 1)
+            for (int64_t k = 0; k < len; k++) dst[k] = src[k * step];
+        else
+            for (int64_t k = 0; k < len; k++)
+                memcpy(dst + k * inner, src + k * step * inner, sizeof(float) * (size_t)inner);
+    }
+    nb_record(out, &slice_op, 1, &x);
+    nb_set_attr(out, 0, a);
+    nb_set_attr(out, 1, (double)start);
+    nb_set_attr(out, 2, (double)stop);
+    nb_set_attr(out, 3, (double)step);
+    return out;
+}
+
+/* concat: xs[i] (..., n_i, ...) -> out (..., sum n_i, ...); every other
+ * axis must agree. Input i's gradient is its stretch of g along axis. */
+static void concat_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+    int axis = (int)nb_attr(out, 0);
+    int64_t offset = 0;
+    for (int i = 0; i < nb_num_inputs(out); i++) {
+        int64_t size = nb_shape(nb_input(out, i))[axis];
+        if (nb_needs_input_grad(out, i)) gx[i] = nb_slice(g, axis, offset, offset + size, 1);
+        offset += size;
+    }
+}
+static const nb_op concat_op = {"concat", concat_backward};
+
+nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
+    if (n <= 0 || !xs) {
+        nb_set_error("nb_concat: needs at least one tensor, got %d%s", n, xs ? "" : " (xs is NULL)");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (!xs[i]) return NULL;
+    int a, ndim = nb_ndim(xs[0]);
+    if (!nb_norm_axis("nb_concat", axis, ndim, &a)) return NULL;
+    int64_t shape[NB_MAX_DIMS];
+    memcpy(shape, nb_shape(xs[0]), sizeof(int64_t) * (size_t)ndim);
+    shape[a] = 0;
+    for (int i = 0; i < n; i++) {
+        bool ok = nb_ndim(xs[i]) == ndim;
+        for (int d = 0; ok && d < ndim; d++)
+            ok = d == a || nb_shape(xs[i])[d] == shape[d];
+        if (!ok) {
+            nb_set_error("nb_concat: input %d has shape %s and input 0 has shape %s; they must "
+                         "match except along axis %d",
+                         i, SHAPE(xs[i]), SHAPE(xs[0]), axis);
+            return NULL;
+        }
+        shape[a] += nb_shape(xs[i])[a];
+    }
+    nb_tensor *out = nb_empty(ndim, shape);
+    if (!out) return NULL;
+    int64_t outer, inner;
+    split_at_axis(out, a, &outer, &inner);
+    float *po = nb_data_mut(out);
+    /* Each output row along outer is the inputs' rows laid end to end. */
+    for (int64_t o = 0; o < outer; o++)
+        for (int i = 0; i < n; i++) {
+            int64_t row = nb_shape(xs[i])[a] * inner;
+            memcpy(po, nb_data(xs[i]) + o * row, sizeof(float) * (size_t)row);
+            po += row;
+        }
+    nb_record(out, &concat_op, n, xs);
+    nb_set_attr(out, 0, a);
+    return out;
+}
+
+/* stack: n tensors (S) -> out (S with n inserted at axis). Each input gets
+ * a new axis of size 1 and the views are concatenated along it, so the
+ * graph holds reshape and concat nodes and needs no backward of its own. */
+nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis) {
+    if (n <= 0 || !xs) {
+        nb_set_error("nb_stack: needs at least one tensor, got %d%s", n, xs ? "" : " (xs is NULL)");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (!xs[i]) return NULL;
+    int ndim = nb_ndim(xs[0]);
+    int a = axis < 0 ? axis + ndim + 1 : axis;
+    if (a < 0 || a > ndim) {
+        nb_set_error("nb_stack: axis %d is out of range for stacking tensors of shape %s "
+                     "(from %d to %d)",
+                     axis, SHAPE(xs[0]), -ndim - 1, ndim);
+        return NULL;
+    }
+    if (ndim == NB_MAX_DIMS) {
+        nb_set_error("nb_stack: inputs of shape %s already have %d dimensions", SHAPE(xs[0]),
+                     NB_MAX_DIMS);
+        return NULL;
+    }
+    for (int i = 1; i < n; i++)
+        if (!nb_same_shape(xs[i], xs[0])) {
+            nb_set_error("nb_stack: input %d has shape %s and input 0 has shape %s; stacked "
+                         "tensors must have the same shape",
+                         i, SHAPE(xs[i]), SHAPE(xs[0]));
+            return NULL;
+        }
+    nb_tensor *few[16], **views = n <= 16 ? few : malloc(sizeof(nb_tensor *) * (size_t)n);
+    if (!views) {
+        nb_set_error("nb_stack: out of memory for %d tensors", n);
+        return NULL;
+    }
+    /* The views are temporaries: a scope of our own frees them unless the
+     * graph of the result holds them. */
+    nb_scope_begin();
+    for (int i = 0; i < n; i++) views[i] = nb_unsqueeze(xs[i], a);
+    nb_tensor *out = nb_escape(nb_concat(n, views, a));
+    nb_scope_end();
+    if (views != few) free(views);
+    return out;
+}

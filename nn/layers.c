@@ -1,0 +1,214 @@
+/* layers.c — the built-in layers: Dense (Keras's fully connected layer, with
+ * its optional activation), activation layers, Dropout and Flatten. Each is
+ * a module written with the public module API of nb_nn.h.
+ *
+ * Dense follows Keras: the kernel is [input_dim, units] so the forward is
+ * x·W + b with no transpose, W starts glorot-uniform and b at zero, and
+ * input_dim may be left to the first input (the parameters are then
+ * created on the first forward, as Keras builds a layer on its first call).
+ */
+#include "nn_internal.h"
+
+#include <string.h>
+
+/* ---- activations by name ------------------------------------------------------ */
+
+typedef struct activation_entry {
+    const char *name;
+    nb_tensor *(*apply)(nb_tensor *x);
+} activation_entry;
+
+static nb_tensor *identity(nb_tensor *x) { return x; }
+static nb_tensor *softmax_last(nb_tensor *x) { return nb_softmax(x, -1); }
+static nb_tensor *elu_1(nb_tensor *x) { return nb_elu(x, 1.0f); }
+static nb_tensor *leaky_relu_keras(nb_tensor *x) { return nb_leaky_relu(x, 0.3f); } /* Keras's default slope */
+
+static const activation_entry activations[] = {
+    {"linear", identity}, {"relu", nb_relu},       {"sigmoid", nb_sigmoid},
+    {"tanh", nb_tanh},    {"softmax", softmax_last}, {"gelu", nb_gelu},
+    {"elu", elu_1},       {"leaky_relu", leaky_relu_keras}, {"softplus", nb_softplus},
+};
+
+static const activation_entry *find_activation(const char *who, const char *name) {
+    if (!name) return &activations[0];
+    for (size_t i = 0; i < sizeof activations / sizeof *activations; i++)
+        if (strcmp(activations[i].name, name) == 0) return &activations[i];
+    nb_set_error("%s: unknown activation '%s' (known: linear, relu, sigmoid, tanh, softmax, gelu, "
+                 "elu, leaky_relu, softplus)",
+                 who, name);
+    return NULL;
+}
+
+/* ---- Dense ------------------------------------------------------------------------
+ * x (N, in) -> activation(x W + b) (N, units); also any x (..., in). */
+
+typedef struct dense {
+    nb_module base;
+    int64_t units, input_dim;
+    const activation_entry *act;
+    nb_tensor *weight, *bias;
+} dense;
+
+static bool dense_build(dense *d, int64_t input_dim) {
+    nb_tensor *w = nb_empty(NB_SHAPE(input_dim, d->units));
+    if (!w || nb_init_glorot_uniform(w, NULL) != 0) return false;
+    d->weight = nb_module_add_param(&d->base, "weight", w);
+    d->bias = nb_module_add_param(&d->base, "bias", nb_zeros(NB_SHAPE(d->units)));
+    d->input_dim = input_dim;
+    return d->weight && d->bias;
+}
+
+static nb_tensor *dense_forward(nb_module *m, nb_tensor *x) {
+    dense *d = (dense *)m;
+    int64_t in = nb_ndim(x) ? nb_dim(x, -1) : 0;
+    if (nb_ndim(x) < 1 || (d->weight && in != d->input_dim)) {
+        char shape[96];
+        nb_set_error("Dense(%lld): expects inputs with %lld features in the last axis, got %s",
+                     (long long)d->units, (long long)d->input_dim,
+                     nb_shape_str(nb_ndim(x), nb_shape(x), shape, sizeof shape));
+        return NULL;
+    }
+    if (!d->weight) {
+        /* Lazy build creates kept parameters: they must not be recorded in,
+         * or owned by, whatever graph or scope the first call runs in. */
+        bool was = nb_set_grad_enabled(false);
+        bool ok = dense_build(d, in);
+        nb_set_grad_enabled(was);
+        if (!ok) return NULL;
+    }
+    return d->act->apply(nb_add(nb_matmul(x, d->weight), d->bias));
+}
+
+static const nb_module_type dense_type = {"Dense", dense_forward, NULL};
+
+nb_module *nb_dense(int64_t units, const char *activation, int64_t input_dim) {
+    const activation_entry *act = find_activation("nb_dense", activation);
+    if (!act) return NULL;
+    if (units <= 0 || input_dim < 0) {
+        nb_set_error("nb_dense: units must be positive and input_dim >= 0, got %lld and %lld",
+                     (long long)units, (long long)input_dim);
+        return NULL;
+    }
+    dense *d = (dense *)nb_module_new(&dense_type, sizeof(dense));
+    if (!d) return NULL;
+    d->units = units;
+    d->act = act;
+    if (input_dim > 0) {
+        bool was = nb_set_grad_enabled(false);
+        nb_scope_begin();
+        dense_build(d, input_dim);
+        nb_scope_end();
+        nb_set_grad_enabled(was);
+    }
+    return nb_module_ok(&d->base);
+}
+
+nb_module *nb_linear(int64_t in_features, int64_t out_features) {
+    if (in_features <= 0) {
+        nb_set_error("nb_linear: in_features must be positive, got %lld", (long long)in_features);
+        return NULL;
+    }
+    return nb_dense(out_features, "linear", in_features);
+}
+
+bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim) {
+    if (!m || m->type != &dense_type) return false;
+    const dense *d = (const dense *)m;
+    if (units) *units = d->units;
+    if (input_dim) *input_dim = d->input_dim;
+    return true;
+}
+
+/* ---- activation layers ----------------------------------------------------------- */
+
+typedef struct activation_layer {
+    nb_module base;
+    const activation_entry *act;
+    float param; /* slope or axis */
+} activation_layer;
+
+static nb_tensor *activation_forward(nb_module *m, nb_tensor *x) {
+    return ((activation_layer *)m)->act->apply(x);
+}
+
+static const nb_module_type activation_type = {"Activation", activation_forward, NULL};
+
+nb_module *nb_activation(const char *name) {
+    const activation_entry *act = find_activation("nb_activation", name);
+    if (!act) return NULL;
+    activation_layer *a = (activation_layer *)nb_module_new(&activation_type, sizeof *a);
+    if (a) a->act = act;
+    return &a->base;
+}
+
+nb_module *nb_relu_layer(void) { return nb_activation("relu"); }
+nb_module *nb_sigmoid_layer(void) { return nb_activation("sigmoid"); }
+nb_module *nb_tanh_layer(void) { return nb_activation("tanh"); }
+nb_module *nb_gelu_layer(void) { return nb_activation("gelu"); }
+
+static nb_tensor *leaky_forward(nb_module *m, nb_tensor *x) {
+    return nb_leaky_relu(x, ((activation_layer *)m)->param);
+}
+static const nb_module_type leaky_type = {"LeakyReLU", leaky_forward, NULL};
+
+nb_module *nb_leaky_relu_layer(float negative_slope) {
+    activation_layer *a = (activation_layer *)nb_module_new(&leaky_type, sizeof *a);
+    if (a) a->param = negative_slope;
+    return (nb_module *)a;
+}
+
+static nb_tensor *softmax_forward(nb_module *m, nb_tensor *x) {
+    return nb_softmax(x, (int)((activation_layer *)m)->param);
+}
+static const nb_module_type softmax_type = {"Softmax", softmax_forward, NULL};
+
+nb_module *nb_softmax_layer(int axis) {
+    activation_layer *a = (activation_layer *)nb_module_new(&softmax_type, sizeof *a);
+    if (a) a->param = (float)axis;
+    return (nb_module *)a;
+}
+
+/* ---- Dropout ------------------------------------------------------------------------
+ * x -> x * mask / (1 - rate) in training, x in eval. The mask is a constant
+ * drawn from the default generator, so a seed repeats a run exactly. */
+
+typedef struct dropout {
+    nb_module base;
+    float rate;
+} dropout;
+
+static nb_tensor *dropout_forward(nb_module *m, nb_tensor *x) {
+    float rate = ((dropout *)m)->rate;
+    if (!m->training || rate == 0) return x;
+    nb_tensor *mask = nb_empty_like(x);
+    if (!mask) return NULL;
+    nb_generator *g = nb_default_generator();
+    float keep = 1.0f / (1.0f - rate), *pm = nb_data_mut(mask);
+    for (int64_t i = 0; i < nb_numel(mask); i++)
+        pm[i] = nb_generator_uniform(g) < (double)rate ? 0.0f : keep;
+    return nb_mul(x, mask);
+}
+
+static const nb_module_type dropout_type = {"Dropout", dropout_forward, NULL};
+
+nb_module *nb_dropout(float rate) {
+    if (!(rate >= 0 && rate < 1)) {
+        nb_set_error("nb_dropout: rate must be in [0, 1), got %g", (double)rate);
+        return NULL;
+    }
+    dropout *d = (dropout *)nb_module_new(&dropout_type, sizeof *d);
+    if (d) d->rate = rate;
+    return (nb_module *)d;
+}
+
+/* ---- Flatten: (N, d1, d2, ...) -> (N, d1*d2*...) ------------------------------------ */
+
+static nb_tensor *flatten_forward(nb_module *m, nb_tensor *x) {
+    (void)m;
+    if (nb_ndim(x) < 2) return x;
+    return nb_flatten(x, 1, -1);
+}
+
+static const nb_module_type flatten_type = {"Flatten", flatten_forward, NULL};
+
+nb_module *nb_flatten_layer(void) { return nb_module_new(&flatten_type, sizeof(nb_module)); }

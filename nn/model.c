@@ -1,0 +1,728 @@
+/* model.c — the Keras-style model: add, compile, fit, evaluate, predict,
+ * summary, and the history fit returns.
+ *
+ * fit is the explicit training loop of the README with the bookkeeping
+ * around it: for each batch, inside one scope,
+ *
+ *     pred = forward(x_batch); loss = loss_fn(pred, y_batch);
+ *     zero_grad; backward(loss); optimizer step;
+ *
+ * and around the batches: shuffling with nabla's seeded generator (the same
+ * seed gives the same history bit for bit), validation, metrics, Keras's
+ * progress line, callbacks, early stopping and the stop on a non-finite
+ * loss. Everything that can be wrong with the arguments is checked before
+ * the first step, by running one sample through the model, so a bad call
+ * leaves the model as it was.
+ */
+#include "nn_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_METRICS 8
+#define MAX_KEYS (2 * (MAX_METRICS + 1))
+
+struct nb_model {
+    nb_module *net;
+    bool sequential;
+    int sample_ndim; /* the shape of one input sample, once known */
+    int64_t sample_shape[NB_MAX_DIMS];
+    nb_optimizer *opt;
+    char opt_name[32]; /* compiled by name before the parameters existed */
+    nb_loss_fn loss;
+    char loss_name[48];
+    int nmetrics;
+    nb_metric_fn metrics[MAX_METRICS];
+    const char *metric_names[MAX_METRICS];
+};
+
+struct nb_history {
+    int epochs, cap, nkeys;
+    char keys[MAX_KEYS][56];
+    float *values[MAX_KEYS];
+    char stop_reason[256];
+};
+
+/* ---- building ------------------------------------------------------------------- */
+
+nb_model *nb_model_from_module(nb_module *m) {
+    if (!m) return NULL;
+    nb_model *model = calloc(1, sizeof *model);
+    if (!model) {
+        nb_set_error("nb_model: out of memory");
+        nb_module_free(m);
+        return NULL;
+    }
+    model->net = m;
+    return model;
+}
+
+nb_model *nb_model_sequential(void) {
+    nb_model *model = nb_model_from_module(nb_sequential(0, NULL));
+    if (model) model->sequential = true;
+    return model;
+}
+
+nb_module *nb_model_module(nb_model *model) { return model ? model->net : NULL; }
+nb_optimizer *nb_model_optimizer(nb_model *model) { return model ? model->opt : NULL; }
+
+nb_tensor **nb_model_parameters(nb_model *model, int *count) {
+    return nb_module_parameters(model ? model->net : NULL, count);
+}
+
+/* Runs one zero sample through the model without recording anything; the
+ * output is left in *out (inside the caller's scope) when asked for. */
+static bool probe(nb_model *model, nb_tensor **out) {
+    int64_t shape[NB_MAX_DIMS + 1] = {1};
+    for (int d = 0; d < model->sample_ndim; d++) shape[d + 1] = model->sample_shape[d];
+    bool was = nb_set_grad_enabled(false), training = model->net->training;
+    nb_module_train(model->net, false);
+    nb_tensor *y = nb_module_forward(model->net, nb_zeros(model->sample_ndim + 1, shape));
+    nb_module_train(model->net, training);
+    nb_set_grad_enabled(was);
+    if (out) *out = y;
+    return y != NULL;
+}
+
+int nb_model_add(nb_model *model, nb_module *layer) {
+    if (!model || !layer) {
+        nb_module_free(layer);
+        return -1;
+    }
+    if (!model->sequential) {
+        nb_set_error("nb_model_add: this model wraps a %s, not a Sequential", model->net->type->name);
+        nb_module_free(layer);
+        return -1;
+    }
+    int64_t units, input_dim;
+    bool first = nb_sequential_len(model->net) == 0;
+    if (first && nb__is_dense(layer, &units, &input_dim) && input_dim > 0) {
+        model->sample_ndim = 1;
+        model->sample_shape[0] = input_dim;
+    }
+    if (nb_sequential_add(model->net, layer) != 0) return -1;
+    if (model->sample_ndim == 0) return 0; /* shapes unknown until the first fit */
+    nb_scope_begin();
+    bool fits = probe(model, NULL);
+    nb_scope_end();
+    if (!fits) {
+        int position = nb_sequential_len(model->net) - 1;
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        nb_module_free(nb__sequential_pop(model->net));
+        if (first) model->sample_ndim = 0;
+        nb_set_error("nb_model_add: layer %d does not fit the model: %s", position, why);
+        return -1;
+    }
+    if (model->opt) {
+        /* new parameters after compile: rebuild the optimizer over them */
+        snprintf(model->opt_name, sizeof model->opt_name, "%s", nb_optimizer_name(model->opt));
+        nb_optimizer_free(model->opt);
+        model->opt = NULL;
+    }
+    return 0;
+}
+
+/* ---- compile ------------------------------------------------------------------------ */
+
+static nb_optimizer *optimizer_by_name(const char *name, int n, nb_tensor *const *params) {
+    if (strcmp(name, "sgd") == 0) return nb_sgd(n, params, NULL);
+    if (strcmp(name, "adam") == 0) return nb_adam(n, params, NULL);
+    if (strcmp(name, "adamw") == 0) return nb_adamw(n, params, NULL);
+    if (strcmp(name, "rmsprop") == 0) return nb_rmsprop(n, params, NULL);
+    if (strcmp(name, "adagrad") == 0) return nb_adagrad(n, params, NULL);
+    return NULL;
+}
+
+static bool known_optimizer(const char *name) {
+    const char *known[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (strcmp(known[i], name) == 0) return true;
+    return false;
+}
+
+/* Builds the optimizer named at compile once the parameters exist. */
+static bool ensure_optimizer(nb_model *model) {
+    if (model->opt) return true;
+    int n;
+    nb_tensor **params = nb_module_parameters(model->net, &n);
+    if (!params || n == 0) {
+        nb_set_error("nb_model_fit: the model has no parameters to train");
+        return false;
+    }
+    model->opt = optimizer_by_name(model->opt_name, n, params);
+    return model->opt != NULL;
+}
+
+int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, const char *metrics) {
+    if (!model) return -1;
+    if (!optimizer || !known_optimizer(optimizer)) {
+        nb_set_error("nb_model_compile: unknown optimizer '%s' (known: sgd, adam, adamw, rmsprop, "
+                     "adagrad; or pass your own with nb_model_set_optimizer)",
+                     optimizer ? optimizer : "(null)");
+        return -1;
+    }
+    nb_loss_fn fn = nb_loss_by_name(loss);
+    if (!fn) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error());
+        nb_set_error("nb_model_compile: %s", why);
+        return -1;
+    }
+    /* metrics: parse all before changing anything */
+    nb_metric_fn mfns[MAX_METRICS];
+    const char *mnames[MAX_METRICS];
+    int nm = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", metrics ? metrics : "");
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (nm == MAX_METRICS) {
+            nb_set_error("nb_model_compile: at most %d metrics", MAX_METRICS);
+            return -1;
+        }
+        mfns[nm] = nb__metric_by_name(tok, fn, &mnames[nm]);
+        if (!mfns[nm]) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", nb_error());
+            nb_set_error("nb_model_compile: %s", why);
+            return -1;
+        }
+        nm++;
+    }
+    model->loss = fn;
+    snprintf(model->loss_name, sizeof model->loss_name, "%s", loss);
+    model->nmetrics = nm;
+    memcpy(model->metrics, mfns, sizeof mfns);
+    memcpy(model->metric_names, mnames, sizeof mnames);
+    nb_optimizer_free(model->opt);
+    model->opt = NULL;
+    snprintf(model->opt_name, sizeof model->opt_name, "%s", optimizer);
+    int n;
+    if (nb_module_parameters(model->net, &n) && n > 0 && !ensure_optimizer(model)) return -1;
+    return 0;
+}
+
+int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt) {
+    if (!model || !opt) return -1;
+    nb_optimizer_free(model->opt);
+    model->opt = opt;
+    snprintf(model->opt_name, sizeof model->opt_name, "%s", nb_optimizer_name(opt));
+    return 0;
+}
+
+int nb_model_set_loss(nb_model *model, const char *name, nb_loss_fn loss) {
+    if (!model || !loss) {
+        if (model) nb_set_error("nb_model_set_loss: loss function is NULL");
+        return -1;
+    }
+    model->loss = loss;
+    snprintf(model->loss_name, sizeof model->loss_name, "%s", name ? name : "custom");
+    return 0;
+}
+
+/* ---- history ------------------------------------------------------------------------ */
+
+static nb_history *history_new(void) { return calloc(1, sizeof(nb_history)); }
+
+static int history_key(nb_history *h, const char *key) {
+    for (int i = 0; i < h->nkeys; i++)
+        if (strcmp(h->keys[i], key) == 0) return i;
+    if (h->nkeys == MAX_KEYS) return -1;
+    snprintf(h->keys[h->nkeys], sizeof h->keys[0], "%s", key);
+    h->values[h->nkeys] = calloc((size_t)(h->cap ? h->cap : 1), sizeof(float));
+    return h->nkeys++;
+}
+
+static bool history_push(nb_history *h, const char *key, int epoch, float value) {
+    if (epoch >= h->cap) {
+        int cap = h->cap ? 2 * h->cap : 16;
+        while (cap <= epoch) cap *= 2;
+        for (int i = 0; i < h->nkeys; i++) {
+            float *v = realloc(h->values[i], (size_t)cap * sizeof(float));
+            if (!v) return false;
+            h->values[i] = v;
+        }
+        h->cap = cap;
+    }
+    int k = history_key(h, key);
+    if (k < 0 || !h->values[k]) return false;
+    h->values[k][epoch] = value;
+    if (epoch + 1 > h->epochs) h->epochs = epoch + 1;
+    return true;
+}
+
+int nb_history_epochs(const nb_history *h) { return h ? h->epochs : 0; }
+int nb_history_num_keys(const nb_history *h) { return h ? h->nkeys : 0; }
+const char *nb_history_key(const nb_history *h, int i) {
+    return h && i >= 0 && i < h->nkeys ? h->keys[i] : NULL;
+}
+const float *nb_history_get(const nb_history *h, const char *key) {
+    for (int i = 0; h && key && i < h->nkeys; i++)
+        if (strcmp(h->keys[i], key) == 0) return h->values[i];
+    return NULL;
+}
+const char *nb_history_stop_reason(const nb_history *h) { return h ? h->stop_reason : ""; }
+
+void nb_history_free(nb_history *h) {
+    if (!h) return;
+    for (int i = 0; i < h->nkeys; i++) free(h->values[i]);
+    free(h);
+}
+
+/* ---- batches ---------------------------------------------------------------------------- */
+
+/* Rows idx[0..n) of t as a new [n, ...] tensor (plain data: no graph). */
+static nb_tensor *take_rows(nb_tensor *t, const int64_t *idx, int64_t n) {
+    int64_t shape[NB_MAX_DIMS];
+    memcpy(shape, nb_shape(t), sizeof(int64_t) * (size_t)nb_ndim(t));
+    shape[0] = n;
+    nb_tensor *out = nb_empty(nb_ndim(t), shape);
+    if (!out) return NULL;
+    int64_t row = nb_numel(t) / (nb_dim(t, 0) ? nb_dim(t, 0) : 1);
+    const float *src = nb_data(t);
+    float *dst = nb_data_mut(out);
+    for (int64_t i = 0; i < n; i++) memcpy(dst + i * row, src + idx[i] * row, sizeof(float) * (size_t)row);
+    return out;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Loss and metric sums over rows idx of (x, y), weighted by batch size. */
+typedef struct totals {
+    double loss, metrics[MAX_METRICS];
+    int64_t rows;
+} totals;
+
+static bool evaluate_rows(nb_model *model, nb_tensor *x, nb_tensor *y, const int64_t *idx, int64_t n,
+                          int64_t batch, totals *t) {
+    memset(t, 0, sizeof *t);
+    bool was = nb_set_grad_enabled(false), training = model->net->training, ok = true;
+    nb_module_train(model->net, false);
+    for (int64_t start = 0; start < n && ok; start += batch) {
+        int64_t b = n - start < batch ? n - start : batch;
+        nb_scope_begin();
+        nb_tensor *yb = take_rows(y, idx + start, b);
+        nb_tensor *pred = nb_module_forward(model->net, take_rows(x, idx + start, b));
+        nb_tensor *loss = model->loss(pred, yb);
+        ok = loss != NULL;
+        if (ok) {
+            t->loss += (double)nb_item(loss) * (double)b;
+            for (int k = 0; k < model->nmetrics; k++) t->metrics[k] += (double)model->metrics[k](pred, yb) * (double)b;
+            t->rows += b;
+        }
+        nb_scope_end();
+    }
+    nb_module_train(model->net, training);
+    nb_set_grad_enabled(was);
+    return ok;
+}
+
+/* ---- progress, as Keras prints it ------------------------------------------------------- */
+
+static void print_duration_per_step(FILE *out, double seconds) {
+    if (seconds >= 1) fprintf(out, "%.0fs/step", seconds);
+    else if (seconds >= 1e-3) fprintf(out, "%.0fms/step", seconds * 1e3);
+    else fprintf(out, "%.0fus/step", seconds * 1e6);
+}
+
+static void print_values(FILE *out, const nb_model *model, const char *prefix, double loss,
+                         const double *metrics) {
+    fprintf(out, " - %sloss: %.4f", prefix, loss);
+    for (int k = 0; k < model->nmetrics; k++)
+        fprintf(out, " - %s%s: %.4f", prefix, model->metric_names[k], metrics[k]);
+}
+
+static void print_bar(FILE *out, int64_t done, int64_t steps) {
+    int width = 30, filled = (int)(width * done / (steps ? steps : 1));
+    int digits = snprintf(NULL, 0, "%lld", (long long)steps);
+    fprintf(out, "%*lld/%lld [", digits, (long long)done, (long long)steps);
+    for (int i = 0; i < width; i++)
+        fputc(i < filled ? '=' : (i == filled && done < steps ? '>' : '.'), out);
+    fputc(']', out);
+}
+
+/* ---- fit ------------------------------------------------------------------------------------ */
+
+nb_fit_opts nb_fit_defaults(void) {
+    nb_fit_opts o = {0};
+    o.epochs = 1;
+    o.batch_size = 32;
+    o.shuffle = true;
+    o.verbose = 1;
+    return o;
+}
+
+static bool check_xy(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y) {
+    if (!x || !y) return false;
+    char a[96], b[96];
+    if (nb_ndim(x) < 1 || nb_ndim(y) < 1 || nb_dim(x, 0) != nb_dim(y, 0)) {
+        nb_set_error("%s: x %s and y %s must have the same number of rows", who,
+                     nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
+                     nb_shape_str(nb_ndim(y), nb_shape(y), b, sizeof b));
+        return false;
+    }
+    if (nb_dim(x, 0) == 0) {
+        nb_set_error("%s: no samples", who);
+        return false;
+    }
+    if (!model->loss) {
+        nb_set_error("%s: the model is not compiled (call nb_model_compile first)", who);
+        return false;
+    }
+    if (model->sample_ndim > 0) {
+        bool same = nb_ndim(x) - 1 == model->sample_ndim &&
+                    memcmp(nb_shape(x) + 1, model->sample_shape, sizeof(int64_t) * (size_t)model->sample_ndim) == 0;
+        if (!same) {
+            nb_set_error("%s: x %s does not fit the model's input %s per sample", who,
+                         nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
+                         nb_shape_str(model->sample_ndim, model->sample_shape, b, sizeof b));
+            return false;
+        }
+    }
+    /* One sample through the model and the loss catches every other shape
+     * mistake (input width, target shape) before anything changes. */
+    int64_t first = 0;
+    nb_scope_begin();
+    bool was = nb_set_grad_enabled(false), training = model->net->training;
+    nb_module_train(model->net, false);
+    nb_tensor *pred = nb_module_forward(model->net, take_rows(x, &first, 1));
+    nb_tensor *loss = model->loss(pred, take_rows(y, &first, 1));
+    nb_module_train(model->net, training);
+    nb_set_grad_enabled(was);
+    nb_scope_end();
+    if (!loss) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "the model returned nothing");
+        nb_set_error("%s: x %s, y %s do not fit the model: %s", who,
+                     nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
+                     nb_shape_str(nb_ndim(y), nb_shape(y), b, sizeof b), why);
+        return false;
+    }
+    if (model->sample_ndim == 0) {
+        model->sample_ndim = nb_ndim(x) - 1;
+        memcpy(model->sample_shape, nb_shape(x) + 1, sizeof(int64_t) * (size_t)model->sample_ndim);
+    }
+    return true;
+}
+
+/* Keras's early-stopping direction: accuracies grow, everything else falls. */
+static bool higher_is_better(const char *key) { return strstr(key, "acc") != NULL; }
+
+static void copy_params(nb_model *model, float **saved, bool restore) {
+    int n;
+    nb_tensor **p = nb_module_parameters(model->net, &n);
+    for (int i = 0; i < n; i++) {
+        size_t bytes = sizeof(float) * (size_t)nb_numel(p[i]);
+        if (restore) memcpy(nb_data_mut(p[i]), saved[i], bytes);
+        else memcpy(saved[i], nb_data(p[i]), bytes);
+    }
+}
+
+nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_fit_opts *opts_in) {
+    if (!model) return NULL;
+    nb_fit_opts o = opts_in ? *opts_in : nb_fit_defaults();
+    FILE *out = o.out ? o.out : stdout;
+    if (o.batch_size <= 0 || o.epochs < 0 || !(o.validation_split >= 0 && o.validation_split < 1)) {
+        nb_set_error("nb_model_fit: batch_size must be >= 1 (got %d), epochs >= 0 (got %d) and "
+                     "validation_split in [0, 1) (got %g)",
+                     o.batch_size, o.epochs, (double)o.validation_split);
+        return NULL;
+    }
+    if (!check_xy("nb_model_fit", model, x, y)) return NULL;
+    if ((o.x_val || o.y_val) && !check_xy("nb_model_fit (validation data)", model, o.x_val, o.y_val))
+        return NULL;
+    if (!ensure_optimizer(model)) return NULL;
+
+    int64_t n = nb_dim(x, 0);
+    int64_t n_train = o.validation_split > 0 ? (int64_t)((double)n * (1.0 - (double)o.validation_split)) : n;
+    if (n_train < 1) {
+        nb_set_error("nb_model_fit: validation_split %g leaves no training samples", (double)o.validation_split);
+        return NULL;
+    }
+    bool validate = o.x_val || n_train < n;
+    nb_tensor *xv = o.x_val ? o.x_val : x, *yv = o.x_val ? o.y_val : y;
+    int64_t n_val = o.x_val ? nb_dim(o.x_val, 0) : n - n_train, val_offset = o.x_val ? 0 : n_train;
+
+    const char *monitor = o.monitor ? o.monitor : validate ? "val_loss" : "loss";
+    int nparams;
+    nb_tensor **params = nb_module_parameters(model->net, &nparams);
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));
+    int64_t *val_idx = malloc(sizeof(int64_t) * (size_t)(n_val + 1));
+    float **best = o.restore_best_weights ? calloc((size_t)nparams, sizeof(float *)) : NULL;
+    nb_history *h = history_new();
+    bool ok = order && val_idx && h && (!o.restore_best_weights || best);
+    for (int i = 0; ok && best && i < nparams; i++)
+        ok = (best[i] = malloc(sizeof(float) * (size_t)nb_numel(params[i]))) != NULL;
+    if (!ok) {
+        nb_set_error("nb_model_fit: out of memory");
+        goto fail;
+    }
+    for (int64_t i = 0; i < n_val; i++) val_idx[i] = val_offset + i;
+
+    int64_t steps = (n_train + o.batch_size - 1) / o.batch_size;
+    bool tty = isatty(fileno(out)) == 1;
+    double best_value = 0;
+    int best_epoch = -1, waited = 0;
+    nb_module_train(model->net, true);
+
+    for (int epoch = 0; epoch < o.epochs; epoch++) {
+        if (o.verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, o.epochs);
+        if (o.shuffle) nb_randperm(NULL, n_train, order);
+        else
+            for (int64_t i = 0; i < n_train; i++) order[i] = i;
+        double t0 = now_seconds(), loss_sum = 0, metric_sum[MAX_METRICS] = {0};
+        int64_t seen = 0;
+        for (int64_t s = 0; s < steps; s++) {
+            int64_t start = s * o.batch_size, b = n_train - start < o.batch_size ? n_train - start : o.batch_size;
+            nb_scope_begin();
+            nb_tensor *yb = take_rows(y, order + start, b);
+            nb_tensor *pred = nb_module_forward(model->net, take_rows(x, order + start, b));
+            nb_tensor *loss = model->loss(pred, yb);
+            float value = loss ? nb_item(loss) : NAN;
+            if (!loss || !isfinite(value)) {
+                snprintf(h->stop_reason, sizeof h->stop_reason,
+                         "nb_model_fit: loss is %s at epoch %d, batch %lld; training stopped",
+                         loss ? (isnan(value) ? "nan" : "infinite") : "not computable", epoch + 1,
+                         (long long)s + 1);
+                if (!loss) {
+                    size_t len = strlen(h->stop_reason);
+                    snprintf(h->stop_reason + len, sizeof h->stop_reason - len, " (%s)", nb_error());
+                }
+                nb_scope_end();
+                nb_set_error("%s", h->stop_reason);
+                if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
+                goto done;
+            }
+            nb_optimizer_zero_grad(model->opt);
+            if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0) {
+                nb_scope_end();
+                goto fail;
+            }
+            loss_sum += (double)value * (double)b;
+            if (model->nmetrics) {
+                bool was = nb_set_grad_enabled(false);
+                for (int k = 0; k < model->nmetrics; k++)
+                    metric_sum[k] += (double)model->metrics[k](pred, yb) * (double)b;
+                nb_set_grad_enabled(was);
+            }
+            seen += b;
+            nb_scope_end();
+            if (o.verbose == 1 && tty && s + 1 < steps) {
+                double mean_metrics[MAX_METRICS];
+                for (int k = 0; k < model->nmetrics; k++) mean_metrics[k] = metric_sum[k] / (double)seen;
+                fputc('\r', out);
+                print_bar(out, s + 1, steps);
+                double eta = (now_seconds() - t0) / (double)(s + 1) * (double)(steps - s - 1);
+                fprintf(out, " - ETA: %.0fs", eta);
+                print_values(out, model, "", loss_sum / (double)seen, mean_metrics);
+                fflush(out);
+            }
+        }
+        double elapsed = now_seconds() - t0;
+        history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
+        for (int k = 0; k < model->nmetrics; k++)
+            history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
+        totals vt;
+        if (validate) {
+            if (!evaluate_rows(model, xv, yv, val_idx, n_val, o.batch_size, &vt)) goto fail;
+            history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
+            for (int k = 0; k < model->nmetrics; k++) {
+                char key[64];
+                snprintf(key, sizeof key, "val_%s", model->metric_names[k]);
+                history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
+            }
+        }
+        if (o.verbose) {
+            double mean_metrics[MAX_METRICS];
+            for (int k = 0; k < model->nmetrics; k++) mean_metrics[k] = metric_sum[k] / (double)seen;
+            if (tty && o.verbose == 1) fputc('\r', out);
+            if (o.verbose == 1) print_bar(out, steps, steps);
+            else fprintf(out, "%lld/%lld", (long long)steps, (long long)steps);
+            fprintf(out, " - %.0fs ", elapsed);
+            print_duration_per_step(out, elapsed / (double)steps);
+            print_values(out, model, "", loss_sum / (double)seen, mean_metrics);
+            if (validate) {
+                for (int k = 0; k < model->nmetrics; k++) mean_metrics[k] = vt.metrics[k] / (double)vt.rows;
+                print_values(out, model, "val_", vt.loss / (double)vt.rows, mean_metrics);
+            }
+            fputc('\n', out);
+            fflush(out);
+        }
+
+        /* early stopping */
+        const float *series = nb_history_get(h, monitor);
+        if (o.patience > 0 || o.restore_best_weights) {
+            if (!series) {
+                nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
+                goto fail;
+            }
+            double v = series[epoch], sign = higher_is_better(monitor) ? -1 : 1;
+            if (best_epoch < 0 || sign * (v - best_value) < -(double)o.min_delta) {
+                best_value = v;
+                best_epoch = epoch;
+                waited = 0;
+                if (best) copy_params(model, best, false);
+            } else if (o.patience > 0 && ++waited >= o.patience) {
+                snprintf(h->stop_reason, sizeof h->stop_reason,
+                         "early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)",
+                         epoch + 1, monitor, o.patience, best_value, best_epoch + 1);
+                if (o.verbose) fprintf(out, "%s\n", h->stop_reason);
+                break;
+            }
+        }
+        if (o.on_epoch_end && !o.on_epoch_end(model, epoch, h, o.user)) {
+            snprintf(h->stop_reason, sizeof h->stop_reason, "stopped by the callback after epoch %d", epoch + 1);
+            break;
+        }
+    }
+    if (best && best_epoch >= 0) copy_params(model, best, true);
+done:
+    free(order);
+    free(val_idx);
+    for (int i = 0; best && i < nparams; i++) free(best[i]);
+    free(best);
+    return h;
+fail:
+    free(order);
+    free(val_idx);
+    for (int i = 0; best && i < nparams; i++) free(best[i]);
+    free(best);
+    nb_history_free(h);
+    return NULL;
+}
+
+/* ---- evaluate, predict ---------------------------------------------------------------------- */
+
+int nb_model_evaluate(nb_model *model, nb_tensor *x, nb_tensor *y, int batch_size, float *out, int nout) {
+    if (!model) return -1;
+    if (!check_xy("nb_model_evaluate", model, x, y)) return -1;
+    int64_t n = nb_dim(x, 0), *idx = malloc(sizeof(int64_t) * (size_t)n);
+    if (!idx) {
+        nb_set_error("nb_model_evaluate: out of memory");
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    totals t;
+    bool ok = evaluate_rows(model, x, y, idx, n, batch_size > 0 ? batch_size : 32, &t);
+    free(idx);
+    if (!ok) return -1;
+    int written = 0;
+    if (out && nout > 0) out[written++] = (float)(t.loss / (double)t.rows);
+    for (int k = 0; out && k < model->nmetrics && written < nout; k++)
+        out[written++] = (float)(t.metrics[k] / (double)t.rows);
+    return written;
+}
+
+nb_tensor *nb_model_predict(nb_model *model, nb_tensor *x, int batch_size) {
+    if (!model || !x) return NULL;
+    if (nb_ndim(x) < 1 || nb_dim(x, 0) == 0) {
+        nb_set_error("nb_model_predict: x must have at least one row");
+        return NULL;
+    }
+    int64_t n = nb_dim(x, 0), batch = batch_size > 0 ? batch_size : 32, *idx = malloc(sizeof(int64_t) * (size_t)n);
+    if (!idx) {
+        nb_set_error("nb_model_predict: out of memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    bool was = nb_set_grad_enabled(false), training = model->net->training;
+    nb_module_train(model->net, false);
+    nb_tensor *result = NULL;
+    for (int64_t start = 0; start < n; start += batch) {
+        int64_t b = n - start < batch ? n - start : batch;
+        nb_scope_begin();
+        nb_tensor *pred = nb_module_forward(model->net, take_rows(x, idx + start, b));
+        if (pred && !result) {
+            int64_t shape[NB_MAX_DIMS];
+            memcpy(shape, nb_shape(pred), sizeof(int64_t) * (size_t)nb_ndim(pred));
+            shape[0] = n;
+            result = nb_keep(nb_empty(nb_ndim(pred), shape));
+        }
+        if (pred && result && nb_ndim(pred) > 0) {
+            int64_t row = nb_numel(result) / n;
+            memcpy(nb_data_mut(result) + start * row, nb_data(pred), sizeof(float) * (size_t)(row * b));
+        }
+        nb_scope_end();
+        if (!pred) {
+            nb_release(result);
+            result = NULL;
+            break;
+        }
+    }
+    nb_module_train(model->net, training);
+    nb_set_grad_enabled(was);
+    free(idx);
+    if (!result) return NULL;
+    /* hand the result to the caller's scope, like any op's output */
+    nb_tensor *owned = nb_detach(result);
+    nb_release(result);
+    return owned;
+}
+
+/* ---- summary -------------------------------------------------------------------------------- */
+
+static void rule(FILE *out, char c) {
+    for (int i = 0; i < 65; i++) fputc(c, out);
+    fputc('\n', out);
+}
+
+void nb_model_summary(nb_model *model, FILE *out) {
+    if (!model) return;
+    out = out ? out : stdout;
+    fprintf(out, "Model: \"%s\"\n", model->sequential ? "sequential" : model->net->type->name);
+    rule(out, '_');
+    fprintf(out, " %-28s%-26s%s\n", "Layer (type)", "Output Shape", "Param #");
+    rule(out, '=');
+    int nlayers = model->sequential ? nb_sequential_len(model->net) : 1;
+    int64_t shape[NB_MAX_DIMS + 1] = {1};
+    for (int d = 0; d < model->sample_ndim; d++) shape[d + 1] = model->sample_shape[d];
+    nb_scope_begin();
+    bool was = nb_set_grad_enabled(false), training = model->net->training;
+    nb_module_train(model->net, false);
+    nb_tensor *h = model->sample_ndim ? nb_zeros(model->sample_ndim + 1, shape) : NULL;
+    for (int i = 0; i < nlayers; i++) {
+        nb_module *layer = model->sequential ? nb_sequential_at(model->net, i) : model->net;
+        const char *type = layer->type->name;
+        int same = 0;
+        for (int j = 0; j < i; j++)
+            if (strcmp(nb_sequential_at(model->net, j)->type->name, type) == 0) same++;
+        char lower[32], name[64], oshape[64] = "(unknown)";
+        snprintf(lower, sizeof lower, "%s", type);
+        for (char *c = lower; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+        if (same) snprintf(name, sizeof name, "%s_%d (%s)", lower, same, type);
+        else snprintf(name, sizeof name, "%s (%s)", lower, type);
+        if (h) {
+            h = nb_module_forward(layer, h);
+            if (h) {
+                int len = snprintf(oshape, sizeof oshape, "(None");
+                for (int d = 1; d < nb_ndim(h); d++)
+                    len += snprintf(oshape + len, sizeof oshape - (size_t)len, ", %lld", (long long)nb_shape(h)[d]);
+                snprintf(oshape + len, sizeof oshape - (size_t)len, ")");
+            }
+        }
+        fprintf(out, " %-28s%-26s%lld\n", name, oshape, (long long)nb_module_num_weights(layer));
+        if (i + 1 < nlayers) fputc('\n', out);
+    }
+    nb_module_train(model->net, training);
+    nb_set_grad_enabled(was);
+    nb_scope_end();
+    rule(out, '=');
+    int64_t total = nb_module_num_weights(model->net);
+    fprintf(out, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: 0\n", (long long)total,
+            (long long)total);
+    rule(out, '_');
+}
+
+void nb_model_free(nb_model *model) {
+    if (!model) return;
+    nb_optimizer_free(model->opt);
+    nb_module_free(model->net);
+    free(model);
+}

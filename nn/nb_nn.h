@@ -1,0 +1,237 @@
+/* nb_nn.h — neural-network building blocks on top of the ops: modules and
+ * layers, initialisers, and a Keras-style model (compile, fit, evaluate,
+ * predict, summary).
+ *
+ * OWNERSHIP in this layer: a module owns its parameters and its child
+ * modules, and frees them in nb_module_free; a model owns its layers, its
+ * optimizer and its history entries, and frees them in nb_model_free.
+ * Parameters are kept tensors (they survive every scope). Tensors returned by
+ * forward or predict follow the rule of nb_autograd.h: they belong to the
+ * innermost open scope.
+ *
+ * ERRORS: constructors return NULL and functions return -1 (or NULL) with a
+ * message naming the function, the layer and the shapes; a NULL layer or
+ * model passes through without a second message.
+ */
+#ifndef NB_NN_H
+#define NB_NN_H
+
+#include "nb_ops.h"
+#include "nb_optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- modules ----------------------------------------------------------------
+ * A module is a struct that starts with nb_module, plus a type holding its
+ * forward. Writing one (see examples/custom_module.c):
+ *
+ *   typedef struct { nb_module base; nb_module *fc1, *fc2; } residual;
+ *
+ *   static nb_tensor *residual_forward(nb_module *m, nb_tensor *x) {
+ *       residual *r = (residual *)m;
+ *       nb_tensor *h = nb_module_forward(r->fc1, x);
+ *       return nb_add(x, nb_module_forward(r->fc2, h));
+ *   }
+ *   static const nb_module_type residual_type = {"Residual", residual_forward, NULL};
+ *
+ *   nb_module *residual_new(int64_t dim) {
+ *       residual *r = (residual *)nb_module_new(&residual_type, sizeof *r);
+ *       if (!r) return NULL;
+ *       r->fc1 = nb_module_add_child(&r->base, "fc1", nb_dense(dim, "relu", dim));
+ *       r->fc2 = nb_module_add_child(&r->base, "fc2", nb_dense(dim, "linear", dim));
+ *       return nb_module_ok(&r->base); // NULL (and freed) if a child failed
+ *   }
+ */
+
+typedef struct nb_module nb_module;
+
+typedef struct nb_module_type {
+    const char *name; /* shown by summary: "Dense", "Residual" */
+    /* x -> output; called with the module's training flag set. Parameters
+     * may be created here on first use (lazy shapes), with nb_module_add_param. */
+    nb_tensor *(*forward)(nb_module *m, nb_tensor *x);
+    /* Frees what the module allocated itself (not parameters or children,
+     * which nb_module_free handles). May be NULL. */
+    void (*destroy)(nb_module *m);
+} nb_module_type;
+
+typedef struct nb_module_entry {
+    char name[32];
+    nb_tensor *param;  /* one of param or child is set */
+    nb_module *child;
+} nb_module_entry;
+
+struct nb_module {
+    const nb_module_type *type;
+    bool training;
+    bool failed;          /* a child or parameter could not be added */
+    int nentries, cap;
+    nb_module_entry *entries;
+    /* flattened parameter list, rebuilt when any module's entries change */
+    int nparams;
+    nb_tensor **params;
+    char (*param_names)[96];
+    uint64_t params_version;
+};
+
+/* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
+ * of the given type, in training mode. */
+nb_module *nb_module_new(const nb_module_type *type, size_t size);
+/* Registers a parameter under name; the module keeps it (nb_keep) and
+ * releases it when freed. Marks it as requiring grad. Returns param. */
+nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param);
+/* Registers a child module; the parent frees it. Returns child. A NULL
+ * child marks the parent as failed (see nb_module_ok). */
+nb_module *nb_module_add_child(nb_module *m, const char *name, nb_module *child);
+/* m, or NULL after freeing m if adding a child or parameter failed. */
+nb_module *nb_module_ok(nb_module *m);
+/* Runs the module's forward. NULL in, NULL out. */
+nb_tensor *nb_module_forward(nb_module *m, nb_tensor *x);
+/* All parameters, depth first, named like PyTorch: "0.weight", "fc1.bias".
+ * The array is borrowed from the module (valid until it changes). */
+nb_tensor **nb_module_parameters(nb_module *m, int *count);
+const char *nb_module_parameter_name(nb_module *m, int i);
+int64_t nb_module_num_weights(nb_module *m); /* total number of parameter elements */
+/* Train or eval mode, for the module and all its children. */
+void nb_module_train(nb_module *m, bool training);
+void nb_module_zero_grad(nb_module *m);
+void nb_module_free(nb_module *m);
+
+/* ---- layers ---------------------------------------------------------------------
+ * Activations are named as in Keras: "linear" (or NULL), "relu", "sigmoid",
+ * "tanh", "softmax", "gelu", "elu", "leaky_relu", "softplus". */
+
+/* Keras Dense: y = activation(x W + b), W [input_dim, units] initialised
+ * glorot-uniform, b zeros. input_dim 0 means: taken from the first input
+ * (or from the previous layer in a Sequential). */
+nb_module *nb_dense(int64_t units, const char *activation, int64_t input_dim);
+/* PyTorch Linear(in, out): a Dense without activation. */
+nb_module *nb_linear(int64_t in_features, int64_t out_features);
+nb_module *nb_activation(const char *name);
+nb_module *nb_relu_layer(void);
+nb_module *nb_leaky_relu_layer(float negative_slope);
+nb_module *nb_sigmoid_layer(void);
+nb_module *nb_tanh_layer(void);
+nb_module *nb_gelu_layer(void);
+nb_module *nb_softmax_layer(int axis);
+/* Zeroes each element with probability rate in training mode and scales
+ * the others by 1/(1 - rate); the identity in eval mode. */
+nb_module *nb_dropout(float rate);
+/* [N, d1, d2, ...] -> [N, d1*d2*...] */
+nb_module *nb_flatten_layer(void);
+/* Layers applied in order; takes ownership of the n layers (all freed if
+ * one is NULL). nb_sequential_add appends one more. */
+nb_module *nb_sequential(int n, nb_module *const *layers);
+int nb_sequential_add(nb_module *seq, nb_module *layer);
+int nb_sequential_len(const nb_module *seq);
+nb_module *nb_sequential_at(const nb_module *seq, int i);
+
+/* ---- initialisers (nn/init.c) ---------------------------------------------------
+ * Fill an existing tensor in place from gen (NULL: the default generator).
+ * Fans follow Keras's kernel layout [..., fan_in, fan_out]: for a 2-D
+ * [in, out] kernel fan_in = in, fan_out = out; leading axes multiply both
+ * (receptive field). Return 0, or -1 with a message. */
+int nb_init_zeros(nb_tensor *t);
+int nb_init_ones(nb_tensor *t);
+int nb_init_constant(nb_tensor *t, float value);
+int nb_init_uniform(nb_tensor *t, float low, float high, nb_generator *gen);
+int nb_init_normal(nb_tensor *t, float mean, float std, nb_generator *gen);
+int nb_init_glorot_uniform(nb_tensor *t, nb_generator *gen); /* U(±sqrt(6/(in+out))) */
+int nb_init_glorot_normal(nb_tensor *t, nb_generator *gen);  /* N(0, 2/(in+out)) */
+int nb_init_he_uniform(nb_tensor *t, nb_generator *gen);     /* U(±sqrt(6/in)) */
+int nb_init_he_normal(nb_tensor *t, nb_generator *gen);      /* N(0, 2/in) */
+int nb_init_lecun_uniform(nb_tensor *t, nb_generator *gen);  /* U(±sqrt(3/in)) */
+int nb_init_lecun_normal(nb_tensor *t, nb_generator *gen);   /* N(0, 1/in) */
+
+/* ---- losses and metrics by name (nn/losses.c) -----------------------------------
+ * Keras names: "mean_squared_error" ("mse"), "mean_absolute_error" ("mae"),
+ * "huber", "binary_crossentropy", "categorical_crossentropy",
+ * "sparse_categorical_crossentropy". The crossentropies take probabilities
+ * (a sigmoid or softmax output), as Keras does by default. */
+typedef nb_tensor *(*nb_loss_fn)(nb_tensor *pred, nb_tensor *target);
+nb_loss_fn nb_loss_by_name(const char *name); /* NULL + message if unknown */
+nb_tensor *nb_categorical_crossentropy(nb_tensor *prob, nb_tensor *onehot);
+nb_tensor *nb_sparse_categorical_crossentropy(nb_tensor *prob, nb_tensor *labels);
+/* Metrics: "accuracy" (binary, categorical or sparse, chosen from the
+ * loss as Keras does), "binary_accuracy", "categorical_accuracy",
+ * "sparse_categorical_accuracy", "mae", "mse". A metric returns the batch
+ * mean as a plain float. */
+typedef float (*nb_metric_fn)(nb_tensor *pred, nb_tensor *target);
+
+/* ---- the Keras-style model (nn/model.c) ------------------------------------------ */
+
+typedef struct nb_model nb_model;
+typedef struct nb_history nb_history;
+
+/* An empty Sequential model, like keras.Sequential(). */
+nb_model *nb_model_sequential(void);
+/* Wraps any module as a model (the model owns it). */
+nb_model *nb_model_from_module(nb_module *m);
+/* Appends a layer (the model takes it, and frees it on failure). A layer
+ * whose input does not fit the previous output is refused with a message
+ * and the model is unchanged. Returns 0 or -1. */
+int nb_model_add(nb_model *model, nb_module *layer);
+/* optimizer: "sgd" (lr 0.01, Keras's default), "adam", "adamw", "rmsprop",
+ * "adagrad", with their defaults; loss: a name above; metrics: a comma
+ * separated list such as "accuracy, mae", or NULL. Returns 0 or -1. */
+int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, const char *metrics);
+/* Uses opt (built over nb_model_parameters) instead; the model frees it. */
+int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt);
+/* A loss written by the user from ops, with a name for the progress line. */
+int nb_model_set_loss(nb_model *model, const char *name, nb_loss_fn loss);
+nb_optimizer *nb_model_optimizer(nb_model *model);
+nb_module *nb_model_module(nb_model *model);
+nb_tensor **nb_model_parameters(nb_model *model, int *count);
+
+/* Called after every epoch with the history so far; return false to stop. */
+typedef bool (*nb_epoch_callback)(nb_model *model, int epoch, const nb_history *history, void *user);
+
+typedef struct nb_fit_opts {
+    int epochs;               /* default 1 */
+    int batch_size;           /* default 32 */
+    bool shuffle;             /* default true: a new permutation every epoch */
+    float validation_split;   /* the last fraction of the data, not shuffled, default 0 */
+    nb_tensor *x_val, *y_val; /* or explicit validation data */
+    int verbose;              /* 0 silent, 1 progress bar (default), 2 one line per epoch */
+    FILE *out;                /* where progress goes, default stdout */
+    int patience;             /* early stopping: epochs without improvement, 0 = off */
+    float min_delta;          /* improvement smaller than this does not count */
+    const char *monitor;      /* "loss" or "val_loss" (default when validating) or a metric */
+    bool restore_best_weights;
+    nb_epoch_callback on_epoch_end;
+    void *user;
+} nb_fit_opts;
+
+nb_fit_opts nb_fit_defaults(void);
+/* Trains on x [N, ...] and y [N, ...]. Returns the history (the caller frees
+ * it with nb_history_free), or NULL with a message and the model untouched
+ * when the input is wrong (row counts differ, batch size 0, not compiled,
+ * x does not fit the first layer). Training stops early, history kept, on a
+ * NaN or infinite loss (the message names the epoch and batch), on early
+ * stopping, or when the callback returns false. */
+nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_fit_opts *opts);
+/* Loss then each metric over x, y (in eval mode, batches of batch_size,
+ * 0 = 32) into out[0..]; returns how many values were written, or -1. */
+int nb_model_evaluate(nb_model *model, nb_tensor *x, nb_tensor *y, int batch_size, float *out, int nout);
+/* The model's output for x in eval mode without recording a graph. */
+nb_tensor *nb_model_predict(nb_model *model, nb_tensor *x, int batch_size);
+/* Prints Keras's summary table (layer, output shape, parameters, totals). */
+void nb_model_summary(nb_model *model, FILE *out);
+void nb_model_free(nb_model *model);
+
+/* The per-epoch record: keys "loss", each metric, and "val_" variants. */
+int nb_history_epochs(const nb_history *h);
+/* The values of key for every epoch (borrowed), or NULL if absent. */
+const float *nb_history_get(const nb_history *h, const char *key);
+int nb_history_num_keys(const nb_history *h);
+const char *nb_history_key(const nb_history *h, int i);
+/* Why training stopped early ("" when it ran all epochs). */
+const char *nb_history_stop_reason(const nb_history *h);
+void nb_history_free(nb_history *h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,18 @@
+/* nn_internal.h — what the files of nn/ share and users do not see: the
+ * model's access to Sequential and Dense internals, for shape checks and
+ * the summary table. */
+#ifndef NB_NN_INTERNAL_H
+#define NB_NN_INTERNAL_H
+
+#include "nb_nn.h"
+
+/* Removes and returns the last layer of a Sequential without freeing it. */
+nb_module *nb__sequential_pop(nb_module *seq);
+/* True for a Dense layer, with its sizes (input_dim 0 until built). */
+bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim);
+
+/* The metric called name, given the compiled loss ("accuracy" depends on
+ * it); *canonical is set to the name history and progress use. */
+nb_metric_fn nb__metric_by_name(const char *name, nb_loss_fn loss, const char **canonical);
+
+#endif

@@ -1,0 +1,210 @@
+/* activation.c — the nonlinearities of neural networks: tanh, sigmoid, relu,
+ * leaky_relu, elu, gelu, softplus and clamp.
+ *
+ * Shapes: x (any) -> out (same). Each forward is one loop, written so that
+ * it cannot overflow for any finite input (sigmoid and softplus never form
+ * exp of a large positive number). Each backward is its derivative written
+ * with ops, so it can be differentiated again:
+ *
+ *   tanh        g * (1 - y^2)
+ *   sigmoid     g * y * (1 - y)
+ *   relu        g * (x > 0)
+ *   leaky_relu  g * (x > 0 ? 1 : slope)
+ *   elu         g * (x > 0 ? 1 : y + alpha)
+ *   gelu        g * (Phi(x) + x * phi(x))
+ *   softplus    g * sigmoid(x)
+ *   clamp       g * (min <= x <= max)
+ *
+ * The piecewise-constant factors (relu's, leaky_relu's, clamp's) are masks:
+ * constants built by a loop or a comparison, whose own derivative is zero
+ * almost everywhere, so second derivatives stay right away from the kinks.
+ */
+#include "ops_internal.h"
+
+/* Applies EXPR (of v, the input element) to every element of x. */
+#define ACT_FORWARD(x, out, EXPR)                                               \
+    nb_tensor *out = nb_empty_like(x);                                          \
+    if (!out) return NULL;                                                      \
+    do {                                                                        \
+        const float *px_ = nb_data(x);                                          \
+        float *po_ = nb_data_mut(out);                                          \
+        for (int64_t i_ = 0, n_ = nb_numel(x); i_ < n_; i_++) {                 \
+            float v = px_[i_];                                                  \
+            po_[i_] = (EXPR);                                                   \
+        }                                                                       \
+    } while (0)
+
+#define INV_SQRT2 0.70710678118654752440f
+#define INV_SQRT_2PI 0.39894228040143267794f
+
+/* ---- tanh: y = tanh(x), dy = (1 - y^2) dx ------------------------------------- */
+
+static void tanh_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = nb_mul(g, nb_rsub_scalar(nb_square(nb_saved(y, 0)), 1.0f));
+}
+static const nb_op tanh_op = {"tanh", tanh_backward};
+
+nb_tensor *nb_tanh(nb_tensor *x) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, tanhf(v));
+    nb_record(y, &tanh_op, 1, &x);
+    nb_save(y, y);
+    return y;
+}
+
+/* ---- sigmoid: y = 1 / (1 + exp(-x)), dy = y (1 - y) dx --------------------------
+ * exp is only ever taken of -|x|, so it lies in (0, 1]: no overflow, and
+ * sigmoid(-100) is a tiny positive number rather than 1 / inf. */
+
+static inline float sigmoidf(float v) {
+    float e = expf(-fabsf(v));
+    return v >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+static void sigmoid_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *s = nb_saved(y, 0);
+    gx[0] = nb_mul(g, nb_mul(s, nb_rsub_scalar(s, 1.0f)));
+}
+static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward};
+
+nb_tensor *nb_sigmoid(nb_tensor *x) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, sigmoidf(v));
+    nb_record(y, &sigmoid_op, 1, &x);
+    nb_save(y, y);
+    return y;
+}
+
+/* ---- relu: y = max(x, 0), dy = (x > 0) dx ----------------------------------------
+ * y > 0 exactly where x > 0, so the output is saved instead of the input:
+ * x may then be freed before backward. NaN passes through. */
+
+static void relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = nb_mul(g, nb_gt_scalar(nb_saved(y, 0), 0.0f));
+}
+static const nb_op relu_op = {"relu", relu_backward};
+
+nb_tensor *nb_relu(nb_tensor *x) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, v <= 0 ? 0.0f : v);
+    nb_record(y, &relu_op, 1, &x);
+    nb_save(y, y);
+    return y;
+}
+
+/* ---- leaky_relu: y = x > 0 ? x : slope x, dy = (x > 0 ? 1 : slope) dx --------------
+ * The slope is attribute 0. The input is saved, not the output: a negative
+ * slope would make the output's sign useless as a mask. */
+
+static void leaky_relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0), *m = x ? nb_empty_like(x) : NULL;
+    if (m) {
+        float slope = (float)nb_attr(y, 0);
+        const float *px = nb_data(x);
+        float *pm = nb_data_mut(m);
+        for (int64_t i = 0, n = nb_numel(x); i < n; i++) pm[i] = px[i] > 0 ? 1.0f : slope;
+    }
+    gx[0] = nb_mul(g, m);
+}
+static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward};
+
+nb_tensor *nb_leaky_relu(nb_tensor *x, float negative_slope) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, v > 0 ? v : v * negative_slope);
+    nb_record(y, &leaky_relu_op, 1, &x);
+    nb_save(y, x);
+    nb_set_attr(y, 0, negative_slope);
+    return y;
+}
+
+/* ---- elu: y = x > 0 ? x : alpha (exp(x) - 1), dy = (x > 0 ? 1 : y + alpha) dx --------
+ * On the negative side alpha exp(x) = y + alpha, so the derivative reuses
+ * the output; taken through where(), it keeps its own derivative (again
+ * y + alpha) for the second order. alpha is attribute 0. */
+
+static void elu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0), *out = nb_saved(y, 1);
+    float alpha = (float)nb_attr(y, 0);
+    nb_tensor *d = nb_where(nb_gt_scalar(x, 0.0f), nb_scalar(1.0f), nb_add_scalar(out, alpha));
+    gx[0] = nb_mul(g, d);
+}
+static const nb_op elu_op = {"elu", elu_backward};
+
+nb_tensor *nb_elu(nb_tensor *x, float alpha) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, v > 0 ? v : alpha * expm1f(v));
+    nb_record(y, &elu_op, 1, &x);
+    nb_save(y, x);
+    nb_save(y, y);
+    nb_set_attr(y, 0, alpha);
+    return y;
+}
+
+/* ---- gelu: y = x Phi(x), dy = (Phi(x) + x phi(x)) dx --------------------------------
+ * The exact form, Phi(x) = (1 + erf(x / sqrt 2)) / 2 the normal CDF and
+ * phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density. */
+
+static void gelu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0);
+    nb_tensor *cdf = nb_mul_scalar(nb_add_scalar(nb_erf(nb_mul_scalar(x, INV_SQRT2)), 1.0f), 0.5f);
+    nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
+    gx[0] = nb_mul(g, nb_add(cdf, nb_mul(x, pdf)));
+}
+static const nb_op gelu_op = {"gelu", gelu_backward};
+
+nb_tensor *nb_gelu(nb_tensor *x) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, 0.5f * v * (1.0f + erff(v * INV_SQRT2)));
+    nb_record(y, &gelu_op, 1, &x);
+    nb_save(y, x);
+    return y;
+}
+
+/* ---- softplus: y = log(1 + exp(x)), dy = sigmoid(x) dx -------------------------------
+ * Computed as max(x, 0) + log1p(exp(-|x|)): exp never overflows, and for
+ * large negative x the result is the tiny exp(x) instead of log(1) = 0. */
+
+static void softplus_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = nb_mul(g, nb_sigmoid(nb_saved(y, 0)));
+}
+static const nb_op softplus_op = {"softplus", softplus_backward};
+
+nb_tensor *nb_softplus(nb_tensor *x) {
+    if (!x) return NULL;
+    ACT_FORWARD(x, y, (v > 0 ? v : 0.0f) + log1pf(expf(-fabsf(v))));
+    nb_record(y, &softplus_op, 1, &x);
+    nb_save(y, x);
+    return y;
+}
+
+/* ---- clamp: y = min(max(x, lo), hi), dy = (lo <= x <= hi) dx --------------------------
+ * The bounds are attributes 0 and 1. At a bound the gradient passes, as
+ * in PyTorch. NaN passes through. */
+
+static void clamp_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0), *m = x ? nb_empty_like(x) : NULL;
+    if (m) {
+        float lo = (float)nb_attr(y, 0), hi = (float)nb_attr(y, 1);
+        const float *px = nb_data(x);
+        float *pm = nb_data_mut(m);
+        for (int64_t i = 0, n = nb_numel(x); i < n; i++)
+            pm[i] = px[i] >= lo && px[i] <= hi ? 1.0f : 0.0f;
+    }
+    gx[0] = nb_mul(g, m);
+}
+static const nb_op clamp_op = {"clamp", clamp_backward};
+
+nb_tensor *nb_clamp(nb_tensor *x, float min, float max) {
+    if (!x) return NULL;
+    if (!(min <= max)) {
+        nb_set_error("nb_clamp: min %g must not be greater than max %g (clamping %s)", (double)min,
+                     (double)max, SHAPE(x));
+        return NULL;
+    }
+    ACT_FORWARD(x, y, v < min ? min : v > max ? max : v);
+    nb_record(y, &clamp_op, 1, &x);
+    nb_save(y, x);
+    nb_set_attr(y, 0, min);
+    nb_set_attr(y, 1, max);
+    return y;
+}

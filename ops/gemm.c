@@ -1,0 +1,657 @@
+/* gemm.c — packed, cache-blocked single-precision GEMM.
+ *
+ * The layout follows Goto and van de Geijn ("Anatomy of high-performance
+ * matrix multiplication", 2008) as refined by BLIS. C is cut into blocks:
+ *
+ *   for jc over n in steps of NC        B panel, kc x NC, packed once, shared
+ *     for pc over k in steps of KC
+ *       pack B[pc.., jc..] into NR-wide micro-panels
+ *       parallel over (MC rows x NB columns) blocks of C:
+ *         pack A[ic.., pc..] into MR-tall micro-panels     (per thread, L2)
+ *         for each NR micro-panel of B                     (stays in L1)
+ *           for each MR micro-panel of A
+ *             micro-kernel: MR x NR tile of C += A panel · B panel
+ *
+ * The micro-kernel keeps its MR x NR tile in registers for the whole KC
+ * loop, so each loaded value feeds MR or NR multiply-adds. Packing makes
+ * every kernel read contiguous, aligned and zero padded: a tile at the edge
+ * of C runs the very same kernel into a scratch tile and only the valid part
+ * is copied out.
+ *
+ * Determinism. Each element of C is produced as: for each KC block in order,
+ * a kernel sums its products from zero in k order, then adds that partial to
+ * C. Which thread computes a tile, and in which order tiles are visited, do
+ * not enter that arithmetic, and the blocking constants belong to the kernel
+ * (chosen from the CPU), never to the thread count. So results are bitwise
+ * identical for any number of threads. They may differ between CPUs, since
+ * the AVX2/AVX-512 kernels use fused multiply-add.
+ *
+ * Size classes, all decided by the shape alone (never by the thread count):
+ * products with a single row or column of output, no depth, or at most
+ * NB_GEMM_TINY multiply-adds are plain loops, since packing or padding a tile
+ * would cost more than the arithmetic; small products pack onto the stack;
+ * the rest take packing buffers from a free list (so steady state allocates
+ * nothing; the list is freed at exit), and from NB_GEMM_PARALLEL on they are
+ * spread over the thread pool.
+ *
+ * Build knobs, for testing the fallbacks on a machine that has everything:
+ * NB_GEMM_PORTABLE compiles only the portable kernel, NB_GEMM_NO_AVX512
+ * leaves out the AVX-512 one.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "gemm.h"
+
+#include "parallel.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(NB_GEMM_PORTABLE)
+#define NB_GEMM_X86 1
+#include <immintrin.h>
+#else
+#define NB_GEMM_X86 0
+#endif
+
+/* How a kernel writes its tile: the first KC block applies beta, the later
+ * ones accumulate. */
+enum { NB_STORE, NB_ADD, NB_SCALE };
+
+/* Products with m·n·k at or below this skip packing: call overhead is all
+ * there is to save. */
+#define NB_GEMM_TINY ((int64_t)256)
+/* Products with m·n·k at or above this are spread over the thread pool; below
+ * it, waking workers costs more than it saves. */
+#define NB_GEMM_PARALLEL ((int64_t)96 * 96 * 96)
+
+/* Bounds over all kernels, for the stack scratch tile and panel. */
+enum { NB_MR_MAX = 16, NB_NR_MAX = 32, NB_KC_MAX = 256 };
+
+typedef void (*nb_kernel_fn)(int64_t kc, const float *restrict a,
+                             const float *restrict b, float *restrict c,
+                             int64_t ldc, int mode, float beta);
+
+/* A micro-kernel and the blocking that suits it. kc bounds the summation
+ * blocks (so it is part of the result); mc and nb only group tiles. */
+typedef struct nb_gemm_arch {
+    nb_kernel_fn kernel;
+    int mr, nr;     /* tile of C held in registers */
+    int64_t kc;     /* depth of a packed panel */
+    int64_t mc;     /* most rows of A packed per block (multiple of mr) */
+    int64_t nb;     /* most columns per parallel work item (multiple of nr) */
+    int64_t nc;     /* columns of B packed per step (multiple of nr) */
+} nb_gemm_arch;
+
+/* ---- portable micro-kernel ------------------------------------------------
+ * Plain loops over fixed-size arrays: the compiler unrolls them and keeps the
+ * tile in vector registers (SSE on x86-64 without -march, NEON on arm64). */
+
+#define P_MR 4
+#define P_NR 16
+
+static void kernel_portable(int64_t kc, const float *restrict a,
+                            const float *restrict b, float *restrict c,
+                            int64_t ldc, int mode, float beta) {
+    /* Flat arrays and a local copy of the B row: written this way both GCC
+     * and Clang keep the tile in registers and vectorise along j; the
+     * two-dimensional form defeats GCC's vectoriser. */
+    float acc[P_MR * P_NR];
+    for (int t = 0; t < P_MR * P_NR; t++)
+        acc[t] = 0.0f;
+    for (int64_t p = 0; p < kc; p++) {
+        float bv[P_NR];
+        for (int j = 0; j < P_NR; j++)
+            bv[j] = b[p * P_NR + j];
+        for (int i = 0; i < P_MR; i++) {
+            float ai = a[p * P_MR + i];
+            for (int j = 0; j < P_NR; j++)
+                acc[i * P_NR + j] += ai * bv[j];
+        }
+    }
+    for (int i = 0; i < P_MR; i++) {
+        float *ci = c + i * ldc;
+        const float *ti = acc + i * P_NR;
+        if (mode == NB_STORE) {
+            for (int j = 0; j < P_NR; j++)
+                ci[j] = ti[j];
+        } else if (mode == NB_ADD) {
+            for (int j = 0; j < P_NR; j++)
+                ci[j] += ti[j];
+        } else {
+            /* Two statements so that no compiler fuses them: edge tiles
+             * must round exactly like full ones. */
+            for (int j = 0; j < P_NR; j++) {
+                float s = beta * ci[j];
+                ci[j] = s + ti[j];
+            }
+        }
+    }
+}
+
+/* ---- x86-64 micro-kernels -------------------------------------------------
+ * Compiled for AVX2+FMA and AVX-512 through target attributes and chosen at
+ * run time, so the library itself needs no -march flag. Row i of the tile is
+ * NR/W vector registers; each step broadcasts one value of the A panel and
+ * multiply-adds it into its row. The accumulators are named variables made by
+ * macros, not arrays: with arrays GCC keeps a memory copy of the tile and
+ * stores it on every step, which halves the speed. */
+
+#if NB_GEMM_X86
+
+/* AVX2 + FMA: 6 x 16, twelve accumulators of 8 floats. */
+#define X2_MR 6
+#define X2_NR 16
+
+#define X2_ROWS(F) F(0) F(1) F(2) F(3) F(4) F(5)
+#define X2_DECL(i) __m256 c##i##a = _mm256_setzero_ps(), c##i##b = c##i##a;
+#define X2_STEP(i)                                                  \
+    {                                                               \
+        __m256 ai = _mm256_broadcast_ss(a + i);                     \
+        c##i##a = _mm256_fmadd_ps(ai, b0, c##i##a);                 \
+        c##i##b = _mm256_fmadd_ps(ai, b1, c##i##b);                 \
+    }
+#define X2_ADD(i)                                                   \
+    c##i##a = _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), c##i##a); \
+    c##i##b = _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), c##i##b);
+#define X2_SCALE(i)                                                 \
+    c##i##a = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(c + i * ldc)), c##i##a); \
+    c##i##b = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_loadu_ps(c + i * ldc + 8)), c##i##b);
+#define X2_STORE(i)                                                 \
+    _mm256_storeu_ps(c + i * ldc, c##i##a);                         \
+    _mm256_storeu_ps(c + i * ldc + 8, c##i##b);
+
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(int64_t kc, const float *restrict a,
+                        const float *restrict b, float *restrict c,
+                        int64_t ldc, int mode, float beta) {
+    X2_ROWS(X2_DECL)
+    for (int64_t p = 0; p < kc; p++, a += X2_MR, b += X2_NR) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        X2_ROWS(X2_STEP)
+    }
+    __m256 vb = _mm256_set1_ps(beta);
+    if (mode == NB_ADD) {
+        X2_ROWS(X2_ADD)
+    } else if (mode == NB_SCALE) {
+        X2_ROWS(X2_SCALE)
+    }
+    X2_ROWS(X2_STORE)
+}
+
+#ifndef NB_GEMM_NO_AVX512
+/* AVX-512: 12 x 32, twenty-four accumulators of 16 floats, leaving room in
+ * the 32 registers for the two B vectors and the broadcast. */
+#define X5_MR 12
+#define X5_NR 32
+
+#define X5_ROWS(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11)
+#define X5_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = c##i##a;
+#define X5_STEP(i)                                                  \
+    {                                                               \
+        __m512 ai = _mm512_set1_ps(a[i]);                           \
+        c##i##a = _mm512_fmadd_ps(ai, b0, c##i##a);                 \
+        c##i##b = _mm512_fmadd_ps(ai, b1, c##i##b);                 \
+    }
+#define X5_ADD(i)                                                   \
+    c##i##a = _mm512_add_ps(_mm512_loadu_ps(c + i * ldc), c##i##a); \
+    c##i##b = _mm512_add_ps(_mm512_loadu_ps(c + i * ldc + 16), c##i##b);
+#define X5_SCALE(i)                                                 \
+    c##i##a = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc)), c##i##a); \
+    c##i##b = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc + 16)), c##i##b);
+#define X5_STORE(i)                                                 \
+    _mm512_storeu_ps(c + i * ldc, c##i##a);                         \
+    _mm512_storeu_ps(c + i * ldc + 16, c##i##b);
+
+__attribute__((target("avx512f")))
+static void kernel_avx512(int64_t kc, const float *restrict a,
+                          const float *restrict b, float *restrict c,
+                          int64_t ldc, int mode, float beta) {
+    X5_ROWS(X5_DECL)
+    for (int64_t p = 0; p < kc; p++, a += X5_MR, b += X5_NR) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        X5_ROWS(X5_STEP)
+    }
+    __m512 vb = _mm512_set1_ps(beta);
+    if (mode == NB_ADD) {
+        X5_ROWS(X5_ADD)
+    } else if (mode == NB_SCALE) {
+        X5_ROWS(X5_SCALE)
+    }
+    X5_ROWS(X5_STORE)
+}
+#endif
+
+#endif /* NB_GEMM_X86 */
+
+/* kc: a 12 x 32 tile's B panel (32 KiB at kc = 256) stays in the 48 KiB L1
+ * while A streams; mc: the packed A block (192 KiB) sits in L2; nc: the
+ * packed B panel (2 MiB) in L3. Measured on Zen 5; flat within noise from kc
+ * 192 to 512 and mc 96 to 384. */
+static const nb_gemm_arch arch_portable = {kernel_portable, P_MR, P_NR, 256, 128, 128, 2048};
+#if NB_GEMM_X86
+static const nb_gemm_arch arch_avx2 = {kernel_avx2, X2_MR, X2_NR, 256, 144, 128, 2048};
+#ifndef NB_GEMM_NO_AVX512
+static const nb_gemm_arch arch_avx512 = {kernel_avx512, X5_MR, X5_NR, 256, 192, 128, 2048};
+#endif
+#endif
+
+static const nb_gemm_arch *arch;
+static pthread_once_t arch_once = PTHREAD_ONCE_INIT;
+
+static void choose_arch(void) {
+    arch = &arch_portable;
+#if NB_GEMM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        arch = &arch_avx2;
+#ifndef NB_GEMM_NO_AVX512
+    if (__builtin_cpu_supports("avx512f"))
+        arch = &arch_avx512;
+#endif
+#endif
+}
+
+/* ---- packing buffers ------------------------------------------------------
+ * A free list rather than thread-local storage: user threads come and go, and
+ * a buffer parked in a dead thread's storage would be lost until exit. */
+
+typedef struct nb_pack_buf {
+    struct nb_pack_buf *next;
+    float *data;
+    size_t cap; /* floats */
+} nb_pack_buf;
+
+static nb_pack_buf *free_bufs;
+static pthread_mutex_t bufs_lock = PTHREAD_MUTEX_INITIALIZER;
+static int bufs_atexit;
+
+static void free_all_bufs(void) {
+    pthread_mutex_lock(&bufs_lock);
+    while (free_bufs) {
+        nb_pack_buf *next = free_bufs->next;
+        free(free_bufs->data);
+        free(free_bufs);
+        free_bufs = next;
+    }
+    pthread_mutex_unlock(&bufs_lock);
+}
+
+/* A 64-byte aligned buffer of at least `floats` floats, or NULL. */
+static nb_pack_buf *buf_get(size_t floats) {
+    pthread_mutex_lock(&bufs_lock);
+    nb_pack_buf *buf = free_bufs;
+    if (buf)
+        free_bufs = buf->next;
+    if (!bufs_atexit)
+        bufs_atexit = atexit(free_all_bufs) == 0;
+    pthread_mutex_unlock(&bufs_lock);
+    if (!buf) {
+        buf = malloc(sizeof *buf);
+        if (!buf)
+            return NULL;
+        buf->data = NULL;
+        buf->cap = 0;
+    }
+    if (buf->cap < floats) {
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        free(buf->data);
+        buf->data = aligned_alloc(64, bytes);
+        buf->cap = buf->data ? bytes / sizeof(float) : 0;
+        if (!buf->data) {
+            free(buf);
+            return NULL;
+        }
+    }
+    return buf;
+}
+
+static void buf_put(nb_pack_buf *buf) {
+    pthread_mutex_lock(&bufs_lock);
+    buf->next = free_bufs;
+    free_bufs = buf;
+    pthread_mutex_unlock(&bufs_lock);
+}
+
+/* ---- packing --------------------------------------------------------------
+ * A block of op(A), rows [i0, i0+rows) and columns [p0, p0+kc), becomes
+ * panels of mr rows, panel by panel, each stored k-major: element (i, p) of a
+ * panel at p*mr + i. B likewise becomes panels of nr columns, element (p, j)
+ * at p*nr + j. The last panel is padded with zeros, which add nothing to the
+ * valid part of a tile. */
+
+static void pack_a(bool trans, const float *a, int64_t lda, int64_t i0,
+                   int64_t rows, int64_t p0, int64_t kc, int mr,
+                   float *restrict dst) {
+    for (int64_t r = 0; r < rows; r += mr, dst += mr * kc) {
+        int64_t h = rows - r < mr ? rows - r : mr;
+        if (trans) {
+            const float *src = a + p0 * lda + i0 + r;
+            for (int64_t p = 0; p < kc; p++) {
+                float *d = dst + p * mr;
+                for (int64_t i = 0; i < h; i++)
+                    d[i] = src[p * lda + i];
+                for (int64_t i = h; i < mr; i++)
+                    d[i] = 0.0f;
+            }
+        } else {
+            for (int64_t i = 0; i < h; i++) {
+                const float *src = a + (i0 + r + i) * lda + p0;
+                for (int64_t p = 0; p < kc; p++)
+                    dst[p * mr + i] = src[p];
+            }
+            for (int64_t i = h; i < mr; i++)
+                for (int64_t p = 0; p < kc; p++)
+                    dst[p * mr + i] = 0.0f;
+        }
+    }
+}
+
+static void pack_b(bool trans, const float *b, int64_t ldb, int64_t p0,
+                   int64_t kc, int64_t j0, int64_t cols, int nr,
+                   float *restrict dst) {
+    for (int64_t c = 0; c < cols; c += nr, dst += nr * kc) {
+        int64_t w = cols - c < nr ? cols - c : nr;
+        if (trans) {
+            for (int64_t j = 0; j < w; j++) {
+                const float *src = b + (j0 + c + j) * ldb + p0;
+                for (int64_t p = 0; p < kc; p++)
+                    dst[p * nr + j] = src[p];
+            }
+            for (int64_t j = w; j < nr; j++)
+                for (int64_t p = 0; p < kc; p++)
+                    dst[p * nr + j] = 0.0f;
+        } else {
+            const float *src = b + p0 * ldb + j0 + c;
+            for (int64_t p = 0; p < kc; p++) {
+                float *d = dst + p * nr;
+                for (int64_t j = 0; j < w; j++)
+                    d[j] = src[p * ldb + j];
+                for (int64_t j = w; j < nr; j++)
+                    d[j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* ---- the blocked driver ---------------------------------------------------- */
+
+typedef struct nb_gemm_job {
+    const nb_gemm_arch *arch;
+    bool trans_a, trans_b;
+    int64_t m, n, k;
+    const float *a, *b;
+    int64_t lda, ldb, ldc;
+    float beta;
+    float *c;
+    /* the current step: columns [jc, jc+ncur), depth [pc, pc+kcur) */
+    int64_t jc, ncur, pc, kcur;
+    int mode;
+    float *bpack;
+    float *apack;           /* set when the caller packs A on its stack */
+    int64_t mc, nb;         /* rows and columns of one work item */
+    int64_t col_blocks;     /* work items per row block */
+} nb_gemm_job;
+
+/* Writes a kernel's scratch tile into the valid h x w corner of C, rounding
+ * exactly as the kernels do. */
+static void store_edge(const float *t, int nr, int64_t h, int64_t w, float *c,
+                       int64_t ldc, int mode, float beta) {
+    for (int64_t i = 0; i < h; i++) {
+        float *ci = c + i * ldc;
+        const float *ti = t + i * nr;
+        for (int64_t j = 0; j < w; j++) {
+            if (mode == NB_STORE) {
+                ci[j] = ti[j];
+            } else if (mode == NB_ADD) {
+                ci[j] += ti[j];
+            } else {
+                float s = beta * ci[j];
+                ci[j] = s + ti[j];
+            }
+        }
+    }
+}
+
+/* C[i0.., j0..] for `rows` x `cols`, from a packed A block and the packed B
+ * panels starting at column j0. */
+static void macro_tile(const nb_gemm_job *job, const float *apack, int64_t i0,
+                       int64_t rows, int64_t j0, int64_t cols) {
+    const nb_gemm_arch *ar = job->arch;
+    int mr = ar->mr, nr = ar->nr;
+    int64_t kc = job->kcur;
+    _Alignas(64) float scratch[NB_MR_MAX * NB_NR_MAX];
+    for (int64_t jr = 0; jr < cols; jr += nr) {
+        const float *bp = job->bpack + (j0 - job->jc + jr) * kc;
+        int64_t w = cols - jr < nr ? cols - jr : nr;
+        for (int64_t ir = 0; ir < rows; ir += mr) {
+            const float *ap = apack + ir * kc;
+            int64_t h = rows - ir < mr ? rows - ir : mr;
+            float *ct = job->c + (i0 + ir) * job->ldc + j0 + jr;
+            if (h == mr && w == nr) {
+                ar->kernel(kc, ap, bp, ct, job->ldc, job->mode, job->beta);
+            } else {
+                ar->kernel(kc, ap, bp, scratch, nr, NB_STORE, 0.0f);
+                store_edge(scratch, nr, h, w, ct, job->ldc, job->mode, job->beta);
+            }
+        }
+    }
+}
+
+/* Work items are the (row block, column block) pairs of the current step,
+ * row block major, so a thread with consecutive items packs each row block of
+ * A once. */
+static void compute_items(void *ctx, int64_t begin, int64_t end) {
+    const nb_gemm_job *job = ctx;
+    const nb_gemm_arch *ar = job->arch;
+    nb_pack_buf *buf = NULL;
+    _Alignas(64) float small_pack[NB_MR_MAX * NB_KC_MAX];
+    float *apack = job->apack;
+    int64_t step = job->mc;
+    if (!apack) {
+        buf = buf_get((size_t)(job->mc * job->kcur));
+        apack = buf ? buf->data : small_pack;
+        /* Without a buffer, pack one micro-panel at a time on the stack:
+         * slower, but the same arithmetic. */
+        if (!buf)
+            step = ar->mr;
+    }
+    int64_t packed_row = -1;
+    for (int64_t it = begin; it < end; it++) {
+        int64_t i0 = it / job->col_blocks * job->mc;
+        int64_t j0 = job->jc + it % job->col_blocks * job->nb;
+        int64_t rows = job->m - i0 < job->mc ? job->m - i0 : job->mc;
+        int64_t cols = job->jc + job->ncur - j0 < job->nb ? job->jc + job->ncur - j0 : job->nb;
+        for (int64_t sub = 0; sub < rows; sub += step) {
+            int64_t h = rows - sub < step ? rows - sub : step;
+            if (packed_row != i0 + sub) {
+                pack_a(job->trans_a, job->a, job->lda, i0 + sub, h, job->pc,
+                       job->kcur, ar->mr, apack);
+                packed_row = i0 + sub;
+            }
+            macro_tile(job, apack, i0 + sub, h, j0, cols);
+        }
+    }
+    if (buf)
+        buf_put(buf);
+}
+
+static void pack_b_items(void *ctx, int64_t begin, int64_t end) {
+    const nb_gemm_job *job = ctx;
+    int nr = job->arch->nr;
+    int64_t j0 = begin * nr;
+    int64_t cols = end * nr < job->ncur ? end * nr - j0 : job->ncur - j0;
+    pack_b(job->trans_b, job->b, job->ldb, job->pc, job->kcur, job->jc + j0,
+           cols, nr, job->bpack + j0 * job->kcur);
+}
+
+static int64_t div_up(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
+/* Splits `len` into the fewest blocks of at most `max`, of nearly equal
+ * sizes that are multiples of `unit` (max is one too), so that work items
+ * balance across threads. Only the grouping of tiles changes, never a tile's
+ * origin, so the result does not depend on it. */
+static int64_t even_block(int64_t len, int64_t max, int64_t unit) {
+    int64_t blocks = div_up(len, max);
+    return div_up(div_up(len, blocks), unit) * unit;
+}
+
+/* m·n·k <= limit, without overflowing for huge operands. */
+static bool volume_at_most(int64_t m, int64_t n, int64_t k, int64_t limit) {
+    return m <= limit && n <= limit / m && k <= limit / (m * n);
+}
+
+/* Packed operands of a product at most this many floats go on the stack:
+ * small products then take no lock and no allocation. */
+enum { NB_STACK_FLOATS = 8192 };
+
+/* Returns false only when no packing buffer could be had. */
+static bool gemm_blocked(nb_gemm_job *job) {
+    const nb_gemm_arch *ar = job->arch;
+    int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
+    int64_t kcmax = job->k < ar->kc ? job->k : ar->kc;
+    bool parallel = !volume_at_most(job->m, job->n, job->k, NB_GEMM_PARALLEL - 1);
+    job->mc = even_block(job->m, ar->mc, ar->mr);
+    /* Both sizes are multiples of 16 floats, so both stack panels stay
+     * 64-byte aligned. */
+    int64_t bsize = div_up(ncmax, ar->nr) * ar->nr * kcmax;
+    int64_t asize = job->mc * kcmax;
+    _Alignas(64) float stack[NB_STACK_FLOATS];
+    nb_pack_buf *bbuf = NULL;
+    job->apack = NULL;
+    if (!parallel && asize + bsize <= NB_STACK_FLOATS) {
+        job->bpack = stack;
+        job->apack = stack + bsize;
+    } else {
+        bbuf = buf_get((size_t)bsize);
+        if (!bbuf)
+            return false;
+        job->bpack = bbuf->data;
+    }
+    int64_t row_blocks = div_up(job->m, job->mc);
+    for (int64_t jc = 0; jc < job->n; jc += ar->nc) {
+        job->jc = jc;
+        job->ncur = job->n - jc < ar->nc ? job->n - jc : ar->nc;
+        job->nb = even_block(job->ncur, ar->nb, ar->nr);
+        job->col_blocks = div_up(job->ncur, job->nb);
+        for (int64_t pc = 0; pc < job->k; pc += ar->kc) {
+            job->pc = pc;
+            job->kcur = job->k - pc < ar->kc ? job->k - pc : ar->kc;
+            job->mode = pc > 0 || job->beta == 1.0f ? NB_ADD
+                        : job->beta == 0.0f        ? NB_STORE
+                                                   : NB_SCALE;
+            int64_t panels = div_up(job->ncur, ar->nr);
+            int64_t items = row_blocks * job->col_blocks;
+            if (parallel) {
+                nb_parallel_for(panels, 4, pack_b_items, job);
+                nb_parallel_for(items, 1, compute_items, job);
+            } else {
+                pack_b_items(job, 0, panels);
+                compute_items(job, 0, items);
+            }
+        }
+    }
+    if (bbuf)
+        buf_put(bbuf);
+    return true;
+}
+
+/* ---- vector-shaped and empty products -------------------------------------
+ * When op(A) is a single row or op(B) a single column, packing would cost as
+ * much as the arithmetic and pad a tile to one useful row or column; these
+ * loops read the operands in place instead. */
+
+/* x·y over k, strided, in eight interleaved partial sums combined in a fixed
+ * order. The contiguous case is a separate loop only so that it vectorises;
+ * it performs exactly the same operations. */
+static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
+                 int64_t k) {
+    float s[8] = {0};
+    int64_t p = 0;
+    if (sx == 1 && sy == 1) {
+        for (; p + 8 <= k; p += 8)
+            for (int l = 0; l < 8; l++)
+                s[l] += x[p + l] * y[p + l];
+    } else {
+        for (; p + 8 <= k; p += 8)
+            for (int l = 0; l < 8; l++)
+                s[l] += x[(p + l) * sx] * y[(p + l) * sy];
+    }
+    for (int l = 0; p < k; p++, l++)
+        s[l] += x[p * sx] * y[p * sy];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
+                        int64_t k, const float *a, int64_t lda, const float *b,
+                        int64_t ldb, float beta, float *c, int64_t ldc) {
+    for (int64_t i = 0; i < m; i++) {
+        float *restrict ci = c + i * ldc;
+        if (beta == 0.0f) {
+            for (int64_t j = 0; j < n; j++)
+                ci[j] = 0.0f;
+        } else if (beta != 1.0f) {
+            for (int64_t j = 0; j < n; j++)
+                ci[j] *= beta;
+        }
+    }
+    if (k == 0)
+        return;
+    /* Strides of op(A) along a row (over k) and down a column (over m);
+     * likewise op(B) down a column (over k) and along a row (over n). */
+    int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
+    int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
+    if (trans_a && n == 1) {
+        /* C column += A row p · b(p): A is stored [k,m], so this reads it
+         * contiguously where a dot product per element would stride. */
+        for (int64_t p = 0; p < k; p++) {
+            float bp = b[p * b_k];
+            const float *restrict ap = a + p * lda;
+            if (ldc == 1) {
+                for (int64_t i = 0; i < m; i++)
+                    c[i] += ap[i] * bp;
+            } else {
+                for (int64_t i = 0; i < m; i++)
+                    c[i * ldc] += ap[i] * bp;
+            }
+        }
+        return;
+    }
+    for (int64_t i = 0; i < m; i++) {
+        float *restrict ci = c + i * ldc;
+        const float *ai = a + i * a_m;
+        if (!trans_b && n >= 4) {
+            /* C row += a(i,p) · B row: contiguous, so it vectorises. */
+            for (int64_t p = 0; p < k; p++) {
+                float aip = ai[p * a_k];
+                const float *restrict bp = b + p * ldb;
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] += aip * bp[j];
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++)
+                ci[j] += dot(ai, a_k, b + j * b_n, b_k, k);
+        }
+    }
+}
+
+void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+             const float *a, int64_t lda, const float *b, int64_t ldb,
+             float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0 || m == 1 || n == 1 || volume_at_most(m, n, k, NB_GEMM_TINY)) {
+        gemm_direct(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    pthread_once(&arch_once, choose_arch);
+    nb_gemm_job job = {
+        .arch = arch, .trans_a = trans_a, .trans_b = trans_b,
+        .m = m, .n = n, .k = k, .a = a, .b = b,
+        .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta, .c = c,
+    };
+    if (!gemm_blocked(&job))
+        gemm_direct(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+}

@@ -1,0 +1,673 @@
+/* reduce.c — reductions over any set of axes (sum, mean, max, min, var,
+ * logsumexp), the index reductions argmax and argmin, and softmax and
+ * log_softmax, which normalise along one axis.
+ *
+ * Shapes: x (S) -> out (S without the reduced axes, or with them kept as 1
+ * under keepdim); naxes == 0 (NB_ALL) reduces every axis, giving a 0-d
+ * result. softmax and log_softmax keep S. A 0-d x accepts axis 0 (or -1),
+ * as PyTorch does, and reduces its one element.
+ *
+ * Gradients. g is the output gradient; expand(t) means t reshaped to the
+ * keepdim shape and broadcast back to S (nb_expand); n is the number of
+ * elements reduced into each output:
+ *
+ *   sum          expand(g)
+ *   mean         expand(g / n)
+ *   max, min     g put at the selected element of x, zeros elsewhere
+ *                (the first one on ties; NaN is selected, so it propagates)
+ *   var          composed of ops: sum((x - mean(x))^2) / (n - correction)
+ *   logsumexp    composed of ops: log(sum(exp(x - m))) + m, m = detached max
+ *   softmax      y * (g - sum(g * y, axis))      y = softmax(x)
+ *   log_softmax  g - exp(y) * sum(g, axis)       y = log_softmax(x)
+ *   argmax/min   none: the result never requires grad
+ *
+ * max and min save the flat index in x of every selected element; their
+ * backward is scatter_at (zeros with g written at those indices), whose own
+ * backward is gather_at (the values at those indices) and vice versa, so
+ * the gradient of max is itself differentiable.
+ *
+ * Kernels. An axis set is first brought to a canonical form: size-1 axes are
+ * dropped and neighbouring axes that are both reduced, or both kept, are
+ * merged, so [2,3,4] over axes (1,2) is [2,12] over axis 1. If at most one
+ * reduced group remains, the reduction is an (outer, R, inner) loop: inner
+ * == 1 covers contiguous trailing axes (one row per output), inner > 1 a
+ * single middle axis, walked CHUNK inner positions at a time so that the
+ * loads run along memory. Anything else (reduced groups separated by a kept
+ * one) takes the general path: an odometer over the kept axes, and for each
+ * output one over the reduced axes. Outputs are independent, so large
+ * reductions are split over the thread pool by output.
+ *
+ * Sums accumulate in double, in a fixed order: a contiguous row in eight
+ * interleaved partial sums combined by a fixed tree, a strided reduction
+ * sequentially in increasing index. Each output is computed by one thread in
+ * the same order however the work is split, so results are bitwise
+ * identical from run to run and whatever the thread count.
+ */
+#include "ops_internal.h"
+#include "parallel.h"
+
+#define CHUNK 256          /* inner positions walked together by the middle-axis kernels */
+#define GRAIN_WORK 32768   /* elements a parallel piece should at least read */
+
+/* ---- the reduction plan ------------------------------------------------------ */
+
+typedef struct rplan {
+    int ndim;
+    int64_t shape[NB_MAX_DIMS];
+    unsigned mask;                     /* bit d set: axis d is reduced */
+    int out_ndim;
+    int64_t out_shape[NB_MAX_DIMS];    /* the result, keepdim applied */
+    int64_t keep_shape[NB_MAX_DIMS];   /* ndim entries, reduced axes as 1 */
+    int64_t count;                     /* elements reduced into each output */
+    int64_t nout, numel;
+    int ng;                            /* canonical form: ng groups of axes */
+    int64_t gsize[NB_MAX_DIMS];
+    bool gred[NB_MAX_DIMS];
+} rplan;
+
+static char *axes_str(int naxes, const int *axes, char *buf, size_t size) {
+    size_t used = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < naxes && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%d", i ? ", " : "", axes[i]);
+    if (used < size) snprintf(buf + used, size - used, ")");
+    return buf;
+}
+
+/* The set of reduced axes as a bit mask; false and a message naming who, the
+ * axis and the shape when an axis is out of range or repeated. */
+static bool axes_mask(const char *who, const nb_tensor *x, int naxes, const int *axes,
+                      unsigned *mask) {
+    int nd = nb_ndim(x);
+    if (naxes < 0 || (naxes > 0 && !axes)) {
+        nb_set_error("%s: invalid axis list (%d axes%s) for a tensor of shape %s", who, naxes,
+                     naxes > 0 ? " but no array" : "", SHAPE(x));
+        return false;
+    }
+    if (naxes == 0) {
+        *mask = nd ? (1u << nd) - 1 : 0;
+        return true;
+    }
+    int span = nd ? nd : 1; /* a 0-d tensor has the one axis 0 */
+    unsigned m = 0;
+    for (int i = 0; i < naxes; i++) {
+        int a = axes[i] < 0 ? axes[i] + span : axes[i];
+        if (a < 0 || a >= span) {
+            nb_set_error("%s: axis %d is out of range for a tensor of shape %s (valid axes: %d "
+                         "to %d)", who, axes[i], SHAPE(x), -span, span - 1);
+            return false;
+        }
+        if (m & (1u << a)) {
+            char b[64];
+            nb_set_error("%s: axis %d is repeated in axes %s for a tensor of shape %s", who,
+                         axes[i], axes_str(naxes, axes, b, sizeof b), SHAPE(x));
+            return false;
+        }
+        m |= 1u << a;
+    }
+    *mask = nd ? m : 0;
+    return true;
+}
+
+static void plan_from_mask(const nb_tensor *x, unsigned mask, bool keepdim, rplan *p) {
+    p->ndim = nb_ndim(x);
+    p->mask = mask;
+    p->out_ndim = 0;
+    p->count = p->nout = 1;
+    p->numel = nb_numel(x);
+    p->ng = 0;
+    for (int d = 0; d < p->ndim; d++) {
+        int64_t s = nb_shape(x)[d];
+        bool r = (mask >> d) & 1u;
+        p->shape[d] = s;
+        p->keep_shape[d] = r ? 1 : s;
+        if (r) p->count *= s;
+        else p->nout *= s;
+        if (!r || keepdim) p->out_shape[p->out_ndim++] = r ? 1 : s;
+        if (s == 1) continue;
+        if (p->ng > 0 && p->gred[p->ng - 1] == r) {
+            p->gsize[p->ng - 1] *= s;
+        } else {
+            p->gsize[p->ng] = s;
+            p->gred[p->ng++] = r;
+        }
+    }
+}
+
+static bool plan_make(const char *who, const nb_tensor *x, int naxes, const int *axes,
+                      bool keepdim, rplan *p) {
+    unsigned mask;
+    if (!axes_mask(who, x, naxes, axes, &mask)) return false;
+    plan_from_mask(x, mask, keepdim, p);
+    return true;
+}
+
+/* ---- kernels ------------------------------------------------------------------ */
+
+typedef enum { RED_SUM, RED_MAX, RED_MIN } red_kind;
+
+typedef struct rkernel {
+    red_kind kind;
+    const float *x;
+    float *vals;     /* the nout results (max/min: optional) */
+    float *flat;     /* max/min, optional: flat index in x of the selection (idx_put) */
+    float *pos;      /* max/min, optional: its position within the reduction */
+    double divisor;  /* sum: each result divided by it (n for mean, else 1) */
+    /* (outer, R, inner) form */
+    int64_t outer, R, inner, nchunk;
+    /* general form: kept and reduced groups, sizes and strides in x */
+    int nk, nr;
+    int64_t ksize[NB_MAX_DIMS], kstride[NB_MAX_DIMS], rsize[NB_MAX_DIMS], rstride[NB_MAX_DIMS];
+} rkernel;
+
+/* Flat indices are stored in float tensors as two exact halves, so that any
+ * tensor size round-trips (a single float is exact only below 2^24). */
+#define IDX_BASE 16777216 /* 2^24 */
+static inline void idx_put(float *p, int64_t o, int64_t k) {
+    p[2 * o] = (float)(k / IDX_BASE);
+    p[2 * o + 1] = (float)(k % IDX_BASE);
+}
+static inline int64_t idx_get(const float *p, int64_t o) {
+    return (int64_t)p[2 * o] * IDX_BASE + (int64_t)p[2 * o + 1];
+}
+
+/* Sum of n contiguous floats in double: eight interleaved partial sums (kept
+ * in vector registers) combined by a fixed tree, then the tail in order. */
+static double sum_row(const float *x, int64_t n) {
+    double l[8] = {0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) l[j] += (double)x[k + j];
+    double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    for (; k < n; k++) s += (double)x[k];
+    return s;
+}
+
+/* Does v replace best as the max (larger) or min? Only a strict win does,
+ * so the first of equal elements stays selected; a NaN wins over any number,
+ * so it propagates as in PyTorch. */
+static inline bool beats(float v, float best, bool larger) {
+    if (v != v) return best == best;
+    return larger ? v > best : v < best;
+}
+
+static void write_selection(const rkernel *k, int64_t o, float v, int64_t flat, int64_t pos) {
+    if (k->vals) k->vals[o] = v;
+    if (k->flat) idx_put(k->flat, o, flat);
+    if (k->pos) k->pos[o] = (float)pos;
+}
+
+/* (outer, R, inner): x is [outer][R][inner], out is [outer][inner]. Work item
+ * t is one outer index and one chunk of CHUNK inner positions. */
+static void fast_items(void *ctx, int64_t begin, int64_t end) {
+    const rkernel *k = ctx;
+    const int64_t R = k->R, inner = k->inner;
+    const bool larger = k->kind == RED_MAX;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t o = t / k->nchunk, i0 = (t % k->nchunk) * CHUNK;
+        int64_t ni = inner - i0 < CHUNK ? inner - i0 : CHUNK;
+        const float *x = k->x + o * R * inner + i0; /* element (r, i) at x[r * inner + i] */
+        int64_t out0 = o * inner + i0;
+        if (k->kind == RED_SUM && inner == 1) {
+            k->vals[o] = (float)(sum_row(x, R) / k->divisor);
+        } else if (k->kind == RED_SUM) {
+            double acc[CHUNK];
+            for (int64_t i = 0; i < ni; i++) acc[i] = 0;
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t i = 0; i < ni; i++) acc[i] += (double)x[r * inner + i];
+            for (int64_t i = 0; i < ni; i++) k->vals[out0 + i] = (float)(acc[i] / k->divisor);
+        } else if (inner == 1) {
+            float best = x[0];
+            int64_t at = 0;
+            for (int64_t r = 1; r < R; r++)
+                if (beats(x[r], best, larger)) {
+                    best = x[r];
+                    at = r;
+                }
+            write_selection(k, o, best, o * R + at, at);
+        } else {
+            float best[CHUNK];
+            int64_t at[CHUNK];
+            for (int64_t i = 0; i < ni; i++) {
+                best[i] = x[i];
+                at[i] = 0;
+            }
+            for (int64_t r = 1; r < R; r++)
+                for (int64_t i = 0; i < ni; i++)
+                    if (beats(x[r * inner + i], best[i], larger)) {
+                        best[i] = x[r * inner + i];
+                        at[i] = r;
+                    }
+            for (int64_t i = 0; i < ni; i++)
+                write_selection(k, out0 + i, best[i], (o * R + at[i]) * inner + i0 + i, at[i]);
+        }
+    }
+}
+
+/* General form: output o is one point of the kept axes; its elements are
+ * visited in row-major order of the reduced axes, the last reduced group as
+ * a plain (strided) loop. */
+static void general_items(void *ctx, int64_t begin, int64_t end) {
+    const rkernel *k = ctx;
+    const bool larger = k->kind == RED_MAX;
+    const int nr = k->nr;
+    const int64_t last = k->rsize[nr - 1], lstride = k->rstride[nr - 1];
+    int64_t kidx[NB_MAX_DIMS] = {0}, base = 0, rem = begin;
+    for (int d = k->nk - 1; d >= 0; d--) {
+        kidx[d] = rem % k->ksize[d];
+        rem /= k->ksize[d];
+        base += kidx[d] * k->kstride[d];
+    }
+    for (int64_t o = begin; o < end; o++) {
+        int64_t ridx[NB_MAX_DIMS] = {0}, roff = 0, j = 0, at = 0, at_off = 0;
+        double acc = 0;
+        float best = k->x[base];
+        for (;;) {
+            const float *row = k->x + base + roff;
+            if (k->kind == RED_SUM) {
+                if (lstride == 1) {
+                    acc += sum_row(row, last);
+                } else {
+                    for (int64_t q = 0; q < last; q++) acc += (double)row[q * lstride];
+                }
+            } else {
+                for (int64_t q = 0; q < last; q++)
+                    if (beats(row[q * lstride], best, larger)) {
+                        best = row[q * lstride];
+                        at = j + q;
+                        at_off = roff + q * lstride;
+                    }
+            }
+            j += last;
+            int d = nr - 2;
+            for (; d >= 0; d--) {
+                ridx[d]++;
+                roff += k->rstride[d];
+                if (ridx[d] < k->rsize[d]) break;
+                roff -= ridx[d] * k->rstride[d];
+                ridx[d] = 0;
+            }
+            if (d < 0) break;
+        }
+        if (k->kind == RED_SUM) k->vals[o] = (float)(acc / k->divisor);
+        else write_selection(k, o, best, base + at_off, at);
+        for (int d = k->nk - 1; d >= 0; d--) {
+            kidx[d]++;
+            base += k->kstride[d];
+            if (kidx[d] < k->ksize[d]) break;
+            base -= kidx[d] * k->kstride[d];
+            kidx[d] = 0;
+        }
+    }
+}
+
+static int64_t grain_for(int64_t work_per_item) {
+    return work_per_item >= GRAIN_WORK ? 1 : GRAIN_WORK / (work_per_item > 0 ? work_per_item : 1);
+}
+
+/* Runs k over p. Needs count > 0 and nout > 0 (so numel > 0). */
+static void run_reduce(const rplan *p, rkernel *k) {
+    int nred = 0, first = -1;
+    for (int g = 0; g < p->ng; g++)
+        if (p->gred[g]) {
+            if (first < 0) first = g;
+            nred++;
+        }
+    if (nred <= 1) {
+        k->outer = k->R = k->inner = 1;
+        for (int g = 0; g < p->ng; g++) {
+            if (first < 0 || g < first) k->outer *= p->gsize[g];
+            else if (g == first) k->R = p->gsize[g];
+            else k->inner *= p->gsize[g];
+        }
+        k->nchunk = (k->inner + CHUNK - 1) / CHUNK;
+        int64_t per_item = k->R * (k->inner < CHUNK ? k->inner : CHUNK);
+        nb_parallel_for(k->outer * k->nchunk, grain_for(per_item), fast_items, k);
+        return;
+    }
+    int64_t stride = 1;
+    int64_t gstride[NB_MAX_DIMS];
+    for (int g = p->ng - 1; g >= 0; g--) {
+        gstride[g] = stride;
+        stride *= p->gsize[g];
+    }
+    k->nk = k->nr = 0;
+    for (int g = 0; g < p->ng; g++) {
+        if (p->gred[g]) {
+            k->rsize[k->nr] = p->gsize[g];
+            k->rstride[k->nr++] = gstride[g];
+        } else {
+            k->ksize[k->nk] = p->gsize[g];
+            k->kstride[k->nk++] = gstride[g];
+        }
+    }
+    nb_parallel_for(p->nout, grain_for(p->count), general_items, k);
+}
+
+/* ---- gradient plumbing ------------------------------------------------------------ */
+
+static int64_t reduced_count(const nb_tensor *x, unsigned mask) {
+    int64_t n = 1;
+    for (int d = 0; d < nb_ndim(x); d++)
+        if ((mask >> d) & 1u) n *= nb_shape(x)[d];
+    return n;
+}
+
+/* g (the reduced shape, keepdim or not) reshaped to the keepdim shape and
+ * broadcast back to x's shape. */
+static nb_tensor *expand_back(const nb_tensor *x, unsigned mask, nb_tensor *g) {
+    if (!g) return NULL;
+    int nd = nb_ndim(x);
+    int64_t keep[NB_MAX_DIMS];
+    for (int d = 0; d < nd; d++) keep[d] = (mask >> d) & 1u ? 1 : nb_shape(x)[d];
+    if (nb_ndim(g) != nd || memcmp(nb_shape(g), keep, sizeof(int64_t) * (size_t)nd) != 0)
+        g = nb_reshape(g, nd, keep);
+    return nb_expand(g, nd, nb_shape(x));
+}
+
+/* scatter_at: src (m elements), idx (m flat indices) -> zeros of like's
+ * shape with src[o] added at idx[o].
+ * gather_at: src (any shape), idx (m flat indices) -> out (like's shape, m
+ * elements) with out[o] = src[idx[o]].
+ * Each is the other's adjoint, hence the other's backward. */
+static void scatter_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx);
+static void gather_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx);
+static const nb_op scatter_at_op = {"scatter_at", scatter_at_backward};
+static const nb_op gather_at_op = {"gather_at", gather_at_backward};
+
+static nb_tensor *scatter_at(nb_tensor *src, nb_tensor *idx, const nb_tensor *like) {
+    if (!src || !idx || !like) return NULL;
+    if (nb_numel(idx) != 2 * nb_numel(src)) {
+        nb_set_error("scatter_at: %lld values for %lld saved indices", (long long)nb_numel(src),
+                     (long long)(nb_numel(idx) / 2));
+        return NULL;
+    }
+    nb_tensor *out = nb_zeros(nb_ndim(like), nb_shape(like));
+    if (!out) return NULL;
+    const float *ps = nb_data(src), *pi = nb_data(idx);
+    float *po = nb_data_mut(out);
+    for (int64_t o = 0, m = nb_numel(src); o < m; o++) po[idx_get(pi, o)] += ps[o];
+    nb_record(out, &scatter_at_op, 1, &src);
+    nb_save(out, idx);
+    return out;
+}
+
+static nb_tensor *gather_at(nb_tensor *src, nb_tensor *idx, const nb_tensor *like) {
+    if (!src || !idx || !like) return NULL;
+    if (nb_numel(idx) != 2 * nb_numel(like)) {
+        nb_set_error("gather_at: %lld saved indices for a result of %lld elements",
+                     (long long)(nb_numel(idx) / 2), (long long)nb_numel(like));
+        return NULL;
+    }
+    nb_tensor *out = nb_empty(nb_ndim(like), nb_shape(like));
+    if (!out) return NULL;
+    const float *ps = nb_data(src), *pi = nb_data(idx);
+    float *po = nb_data_mut(out);
+    for (int64_t o = 0, m = nb_numel(out); o < m; o++) po[o] = ps[idx_get(pi, o)];
+    nb_record(out, &gather_at_op, 1, &src);
+    nb_save(out, idx);
+    return out;
+}
+
+static void scatter_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = gather_at(g, nb_saved(node, 0), nb_input(node, 0));
+}
+static void gather_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = scatter_at(nb_mul_scalar(g, 2), nb_saved(node, 0), nb_input(node, 0));
+}
+
+/* ---- sum and mean ------------------------------------------------------------------
+ * Attribute 0 is the mask of reduced axes. */
+
+static void sum_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = expand_back(nb_input(node, 0), (unsigned)nb_attr(node, 0), g);
+}
+static void mean_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_input(node, 0);
+    unsigned mask = (unsigned)nb_attr(node, 0);
+    gx[0] = expand_back(x, mask, nb_div_scalar(g, (float)reduced_count(x, mask)));
+}
+static const nb_op sum_op = {"sum", sum_backward};
+static const nb_op mean_op = {"mean", mean_backward};
+
+static nb_tensor *sum_like(const char *who, const nb_op *op, bool mean, nb_tensor *x, int naxes,
+                           const int *axes, bool keepdim) {
+    if (!x) return NULL;
+    rplan p;
+    if (!plan_make(who, x, naxes, axes, keepdim, &p)) return NULL;
+    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    if (!out) return NULL;
+    float *po = nb_data_mut(out);
+    if (p.count == 0) { /* an empty sum is 0, an empty mean 0/0 */
+        for (int64_t o = 0; o < p.nout; o++) po[o] = mean ? NAN : 0.0f;
+    } else if (p.nout > 0) {
+        rkernel k = {.kind = RED_SUM, .x = nb_data(x), .vals = po,
+                     .divisor = mean ? (double)p.count : 1.0};
+        run_reduce(&p, &k);
+    }
+    nb_record(out, op, 1, &x);
+    nb_set_attr(out, 0, p.mask);
+    return out;
+}
+
+nb_tensor *nb_sum(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
+    return sum_like("nb_sum", &sum_op, false, x, naxes, axes, keepdim);
+}
+
+nb_tensor *nb_mean(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
+    return sum_like("nb_mean", &mean_op, true, x, naxes, axes, keepdim);
+}
+
+/* ---- max and min -----------------------------------------------------------------------
+ * Saved: the flat indices of the selected elements ([nout, 2], idx_put). */
+
+static void select_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = scatter_at(g, nb_saved(node, 0), nb_input(node, 0));
+}
+static const nb_op max_op = {"max", select_backward};
+static const nb_op min_op = {"min", select_backward};
+
+static bool check_nonempty(const char *who, const nb_tensor *x, const rplan *p) {
+    if (p->count > 0) return true;
+    nb_set_error("%s: cannot reduce over zero elements: the reduced axes of a tensor of shape %s "
+                 "are empty", who, SHAPE(x));
+    return false;
+}
+
+static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, nb_tensor *x,
+                                int naxes, const int *axes, bool keepdim) {
+    if (!x) return NULL;
+    rplan p;
+    if (!plan_make(who, x, naxes, axes, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
+    bool track = nb_is_grad_enabled() && nb_requires_grad_get(x);
+    /* A scope of our own: idx lives on only in the node that saves it. */
+    nb_scope_begin();
+    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    nb_tensor *idx = track ? nb_empty(NB_SHAPE(p.nout, 2)) : NULL;
+    if (out && (idx || !track)) {
+        if (p.nout > 0) {
+            rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x),
+                         .vals = nb_data_mut(out), .flat = idx ? nb_data_mut(idx) : NULL};
+            run_reduce(&p, &k);
+        }
+        nb_record(out, op, 1, &x);
+        nb_save(out, idx);
+        nb_set_attr(out, 0, p.mask);
+        out = nb_escape(out);
+    } else {
+        out = NULL;
+    }
+    nb_scope_end();
+    return out;
+}
+
+nb_tensor *nb_max(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
+    return select_reduce("nb_max", &max_op, true, x, naxes, axes, keepdim);
+}
+
+nb_tensor *nb_min(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
+    return select_reduce("nb_min", &min_op, false, x, naxes, axes, keepdim);
+}
+
+/* ---- argmax and argmin: positions along one axis, as floats, no gradient ------------- */
+
+static nb_tensor *arg_reduce(const char *who, bool larger, nb_tensor *x, int axis, bool keepdim) {
+    if (!x) return NULL;
+    rplan p;
+    if (!plan_make(who, x, 1, &axis, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
+    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    if (!out) return NULL;
+    if (p.nout > 0) {
+        rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x), .pos = nb_data_mut(out)};
+        run_reduce(&p, &k);
+    }
+    return out;
+}
+
+nb_tensor *nb_argmax(nb_tensor *x, int axis, bool keepdim) {
+    return arg_reduce("nb_argmax", true, x, axis, keepdim);
+}
+
+nb_tensor *nb_argmin(nb_tensor *x, int axis, bool keepdim) {
+    return arg_reduce("nb_argmin", false, x, axis, keepdim);
+}
+
+/* ---- var and logsumexp: compositions of ops, differentiable to any order ------------- */
+
+/* sum((x - mean(x))^2) / (n - correction), which is the mean of the squared
+ * deviations times n / (n - correction), with one rounding fewer. No degrees
+ * of freedom left (n - correction <= 0) gives NaN. */
+nb_tensor *nb_var(nb_tensor *x, int naxes, const int *axes, int correction, bool keepdim) {
+    if (!x) return NULL;
+    rplan p;
+    if (!plan_make("nb_var", x, naxes, axes, keepdim, &p)) return NULL;
+    double dof = (double)p.count - (double)correction;
+    nb_scope_begin();
+    nb_tensor *dev = nb_sub(x, nb_mean(x, naxes, axes, true));
+    nb_tensor *ss = nb_sum(nb_square(dev), naxes, axes, keepdim);
+    nb_tensor *out = dof > 0 ? nb_div_scalar(ss, (float)dof) : nb_mul_scalar(ss, NAN);
+    out = nb_escape(out);
+    nb_scope_end();
+    return out;
+}
+
+/* log(sum(exp(x - m))) + m with m the max over the axes (keepdim), computed
+ * by the max kernel without a graph: nb_detach(nb_max(x)) without the saved
+ * indices. The exact m does not matter, only that exp(x - m) <= 1: an
+ * infinite or NaN m is replaced by 0, so a slice of -inf gives -inf and a
+ * slice holding +inf or NaN gives +inf or NaN rather than inf - inf. */
+nb_tensor *nb_logsumexp(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
+    if (!x) return NULL;
+    rplan p;
+    if (!plan_make("nb_logsumexp", x, naxes, axes, keepdim, &p)) return NULL;
+    nb_scope_begin();
+    nb_tensor *m = nb_zeros(p.ndim, p.keep_shape), *out = NULL;
+    if (m) {
+        float *pm = nb_data_mut(m);
+        if (p.count > 0 && p.nout > 0) {
+            rkernel k = {.kind = RED_MAX, .x = nb_data(x), .vals = pm};
+            run_reduce(&p, &k);
+        }
+        for (int64_t o = 0; o < p.nout; o++)
+            if (!isfinite(pm[o])) pm[o] = 0.0f;
+        nb_tensor *s = nb_sum(nb_exp(nb_sub(x, m)), naxes, axes, keepdim);
+        nb_tensor *m_out = keepdim ? m : nb_as_shape(m, p.out_ndim, p.out_shape);
+        out = nb_escape(nb_add(nb_log(s), m_out));
+    }
+    nb_scope_end();
+    return out;
+}
+
+/* ---- softmax and log_softmax -------------------------------------------------------------
+ * x (S) -> y (S), normalised along one axis: x seen as [outer][R][inner].
+ * Attribute 0 is the axis (normalised); y itself is saved. */
+
+typedef struct smax {
+    const float *x;
+    float *y;
+    int64_t R, inner, nchunk;
+    bool log;
+} smax;
+
+static void softmax_items(void *ctx, int64_t begin, int64_t end) {
+    const smax *s = ctx;
+    const int64_t R = s->R, inner = s->inner;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t o = t / s->nchunk, i0 = (t % s->nchunk) * CHUNK;
+        int64_t ni = inner - i0 < CHUNK ? inner - i0 : CHUNK;
+        const float *x = s->x + o * R * inner + i0; /* element (r, i) at x[r * inner + i] */
+        float *y = s->y + o * R * inner + i0;
+        float m[CHUNK];
+        double acc[CHUNK];
+        for (int64_t i = 0; i < ni; i++) {
+            m[i] = x[i];
+            acc[i] = 0;
+        }
+        for (int64_t r = 1; r < R; r++)
+            for (int64_t i = 0; i < ni; i++)
+                if (x[r * inner + i] > m[i]) m[i] = x[r * inner + i];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t i = 0; i < ni; i++) {
+                float d = x[r * inner + i] - m[i], e = expf(d);
+                y[r * inner + i] = s->log ? d : e;
+                acc[i] += (double)e;
+            }
+        /* softmax: e / sum; log_softmax: (x - m) - log(sum) */
+        for (int64_t i = 0; i < ni; i++) acc[i] = s->log ? log(acc[i]) : 1.0 / acc[i];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t i = 0; i < ni; i++) {
+                double v = (double)y[r * inner + i];
+                y[r * inner + i] = (float)(s->log ? v - acc[i] : v * acc[i]);
+            }
+    }
+}
+
+/* softmax: gx = y * (g - sum(g * y, axis)) */
+static void softmax_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *y = nb_saved(node, 0);
+    int axis = (int)nb_attr(node, 0);
+    gx[0] = nb_mul(y, nb_sub(g, nb_sum(nb_mul(g, y), 1, &axis, true)));
+}
+/* log_softmax: gx = g - exp(y) * sum(g, axis) */
+static void log_softmax_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *y = nb_saved(node, 0);
+    int axis = (int)nb_attr(node, 0);
+    gx[0] = nb_sub(g, nb_mul(nb_exp(y), nb_sum(g, 1, &axis, true)));
+}
+static const nb_op softmax_op = {"softmax", softmax_backward};
+static const nb_op log_softmax_op = {"log_softmax", log_softmax_backward};
+
+static nb_tensor *softmax_like(const char *who, const nb_op *op, bool log, nb_tensor *x,
+                               int axis) {
+    if (!x) return NULL;
+    unsigned mask;
+    if (!axes_mask(who, x, 1, &axis, &mask)) return NULL;
+    int nd = nb_ndim(x), a = 0;
+    while (nd > 0 && !((mask >> a) & 1u)) a++;
+    smax s = {.x = nb_data(x), .R = 1, .inner = 1, .log = log};
+    int64_t outer = 1;
+    for (int d = 0; d < nd; d++) {
+        if (d < a) outer *= nb_shape(x)[d];
+        else if (d == a) s.R = nb_shape(x)[d];
+        else s.inner *= nb_shape(x)[d];
+    }
+    nb_tensor *y = nb_empty_like(x);
+    if (!y) return NULL;
+    if (nb_numel(x) > 0) {
+        s.y = nb_data_mut(y);
+        s.nchunk = (s.inner + CHUNK - 1) / CHUNK;
+        int64_t per_item = s.R * (s.inner < CHUNK ? s.inner : CHUNK);
+        nb_parallel_for(outer * s.nchunk, grain_for(3 * per_item), softmax_items, &s);
+    }
+    nb_record(y, op, 1, &x);
+    nb_save(y, y);
+    nb_set_attr(y, 0, a);
+    return y;
+}
+
+nb_tensor *nb_softmax(nb_tensor *x, int axis) {
+    return softmax_like("nb_softmax", &softmax_op, false, x, axis);
+}
+
+nb_tensor *nb_log_softmax(nb_tensor *x, int axis) {
+    return softmax_like("nb_log_softmax", &log_softmax_op, true, x, axis);
+}

@@ -1,0 +1,72 @@
+/* rmsprop.c — RMSprop (Hinton's lecture 6e), optionally centered (Graves
+ * 2013) and with momentum: PyTorch's torch.optim.RMSprop.
+ *
+ * For each parameter p with gradient g:
+ *
+ *   g <- g + wd * p                          (when weight_decay != 0)
+ *   v <- alpha * v + (1 - alpha) * g^2       ("square_avg")
+ *   a <- alpha * a + (1 - alpha) * g         (centered, "grad_avg")
+ *   v~ <- centered ? v - a^2 : v
+ *   b <- momentum * b + g / (sqrt(v~) + eps) (momentum > 0, "momentum_buffer")
+ *   p <- p - lr * b                          (momentum > 0)
+ *   p <- p - lr * g / (sqrt(v~) + eps)       (otherwise)
+ *
+ * eps is added after the square root (TensorFlow adds it inside). v - a^2
+ * is a variance and never negative in exact arithmetic; rounding can take
+ * it a hair below zero, so it is clamped at 0 rather than left to give a
+ * NaN square root.
+ */
+#include "optim_internal.h"
+
+enum { SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG };
+
+static void rmsprop_update(nb_optimizer *o, int i, float *p, const float *g, int64_t n,
+                           int64_t step) {
+    (void)step; /* RMSprop has no bias correction and no first-step rule */
+    const nb_rmsprop_opts *op = &o->opts.rmsprop;
+    const float lr = o->lr, alpha = op->alpha, eps = op->eps, wd = op->weight_decay;
+    const float mu = op->momentum;
+    float *v = nb__optim_state(o, i, SQUARE_AVG);
+    float *b = nb__optim_state(o, i, MOMENTUM_BUFFER);
+    float *a = nb__optim_state(o, i, GRAD_AVG);
+    for (int64_t j = 0; j < n; j++) {
+        float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
+        float vj = alpha * v[j] + (1.0f - alpha) * d * d;
+        v[j] = vj;
+        if (a) {
+            float aj = alpha * a[j] + (1.0f - alpha) * d;
+            a[j] = aj;
+            vj -= aj * aj;
+            vj = vj > 0.0f || isnan(vj) ? vj : 0.0f;
+        }
+        float step_dir = d / (sqrtf(vj) + eps);
+        if (b) {
+            step_dir += mu * b[j];
+            b[j] = step_dir;
+        }
+        p[j] -= lr * step_dir;
+    }
+}
+
+static const nb_optim_kind rmsprop_kind = {
+    "rmsprop", 3, {"square_avg", "momentum_buffer", "grad_avg"}, rmsprop_update};
+
+nb_rmsprop_opts nb_rmsprop_defaults(void) {
+    return (nb_rmsprop_opts){.lr = 1e-2f, .alpha = 0.99f, .eps = 1e-8f, .weight_decay = 0.0f,
+                             .momentum = 0.0f, .centered = false};
+}
+
+nb_optimizer *nb_rmsprop(int nparams, nb_tensor *const *params, const nb_rmsprop_opts *opts) {
+    const char *who = "nb_rmsprop";
+    nb_rmsprop_opts op = opts ? *opts : nb_rmsprop_defaults();
+    if (!nb__optim_check(who, "alpha", op.alpha, 0.0f, 1.0f, false) ||
+        !nb__optim_check(who, "eps", op.eps, 0.0f, INFINITY, true) ||
+        !nb__optim_check(who, "weight_decay", op.weight_decay, 0.0f, INFINITY, true) ||
+        !nb__optim_check(who, "momentum", op.momentum, 0.0f, INFINITY, true))
+        return NULL;
+    bool want[] = {true, op.momentum > 0.0f, op.centered};
+    float init[] = {0.0f, 0.0f, 0.0f};
+    nb_optimizer *o = nb__optimizer_new(who, &rmsprop_kind, nparams, params, op.lr, want, init);
+    if (o) o->opts.rmsprop = op;
+    return o;
+}

@@ -1,0 +1,65 @@
+/* sgd.c — stochastic gradient descent with momentum, dampening, Nesterov
+ * momentum and L2 weight decay: PyTorch's torch.optim.SGD step for step.
+ *
+ * For each parameter p with gradient g, at its step t (1, 2, ...):
+ *
+ *   g <- g + weight_decay * p                      (when weight_decay != 0)
+ *   b <- g                                         (t = 1)
+ *   b <- momentum * b + (1 - dampening) * g        (t > 1)
+ *   g <- nesterov ? g + momentum * b : b           (when momentum != 0)
+ *   p <- p - lr * g
+ *
+ * The first step copies g into the buffer rather than damping it, as
+ * PyTorch does, so momentum starts at full speed.
+ */
+#include "optim_internal.h"
+
+enum { MOMENTUM_BUFFER };
+
+static void sgd_update(nb_optimizer *o, int i, float *p, const float *g, int64_t n,
+                       int64_t step) {
+    const nb_sgd_opts *op = &o->opts.sgd;
+    const float lr = o->lr, wd = op->weight_decay, mu = op->momentum;
+    const float keep = 1.0f - op->dampening;
+    if (mu == 0.0f) {
+        if (wd == 0.0f)
+            for (int64_t j = 0; j < n; j++) p[j] -= lr * g[j];
+        else
+            for (int64_t j = 0; j < n; j++) p[j] -= lr * (g[j] + wd * p[j]);
+        return;
+    }
+    float *b = nb__optim_state(o, i, MOMENTUM_BUFFER);
+    const bool first = step == 1, nesterov = o->opts.sgd.nesterov;
+    for (int64_t j = 0; j < n; j++) {
+        float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
+        float bj = first ? d : mu * b[j] + keep * d;
+        b[j] = bj;
+        p[j] -= lr * (nesterov ? d + mu * bj : bj);
+    }
+}
+
+static const nb_optim_kind sgd_kind = {"sgd", 1, {"momentum_buffer"}, sgd_update};
+
+nb_sgd_opts nb_sgd_defaults(void) {
+    return (nb_sgd_opts){.lr = 0.01f, .momentum = 0.0f, .dampening = 0.0f,
+                         .weight_decay = 0.0f, .nesterov = false};
+}
+
+nb_optimizer *nb_sgd(int nparams, nb_tensor *const *params, const nb_sgd_opts *opts) {
+    const char *who = "nb_sgd";
+    nb_sgd_opts op = opts ? *opts : nb_sgd_defaults();
+    if (!nb__optim_check(who, "momentum", op.momentum, 0.0f, INFINITY, true) ||
+        !nb__optim_check(who, "dampening", op.dampening, 0.0f, 1.0f, false) ||
+        !nb__optim_check(who, "weight_decay", op.weight_decay, 0.0f, INFINITY, true))
+        return NULL;
+    if (op.nesterov && (op.momentum <= 0.0f || op.dampening != 0.0f)) {
+        nb_set_error("%s: nesterov needs a momentum > 0 and zero dampening, got momentum %g, "
+                     "dampening %g", who, (double)op.momentum, (double)op.dampening);
+        return NULL;
+    }
+    bool want[] = {op.momentum != 0.0f};
+    float init[] = {0.0f};
+    nb_optimizer *o = nb__optimizer_new(who, &sgd_kind, nparams, params, op.lr, want, init);
+    if (o) o->opts.sgd = op;
+    return o;
+}

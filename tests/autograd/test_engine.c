@@ -1,0 +1,307 @@
+/* test_engine.c — the backward engine: accumulation through shared nodes,
+ * grad mode, detach, retain_graph, retain_grad, create_graph and higher
+ * derivatives, the functional nb_grad, a Hessian-vector product, the
+ * 100,000-op chain, in-place modification detection and ownership.
+ * Expected gradients are worked out by hand in the comments.
+ */
+#include <pthread.h>
+
+#include "test_util.h"
+
+TestSuite(engine, NB_TEST_HOOKS);
+
+static nb_tensor *vec(int n, const float *v) { return nb_from_array(1, (int64_t[]){n}, v); }
+static nb_tensor *total(nb_tensor *t) { return nb_sum_to(t, 0, NULL); }
+
+Test(engine, diamond_accumulates) {
+    /* a = 2x; y = a*a + a  =>  dy/dx = (2a + 1) * 2 = 8x + 2 */
+    nb_tensor *x = nb_requires_grad(vec(3, (float[]){1, -2, 0.5f}), true);
+    nb_tensor *a = nb_mul_scalar(x, 2);
+    nb_tensor *y = total(nb_add(nb_mul(a, a), a));
+    cr_assert_eq(nb_backward(y), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(x), 1e-5, 10, -14, 6);
+}
+
+Test(engine, shared_subexpression) {
+    /* e = exp(x); y = e*e + e  =>  dy/dx = 2e^2 + e */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){0, 1}), true);
+    nb_tensor *e = nb_exp(x);
+    cr_assert_eq(nb_backward(total(nb_add(nb_mul(e, e), e))), 0);
+    EXPECT_VALUES(nb_grad_of(x), 1e-4, 3.0f, (float)(2 * exp(2.0) + exp(1.0)));
+}
+
+Test(engine, gradients_accumulate_until_zeroed) {
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    for (int i = 0; i < 3; i++) cr_assert_eq(nb_backward(total(nb_mul(x, x))), 0);
+    EXPECT_VALUES(nb_grad_of(x), 1e-5, 6, 12); /* 3 * 2x */
+    nb_zero_grad(x);
+    EXPECT_VALUES(nb_grad_of(x), 0, 0, 0);
+    nb_clear_grad(x);
+    cr_assert_null(nb_grad_of(x));
+}
+
+Test(engine, no_grad_records_nothing) {
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    bool was = nb_set_grad_enabled(false);
+    cr_assert(was);
+    nb_tensor *y = total(nb_mul(x, x));
+    cr_assert(!nb_is_grad_enabled());
+    nb_set_grad_enabled(true);
+    cr_assert(!nb_requires_grad_get(y));
+    cr_assert_null(nb_op_of(y));
+    cr_assert_eq(nb_backward(y), -1);
+    EXPECT_ERROR("nb_backward", "does not require grad");
+}
+
+static void *thread_grad_mode(void *arg) {
+    (void)arg;
+    nb_set_grad_enabled(false);
+    nb_set_error("in another thread");
+    return NULL;
+}
+
+Test(engine, grad_mode_and_errors_are_per_thread) {
+    nb_clear_error();
+    pthread_t t;
+    pthread_create(&t, NULL, thread_grad_mode, NULL);
+    pthread_join(t, NULL);
+    cr_assert(nb_is_grad_enabled());
+    cr_assert_null(nb_error());
+}
+
+Test(engine, detach_stops_gradient) {
+    /* y = detach(x) * x  =>  dy/dx = x (the detached factor is a constant) */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){3, -1}), true);
+    nb_tensor *d = nb_detach(x);
+    cr_assert(!nb_requires_grad_get(d));
+    cr_assert_eq(nb_data(d), nb_data(x), "detach shares storage");
+    cr_assert_eq(nb_backward(total(nb_mul(d, x))), 0);
+    EXPECT_VALUES(nb_grad_of(x), 1e-6, 3, -1);
+}
+
+Test(engine, retain_graph_and_freed_graph_error) {
+    nb_tensor *x = nb_requires_grad(vec(1, (float[]){2}), true);
+    nb_tensor *y = total(nb_mul(x, nb_exp(x)));
+    cr_assert_eq(nb_backward_ex(y, NULL, true, false), 0);
+    cr_assert_eq(nb_backward_ex(y, NULL, false, false), 0); /* graph kept: works, then freed */
+    float once = (float)(exp(2.0) * 3); /* d(x e^x) = e^x (1 + x) */
+    EXPECT_VALUES(nb_grad_of(x), 1e-3, 2 * once);
+    cr_assert_eq(nb_backward(y), -1, "a third backward through a freed graph must fail");
+    EXPECT_ERROR("nb_backward", "freed", "retain_graph");
+    EXPECT_VALUES(nb_grad_of(x), 1e-3, 2 * once); /* and leave .grad alone */
+}
+
+Test(engine, retain_grad_on_non_leaf) {
+    /* h = 2x, y = sum(h*h)  =>  dy/dh = 2h = 4x, dy/dx = 8x */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, -3}), true);
+    nb_tensor *h = nb_retain_grad(nb_mul_scalar(x, 2));
+    nb_tensor *m = nb_mul_scalar(x, 5); /* not retained */
+    cr_assert_eq(nb_backward(total(nb_add(nb_mul(h, h), m))), 0);
+    EXPECT_VALUES(nb_grad_of(h), 1e-6, 4, -12);
+    cr_assert_null(nb_grad_of(m));
+    EXPECT_VALUES(nb_grad_of(x), 1e-5, 13, -19);
+}
+
+Test(engine, backward_with_grad_output) {
+    /* y = x^2 (not scalar), v = [1, 10]  =>  x.grad = 2x * v */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *y = nb_mul(x, x);
+    cr_assert_eq(nb_backward(y), -1);
+    EXPECT_ERROR("nb_backward", "[2]", "grad_output");
+    nb_tensor *wrong = vec(3, (float[]){1, 1, 1});
+    cr_assert_eq(nb_backward_ex(y, wrong, false, false), -1);
+    EXPECT_ERROR("grad_output of shape [3]", "[2]");
+    cr_assert_eq(nb_backward_ex(y, vec(2, (float[]){1, 10}), false, false), 0);
+    EXPECT_VALUES(nb_grad_of(x), 1e-6, 2, 40);
+}
+
+Test(engine, create_graph_gives_higher_derivatives) {
+    /* y = x^3: y' = 3x^2, y'' = 6x, y''' = 6 */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){2, -1}), true);
+    nb_tensor *y = total(nb_mul(x, nb_mul(x, x)));
+    nb_tensor *g1, *g2, *g3;
+    cr_assert_eq(nb_grad(1, &y, NULL, 1, &x, &g1, true, true), 0, "%s", nb_error());
+    EXPECT_VALUES(g1, 1e-5, 12, 3);
+    nb_tensor *s1 = total(g1);
+    cr_assert_eq(nb_grad(1, &s1, NULL, 1, &x, &g2, true, true), 0, "%s", nb_error());
+    EXPECT_VALUES(g2, 1e-5, 12, -6);
+    nb_tensor *s2 = total(g2);
+    cr_assert_eq(nb_grad(1, &s2, NULL, 1, &x, &g3, false, false), 0, "%s", nb_error());
+    EXPECT_VALUES(g3, 1e-5, 6, 6);
+    cr_assert_null(nb_grad_of(x), "nb_grad must not touch .grad");
+}
+
+Test(engine, backward_create_graph_into_grad) {
+    /* x.grad = 2x with a graph; backward of sum(x.grad * x) = sum(2x^2) gives 4x */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1.5f, -2}), true);
+    cr_assert_eq(nb_backward_ex(total(nb_mul(x, x)), NULL, false, true), 0);
+    nb_tensor *g = nb_grad_of(x);
+    cr_assert(nb_requires_grad_get(g), "with create_graph the gradient is differentiable");
+    nb_tensor *h;
+    nb_tensor *s = total(nb_mul(g, x));
+    cr_assert_eq(nb_grad(1, &s, NULL, 1, &x, &h, false, false), 0, "%s", nb_error());
+    EXPECT_VALUES(h, 1e-5, 6, -8);
+}
+
+Test(engine, functional_grad) {
+    /* f = sum(a*b) + sum(a): df/da = b + 1, df/db = a; c is unused: zeros */
+    nb_tensor *a = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *b = nb_requires_grad(vec(2, (float[]){3, 4}), true);
+    nb_tensor *c = nb_requires_grad(vec(1, (float[]){7}), true);
+    nb_tensor *f = nb_add(total(nb_mul(a, b)), total(a));
+    nb_tensor *in[3] = {a, b, c}, *g[3];
+    cr_assert_eq(nb_grad(1, &f, NULL, 3, in, g, true, false), 0, "%s", nb_error());
+    EXPECT_VALUES(g[0], 1e-6, 4, 5);
+    EXPECT_VALUES(g[1], 1e-6, 1, 2);
+    EXPECT_VALUES(g[2], 0, 0);
+    cr_assert_null(nb_grad_of(a));
+    nb_tensor *plain = vec(1, (float[]){1});
+    cr_assert_eq(nb_grad(1, &f, NULL, 1, &plain, g, false, false), -1);
+    EXPECT_ERROR("nb_grad", "does not require grad");
+}
+
+Test(engine, grad_of_output_itself) {
+    /* d(x)/d(x) with a grad_output v is v, returned as a tensor of its own */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *v = vec(2, (float[]){5, 6}), *g;
+    cr_assert_eq(nb_grad(1, &x, &v, 1, &x, &g, false, false), 0, "%s", nb_error());
+    cr_assert_neq(g, v);
+    EXPECT_VALUES(g, 0, 5, 6);
+}
+
+Test(engine, long_chain_is_iterative) {
+    /* 100,000 ops: y = x * 1.00001^n + n, dy/dx = 1.00001^n (each factor
+     * rounded to float, as the kernel uses it) */
+    const int n = 100000;
+    nb_tensor *x = nb_requires_grad(vec(1, (float[]){1}), true);
+    nb_tensor *y = x;
+    double expect = 1;
+    for (int i = 0; i < n; i++) {
+        y = i % 2 ? nb_add_scalar(y, 1.0f) : nb_mul_scalar(y, 1.00001f);
+        if (i % 2 == 0) expect *= (double)1.00001f;
+    }
+    cr_assert_eq(nb_backward(y), 0, "%s", nb_error());
+    cr_assert_float_eq(nb_item(nb_grad_of(x)), expect, 1e-3 * expect);
+}
+
+Test(engine, long_chain_freed_without_recursion) {
+    /* A chain held only by its last tensor is freed iteratively. */
+    int64_t before = nb_live_tensors();
+    nb_scope_begin();
+    nb_tensor *x = nb_requires_grad(vec(1, (float[]){1}), true);
+    nb_tensor *y = x;
+    for (int i = 0; i < 100000; i++) y = nb_add_scalar(y, 1.0f);
+    nb_keep(y);
+    nb_scope_end(); /* everything but y survives only through y's graph */
+    cr_assert_float_eq(nb_item(y), 100001.0f, 1);
+    nb_release(y);
+    cr_assert_eq(nb_live_tensors(), before);
+}
+
+Test(engine, in_place_change_after_save_is_detected) {
+    /* An optimizer step between forward and backward changes w, which mul
+     * saved: the backward must refuse rather than use the new values. */
+    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *w = nb_set_name(nb_requires_grad(vec(2, (float[]){3, 4}), true), "w");
+    nb_tensor *y = total(nb_mul(x, w));
+    nb_data_mut(w)[0] = 0.5f;
+    cr_assert_eq(nb_backward(y), -1);
+    EXPECT_ERROR("nb_backward", "'w'", "modified in place", "mul");
+    /* add saves nothing, so changing its input is harmless */
+    nb_tensor *z = total(nb_add(x, w));
+    nb_data_mut(w)[1] = 1;
+    cr_assert_eq(nb_backward(z), 0, "%s", nb_error());
+}
+
+Test(engine, hessian_vector_product_of_an_mlp) {
+    /* loss(W1, W2) = mean((tanh(X W1) W2 - y)^2); Hv by double backward
+     * against finite differences of the gradient: (g(W + hv) - g(W - hv)) / 2h */
+    nb_tensor *X = nb_uniform(NULL, -1, 1, NB_SHAPE(4, 3));
+    nb_tensor *Y = nb_uniform(NULL, -1, 1, NB_SHAPE(4, 1));
+    nb_tensor *W1 = nb_test_leaf(-1, 1, NB_SHAPE(3, 5));
+    nb_tensor *W2 = nb_test_leaf(-1, 1, NB_SHAPE(5, 1));
+    nb_tensor *V = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 5));
+    nb_tensor *loss = nb_mean(nb_square(nb_sub(nb_matmul(nb_tanh(nb_matmul(X, W1)), W2), Y)), NB_ALL, false);
+    nb_tensor *g, *hv;
+    cr_assert_eq(nb_grad(1, &loss, NULL, 1, &W1, &g, false, true), 0, "%s", nb_error());
+    nb_tensor *gv = nb_sum(nb_mul(g, V), NB_ALL, false);
+    cr_assert_eq(nb_grad(1, &gv, NULL, 1, &W1, &hv, false, false), 0, "%s", nb_error());
+
+    const double h = 1e-2;
+    double numeric[15];
+    float *w = nb_data_mut(W1);
+    float orig[15];
+    memcpy(orig, w, sizeof orig);
+    for (int side = 0; side < 2; side++) {
+        for (int i = 0; i < 15; i++) w[i] = (float)(orig[i] + (side ? -h : h) * nb_data(V)[i]);
+        nb_scope_begin();
+        nb_tensor *l = nb_mean(nb_square(nb_sub(nb_matmul(nb_tanh(nb_matmul(X, W1)), W2), Y)), NB_ALL, false);
+        nb_tensor *gs;
+        cr_assert_eq(nb_grad(1, &l, NULL, 1, &W1, &gs, false, false), 0);
+        for (int i = 0; i < 15; i++) numeric[i] = (side ? numeric[i] - nb_data(gs)[i] : nb_data(gs)[i]);
+        nb_scope_end();
+    }
+    memcpy(w, orig, sizeof orig);
+    for (int i = 0; i < 15; i++) {
+        double num = numeric[i] / (2 * h);
+        cr_assert(fabs(nb_data(hv)[i] - num) <= 2e-3 + 2e-2 * fabs(num),
+                  "Hv[%d] = %g, finite differences %g", i, (double)nb_data(hv)[i], num);
+    }
+}
+
+/* ---- ownership ---------------------------------------------------------------- */
+
+Test(engine, scope_frees_everything_it_owns) {
+    int64_t before = nb_live_tensors();
+    nb_tensor *w = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_keep(w);
+    for (int step = 0; step < 3; step++) {
+        nb_scope_begin();
+        nb_tensor *loss = total(nb_mul(nb_exp(w), w));
+        cr_assert_eq(nb_backward(loss), 0);
+        nb_scope_end();
+        /* only w and its .grad remain */
+        cr_assert_eq(nb_live_tensors(), before + 2);
+    }
+    nb_release(w);
+    cr_assert_eq(nb_live_tensors(), before);
+}
+
+Test(engine, keep_and_escape) {
+    int64_t before = nb_live_tensors();
+    nb_tensor *kept, *escaped, *outer_owned;
+    nb_scope_begin();
+    outer_owned = vec(1, (float[]){1});
+    nb_scope_begin();
+    kept = nb_keep(vec(1, (float[]){2}));
+    escaped = nb_escape(vec(1, (float[]){3}));
+    vec(1, (float[]){4}); /* dropped */
+    nb_scope_end();
+    cr_assert_eq(nb_live_tensors(), before + 3);
+    cr_assert_float_eq(nb_item(escaped), 3, 0);
+    cr_assert_float_eq(nb_item(outer_owned), 1, 0);
+    nb_scope_end(); /* escaped and outer_owned go */
+    cr_assert_eq(nb_live_tensors(), before + 1);
+    cr_assert_float_eq(nb_item(kept), 2, 0);
+    nb_release(kept);
+    cr_assert_eq(nb_live_tensors(), before);
+}
+
+Test(engine, graph_keeps_inputs_alive) {
+    /* A kept result holds its graph: backward after the scope closed works. */
+    nb_tensor *x = nb_keep(nb_requires_grad(vec(1, (float[]){3}), true));
+    nb_scope_begin();
+    nb_tensor *y = nb_keep(nb_mul(nb_exp(x), x));
+    nb_scope_end();
+    cr_assert_eq(nb_backward(y), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(x), 1e-3, (float)(4 * exp(3.0)));
+    nb_release(y);
+    nb_release(x);
+}
+
+Test(engine, release_of_scope_owned_tensor_is_refused) {
+    nb_tensor *t = nb_set_name(vec(1, (float[]){1}), "t");
+    nb_release(t);
+    EXPECT_ERROR("nb_release", "'t'", "scope");
+    cr_assert_float_eq(nb_item(t), 1, 0); /* still alive */
+}
