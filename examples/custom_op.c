@@ -55,14 +55,16 @@ int main(void) {
     nb_scope_end();
     if (!first || !second) return 1;
 
-    /* 2. use it: a 1-16-1 network fitting sin(3x) */
-    nb_tensor *x = nb_keep(nb_reshape(nb_linspace(-1, 1, 64), NB_SHAPE(64, 1)));
-    nb_tensor *y = nb_keep(nb_sin(nb_mul_scalar(x, 3.0f)));
+    /* 2. use it: a 1-16-1 network fitting sin(3x). The data and parameters
+     * belong to an outer scope; each step opens an inner one. */
+    nb_scope_begin();
+    nb_tensor *x = nb_reshape(nb_linspace(-1, 1, 64), NB_SHAPE(64, 1));
+    nb_tensor *y = nb_sin(nb_mul_scalar(x, 3.0f));
     nb_tensor *params[4] = {
-        nb_keep(nb_requires_grad(nb_normal(NULL, 0, 1.0f, NB_SHAPE(1, 16)), true)),
-        nb_keep(nb_requires_grad(nb_zeros(NB_SHAPE(16)), true)),
-        nb_keep(nb_requires_grad(nb_normal(NULL, 0, 0.25f, NB_SHAPE(16, 1)), true)),
-        nb_keep(nb_requires_grad(nb_zeros(NB_SHAPE(1)), true)),
+        nb_requires_grad(nb_normal(NULL, 0, 1.0f, NB_SHAPE(1, 16)), true),
+        nb_requires_grad(nb_zeros(NB_SHAPE(16)), true),
+        nb_requires_grad(nb_normal(NULL, 0, 0.25f, NB_SHAPE(16, 1)), true),
+        nb_requires_grad(nb_zeros(NB_SHAPE(1)), true),
     };
     float first_loss = 0, loss_value = 0;
     for (int step = 0; step < 2000; step++) {
@@ -72,6 +74,8 @@ int main(void) {
         nb_tensor *loss = nb_mse_loss(pred, y, NB_REDUCE_MEAN);
         if (nb_backward(loss) != 0) {
             fprintf(stderr, "%s\n", nb_error());
+            nb_scope_end(); /* the step's scope */
+            nb_scope_end(); /* the program's */
             return 1;
         }
         loss_value = nb_item(loss);
@@ -87,8 +91,6 @@ int main(void) {
     }
     printf("loss %.5f -> %.5f\n", (double)first_loss, (double)loss_value);
 
-    for (int p = 0; p < 4; p++) nb_release(params[p]);
-    nb_release(x);
-    nb_release(y);
+    nb_scope_end(); /* frees the data, the parameters and their gradients */
     return loss_value < first_loss / 5 ? 0 : 1;
 }

@@ -41,7 +41,8 @@ nb_tensor *nb_minimum_scalar(nb_tensor *a, float s);
  * do not. out must hold NB_MAX_DIMS entries. */
 bool nb_broadcast_shapes(const char *who, const nb_tensor *a, const nb_tensor *b, int *ndim,
                          int64_t *out);
-/* Sums t over broadcast dimensions down to shape (the adjoint of expand). */
+/* Sums t over broadcast dimensions down to shape (the adjoint of expand).
+ * Returns t itself, not a new tensor, when t already has that shape. */
 nb_tensor *nb_sum_to(nb_tensor *t, int ndim, const int64_t *shape);
 /* Copies t broadcast to shape. */
 nb_tensor *nb_expand(nb_tensor *t, int ndim, const int64_t *shape);

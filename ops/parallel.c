@@ -23,6 +23,7 @@
 #include "parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -35,6 +36,9 @@ enum {
      * bridge the serial code between two kernels of a training step, short
      * enough that an idle program does not keep a core busy. */
     NB_SPIN_NS = 200 * 1000,
+    /* Polls with only a pause in between (a few microseconds) before the
+     * waiting thread starts yielding. */
+    NB_SPIN_PAUSES = 1000,
 };
 
 typedef struct nb_worker {
@@ -76,21 +80,24 @@ static int64_t now_ns(void) {
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* Spins until ready(arg) or NB_SPIN_NS have passed; reading the clock only
- * every few rounds keeps the poll loop tight. */
+/* Waits up to NB_SPIN_NS for ready(arg). The first rounds only pause; later
+ * ones yield the CPU, because on a loaded machine the thread being waited
+ * for may be queued behind this very spinner on the same core. */
 static bool spin_until(bool (*ready)(void *), void *arg) {
     int64_t start = 0;
     for (unsigned i = 0;; i++) {
         if (ready(arg))
             return true;
-        cpu_relax();
-        if ((i & 63) == 63) {
-            int64_t t = now_ns();
-            if (start == 0)
-                start = t;
-            else if (t - start > NB_SPIN_NS)
-                return false;
+        if (i < NB_SPIN_PAUSES) {
+            cpu_relax();
+            continue;
         }
+        sched_yield();
+        int64_t t = now_ns();
+        if (start == 0)
+            start = t;
+        else if (t - start > NB_SPIN_NS)
+            return false;
     }
 }
 

@@ -34,14 +34,17 @@
  * single middle axis, walked CHUNK inner positions at a time so that the
  * loads run along memory. Anything else (reduced groups separated by a kept
  * one) takes the general path: an odometer over the kept axes, and for each
- * output one over the reduced axes. Outputs are independent, so large
- * reductions are split over the thread pool by output.
+ * output one over the reduced axes, the last reduced group as a plain loop.
+ * Outputs are independent, so large reductions are split over the thread
+ * pool by output.
  *
- * Sums accumulate in double, in a fixed order: a contiguous row in eight
- * interleaved partial sums combined by a fixed tree, a strided reduction
- * sequentially in increasing index. Each output is computed by one thread in
- * the same order however the work is split, so results are bitwise
- * identical from run to run and whatever the thread count.
+ * Sums accumulate in double (then round once to float), in a fixed order: a
+ * contiguous run in eight interleaved partial sums combined by a fixed tree,
+ * a strided one sequentially in increasing index; the general path adds its
+ * runs in order. Each output is computed by one thread in the same order
+ * however the work is split, so results are bitwise identical from run to
+ * run and whatever the thread count. Max and min compare in float; softmax
+ * sums its exponentials in double.
  */
 #include "ops_internal.h"
 #include "parallel.h"
@@ -412,7 +415,7 @@ static void scatter_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
     gx[0] = gather_at(g, nb_saved(node, 0), nb_input(node, 0));
 }
 static void gather_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = scatter_at(nb_mul_scalar(g, 2), nb_saved(node, 0), nb_input(node, 0));
+    gx[0] = scatter_at(g, nb_saved(node, 0), nb_input(node, 0));
 }
 
 /* ---- sum and mean ------------------------------------------------------------------
@@ -491,7 +494,6 @@ static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, n
         }
         nb_record(out, op, 1, &x);
         nb_save(out, idx);
-        nb_set_attr(out, 0, p.mask);
         out = nb_escape(out);
     } else {
         out = NULL;
@@ -534,8 +536,8 @@ nb_tensor *nb_argmin(nb_tensor *x, int axis, bool keepdim) {
 /* ---- var and logsumexp: compositions of ops, differentiable to any order ------------- */
 
 /* sum((x - mean(x))^2) / (n - correction), which is the mean of the squared
- * deviations times n / (n - correction), with one rounding fewer. No degrees
- * of freedom left (n - correction <= 0) gives NaN. */
+ * deviations times n / (n - correction). No degrees of freedom left
+ * (n - correction <= 0) gives NaN, whatever the data. */
 nb_tensor *nb_var(nb_tensor *x, int naxes, const int *axes, int correction, bool keepdim) {
     if (!x) return NULL;
     rplan p;
@@ -588,9 +590,35 @@ typedef struct smax {
     bool log;
 } smax;
 
+/* One contiguous row of R elements (inner == 1). */
+static void softmax_row(const float *x, float *y, int64_t R, bool log_out) {
+    float m = x[0];
+    for (int64_t r = 1; r < R; r++) m = x[r] > m ? x[r] : m;
+    double acc = 0;
+    if (log_out) {
+        for (int64_t r = 0; r < R; r++) {
+            y[r] = x[r] - m;
+            acc += (double)expf(y[r]);
+        }
+        double lz = log(acc);
+        for (int64_t r = 0; r < R; r++) y[r] = (float)((double)y[r] - lz);
+    } else {
+        for (int64_t r = 0; r < R; r++) {
+            y[r] = expf(x[r] - m);
+            acc += (double)y[r];
+        }
+        double inv = 1.0 / acc;
+        for (int64_t r = 0; r < R; r++) y[r] = (float)((double)y[r] * inv);
+    }
+}
+
 static void softmax_items(void *ctx, int64_t begin, int64_t end) {
     const smax *s = ctx;
     const int64_t R = s->R, inner = s->inner;
+    if (inner == 1) {
+        for (int64_t o = begin; o < end; o++) softmax_row(s->x + o * R, s->y + o * R, R, s->log);
+        return;
+    }
     for (int64_t t = begin; t < end; t++) {
         int64_t o = t / s->nchunk, i0 = (t % s->nchunk) * CHUNK;
         int64_t ni = inner - i0 < CHUNK ? inner - i0 : CHUNK;

@@ -7,6 +7,8 @@
  */
 #include "ops_internal.h"
 
+#include <stdlib.h> /* malloc, for nb_stack of many tensors */
+
 /* ---- reshape family: views of the same storage ------------------------------ */
 
 static void reshape_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
@@ -95,13 +97,12 @@ nb_tensor *nb_unsqueeze(nb_tensor *x, int axis) {
         nb_set_error("nb_unsqueeze: %s already has %d dimensions", SHAPE(x), NB_MAX_DIMS);
         return NULL;
     }
-    if (!nb_norm_axis("nb_unsqueeze", axis < 0 ? axis + n + 1 : axis, n + 1, &a)) return NULL;
+    if (!nb_norm_axis("nb_unsqueeze", axis, n + 1, &a)) return NULL;
     int64_t shape[NB_MAX_DIMS];
     for (int d = 0, m = 0; d <= n; d++) shape[d] = d == a ? 1 : nb_shape(x)[m++];
     return nb_reshape(x, n + 1, shape);
 }
 
-#include <stdlib.h> /* malloc, for nb_stack of many tensors */
 
 /* ---- copies: clone, slice, concat, stack ---------------------------------------
  * These write a new tensor. Their gradients move values back to where they

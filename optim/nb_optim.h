@@ -27,9 +27,11 @@
  * ERRORS:
  *   Constructors return NULL with a message naming the function and what was
  *   wrong (no parameters, a NULL parameter, one that is not a leaf or does
- *   not require grad, one listed twice, an option out of range). A NULL
- *   optimizer given to any other function is ignored without a second
- *   message, so a failed constructor is reported once. A failed
+ *   not require grad, one listed twice, an option out of range); unlike an
+ *   op, a constructor reports a NULL parameter, since a hole in the list
+ *   is a mistake in the list. A NULL optimizer given to any other function
+ *   is ignored without a second message, so a failed constructor is
+ *   reported once. A failed
  *   nb_optimizer_step changes no parameter.
  *
  * A step reads each parameter's .grad (nb_grad_of) and skips parameters
@@ -101,9 +103,11 @@ nb_adagrad_opts nb_adagrad_defaults(void);
  * (free it with nb_optimizer_free), or NULL and a message naming the
  * function on bad input: no parameters, a NULL parameter, a parameter that
  * is not a leaf or does not require grad, one listed twice, a negative or
- * non-finite lr, a negative eps, weight_decay, momentum or lr_decay, a beta
- * outside [0, 1), alpha outside [0, 1], nesterov without momentum or with
- * dampening. State tensors are made here, so a step never allocates. */
+ * non-finite lr, a negative (or NaN) eps, weight_decay, momentum, lr_decay
+ * or initial_accumulator_value, a beta outside [0, 1), alpha or dampening
+ * outside [0, 1], nesterov without momentum or with dampening. The state
+ * tensors are made here (zeros, or initial_accumulator_value), so a step
+ * never allocates. */
 
 nb_optimizer *nb_sgd(int nparams, nb_tensor *const *params, const nb_sgd_opts *opts);
 /* weight_decay is an L2 term added to the gradient. */
@@ -128,11 +132,12 @@ void nb_optimizer_set_lr(nb_optimizer *o, float lr);
 /* "sgd", "adam", "adamw", "rmsprop" or "adagrad" (static string); NULL for
  * NULL. */
 const char *nb_optimizer_name(const nb_optimizer *o);
-/* Calls to nb_optimizer_step that succeeded. */
+/* Calls to nb_optimizer_step that succeeded; 0 for NULL. */
 int64_t nb_optimizer_steps(const nb_optimizer *o);
 /* Steps that updated parameter i (those where it had a .grad): the t of the
  * published formulas. -1 and a message if i is out of range. */
 int64_t nb_optimizer_param_steps(const nb_optimizer *o, int i);
+/* The number of parameters; 0 for NULL. */
 int nb_optimizer_num_params(const nb_optimizer *o);
 /* Parameter i, borrowed; NULL and a message if i is out of range. */
 nb_tensor *nb_optimizer_param(const nb_optimizer *o, int i);
@@ -182,8 +187,9 @@ void nb_lr_schedule_free(nb_lr_schedule *s);
  * Both work in place on the .grad of n parameters, each listed once; NULL
  * parameters and NULL .grads are skipped. No graph is recorded. */
 
-/* Scales every .grad by max_norm / (norm + 1e-6) when the global L2 norm
- * over all of them exceeds max_norm (PyTorch's clip_grad_norm_). Returns the
+/* Scales every .grad by c = max_norm / (norm + 1e-6) when c < 1, where norm
+ * is the global L2 norm over all of them (PyTorch's clip_grad_norm_; the
+ * 1e-6 guards against a zero norm). Returns the
  * norm before clipping, summed in double in a fixed order; NAN and a
  * message if max_norm is negative or NaN, or n < 0, or params is NULL with
  * n > 0. */
