@@ -14,11 +14,19 @@
 
 #define KERAS_EPSILON 1e-7f
 
+/* Ends the scope a composite loss opened, keeping only its result. */
+static nb_tensor *escape_scope(nb_tensor *result) {
+    nb_escape(result);
+    nb_scope_end();
+    return result;
+}
+
 static nb_tensor *mse(nb_tensor *p, nb_tensor *t) { return nb_mse_loss(p, t, NB_REDUCE_MEAN); }
 static nb_tensor *mae(nb_tensor *p, nb_tensor *t) { return nb_l1_loss(p, t, NB_REDUCE_MEAN); }
 static nb_tensor *huber(nb_tensor *p, nb_tensor *t) { return nb_huber_loss(p, t, 1.0f, NB_REDUCE_MEAN); }
 static nb_tensor *bce(nb_tensor *p, nb_tensor *t) {
-    return nb_bce_loss(nb_clamp(p, KERAS_EPSILON, 1 - KERAS_EPSILON), t, NB_REDUCE_MEAN);
+    nb_scope_begin();
+    return escape_scope(nb_bce_loss(nb_clamp(p, KERAS_EPSILON, 1 - KERAS_EPSILON), t, NB_REDUCE_MEAN));
 }
 
 /* prob, onehot (N, C) -> mean over N of -sum_c onehot log(prob) */
@@ -32,16 +40,18 @@ nb_tensor *nb_categorical_crossentropy(nb_tensor *prob, nb_tensor *onehot) {
                      nb_shape_str(nb_ndim(onehot), nb_shape(onehot), b, sizeof b));
         return NULL;
     }
+    nb_scope_begin();
     nb_tensor *logp = nb_log(nb_clamp(prob, KERAS_EPSILON, 1 - KERAS_EPSILON));
-    return nb_neg(nb_mean(nb_sum(nb_mul(onehot, logp), NB_AXES(1), false), NB_ALL, false));
+    return escape_scope(nb_neg(nb_mean(nb_sum(nb_mul(onehot, logp), NB_AXES(1), false), NB_ALL, false)));
 }
 
 /* prob (N, C), labels (N) or (N, 1) of class indices */
 nb_tensor *nb_sparse_categorical_crossentropy(nb_tensor *prob, nb_tensor *labels) {
     if (!prob || !labels) return NULL;
+    nb_scope_begin();
     if (nb_ndim(labels) == 2 && nb_dim(labels, 1) == 1) labels = nb_reshape(labels, NB_SHAPE(-1));
     nb_tensor *logp = nb_log(nb_clamp(prob, KERAS_EPSILON, 1 - KERAS_EPSILON));
-    return nb_nll_loss(logp, labels, NB_REDUCE_MEAN);
+    return escape_scope(nb_nll_loss(logp, labels, NB_REDUCE_MEAN));
 }
 
 typedef struct loss_entry {

@@ -147,6 +147,11 @@ static bool known_optimizer(const char *name) {
 /* Builds the optimizer named at compile once the parameters exist. */
 static bool ensure_optimizer(nb_model *model) {
     if (model->opt) return true;
+    if (!model->opt_name[0]) {
+        nb_set_error("nb_model_fit: the model has no optimizer (call nb_model_compile or "
+                     "nb_model_set_optimizer first)");
+        return false;
+    }
     int n;
     nb_tensor **params = nb_module_parameters(model->net, &n);
     if (!params || n == 0) {
@@ -412,6 +417,27 @@ static bool check_xy(const char *who, nb_model *model, nb_tensor *x, nb_tensor *
     return true;
 }
 
+/* Keras keeps int(n * (1 - split)) rows for training, the split being the
+ * decimal the user wrote. As a float, 0.2 is 0.2000000030, and 10 rows
+ * would keep 7: the split goes back to its decimal form first. */
+static int64_t training_rows(int64_t n, float split) {
+    char decimal[32];
+    snprintf(decimal, sizeof decimal, "%.7g", (double)split);
+    return (int64_t)((double)n * (1.0 - strtod(decimal, NULL)));
+}
+
+/* True when fit records key: "loss", a metric, or their "val_" forms. */
+static bool recorded(const nb_model *model, const char *key, bool validate) {
+    if (strncmp(key, "val_", 4) == 0) {
+        if (!validate) return false;
+        key += 4;
+    }
+    if (strcmp(key, "loss") == 0) return true;
+    for (int k = 0; k < model->nmetrics; k++)
+        if (strcmp(key, model->metric_names[k]) == 0) return true;
+    return false;
+}
+
 /* Keras's early-stopping direction: accuracies grow, everything else falls. */
 static bool higher_is_better(const char *key) { return strstr(key, "acc") != NULL; }
 
@@ -436,12 +462,16 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         return NULL;
     }
     if (!check_xy("nb_model_fit", model, x, y)) return NULL;
+    if (!o.x_val != !o.y_val) {
+        nb_set_error("nb_model_fit: validation data needs both x_val and y_val");
+        return NULL;
+    }
     if ((o.x_val || o.y_val) && !check_xy("nb_model_fit (validation data)", model, o.x_val, o.y_val))
         return NULL;
     if (!ensure_optimizer(model)) return NULL;
 
     int64_t n = nb_dim(x, 0);
-    int64_t n_train = o.validation_split > 0 ? (int64_t)((double)n * (1.0 - (double)o.validation_split)) : n;
+    int64_t n_train = o.validation_split > 0 ? training_rows(n, o.validation_split) : n;
     if (n_train < 1) {
         nb_set_error("nb_model_fit: validation_split %g leaves no training samples", (double)o.validation_split);
         return NULL;
@@ -451,6 +481,10 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     int64_t n_val = o.x_val ? nb_dim(o.x_val, 0) : n - n_train, val_offset = o.x_val ? 0 : n_train;
 
     const char *monitor = o.monitor ? o.monitor : validate ? "val_loss" : "loss";
+    if ((o.patience > 0 || o.restore_best_weights) && !recorded(model, monitor, validate)) {
+        nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
+        return NULL;
+    }
     int nparams;
     nb_tensor **params = nb_module_parameters(model->net, &nparams);
     int64_t *order = malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));

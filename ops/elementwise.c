@@ -338,17 +338,20 @@ static void mul_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
 static const nb_op mul_scalar_op = {"mul_scalar", mul_scalar_backward};
 nb_tensor *nb_mul_scalar(nb_tensor *x, float s) { return scalar_op(S_MUL, &mul_scalar_op, x, s); }
 nb_tensor *nb_div_scalar(nb_tensor *x, float s) {
-    if (s == 0) {
-        /* keep x / 0 = ±inf rather than x * inf = nan for x == 0? both are
-         * IEEE results; follow division exactly */
-        if (!x) return NULL;
-        return nb_div(x, nb_full(0, NULL, s));
+    if (!x) return NULL;
+    if (s == 0) { /* x * (1/0) would turn 0/0 into 0*inf; divide exactly instead */
+        nb_composite_begin();
+        return nb_composite_end(nb_div(x, nb_scalar(0.0f)));
     }
     return scalar_op(S_MUL, &mul_scalar_op, x, 1.0f / s);
 }
 
 /* s - x: a negation and a shift */
-nb_tensor *nb_rsub_scalar(nb_tensor *x, float s) { return nb_add_scalar(nb_neg(x), s); }
+nb_tensor *nb_rsub_scalar(nb_tensor *x, float s) {
+    if (!x) return NULL;
+    nb_composite_begin();
+    return nb_composite_end(nb_add_scalar(nb_neg(x), s));
+}
 
 /* d(s/x) = -(s/x) / x dx */
 static void rdiv_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {

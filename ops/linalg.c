@@ -329,9 +329,11 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
                      SHAPE(a), SHAPE(b), (long long)ka, (long long)kb);
         return NULL;
     }
+    /* 1-D operands are promoted by views; the composite scope frees them */
+    nb_composite_begin();
     nb_tensor *a2 = na == 1 ? nb_reshape(a, NB_SHAPE(1, ka)) : a;
     nb_tensor *b2 = nbd == 1 ? nb_reshape(b, NB_SHAPE(kb, 1)) : b;
-    if (!a2 || !b2) return NULL;
+    if (!a2 || !b2) return nb_composite_end(NULL);
     int nd;
     int64_t bshape[NB_MAX_DIMS];
     if (!batch_shape(a2, b2, &nd, bshape)) {
@@ -340,10 +342,10 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
                      "broadcast",
                      SHAPE(a), SHAPE(b), nb_shape_str(na - 2, nb_shape(a), sa, sizeof sa),
                      nb_shape_str(nbd - 2, nb_shape(b), sb, sizeof sb));
-        return NULL;
+        return nb_composite_end(NULL);
     }
     nb_tensor *c = mm(a2, b2, false, false);
-    if (!c || (na > 1 && nbd > 1)) return c;
+    if (!c || (na > 1 && nbd > 1)) return nb_composite_end(c);
     /* drop the axis the promotion added: the rows (-2) for a 1-D a, the
      * columns (-1) for a 1-D b, both for a dot product */
     int64_t shape[NB_MAX_DIMS];
@@ -351,5 +353,5 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
     for (int d = 0; d < nd; d++) shape[n++] = bshape[d];
     if (na > 1) shape[n++] = nb_dim(c, -2);
     if (nbd > 1) shape[n++] = nb_dim(c, -1);
-    return nb_reshape(c, n, shape);
+    return nb_composite_end(nb_reshape(c, n, shape));
 }

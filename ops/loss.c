@@ -44,13 +44,15 @@ static bool same_shape(const char *who, nb_tensor *pred, nb_tensor *target, nb_r
 nb_tensor *nb_mse_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r) {
     if (!pred || !target) return NULL;
     if (!same_shape("nb_mse_loss", pred, target, r)) return NULL;
-    return reduce(nb_square(nb_sub(pred, target)), r);
+    nb_composite_begin();
+    return nb_composite_end(reduce(nb_square(nb_sub(pred, target)), r));
 }
 
 nb_tensor *nb_l1_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r) {
     if (!pred || !target) return NULL;
     if (!same_shape("nb_l1_loss", pred, target, r)) return NULL;
-    return reduce(nb_abs(nb_sub(pred, target)), r);
+    nb_composite_begin();
+    return nb_composite_end(reduce(nb_abs(nb_sub(pred, target)), r));
 }
 
 nb_tensor *nb_huber_loss(nb_tensor *pred, nb_tensor *target, float delta, nb_reduction r) {
@@ -60,10 +62,11 @@ nb_tensor *nb_huber_loss(nb_tensor *pred, nb_tensor *target, float delta, nb_red
         return NULL;
     }
     if (!same_shape("nb_huber_loss", pred, target, r)) return NULL;
+    nb_composite_begin();
     nb_tensor *d = nb_sub(pred, target), *ad = nb_abs(d);
     nb_tensor *quadratic = nb_mul_scalar(nb_square(d), 0.5f);
     nb_tensor *linear = nb_mul_scalar(nb_sub_scalar(ad, 0.5f * delta), delta);
-    return reduce(nb_where(nb_lt_scalar(ad, delta), quadratic, linear), r);
+    return nb_composite_end(reduce(nb_where(nb_lt_scalar(ad, delta), quadratic, linear), r));
 }
 
 /* Values of t must lie in [lo, hi]; names the first one that does not. */
@@ -83,16 +86,18 @@ nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r) {
     if (!same_shape("nb_bce_loss", prob, target, r) ||
         !in_range("nb_bce_loss", "probabilities", prob, 0, 1))
         return NULL;
+    nb_composite_begin();
     nb_tensor *log_p = nb_maximum_scalar(nb_log(prob), -100.0f);
     nb_tensor *log_1mp = nb_maximum_scalar(nb_log(nb_rsub_scalar(prob, 1.0f)), -100.0f);
     nb_tensor *ll = nb_add(nb_mul(target, log_p), nb_mul(nb_rsub_scalar(target, 1.0f), log_1mp));
-    return reduce(nb_neg(ll), r);
+    return nb_composite_end(reduce(nb_neg(ll), r));
 }
 
 nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_reduction r) {
     if (!logits || !target) return NULL;
     if (!same_shape("nb_bce_with_logits_loss", logits, target, r)) return NULL;
-    return reduce(nb_sub(nb_softplus(logits), nb_mul(logits, target)), r);
+    nb_composite_begin();
+    return nb_composite_end(reduce(nb_sub(nb_softplus(logits), nb_mul(logits, target)), r));
 }
 
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) {
@@ -111,19 +116,21 @@ nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) 
                          (double)lab[i], (long long)i, (long long)c);
             return NULL;
         }
+    nb_composite_begin();
     nb_tensor *picked = nb_gather(log_probs, 1, nb_reshape(labels, NB_SHAPE(n, 1)));
-    return reduce(nb_neg(nb_reshape(picked, NB_SHAPE(n))), r);
+    return nb_composite_end(reduce(nb_neg(nb_reshape(picked, NB_SHAPE(n))), r));
 }
 
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r) {
     if (!logits || !labels) return NULL;
+    nb_composite_begin();
     if (nb_ndim(logits) == 1 && nb_numel(labels) == 1) { /* one sample: [C] and a label */
         logits = nb_unsqueeze(logits, 0);
         labels = nb_reshape(labels, NB_SHAPE(1));
     }
     if (nb_ndim(logits) != 2) {
         nb_set_error("nb_cross_entropy_loss: expected logits [N,C] (or [C]), got %s", SHAPE(logits));
-        return NULL;
+        return nb_composite_end(NULL);
     }
     nb_tensor *loss = nb_nll_loss(nb_log_softmax(logits, 1), labels, r);
     if (!loss && nb_error() && strncmp(nb_error(), "nb_nll_loss", 11) == 0) {
@@ -132,5 +139,5 @@ nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduct
         snprintf(msg, sizeof msg, "nb_cross_entropy_loss%s", nb_error() + 11);
         nb_set_error("%s", msg);
     }
-    return loss;
+    return nb_composite_end(loss);
 }

@@ -56,6 +56,17 @@ bool nb_bcast_plan(const char *who, const nb_tensor *a, const nb_tensor *b, nb_b
         }                                                                                    \
     } while (0)
 
+/* Ops composed of other ops run inside a scope of their own, so that their
+ * intermediates are freed even when the caller has no scope open; the
+ * result leaves it through nb_escape (NULL passes through):
+ *     nb_composite_begin(); ...; return nb_composite_end(result);        */
+static inline void nb_composite_begin(void) { nb_scope_begin(); }
+static inline nb_tensor *nb_composite_end(nb_tensor *result) {
+    nb_escape(result);
+    nb_scope_end();
+    return result;
+}
+
 /* Normalises axis (negative from the end) into [0, ndim); false and a
  * message naming who when out of range. */
 bool nb_norm_axis(const char *who, int axis, int ndim, int *out);

@@ -16,8 +16,8 @@
 
 enum { SUM };
 
-static void adagrad_update(nb_optimizer *o, int i, float *p, const float *g, int64_t n,
-                           int64_t step) {
+static void adagrad_update(nb_optimizer *o, int i, float *restrict p,
+                           const float *restrict g, int64_t n, int64_t step) {
     const nb_adagrad_opts *op = &o->opts.adagrad;
     const float clr = (float)((double)o->lr / (1.0 + (double)(step - 1) * (double)op->lr_decay));
     const float eps = op->eps, wd = op->weight_decay;

@@ -20,8 +20,8 @@
 
 enum { EXP_AVG, EXP_AVG_SQ, MAX_EXP_AVG_SQ };
 
-static void adam_update(nb_optimizer *o, int i, float *p, const float *g, int64_t n,
-                        int64_t step) {
+static void adam_update(nb_optimizer *o, int i, float *restrict p,
+                        const float *restrict g, int64_t n, int64_t step) {
     const nb_adam_opts *op = &o->opts.adam;
     const float lr = o->lr, b1 = op->beta1, b2 = op->beta2, eps = op->eps;
     const float wd = op->weight_decay;

@@ -29,7 +29,8 @@ typedef struct nb_optim_kind {
     /* One step for parameter i: p and g hold n floats; step is this
      * parameter's step count including this one (1 on its first update).
      * State k of parameter i is nb__optim_state(o, i, k). */
-    void (*update)(nb_optimizer *o, int i, float *p, const float *g, int64_t n, int64_t step);
+    void (*update)(nb_optimizer *o, int i, float *restrict p, const float *restrict g,
+                   int64_t n, int64_t step);
 } nb_optim_kind;
 
 struct nb_optimizer {

@@ -20,8 +20,8 @@
 
 enum { SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG };
 
-static void rmsprop_update(nb_optimizer *o, int i, float *p, const float *g, int64_t n,
-                           int64_t step) {
+static void rmsprop_update(nb_optimizer *o, int i, float *restrict p,
+                           const float *restrict g, int64_t n, int64_t step) {
     (void)step; /* RMSprop has no bias correction and no first-step rule */
     const nb_rmsprop_opts *op = &o->opts.rmsprop;
     const float lr = o->lr, alpha = op->alpha, eps = op->eps, wd = op->weight_decay;

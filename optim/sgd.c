@@ -16,8 +16,8 @@
 
 enum { MOMENTUM_BUFFER };
 
-static void sgd_update(nb_optimizer *o, int i, float *p, const float *g, int64_t n,
-                       int64_t step) {
+static void sgd_update(nb_optimizer *o, int i, float *restrict p,
+                       const float *restrict g, int64_t n, int64_t step) {
     const nb_sgd_opts *op = &o->opts.sgd;
     const float lr = o->lr, wd = op->weight_decay, mu = op->momentum;
     const float keep = 1.0f - op->dampening;

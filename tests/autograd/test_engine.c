@@ -305,3 +305,27 @@ Test(engine, release_of_scope_owned_tensor_is_refused) {
     EXPECT_ERROR("nb_release", "'t'", "scope");
     cr_assert_float_eq(nb_item(t), 1, 0); /* still alive */
 }
+
+/* Without any scope open, a composite op (one built from other ops) must
+ * hand back only its result: its intermediates are freed inside it. */
+Test(noscope, composite_ops_leave_only_their_result) {
+    int64_t before = nb_live_tensors();
+    nb_tensor *a = nb_from_array(NB_SHAPE(3), (float[]){1, 2, 3});
+    nb_tensor *b = nb_from_array(NB_SHAPE(3), (float[]){0, 2, 5});
+    nb_tensor *labels = nb_from_array(NB_SHAPE(1), (float[]){2});
+    nb_tensor *results[] = {
+        nb_mse_loss(a, b, NB_REDUCE_MEAN), nb_l1_loss(a, b, NB_REDUCE_SUM),
+        nb_huber_loss(a, b, 1, NB_REDUCE_MEAN), nb_bce_with_logits_loss(a, b, NB_REDUCE_MEAN),
+        nb_cross_entropy_loss(a, labels, NB_REDUCE_MEAN), nb_matmul(a, b),
+        nb_rsub_scalar(a, 1), nb_div_scalar(a, 0), nb_var(a, NB_ALL, 1, false),
+        nb_logsumexp(a, NB_ALL, false), nb_stack(2, (nb_tensor *[]){a, b}, 0),
+    };
+    size_t n = sizeof results / sizeof *results;
+    cr_assert_eq(nb_live_tensors(), before + 3 + (int64_t)n, "%lld tensors alive, expected %lld",
+                 (long long)(nb_live_tensors() - before), (long long)(3 + n));
+    for (size_t i = 0; i < n; i++) nb_release(results[i]);
+    nb_release(a);
+    nb_release(b);
+    nb_release(labels);
+    cr_assert_eq(nb_live_tensors(), before);
+}

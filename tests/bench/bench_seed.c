@@ -1,0 +1,101 @@
+/* bench_seed.c — the founding network's training speed: X 100x10 uniform,
+ * y = X·w + 0.5, Dense(10, relu) -> Dense(1), SGD lr 0.01, MSE, 100 epochs
+ * of batch 10 (1000 steps), the same work as the PyTorch peer
+ * (seed_torch.py). Two forms: the Keras-style nb_model_fit, and the
+ * explicit loop of the README. Prints the median over 7 runs of each.
+ *
+ *   usage: bench_seed [threads]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "nabla.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* one training run with nb_model_fit; returns seconds, *loss the last epoch's */
+static double run_fit(float *loss) {
+    nb_manual_seed(0);
+    nb_scope_begin();
+    nb_tensor *X = nb_rand(NB_SHAPE(100, 10));
+    nb_tensor *y = nb_add_scalar(nb_matmul(X, nb_rand(NB_SHAPE(10, 1))), 0.5f);
+    nb_model *model = nb_model_sequential();
+    nb_model_add(model, nb_dense(10, "relu", 10));
+    nb_model_add(model, nb_dense(1, "linear", 0));
+    nb_model_compile(model, "sgd", "mean_squared_error", NULL);
+    nb_fit_opts fit = nb_fit_defaults();
+    fit.epochs = 100;
+    fit.batch_size = 10;
+    fit.verbose = 0;
+    double t0 = now();
+    nb_history *h = nb_model_fit(model, X, y, &fit);
+    double dt = now() - t0;
+    *loss = h ? nb_history_get(h, "loss")[nb_history_epochs(h) - 1] : -1;
+    nb_history_free(h);
+    nb_model_free(model);
+    nb_scope_end();
+    return dt;
+}
+
+/* the same with the explicit loop: forward, loss, backward, step, zero_grad */
+static double run_loop(float *loss) {
+    nb_manual_seed(0);
+    nb_scope_begin();
+    nb_tensor *X = nb_rand(NB_SHAPE(100, 10));
+    nb_tensor *y = nb_add_scalar(nb_matmul(X, nb_rand(NB_SHAPE(10, 1))), 0.5f);
+    nb_module *net = nb_sequential(2, (nb_module *[]){nb_dense(10, "relu", 10), nb_dense(1, "linear", 10)});
+    int np;
+    nb_tensor **params = nb_module_parameters(net, &np);
+    nb_optimizer *opt = nb_sgd(np, params, NULL);
+    int64_t perm[100];
+    double t0 = now();
+    for (int epoch = 0; epoch < 100; epoch++) {
+        nb_randperm(NULL, 100, perm);
+        double total = 0;
+        for (int b = 0; b < 10; b++) {
+            nb_scope_begin();
+            nb_tensor *idx = nb_empty(NB_SHAPE(10));
+            for (int i = 0; i < 10; i++) nb_data_mut(idx)[i] = (float)perm[b * 10 + i];
+            nb_tensor *pred = nb_module_forward(net, nb_index_select(X, 0, idx));
+            nb_tensor *l = nb_mse_loss(pred, nb_index_select(y, 0, idx), NB_REDUCE_MEAN);
+            nb_backward(l);
+            nb_optimizer_step(opt);
+            nb_optimizer_zero_grad(opt);
+            total += nb_item(l);
+            nb_scope_end();
+        }
+        *loss = (float)(total / 10);
+    }
+    double dt = now() - t0;
+    nb_optimizer_free(opt);
+    nb_module_free(net);
+    nb_scope_end();
+    return dt;
+}
+
+int main(int argc, char **argv) {
+    nb_set_num_threads(argc > 1 ? atoi(argv[1]) : 1);
+    double fit[7], loop[7];
+    float fit_loss = 0, loop_loss = 0;
+    for (int r = 0; r < 7; r++) {
+        fit[r] = run_fit(&fit_loss);
+        loop[r] = run_loop(&loop_loss);
+    }
+    qsort(fit, 7, sizeof(double), cmp);
+    qsort(loop, 7, sizeof(double), cmp);
+    printf("seed fit:  final epoch loss %.5f; train %.1f ms; %.1f us/step\n", (double)fit_loss,
+           fit[3] * 1e3, fit[3] / 1000 * 1e6);
+    printf("seed loop: final epoch loss %.5f; train %.1f ms; %.1f us/step\n", (double)loop_loss,
+           loop[3] * 1e3, loop[3] / 1000 * 1e6);
+    return 0;
+}
