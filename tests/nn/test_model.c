@@ -1,0 +1,829 @@
+/* test_model.c — the Keras-style model of nn/model.c and the losses and
+ * metrics of nn/losses.c.
+ *
+ * The contract under test: a call with bad arguments (compile with an
+ * unknown name, fit with mismatched or ill-shaped data, add with a layer
+ * that does not fit) returns NULL or -1 with a message and leaves the model
+ * exactly as it was, parameters compared bit for bit; fit lowers the loss
+ * of a learnable problem and repeats itself bit for bit from the same seed;
+ * evaluate and predict agree with the loss and the forward computed by
+ * hand; validation, early stopping, callbacks and the stop on a NaN loss
+ * end training where they should and say why; summary and the progress
+ * output print Keras's lines. The crossentropies and the "accuracy" metric
+ * (binary, categorical or sparse, picked from the loss) are checked on
+ * probabilities written literally, through a model that passes its input
+ * through unchanged.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+TestSuite(model, NB_TEST_HOOKS);
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+/* x [n, 3] uniform in [-1, 1], y = x [1, -2, 0.5]^T + 0.3, [n, 1] */
+static void linear_data(int64_t n, nb_tensor **x, nb_tensor **y) {
+    *x = nb_uniform(NULL, -1, 1, NB_SHAPE(n, 3));
+    *y = nb_add_scalar(nb_matmul(*x, nb_from_array(NB_SHAPE(3, 1), (const float[]){1, -2, 0.5f})), 0.3f);
+}
+
+/* Dense(8, tanh, input 3) -> Dense(1), not compiled */
+static nb_model *small_model(void) {
+    nb_model *m = nb_model_sequential();
+    cr_assert_not_null(m);
+    cr_assert_eq(nb_model_add(m, nb_dense(8, "tanh", 3)), 0, "%s", nb_error() ? nb_error() : "");
+    cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 0)), 0, "%s", nb_error() ? nb_error() : "");
+    return m;
+}
+
+static nb_fit_opts quiet_fit(int epochs, int batch_size) {
+    nb_fit_opts o = nb_fit_defaults();
+    o.epochs = epochs;
+    o.batch_size = batch_size;
+    o.verbose = 0;
+    return o;
+}
+
+/* A copy of every parameter's data, to compare bit for bit later. */
+typedef struct snapshot {
+    int n;
+    float *data[16];
+    int64_t numel[16];
+} snapshot;
+
+static snapshot take_snapshot(nb_model *m) {
+    snapshot s = {0};
+    nb_tensor **p = nb_model_parameters(m, &s.n);
+    cr_assert(s.n <= 16);
+    for (int i = 0; i < s.n; i++) {
+        s.numel[i] = nb_numel(p[i]);
+        s.data[i] = malloc(sizeof(float) * (size_t)s.numel[i]);
+        memcpy(s.data[i], nb_data(p[i]), sizeof(float) * (size_t)s.numel[i]);
+    }
+    return s;
+}
+
+static bool snapshot_equal(nb_model *m, const snapshot *s) {
+    int n = 0;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    if (n != s->n) return false;
+    for (int i = 0; i < n; i++)
+        if (nb_numel(p[i]) != s->numel[i] ||
+            memcmp(nb_data(p[i]), s->data[i], sizeof(float) * (size_t)s->numel[i]) != 0)
+            return false;
+    return true;
+}
+
+static void snapshot_free(snapshot *s) {
+    for (int i = 0; i < s->n; i++) free(s->data[i]);
+}
+
+/* Everything a FILE* received, through fmemopen. */
+typedef struct capture {
+    char buf[8192];
+    FILE *f;
+} capture;
+
+static void capture_begin(capture *c) {
+    memset(c->buf, 0, sizeof c->buf);
+    c->f = fmemopen(c->buf, sizeof c->buf - 1, "w");
+    cr_assert_not_null(c->f);
+}
+
+static const char *capture_end(capture *c) {
+    fclose(c->f);
+    return c->buf;
+}
+
+/* A model whose output is its input: evaluate then scores given predictions. */
+static nb_model *passthrough(const char *loss, const char *metrics) {
+    nb_model *m = nb_model_from_module(nb_activation("linear"));
+    cr_assert_not_null(m);
+    cr_assert_eq(nb_model_compile(m, "sgd", loss, metrics), 0, "%s", nb_error() ? nb_error() : "");
+    return m;
+}
+
+/* ---- compile --------------------------------------------------------------------------- */
+
+Test(model, compile_errors_leave_the_model_usable) {
+    nb_tensor *x, *y;
+    linear_data(20, &x, &y);
+    nb_model *m = small_model();
+    nb_clear_error();
+    cr_expect_eq(nb_model_compile(m, "sgdx", "mse", NULL), -1);
+    EXPECT_ERROR("nb_model_compile", "unknown optimizer 'sgdx'");
+    nb_clear_error();
+    cr_expect_eq(nb_model_compile(m, "sgd", "msx", NULL), -1);
+    EXPECT_ERROR("nb_model_compile", "unknown loss 'msx'");
+    nb_clear_error();
+    cr_expect_eq(nb_model_compile(m, "sgd", "mse", "mae, bogus"), -1);
+    EXPECT_ERROR("nb_model_compile", "unknown metric 'bogus'");
+    nb_clear_error();
+    cr_expect_eq(nb_model_compile(m, NULL, "mse", NULL), -1);
+    EXPECT_ERROR("nb_model_compile", "optimizer");
+
+    /* none of the failed calls compiled anything */
+    nb_fit_opts o = quiet_fit(1, 5);
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &o));
+    EXPECT_ERROR("not compiled");
+
+    /* a good compile, then a bad one: the good one stays */
+    cr_assert_eq(nb_model_compile(m, "adam", "mse", "mae"), 0, "%s", nb_error());
+    cr_expect_eq(nb_model_compile(m, "rmsprop", "mse", "nope"), -1);
+    cr_expect_str_eq(nb_optimizer_name(nb_model_optimizer(m)), "adam");
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect_not_null(nb_history_get(h, "mae"));
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, compile_names_and_aliases) {
+    const char *optimizers[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+    const char *losses[] = {"mean_squared_error", "mse", "mean_absolute_error", "mae", "huber"};
+    nb_model *m = small_model();
+    for (int i = 0; i < 5; i++) {
+        cr_expect_eq(nb_model_compile(m, optimizers[i], losses[i], "mse, mae"), 0, "%s %s: %s",
+                     optimizers[i], losses[i], nb_error() ? nb_error() : "");
+        cr_expect_str_eq(nb_optimizer_name(nb_model_optimizer(m)), optimizers[i]);
+    }
+    /* sgd by name is Keras's: lr 0.01 */
+    nb_model_compile(m, "sgd", "mse", NULL);
+    cr_expect_float_eq(nb_optimizer_lr(nb_model_optimizer(m)), 0.01f, 1e-9);
+    nb_model_free(m);
+}
+
+/* ---- fit: bad input changes nothing -------------------------------------------------------- */
+
+Test(model, fit_bad_input_leaves_the_parameters) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    snapshot before = take_snapshot(m);
+    nb_fit_opts o = quiet_fit(2, 4);
+
+    /* rows differ */
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, nb_zeros(NB_SHAPE(9, 1)), &o));
+    EXPECT_ERROR("nb_model_fit", "[10,3]", "[9,1]", "same number of rows");
+    cr_expect(snapshot_equal(m, &before));
+
+    /* batch_size 0, negative epochs, validation_split 1 */
+    nb_fit_opts bad = o;
+    bad.batch_size = 0;
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &bad));
+    EXPECT_ERROR("nb_model_fit", "batch_size", "got 0");
+    bad = o;
+    bad.epochs = -1;
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &bad));
+    EXPECT_ERROR("nb_model_fit", "epochs");
+    bad = o;
+    bad.validation_split = 1;
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &bad));
+    EXPECT_ERROR("nb_model_fit", "validation_split");
+    cr_expect(snapshot_equal(m, &before));
+
+    /* x of the wrong width */
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, nb_zeros(NB_SHAPE(10, 4)), y, &o));
+    EXPECT_ERROR("nb_model_fit", "[10,4]", "[3]");
+    cr_expect(snapshot_equal(m, &before));
+
+    /* y that does not fit the output (the loss refuses [1,1] against [1,2]) */
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, nb_zeros(NB_SHAPE(10, 2)), &o));
+    EXPECT_ERROR("nb_model_fit", "[10,2]", "do not fit the model");
+    cr_expect(snapshot_equal(m, &before));
+
+    /* validation data of the wrong width, or x_val without y_val */
+    bad = o;
+    bad.x_val = nb_zeros(NB_SHAPE(4, 2));
+    bad.y_val = nb_zeros(NB_SHAPE(4, 1));
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &bad));
+    EXPECT_ERROR("nb_model_fit", "validation", "[4,2]");
+    bad.x_val = x;
+    bad.y_val = NULL;
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &bad));
+    EXPECT_ERROR("nb_model_fit", "validation");
+    cr_expect(snapshot_equal(m, &before));
+
+    /* early stopping on a key that will never be recorded */
+    bad = o;
+    bad.patience = 2;
+    bad.monitor = "val_loss";
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &bad));
+    EXPECT_ERROR("nb_model_fit", "val_loss");
+    cr_expect(snapshot_equal(m, &before));
+
+    /* NULL data: NULL without a message */
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, NULL, y, &o));
+    cr_expect_null(nb_model_fit(NULL, x, y, &o));
+    cr_expect_null(nb_error());
+    cr_expect(snapshot_equal(m, &before));
+
+    /* and the model still trains */
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect(!snapshot_equal(m, &before));
+    nb_history_free(h);
+    snapshot_free(&before);
+    nb_model_free(m);
+}
+
+Test(model, fit_not_compiled_or_without_optimizer) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    snapshot before = take_snapshot(m);
+    nb_fit_opts o = quiet_fit(1, 4);
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &o));
+    EXPECT_ERROR("nb_model_fit", "not compiled", "nb_model_compile");
+    /* a loss of one's own but no optimizer */
+    cr_assert_eq(nb_model_set_loss(m, "mine", nb_loss_by_name("mse")), 0);
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &o));
+    EXPECT_ERROR("nb_model_fit", "optimizer");
+    cr_expect(snapshot_equal(m, &before));
+    snapshot_free(&before);
+    nb_model_free(m);
+
+    /* a model without parameters has nothing to train */
+    m = passthrough("mse", NULL);
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, y, y, &o));
+    EXPECT_ERROR("nb_model_fit", "no parameters");
+    nb_model_free(m);
+}
+
+Test(model, add_refuses_a_layer_that_does_not_fit) {
+    nb_model *m = nb_model_sequential();
+    cr_assert_eq(nb_model_add(m, nb_dense(4, "relu", 3)), 0);
+    snapshot before = take_snapshot(m);
+    nb_clear_error();
+    cr_expect_eq(nb_model_add(m, nb_dense(2, "linear", 5)), -1);
+    EXPECT_ERROR("nb_model_add", "layer 1", "Dense(2)", "5 features", "[1,4]");
+    cr_expect_eq(nb_sequential_len(nb_model_module(m)), 1);
+    cr_expect(snapshot_equal(m, &before), "the parameters are those of the first layer, unchanged");
+    /* a failed constructor passes through */
+    nb_clear_error();
+    cr_expect_eq(nb_model_add(m, nb_dense(2, "swish", 4)), -1);
+    EXPECT_ERROR("nb_dense", "swish");
+    cr_expect_eq(nb_sequential_len(nb_model_module(m)), 1);
+    /* the right width is accepted, and a lazy layer is built at once */
+    cr_expect_eq(nb_model_add(m, nb_dense(2, "linear", 4)), 0);
+    cr_expect_eq(nb_model_add(m, nb_dense(1, "linear", 0)), 0);
+    cr_expect_eq(nb_sequential_len(nb_model_module(m)), 3);
+    cr_expect_eq(nb_module_num_weights(nb_model_module(m)), 16 + 10 + 3);
+    snapshot_free(&before);
+    nb_model_free(m);
+
+    /* only a Sequential model can grow */
+    m = nb_model_from_module(nb_dense(2, "relu", 2));
+    nb_clear_error();
+    cr_expect_eq(nb_model_add(m, nb_relu_layer()), -1);
+    EXPECT_ERROR("nb_model_add", "Dense", "not a Sequential");
+    nb_model_free(m);
+}
+
+/* ---- fit: training ------------------------------------------------------------------------- */
+
+Test(model, fit_lowers_the_loss) {
+    nb_tensor *x, *y;
+    linear_data(64, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "rmsprop", "mse", "mae"), 0);
+    nb_fit_opts o = quiet_fit(60, 16);
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect_eq(nb_history_epochs(h), 60);
+    cr_expect_str_eq(nb_history_stop_reason(h), "");
+    cr_expect_eq(nb_history_num_keys(h), 2);
+    cr_expect_str_eq(nb_history_key(h, 0), "loss");
+    cr_expect_str_eq(nb_history_key(h, 1), "mae");
+    cr_expect_null(nb_history_key(h, 2));
+    cr_expect_null(nb_history_get(h, "val_loss"));
+    const float *loss = nb_history_get(h, "loss"), *mae = nb_history_get(h, "mae");
+    cr_expect(loss[59] * 20 < loss[0], "loss %g -> %g", (double)loss[0], (double)loss[59]);
+    cr_expect(mae[59] * 4 < mae[0], "mae %g -> %g", (double)mae[0], (double)mae[59]);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, layers_added_after_compile_are_trained) {
+    nb_tensor *x, *y;
+    linear_data(16, &x, &y);
+    nb_model *m = nb_model_sequential();
+    nb_model_add(m, nb_dense(4, "tanh", 3));
+    cr_assert_eq(nb_model_compile(m, "adam", "mse", NULL), 0);
+    nb_model_add(m, nb_dense(1, "linear", 0));
+    snapshot before = take_snapshot(m);
+    cr_assert_eq(before.n, 4);
+    nb_fit_opts o = quiet_fit(1, 16);
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect_str_eq(nb_optimizer_name(nb_model_optimizer(m)), "adam");
+    cr_expect_eq(nb_optimizer_num_params(nb_model_optimizer(m)), 4);
+    nb_tensor **p = nb_model_parameters(m, NULL);
+    cr_expect(memcmp(nb_data(p[2]), before.data[2], 4 * sizeof(float)) != 0, "the new layer moved");
+    nb_history_free(h);
+    snapshot_free(&before);
+    nb_model_free(m);
+}
+
+static nb_history *seeded_run(nb_tensor *x, nb_tensor *y, snapshot *after) {
+    nb_manual_seed(123);
+    nb_model *m = nb_model_sequential();
+    nb_model_add(m, nb_dense(6, "relu", 3));
+    nb_model_add(m, nb_dropout(0.2f));
+    nb_model_add(m, nb_dense(1, "linear", 0));
+    nb_model_compile(m, "sgd", "mse", "mae");
+    nb_fit_opts o = quiet_fit(5, 7);
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    *after = take_snapshot(m);
+    nb_model_free(m);
+    return h;
+}
+
+Test(model, same_seed_same_history) {
+    nb_tensor *x, *y;
+    linear_data(40, &x, &y);
+    snapshot pa, pb;
+    nb_history *a = seeded_run(x, y, &pa), *b = seeded_run(x, y, &pb);
+    cr_assert_eq(nb_history_epochs(a), 5);
+    cr_assert_eq(nb_history_epochs(b), 5);
+    cr_expect(memcmp(nb_history_get(a, "loss"), nb_history_get(b, "loss"), 5 * sizeof(float)) == 0);
+    cr_expect(memcmp(nb_history_get(a, "mae"), nb_history_get(b, "mae"), 5 * sizeof(float)) == 0);
+    cr_expect_eq(pa.n, pb.n);
+    for (int i = 0; i < pa.n; i++)
+        cr_expect(memcmp(pa.data[i], pb.data[i], sizeof(float) * (size_t)pa.numel[i]) == 0,
+                  "parameter %d differs", i);
+    /* and the losses did change from epoch to epoch: the runs really trained */
+    cr_expect(nb_history_get(a, "loss")[4] != nb_history_get(a, "loss")[0]);
+    snapshot_free(&pa);
+    snapshot_free(&pb);
+    nb_history_free(a);
+    nb_history_free(b);
+}
+
+/* ---- evaluate and predict ---------------------------------------------------------------------- */
+
+Test(model, evaluate_matches_the_loss_by_hand) {
+    nb_tensor *x, *y;
+    linear_data(23, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", "mae"), 0);
+    nb_tensor *pred = nb_model_predict(m, x, 0);
+    cr_assert_not_null(pred, "%s", nb_error());
+    double se = 0, ae = 0;
+    for (int i = 0; i < 23; i++) {
+        double d = (double)nb_data(pred)[i] - (double)nb_data(y)[i];
+        se += d * d;
+        ae += fabs(d);
+    }
+    float out[4] = {-1, -1, -1, -1};
+    /* batches of 5: 5+5+5+5+3 rows, weighted by size */
+    cr_assert_eq(nb_model_evaluate(m, x, y, 5, out, 4), 2, "%s", nb_error() ? nb_error() : "");
+    cr_expect(fabs(out[0] - se / 23) <= 1e-5 * (se / 23), "mse %g, by hand %g", (double)out[0], se / 23);
+    cr_expect(fabs(out[1] - ae / 23) <= 1e-5 * (ae / 23), "mae %g, by hand %g", (double)out[1], ae / 23);
+    cr_expect_eq(out[2], -1.0f, "nothing written past the values");
+    /* nout limits what is written */
+    float one = -1;
+    cr_expect_eq(nb_model_evaluate(m, x, y, 0, &one, 1), 1);
+    cr_expect(fabs(one - out[0]) <= 1e-5 * out[0]);
+    /* bad input */
+    nb_clear_error();
+    cr_expect_eq(nb_model_evaluate(m, x, nb_zeros(NB_SHAPE(3, 1)), 0, out, 4), -1);
+    EXPECT_ERROR("nb_model_evaluate", "[23,3]", "[3,1]");
+    nb_model_free(m);
+}
+
+Test(model, predict_is_the_forward) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    nb_tensor *pred = nb_model_predict(m, x, 4); /* batches 4, 4, 2 */
+    cr_assert_not_null(pred, "%s", nb_error());
+    EXPECT_SHAPE(pred, 10, 1);
+    cr_expect(!nb_requires_grad_get(pred), "predict records no graph");
+    nb_tensor *fwd = nb_module_forward(nb_model_module(m), x);
+    cr_assert_not_null(fwd);
+    for (int i = 0; i < 10; i++)
+        cr_expect(fabsf(nb_data(pred)[i] - nb_data(fwd)[i]) <= 1e-6f, "row %d: %g vs %g", i,
+                  (double)nb_data(pred)[i], (double)nb_data(fwd)[i]);
+    /* eval mode: dropout does nothing in predict */
+    nb_model *d = nb_model_sequential();
+    nb_model_add(d, nb_dropout(0.5f));
+    nb_tensor *ones = nb_ones(NB_SHAPE(6, 2));
+    EXPECT_VALUES(nb_model_predict(d, ones, 0), 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+    cr_expect(nb_model_module(d)->training, "predict restores the training flag");
+    nb_model_free(d);
+    /* bad input */
+    nb_clear_error();
+    cr_expect_null(nb_model_predict(m, nb_zeros(NB_SHAPE(3, 5)), 0));
+    EXPECT_ERROR("Dense", "[3,5]");
+    nb_clear_error();
+    cr_expect_null(nb_model_predict(m, nb_zeros(NB_SHAPE(0, 3)), 0));
+    EXPECT_ERROR("nb_model_predict");
+    nb_clear_error();
+    cr_expect_null(nb_model_predict(m, NULL, 0));
+    cr_expect_null(nb_error());
+    nb_model_free(m);
+}
+
+/* ---- validation ------------------------------------------------------------------------------ */
+
+Test(model, validation_split_is_the_last_rows) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", "mae"), 0);
+    nb_fit_opts o = quiet_fit(2, 4);
+    o.validation_split = 0.2f; /* 8 rows to train, the last 2 to validate, as in Keras */
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    const float *val = nb_history_get(h, "val_loss"), *val_mae = nb_history_get(h, "val_mae");
+    cr_assert_not_null(val);
+    cr_assert_not_null(val_mae);
+    float out[2];
+    nb_tensor *xv = nb_slice(x, 0, 8, 10, 1), *yv = nb_slice(y, 0, 8, 10, 1);
+    cr_assert_eq(nb_model_evaluate(m, xv, yv, 0, out, 2), 2);
+    cr_expect(fabsf(val[1] - out[0]) <= 1e-6f * out[0], "val_loss %.9g, loss on rows 8..9 %.9g",
+              (double)val[1], (double)out[0]);
+    cr_expect(fabsf(val_mae[1] - out[1]) <= 1e-6f * out[1]);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, validation_data) {
+    nb_tensor *x, *y, *xv, *yv;
+    linear_data(12, &x, &y);
+    linear_data(5, &xv, &yv);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "adam", "mse", NULL), 0);
+    nb_fit_opts o = quiet_fit(3, 4);
+    o.x_val = xv;
+    o.y_val = yv;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    const float *val = nb_history_get(h, "val_loss");
+    cr_assert_not_null(val);
+    float out;
+    cr_assert_eq(nb_model_evaluate(m, xv, yv, 0, &out, 1), 1);
+    cr_expect(fabsf(val[2] - out) <= 1e-6f * out, "val_loss %g, evaluate %g", (double)val[2], (double)out);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+/* ---- stopping early ---------------------------------------------------------------------------- */
+
+/* A compiled model whose optimizer does nothing: sgd with lr 0. */
+static nb_model *frozen_model(void) {
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    int n = 0;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    nb_sgd_opts sgd = nb_sgd_defaults();
+    sgd.lr = 0;
+    cr_assert_eq(nb_model_set_optimizer(m, nb_sgd(n, p, &sgd)), 0);
+    return m;
+}
+
+Test(model, early_stopping_on_a_plateau) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = frozen_model();
+    nb_fit_opts o = quiet_fit(10, 10);
+    o.shuffle = false; /* the same batch every epoch: exactly the same loss */
+    o.patience = 2;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    /* epoch 1 sets the best, epochs 2 and 3 do not improve: stop after 3 */
+    cr_expect_eq(nb_history_epochs(h), 3);
+    const float *loss = nb_history_get(h, "loss");
+    cr_expect_eq(loss[0], loss[2]);
+    const char *why = nb_history_stop_reason(h);
+    cr_expect(strstr(why, "early stopping at epoch 3") && strstr(why, "loss did not improve for 2 epochs") &&
+                  strstr(why, "at epoch 1"),
+              "stop reason: %s", why);
+    nb_history_free(h);
+
+    /* with restore_best_weights on a model that does not move, nothing moves */
+    snapshot before = take_snapshot(m);
+    o.restore_best_weights = true;
+    h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect(snapshot_equal(m, &before));
+    nb_history_free(h);
+    snapshot_free(&before);
+    nb_model_free(m);
+}
+
+/* Saves the parameters after every epoch, for the test below. */
+typedef struct epoch_weights {
+    snapshot after[20];
+    int epochs;
+} epoch_weights;
+
+static bool save_weights(nb_model *model, int epoch, const nb_history *h, void *user) {
+    (void)h;
+    epoch_weights *w = user;
+    w->after[epoch] = take_snapshot(model);
+    w->epochs = epoch + 1;
+    return true;
+}
+
+Test(model, early_stopping_restores_the_best_weights) {
+    /* sgd with a rate too high for the problem: the loss jumps about, and
+     * training stops after two epochs without a new best; the model must
+     * end with the weights of the epoch of the lowest loss */
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    nb_model *m = small_model();
+    nb_model_compile(m, "sgd", "mse", NULL);
+    int n = 0;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    nb_sgd_opts sgd = nb_sgd_defaults();
+    sgd.lr = 1.2f;
+    nb_model_set_optimizer(m, nb_sgd(n, p, &sgd));
+    epoch_weights saved = {0};
+    nb_fit_opts o = quiet_fit(20, 8);
+    o.shuffle = false;
+    o.patience = 2;
+    o.restore_best_weights = true;
+    o.on_epoch_end = save_weights;
+    o.user = &saved;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    int epochs = nb_history_epochs(h), best = 0;
+    const float *loss = nb_history_get(h, "loss");
+    for (int e = 1; e < epochs; e++)
+        if (loss[e] < loss[best]) best = e;
+    cr_assert(epochs < 20 && strstr(nb_history_stop_reason(h), "early stopping"),
+              "training should stop early: %d epochs, reason \"%s\"", epochs, nb_history_stop_reason(h));
+    cr_assert(best < epochs - 1, "the best epoch is not the last one");
+    cr_expect(snapshot_equal(m, &saved.after[best]), "the weights of epoch %d are restored", best + 1);
+    cr_expect(!snapshot_equal(m, &saved.after[epochs - 2]) || best == epochs - 2);
+    for (int e = 0; e < saved.epochs; e++) snapshot_free(&saved.after[e]);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+typedef struct callback_log {
+    int calls, stop_after;
+    int epochs_seen[8];
+} callback_log;
+
+static bool stop_at(nb_model *model, int epoch, const nb_history *h, void *user) {
+    (void)model;
+    callback_log *log = user;
+    log->epochs_seen[log->calls++] = nb_history_epochs(h);
+    return epoch + 1 < log->stop_after;
+}
+
+Test(model, callback_can_stop_training) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    callback_log log = {.stop_after = 2};
+    nb_fit_opts o = quiet_fit(6, 5);
+    o.on_epoch_end = stop_at;
+    o.user = &log;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect_eq(log.calls, 2);
+    cr_expect_eq(log.epochs_seen[0], 1, "the callback sees the history so far");
+    cr_expect_eq(log.epochs_seen[1], 2);
+    cr_expect_eq(nb_history_epochs(h), 2);
+    cr_expect_str_eq(nb_history_stop_reason(h), "stopped by the callback after epoch 2");
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+/* A loss that is NaN from the start: log of a negative number. */
+static nb_tensor *nan_loss(nb_tensor *pred, nb_tensor *target) {
+    return nb_mean(nb_log(nb_sub_scalar(nb_abs(nb_sub(pred, target)), 100)), NB_ALL, false);
+}
+
+Test(model, nan_loss_stops_training) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    cr_assert_eq(nb_model_set_loss(m, "nan", nan_loss), 0);
+    snapshot before = take_snapshot(m);
+    nb_fit_opts o = quiet_fit(3, 5);
+    nb_clear_error();
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "training that stops returns its history: %s", nb_error());
+    cr_expect_eq(nb_history_epochs(h), 0);
+    const char *why = nb_history_stop_reason(h);
+    cr_expect(strstr(why, "nan") && strstr(why, "epoch 1, batch 1"), "stop reason: %s", why);
+    EXPECT_ERROR("nb_model_fit", "nan", "epoch 1, batch 1");
+    cr_expect(snapshot_equal(m, &before), "no step was taken on a NaN loss");
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, diverging_loss_stops_training) {
+    nb_tensor *x, *y;
+    linear_data(40, &x, &y);
+    nb_tensor *big = nb_mul_scalar(x, 1e3f);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    int n = 0;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    nb_sgd_opts sgd = nb_sgd_defaults();
+    sgd.lr = 1e6f;
+    nb_model_set_optimizer(m, nb_sgd(n, p, &sgd));
+    nb_fit_opts o = quiet_fit(50, 10);
+    nb_history *h = nb_model_fit(m, big, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect(nb_history_epochs(h) < 50);
+    const char *why = nb_history_stop_reason(h);
+    cr_expect((strstr(why, "nan") || strstr(why, "infinite")) && strstr(why, "epoch") && strstr(why, "batch") &&
+                  strstr(why, "training stopped"),
+              "stop reason: %s", why);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+/* ---- printing ---------------------------------------------------------------------------------- */
+
+Test(model, summary_prints_the_keras_table) {
+    nb_model *m = nb_model_sequential();
+    nb_model_add(m, nb_dense(10, "relu", 10));
+    nb_model_add(m, nb_dense(1, "linear", 0));
+    capture c;
+    capture_begin(&c);
+    nb_model_summary(m, c.f);
+    const char *s = capture_end(&c);
+    const char *lines[] = {
+        "Model: \"sequential\"\n",
+        "_________________________________________________________________\n",
+        " Layer (type)                Output Shape              Param #\n",
+        "=================================================================\n",
+        " dense (Dense)               (None, 10)                110\n",
+        " dense_1 (Dense)             (None, 1)                 11\n",
+        "Total params: 121\n",
+        "Trainable params: 121\n",
+        "Non-trainable params: 0\n",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+        cr_expect(strstr(s, lines[i]) != NULL, "summary lacks the line \"%s\":\n%s", lines[i], s);
+    /* the table's order */
+    cr_expect(strstr(s, "dense (Dense)") < strstr(s, "dense_1 (Dense)"));
+    cr_expect(strstr(s, "dense_1 (Dense)") < strstr(s, "Total params"));
+    nb_model_free(m);
+}
+
+Test(model, fit_verbosity) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", "mae"), 0);
+    capture c;
+
+    /* 0: silent */
+    capture_begin(&c);
+    nb_fit_opts o = quiet_fit(2, 4);
+    o.out = c.f;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h);
+    nb_history_free(h);
+    cr_expect_str_eq(capture_end(&c), "");
+
+    /* 1 to a file, which is not a terminal: no carriage returns, one final
+     * bar per epoch */
+    capture_begin(&c);
+    o.verbose = 1;
+    o.out = c.f;
+    h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h);
+    nb_history_free(h);
+    const char *s = capture_end(&c);
+    cr_expect(strncmp(s, "Epoch 1/2\n", 10) == 0, "output:\n%s", s);
+    cr_expect(strstr(s, "\nEpoch 2/2\n") != NULL, "output:\n%s", s);
+    cr_expect(strstr(s, "3/3 [==============================] - ") != NULL, "output:\n%s", s);
+    cr_expect(strstr(s, " - loss: ") != NULL && strstr(s, " - mae: ") != NULL, "output:\n%s", s);
+    cr_expect(strchr(s, '\r') == NULL, "no carriage returns in a file:\n%s", s);
+    const char *bar = strstr(s, "[==");
+    cr_expect(bar && strstr(bar, "loss:") && strchr(bar, '\n') > strstr(bar, "loss:"),
+              "the bar line carries the loss:\n%s", s);
+
+    /* 2: one line per epoch, no bar */
+    capture_begin(&c);
+    o.verbose = 2;
+    o.out = c.f;
+    h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h);
+    nb_history_free(h);
+    s = capture_end(&c);
+    cr_expect(strstr(s, "Epoch 2/2\n3/3 - ") != NULL && strchr(s, '[') == NULL, "output:\n%s", s);
+    nb_model_free(m);
+}
+
+/* ---- losses and accuracy by hand ------------------------------------------------------------------- */
+
+/* probabilities of 3 classes for 2 samples; the targets are classes 0 and 2 */
+static const float probs[] = {0.7f, 0.2f, 0.1f, 0.1f, 0.5f, 0.4f};
+static const float onehot[] = {1, 0, 0, 0, 0, 1};
+static const float labels[] = {0, 2};
+
+Test(model, categorical_crossentropy_by_hand) {
+    /* -(ln 0.7 + ln 0.4) / 2 = (0.35667494 + 0.91629073) / 2 */
+    const float want = 0.63648284f;
+    nb_tensor *p = nb_from_array(NB_SHAPE(2, 3), probs);
+    EXPECT_VALUES(nb_categorical_crossentropy(p, nb_from_array(NB_SHAPE(2, 3), onehot)), 1e-6, want);
+    EXPECT_VALUES(nb_sparse_categorical_crossentropy(p, nb_from_array(NB_SHAPE(2), labels)), 1e-6, want);
+    EXPECT_VALUES(nb_sparse_categorical_crossentropy(p, nb_from_array(NB_SHAPE(2, 1), labels)), 1e-6, want);
+    /* probabilities are clipped to [1e-7, 1 - 1e-7]: a zero costs -ln(1e-7) */
+    nb_tensor *hard = nb_from_array(NB_SHAPE(1, 2), (const float[]){0, 1});
+    EXPECT_VALUES(nb_categorical_crossentropy(hard, nb_from_array(NB_SHAPE(1, 2), (const float[]){1, 0})),
+                  1e-3, 16.118095f);
+    /* the model reports the same through compile and evaluate */
+    float out[2];
+    nb_model *m = passthrough("categorical_crossentropy", "accuracy");
+    cr_assert_eq(nb_model_evaluate(m, p, nb_from_array(NB_SHAPE(2, 3), onehot), 0, out, 2), 2);
+    cr_expect_float_eq(out[0], want, 1e-6);
+    nb_model_free(m);
+    m = passthrough("sparse_categorical_crossentropy", "accuracy");
+    cr_assert_eq(nb_model_evaluate(m, p, nb_from_array(NB_SHAPE(2), labels), 0, out, 2), 2);
+    cr_expect_float_eq(out[0], want, 1e-6);
+    nb_model_free(m);
+    /* bad shapes */
+    nb_clear_error();
+    cr_expect_null(nb_categorical_crossentropy(p, nb_zeros(NB_SHAPE(2, 2))));
+    EXPECT_ERROR("categorical_crossentropy", "[2,3]", "[2,2]");
+}
+
+Test(model, accuracy_follows_the_loss) {
+    nb_tensor *p = nb_from_array(NB_SHAPE(2, 3), probs);
+    nb_tensor *t = nb_from_array(NB_SHAPE(2, 3), onehot);
+    float out[3];
+
+    /* categorical: argmax [0, 1] against [0, 2] -> 1/2 */
+    nb_model *m = passthrough("categorical_crossentropy", "accuracy, binary_accuracy");
+    cr_assert_eq(nb_model_evaluate(m, p, t, 0, out, 3), 3);
+    cr_expect_float_eq(out[1], 0.5f, 1e-7);
+    /* binary_accuracy on the same: elementwise p > 0.5 against t > 0.5,
+     * [1,0,0] vs [1,0,0] and [0,0,0] vs [0,0,1]: 5 of 6 */
+    cr_expect_float_eq(out[2], 5.0f / 6.0f, 1e-7);
+    nb_model_free(m);
+
+    /* sparse: the same rows with labels [0, 2] -> 1/2 */
+    m = passthrough("sparse_categorical_crossentropy", "acc");
+    cr_assert_eq(nb_model_evaluate(m, p, nb_from_array(NB_SHAPE(2), labels), 0, out, 2), 2);
+    cr_expect_float_eq(out[1], 0.5f, 1e-7);
+    nb_model_free(m);
+
+    /* binary: p [0.9, 0.2, 0.6, 0.7] against [1, 0, 0, 1] -> 3 of 4;
+     * bce = -(ln 0.9 + ln 0.8 + ln 0.4 + ln 0.7) / 4 */
+    nb_tensor *pb = nb_from_array(NB_SHAPE(4, 1), (const float[]){0.9f, 0.2f, 0.6f, 0.7f});
+    nb_tensor *tb = nb_from_array(NB_SHAPE(4, 1), (const float[]){1, 0, 0, 1});
+    m = passthrough("binary_crossentropy", "accuracy, mae");
+    cr_assert_eq(nb_model_evaluate(m, pb, tb, 3, out, 3), 3);
+    cr_expect_float_eq(out[0], 0.40036742f, 1e-6);
+    cr_expect_float_eq(out[1], 0.75f, 1e-7);
+    /* mae: (0.1 + 0.2 + 0.6 + 0.3) / 4 */
+    cr_expect_float_eq(out[2], 0.3f, 1e-6);
+    nb_model_free(m);
+}
+
+Test(model, history_keys_of_metrics) {
+    /* "acc" with a sparse loss is sparse categorical accuracy, recorded as
+     * "accuracy", with its "val_" twin; over 9 training rows and 3
+     * validation rows it is a count of hits over 9 and over 3 */
+    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(12, 2));
+    nb_tensor *y = nb_from_array(NB_SHAPE(12), (const float[]){0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2});
+    nb_model *m = nb_model_sequential();
+    nb_model_add(m, nb_dense(3, "softmax", 2));
+    cr_assert_eq(nb_model_compile(m, "adam", "sparse_categorical_crossentropy", "acc"), 0);
+    nb_fit_opts o = quiet_fit(2, 4);
+    o.validation_split = 0.25f;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    const char *keys[] = {"loss", "accuracy", "val_loss", "val_accuracy"};
+    cr_assert_eq(nb_history_num_keys(h), 4);
+    for (int i = 0; i < 4; i++) cr_expect_str_eq(nb_history_key(h, i), keys[i]);
+    for (int e = 0; e < 2; e++) {
+        double acc = nb_history_get(h, "accuracy")[e] * 9.0, val = nb_history_get(h, "val_accuracy")[e] * 3.0;
+        cr_expect(fabs(acc - round(acc)) < 1e-4, "accuracy %g is not hits / 9", acc / 9);
+        cr_expect(fabs(val - round(val)) < 1e-4, "val_accuracy %g is not hits / 3", val / 3);
+    }
+    nb_history_free(h);
+    nb_model_free(m);
+}
