@@ -266,7 +266,7 @@ typedef struct nb_pack_buf {
 
 static nb_pack_buf *free_bufs;
 static pthread_mutex_t bufs_lock = PTHREAD_MUTEX_INITIALIZER;
-static int bufs_atexit;
+static bool bufs_registered; /* exit and fork handlers */
 
 static void free_all_bufs(void) {
     pthread_mutex_lock(&bufs_lock);
@@ -279,14 +279,21 @@ static void free_all_bufs(void) {
     pthread_mutex_unlock(&bufs_lock);
 }
 
+/* Another thread may have held the lock when the process forked; in the
+ * child that thread no longer exists to release it. */
+static void bufs_after_fork(void) { pthread_mutex_init(&bufs_lock, NULL); }
+
 /* A 64-byte aligned buffer of at least `floats` floats, or NULL. */
 static nb_pack_buf *buf_get(size_t floats) {
     pthread_mutex_lock(&bufs_lock);
     nb_pack_buf *buf = free_bufs;
     if (buf)
         free_bufs = buf->next;
-    if (!bufs_atexit)
-        bufs_atexit = atexit(free_all_bufs) == 0;
+    if (!bufs_registered) {
+        bufs_registered = true;
+        atexit(free_all_bufs);
+        pthread_atfork(NULL, NULL, bufs_after_fork);
+    }
     pthread_mutex_unlock(&bufs_lock);
     if (!buf) {
         buf = malloc(sizeof *buf);

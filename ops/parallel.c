@@ -14,7 +14,8 @@
  * the pool at a time (call_lock). A second user thread that finds the pool
  * busy does not queue behind it: it runs its whole range itself, which is
  * correct because callers must not depend on how the range is split, and it
- * can never deadlock. At exit the workers are stopped and joined.
+ * can never deadlock. At exit the workers are stopped and joined; a forked
+ * child starts over with no workers.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -183,6 +184,17 @@ static void pool_exit(void) {
     pthread_mutex_unlock(&call_lock);
 }
 
+/* Only the forking thread survives a fork: the child forgets the workers
+ * (and any lock another thread held) and builds a fresh pool on demand. */
+static void pool_after_fork(void) {
+    started = 0;
+    atomic_store(&pending, 0);
+    pthread_mutex_init(&call_lock, NULL);
+    pthread_mutex_init(&sleep_lock, NULL);
+    pthread_cond_init(&wake, NULL);
+    pthread_cond_init(&done, NULL);
+}
+
 static int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > NB_MAX_THREADS ? NB_MAX_THREADS : (int)n;
@@ -199,6 +211,7 @@ static void pool_init(void) {
     }
     atomic_store(&num_threads, n);
     atexit(pool_exit);
+    pthread_atfork(NULL, NULL, pool_after_fork);
 }
 
 int nb_get_num_threads(void) {

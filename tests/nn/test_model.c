@@ -634,6 +634,7 @@ Test(model, nan_loss_stops_training) {
     cr_expect(strstr(why, "nan") && strstr(why, "epoch 1, batch 1"), "stop reason: %s", why);
     EXPECT_ERROR("nb_model_fit", "nan", "epoch 1, batch 1");
     cr_expect(snapshot_equal(m, &before), "no step was taken on a NaN loss");
+    snapshot_free(&before);
     nb_history_free(h);
     nb_model_free(m);
 }

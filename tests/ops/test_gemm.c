@@ -23,6 +23,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -249,6 +251,36 @@ Test(gemm, concurrent_callers) {
     free(b);
     free(zero);
     free(want);
+    nb_set_num_threads(0);
+}
+
+/* A child forked after the pool has started has no workers; its first
+ * parallel product must build a new pool rather than wait on dead ones. */
+Test(gemm, usable_after_fork) {
+    const int64_t m = 200, n = 190, k = 180;
+    lcg_seed(6);
+    float *a = random_buf((size_t)(m * k)), *b = random_buf((size_t)(k * n));
+    float *zero = calloc((size_t)(m * n), sizeof *zero);
+    cr_assert_not_null(zero);
+    float *want = product(false, false, 1, a, b, zero, m, n, k, 0.0f);
+    float *got = product(false, false, 2, a, b, zero, m, n, k, 0.0f);
+    cr_assert(memcmp(got, want, (size_t)(m * n) * sizeof *got) == 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        alarm(30); /* a hang becomes a failure, not a stuck test */
+        nb_gemm(false, false, m, n, k, a, k, b, n, 0.0f, got, n);
+        _exit(memcmp(got, want, (size_t)(m * n) * sizeof *got) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the forked child could not multiply");
+    free(a);
+    free(b);
+    free(zero);
+    free(want);
+    free(got);
     nb_set_num_threads(0);
 }
 
