@@ -137,7 +137,8 @@ nb_module *nb_activation(const char *name) {
     const activation_entry *act = find_activation("nb_activation", name);
     if (!act) return NULL;
     activation_layer *a = (activation_layer *)nb_module_new(&activation_type, sizeof *a);
-    if (a) a->act = act;
+    if (!a) return NULL;
+    a->act = act;
     return &a->base;
 }
 

@@ -21,19 +21,6 @@
  */
 #include "ops_internal.h"
 
-/* Applies EXPR (of v, the input element) to every element of x. */
-#define ACT_FORWARD(x, out, EXPR)                                               \
-    nb_tensor *out = nb_empty_like(x);                                          \
-    if (!out) return NULL;                                                      \
-    do {                                                                        \
-        const float *px_ = nb_data(x);                                          \
-        float *po_ = nb_data_mut(out);                                          \
-        for (int64_t i_ = 0, n_ = nb_numel(x); i_ < n_; i_++) {                 \
-            float v = px_[i_];                                                  \
-            po_[i_] = (EXPR);                                                   \
-        }                                                                       \
-    } while (0)
-
 #define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
@@ -46,7 +33,7 @@ static const nb_op tanh_op = {"tanh", tanh_backward};
 
 nb_tensor *nb_tanh(nb_tensor *x) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, tanhf(v));
+    NB_UNARY_FORWARD(x, y, tanhf(v));
     nb_record(y, &tanh_op, 1, &x);
     nb_save(y, y);
     return y;
@@ -69,7 +56,7 @@ static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward};
 
 nb_tensor *nb_sigmoid(nb_tensor *x) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, sigmoidf(v));
+    NB_UNARY_FORWARD(x, y, sigmoidf(v));
     nb_record(y, &sigmoid_op, 1, &x);
     nb_save(y, y);
     return y;
@@ -86,7 +73,7 @@ static const nb_op relu_op = {"relu", relu_backward};
 
 nb_tensor *nb_relu(nb_tensor *x) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, v <= 0 ? 0.0f : v);
+    NB_UNARY_FORWARD(x, y, v <= 0 ? 0.0f : v);
     nb_record(y, &relu_op, 1, &x);
     nb_save(y, y);
     return y;
@@ -110,7 +97,7 @@ static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward};
 
 nb_tensor *nb_leaky_relu(nb_tensor *x, float negative_slope) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, v > 0 ? v : v * negative_slope);
+    NB_UNARY_FORWARD(x, y, v > 0 ? v : v * negative_slope);
     nb_record(y, &leaky_relu_op, 1, &x);
     nb_save(y, x);
     nb_set_attr(y, 0, negative_slope);
@@ -132,7 +119,7 @@ static const nb_op elu_op = {"elu", elu_backward};
 
 nb_tensor *nb_elu(nb_tensor *x, float alpha) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, v > 0 ? v : alpha * expm1f(v));
+    NB_UNARY_FORWARD(x, y, v > 0 ? v : alpha * expm1f(v));
     nb_record(y, &elu_op, 1, &x);
     nb_save(y, x);
     nb_save(y, y);
@@ -154,7 +141,7 @@ static const nb_op gelu_op = {"gelu", gelu_backward};
 
 nb_tensor *nb_gelu(nb_tensor *x) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, 0.5f * v * (1.0f + erff(v * INV_SQRT2)));
+    NB_UNARY_FORWARD(x, y, 0.5f * v * (1.0f + erff(v * INV_SQRT2)));
     nb_record(y, &gelu_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -171,7 +158,7 @@ static const nb_op softplus_op = {"softplus", softplus_backward};
 
 nb_tensor *nb_softplus(nb_tensor *x) {
     if (!x) return NULL;
-    ACT_FORWARD(x, y, (v > 0 ? v : 0.0f) + log1pf(expf(-fabsf(v))));
+    NB_UNARY_FORWARD(x, y, (v > 0 ? v : 0.0f) + log1pf(expf(-fabsf(v))));
     nb_record(y, &softplus_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -201,7 +188,7 @@ nb_tensor *nb_clamp(nb_tensor *x, float min, float max) {
                      (double)max, SHAPE(x));
         return NULL;
     }
-    ACT_FORWARD(x, y, v < min ? min : v > max ? max : v);
+    NB_UNARY_FORWARD(x, y, v < min ? min : v > max ? max : v);
     nb_record(y, &clamp_op, 1, &x);
     nb_save(y, x);
     nb_set_attr(y, 0, min);

@@ -56,6 +56,21 @@ bool nb_bcast_plan(const char *who, const nb_tensor *a, const nb_tensor *b, nb_b
         }                                                                                    \
     } while (0)
 
+/* The forward of an elementwise function of one tensor: declares out,
+ * shaped like x, and sets each element to EXPR of v, the input element.
+ * Returns NULL from the enclosing function if out cannot be made. */
+#define NB_UNARY_FORWARD(x, out, EXPR)                                          \
+    nb_tensor *out = nb_empty_like(x);                                          \
+    if (!out) return NULL;                                                      \
+    do {                                                                        \
+        const float *px_ = nb_data(x);                                          \
+        float *po_ = nb_data_mut(out);                                          \
+        for (int64_t i_ = 0, n_ = nb_numel(x); i_ < n_; i_++) {                 \
+            float v = px_[i_];                                                  \
+            po_[i_] = (EXPR);                                                   \
+        }                                                                       \
+    } while (0)
+
 /* Ops composed of other ops run inside a scope of their own, so that their
  * intermediates are freed even when the caller has no scope open; the
  * result leaves it through nb_escape (NULL passes through):

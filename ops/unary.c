@@ -13,19 +13,6 @@
  */
 #include "ops_internal.h"
 
-/* Applies EXPR (of v, the input element) to every element of x. */
-#define UNARY_FORWARD(x, out, EXPR)                                             \
-    nb_tensor *out = nb_empty_like(x);                                          \
-    if (!out) return NULL;                                                      \
-    do {                                                                        \
-        const float *px_ = nb_data(x);                                          \
-        float *po_ = nb_data_mut(out);                                          \
-        for (int64_t i_ = 0, n_ = nb_numel(x); i_ < n_; i_++) {                 \
-            float v = px_[i_];                                                  \
-            po_[i_] = (EXPR);                                                   \
-        }                                                                       \
-    } while (0)
-
 static void neg_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     (void)y;
     gx[0] = nb_neg(g);
@@ -33,7 +20,7 @@ static void neg_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op neg_op = {"neg", neg_backward};
 nb_tensor *nb_neg(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, -v);
+    NB_UNARY_FORWARD(x, y, -v);
     return nb_record(y, &neg_op, 1, &x);
 }
 
@@ -43,7 +30,7 @@ static void exp_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op exp_op = {"exp", exp_backward};
 nb_tensor *nb_exp(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, expf(v));
+    NB_UNARY_FORWARD(x, y, expf(v));
     nb_record(y, &exp_op, 1, &x);
     nb_save(y, y);
     return y;
@@ -55,7 +42,7 @@ static void log_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op log_op = {"log", log_backward};
 nb_tensor *nb_log(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, logf(v));
+    NB_UNARY_FORWARD(x, y, logf(v));
     nb_record(y, &log_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -67,7 +54,7 @@ static void sqrt_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op sqrt_op = {"sqrt", sqrt_backward};
 nb_tensor *nb_sqrt(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, sqrtf(v));
+    NB_UNARY_FORWARD(x, y, sqrtf(v));
     nb_record(y, &sqrt_op, 1, &x);
     nb_save(y, y);
     return y;
@@ -82,7 +69,7 @@ static void sign_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op sign_op = {"sign", sign_backward};
 nb_tensor *nb_sign(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f);
+    NB_UNARY_FORWARD(x, y, v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f);
     return nb_record(y, &sign_op, 1, &x);
 }
 
@@ -92,7 +79,7 @@ static void abs_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op abs_op = {"abs", abs_backward};
 nb_tensor *nb_abs(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, fabsf(v));
+    NB_UNARY_FORWARD(x, y, fabsf(v));
     nb_record(y, &abs_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -104,7 +91,7 @@ static void sin_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op sin_op = {"sin", sin_backward};
 nb_tensor *nb_sin(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, sinf(v));
+    NB_UNARY_FORWARD(x, y, sinf(v));
     nb_record(y, &sin_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -116,7 +103,7 @@ static void cos_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op cos_op = {"cos", cos_backward};
 nb_tensor *nb_cos(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, cosf(v));
+    NB_UNARY_FORWARD(x, y, cosf(v));
     nb_record(y, &cos_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -128,7 +115,7 @@ static void square_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op square_op = {"square", square_backward};
 nb_tensor *nb_square(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, v * v);
+    NB_UNARY_FORWARD(x, y, v * v);
     nb_record(y, &square_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -143,7 +130,7 @@ static void erf_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
 static const nb_op erf_op = {"erf", erf_backward};
 nb_tensor *nb_erf(nb_tensor *x) {
     if (!x) return NULL;
-    UNARY_FORWARD(x, y, erff(v));
+    NB_UNARY_FORWARD(x, y, erff(v));
     nb_record(y, &erf_op, 1, &x);
     nb_save(y, x);
     return y;
