@@ -32,6 +32,8 @@ struct nb_model {
     int64_t sample_shape[NB_MAX_DIMS];
     nb_optimizer *opt;
     char opt_name[32]; /* compiled by name before the parameters existed */
+    bool opt_custom;   /* given by nb_model_set_optimizer, not by name */
+    bool opt_stale;    /* a custom optimizer dropped because layers were added */
     nb_loss_fn loss;
     char loss_name[48];
     int nmetrics;
@@ -57,14 +59,19 @@ nb_model *nb_model_from_module(nb_module *m) {
         return NULL;
     }
     model->net = m;
+    /* A Sequential, however it was made, gets the layer-wise treatment:
+     * nb_model_add, per-layer summary, and its input size from a first
+     * Dense that declares one. */
+    model->sequential = nb__is_sequential(m);
+    int64_t input_dim;
+    if (model->sequential && nb__is_dense(nb_sequential_at(m, 0), NULL, &input_dim) && input_dim > 0) {
+        model->sample_ndim = 1;
+        model->sample_shape[0] = input_dim;
+    }
     return model;
 }
 
-nb_model *nb_model_sequential(void) {
-    nb_model *model = nb_model_from_module(nb_sequential(0, NULL));
-    if (model) model->sequential = true;
-    return model;
-}
+nb_model *nb_model_sequential(void) { return nb_model_from_module(nb_sequential(0, NULL)); }
 
 nb_module *nb_model_module(nb_model *model) { return model ? model->net : NULL; }
 nb_optimizer *nb_model_optimizer(nb_model *model) { return model ? model->opt : NULL; }
@@ -118,10 +125,16 @@ int nb_model_add(nb_model *model, nb_module *layer) {
         return -1;
     }
     if (model->opt) {
-        /* new parameters after compile: rebuild the optimizer over them */
-        snprintf(model->opt_name, sizeof model->opt_name, "%s", nb_optimizer_name(model->opt));
+        /* New parameters after compile: an optimizer named at compile is
+         * rebuilt over them at the next fit; one the user built cannot be,
+         * and fit will ask for it again rather than silently use defaults. */
         nb_optimizer_free(model->opt);
         model->opt = NULL;
+        if (model->opt_custom) {
+            model->opt_name[0] = '\0';
+            model->opt_custom = false;
+            model->opt_stale = true;
+        }
     }
     return 0;
 }
@@ -148,8 +161,12 @@ static bool known_optimizer(const char *name) {
 static bool ensure_optimizer(nb_model *model) {
     if (model->opt) return true;
     if (!model->opt_name[0]) {
-        nb_set_error("nb_model_fit: the model has no optimizer (call nb_model_compile or "
-                     "nb_model_set_optimizer first)");
+        if (model->opt_stale)
+            nb_set_error("nb_model_fit: layers were added after nb_model_set_optimizer; pass an "
+                         "optimizer built over the new parameter list (nb_model_parameters)");
+        else
+            nb_set_error("nb_model_fit: the model has no optimizer (call nb_model_compile or "
+                         "nb_model_set_optimizer first)");
         return false;
     }
     int n;
@@ -204,6 +221,7 @@ int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, c
     memcpy(model->metric_names, mnames, sizeof mnames);
     nb_optimizer_free(model->opt);
     model->opt = NULL;
+    model->opt_custom = model->opt_stale = false;
     snprintf(model->opt_name, sizeof model->opt_name, "%s", optimizer);
     int n;
     if (nb_module_parameters(model->net, &n) && n > 0 && !ensure_optimizer(model)) return -1;
@@ -214,6 +232,8 @@ int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt) {
     if (!model || !opt) return -1;
     nb_optimizer_free(model->opt);
     model->opt = opt;
+    model->opt_custom = true;
+    model->opt_stale = false;
     snprintf(model->opt_name, sizeof model->opt_name, "%s", nb_optimizer_name(opt));
     return 0;
 }

@@ -216,6 +216,8 @@ int nb_sequential_add(nb_module *seq, nb_module *layer) {
     return nb_module_add_child(seq, name, layer) ? 0 : -1;
 }
 
+bool nb__is_sequential(const nb_module *m) { return m && m->type == &sequential_type; }
+
 int nb_sequential_len(const nb_module *seq) {
     return seq && seq->type == &sequential_type ? seq->nentries : 0;
 }

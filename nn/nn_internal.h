@@ -6,6 +6,8 @@
 
 #include "nb_nn.h"
 
+/* True for a module made by nb_sequential. */
+bool nb__is_sequential(const nb_module *m);
 /* Removes and returns the last layer of a Sequential without freeing it. */
 nb_module *nb__sequential_pop(nb_module *seq);
 /* True for a Dense layer, with its sizes (input_dim 0 until built). */

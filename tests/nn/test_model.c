@@ -828,3 +828,36 @@ Test(model, history_keys_of_metrics) {
     nb_history_free(h);
     nb_model_free(m);
 }
+
+Test(model, a_wrapped_sequential_is_a_sequential) {
+    nb_model *m = nb_model_from_module(
+        nb_sequential(2, (nb_module *[]){nb_dense(4, "relu", 3), nb_dense(2, "linear", 0)}));
+    cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 0)), 0, "%s", nb_error() ? nb_error() : "");
+    cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 5)), -1, "a layer that does not fit is refused");
+    EXPECT_ERROR("nb_model_add", "layer 3");
+    capture c;
+    capture_begin(&c);
+    nb_model_summary(m, c.f);
+    const char *s = capture_end(&c);
+    cr_assert(strstr(s, "dense_2 (Dense)             (None, 1)                 3\n"), "%s", s);
+    cr_assert(strstr(s, "Total params: 29\n"), "%s", s); /* 16 + 10 + 3 */
+    nb_model_free(m);
+}
+
+Test(model, adding_layers_drops_a_custom_optimizer) {
+    nb_model *m = small_model();
+    int n;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    nb_sgd_opts o = nb_sgd_defaults();
+    o.lr = 0.5f;
+    cr_assert_eq(nb_model_set_loss(m, "mse", nb_loss_by_name("mse")), 0);
+    cr_assert_eq(nb_model_set_optimizer(m, nb_sgd(n, p, &o)), 0);
+    cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 0)), 0);
+    cr_assert_null(nb_model_optimizer(m));
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    nb_fit_opts fit = quiet_fit(1, 4);
+    cr_assert_null(nb_model_fit(m, x, y, &fit));
+    EXPECT_ERROR("nb_model_fit", "nb_model_set_optimizer", "new parameter list");
+    nb_model_free(m);
+}
