@@ -149,7 +149,8 @@ void nb_zero_grad(nb_tensor *t) {
     if (!t || !t->grad) return;
     /* A gradient that is part of a graph (create_graph) may be used by it:
      * replace it rather than overwrite it. */
-    if (t->grad->op || atomic_load(&t->grad->refcount) > 1) {
+    if (t->grad->op || atomic_load(&t->grad->refcount) > 1 ||
+        atomic_load(&t->grad->storage->refcount) > 1) {
         nb__tensor_decref(t->grad);
         bool was = nb_set_grad_enabled(false);
         t->grad = nb_zeros(t->ndim, t->shape);
@@ -215,12 +216,19 @@ static nb_tensor *alias(nb_tensor *t) {
     return nb_record(v, &alias_op, 1, &t);
 }
 
+/* True when the engine holds the only reference to t and to its memory:
+ * no scope, no user, no graph, and no view (reshape shares storage) can see
+ * a change made to it in place. */
+static bool exclusive(const nb_tensor *t) {
+    return atomic_load(&t->refcount) == 1 && atomic_load(&t->storage->refcount) == 1 &&
+           !t->caller_ref && t->scope_depth == 0;
+}
+
 /* acc += g, in place when nobody else can see acc, as a recorded op when a
  * graph of the gradient is wanted. Consumes the caller's reference to acc
  * and returns a referenced result. */
 static nb_tensor *accumulate(nb_tensor *acc, nb_tensor *g, bool create_graph) {
-    if (!create_graph && !acc->op && atomic_load(&acc->refcount) == 1 && !acc->caller_ref &&
-        acc->scope_depth == 0) {
+    if (!create_graph && !acc->op && exclusive(acc)) {
         float *pa = nb_data_mut(acc);
         const float *pg = nb_data(g);
         for (int64_t i = 0; i < acc->numel; i++) pa[i] += pg[i];
@@ -241,54 +249,78 @@ typedef struct frame {
     int next;
 } frame;
 
-static _Thread_local struct {
+/* The order and stack of one traversal. A run takes the thread's cached
+ * buffers and gives them back when it ends, so that a backward started from
+ * inside an op's backward (recomputation, checkpointing) gets buffers of
+ * its own instead of overwriting the outer run's. */
+typedef struct buffers {
     nb_tensor **order;
     frame *stack;
     int64_t cap;
-} work;
+} buffers;
+
+static _Thread_local buffers cached;
 
 static atomic_ullong visit_counter;
 
 void nb__engine_thread_exit(void) {
-    free(work.order);
-    free(work.stack);
-    memset(&work, 0, sizeof work);
+    free(cached.order);
+    free(cached.stack);
+    memset(&cached, 0, sizeof cached);
 }
 
-static bool reserve(int64_t n) {
-    if (n <= work.cap) return true;
-    int64_t cap = work.cap ? work.cap : 256;
-    while (cap < n) cap *= 2;
-    nb_tensor **order = realloc(work.order, (size_t)cap * sizeof *order);
-    if (order) work.order = order;
-    frame *stack = realloc(work.stack, (size_t)cap * sizeof *stack);
-    if (stack) work.stack = stack;
-    if (!order || !stack) return false;
-    work.cap = cap;
+static buffers take_buffers(void) {
+    buffers b = cached;
+    memset(&cached, 0, sizeof cached);
+    return b;
+}
+
+static void give_back_buffers(buffers *b) {
+    if (!cached.order && !cached.stack) {
+        cached = *b;
+    } else { /* a nested run returned its buffers first: keep the larger */
+        buffers *drop = b->cap > cached.cap ? &cached : b;
+        buffers keep = b->cap > cached.cap ? *b : cached;
+        free(drop->order);
+        free(drop->stack);
+        cached = keep;
+    }
     nb__thread_cache_used();
+}
+
+static bool reserve(buffers *b, int64_t n) {
+    if (n <= b->cap) return true;
+    int64_t cap = b->cap ? b->cap : 256;
+    while (cap < n) cap *= 2;
+    nb_tensor **order = realloc(b->order, (size_t)cap * sizeof *order);
+    if (order) b->order = order;
+    frame *stack = realloc(b->stack, (size_t)cap * sizeof *stack);
+    if (stack) b->stack = stack;
+    if (!order || !stack) return false;
+    b->cap = cap;
     return true;
 }
 
 /* Depth-first post-order over nodes that require grad, children first. */
-static int64_t topo_sort(int nroots, nb_tensor *const *roots, uint64_t stamp) {
+static int64_t topo_sort(buffers *b, int nroots, nb_tensor *const *roots, uint64_t stamp) {
     int64_t norder = 0, top = 0, total = 0;
     for (int r = 0; r < nroots; r++) {
         if (roots[r]->visit == stamp) continue;
-        if (!reserve(total + 1)) return -1;
+        if (!reserve(b, total + 1)) return -1;
         roots[r]->visit = stamp;
         total++;
-        work.stack[top++] = (frame){roots[r], 0};
+        b->stack[top++] = (frame){roots[r], 0};
         while (top > 0) {
-            frame *f = &work.stack[top - 1];
+            frame *f = &b->stack[top - 1];
             if (f->next < f->node->ninputs) {
                 nb_tensor *c = f->node->inputs[f->next++];
                 if (!c->requires_grad || c->visit == stamp) continue;
-                if (!reserve(total + 1)) return -1;
+                if (!reserve(b, total + 1)) return -1;
                 c->visit = stamp;
                 total++;
-                work.stack[top++] = (frame){c, 0};
+                b->stack[top++] = (frame){c, 0};
             } else {
-                work.order[norder++] = f->node;
+                b->order[norder++] = f->node;
                 top--;
             }
         }
@@ -300,8 +332,7 @@ static int64_t topo_sort(int nroots, nb_tensor *const *roots, uint64_t stamp) {
  * the node owns. Takes over the caller's reference to g. */
 static void accumulate_into_grad(nb_tensor *node, nb_tensor *g, bool create_graph) {
     if (!node->grad) {
-        bool exclusive = atomic_load(&g->refcount) == 1 && !g->caller_ref && g->scope_depth == 0;
-        if (create_graph || (exclusive && !g->op)) {
+        if (create_graph || (exclusive(g) && !g->op)) {
             node->grad = g;
             return;
         }
@@ -421,16 +452,19 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
 static int run_backward(const run *r) {
     if (!check_outputs(r)) return -1;
     uint64_t stamp = atomic_fetch_add(&visit_counter, 1) + 1;
-    int64_t n = topo_sort(r->noutputs, r->outputs, stamp);
+    buffers b = take_buffers();
+    int64_t n = topo_sort(&b, r->noutputs, r->outputs, stamp);
     if (n < 0) {
+        give_back_buffers(&b);
         nb_set_error("%s: out of memory sorting the graph", r->who);
         return -1;
     }
+    nb_tensor **order = b.order;
     /* Hold every node until the end: freeing the graph as we go must not
      * free a node still waiting in the order. */
     for (int64_t i = 0; i < n; i++) {
-        nb__tensor_retain(work.order[i]);
-        work.order[i]->acc = NULL;
+        nb__tensor_retain(order[i]);
+        order[i]->acc = NULL;
     }
     for (int i = 0; i < r->ninputs; i++) r->inputs[i]->capture = i + 1;
     bool was = nb_set_grad_enabled(r->create_graph);
@@ -455,7 +489,7 @@ static int run_backward(const run *r) {
 
     /* outputs first: the reverse of the post-order */
     for (int64_t i = n - 1; i >= 0 && ok; i--) {
-        nb_tensor *node = work.order[i];
+        nb_tensor *node = order[i];
         nb_tensor *g = node->acc;
         if (!g) continue; /* no gradient reached it */
         node->acc = NULL;
@@ -465,29 +499,39 @@ static int run_backward(const run *r) {
             r->grads[node->capture - 1] = g;
         }
         if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
-            nb__tensor_retain(g);
-            accumulate_into_grad(node, g, r->create_graph);
+            accumulate_into_grad(node, g, r->create_graph); /* takes our reference */
+            continue;
         }
         nb__tensor_decref(g);
     }
 
     for (int64_t i = 0; i < n; i++) {
-        nb_tensor *node = work.order[i];
+        nb_tensor *node = order[i];
         if (node->acc) nb__tensor_decref(node->acc);
         node->acc = NULL;
+    }
+    /* An input listed twice was captured once, in the slot of its last
+     * listing: the other listings share that gradient. */
+    for (int i = 0; ok && i < r->ninputs; i++) {
+        int c = r->inputs[i]->capture - 1;
+        if (c != i && r->grads[c]) {
+            nb__tensor_retain(r->grads[c]);
+            r->grads[i] = r->grads[c];
+        }
     }
     for (int i = 0; i < r->ninputs; i++) r->inputs[i]->capture = 0;
     nb_set_grad_enabled(was);
     if (ok && !r->retain_graph && !r->create_graph) {
         for (int64_t i = 0; i < n; i++) {
-            nb_tensor *node = work.order[i];
+            nb_tensor *node = order[i];
             if (!node->op) continue;
             nb__release_graph(node);
             node->graph_freed = true;
         }
     }
     /* release the nodes in reverse creation order: outputs first */
-    for (int64_t i = n - 1; i >= 0; i--) nb__tensor_decref(work.order[i]);
+    for (int64_t i = n - 1; i >= 0; i--) nb__tensor_decref(order[i]);
+    give_back_buffers(&b);
     return ok ? 0 : -1;
 }
 

@@ -329,3 +329,86 @@ Test(noscope, composite_ops_leave_only_their_result) {
     nb_release(labels);
     cr_assert_eq(nb_live_tensors(), before);
 }
+
+/* ---- regressions: in-place accumulation must never reach shared memory ------ */
+
+Test(engine, accumulation_never_writes_through_a_view) {
+    /* reshape's backward returns a view of the incoming gradient; adding a
+     * second path into it in place would also change the other path.
+     * loss = sum(x + reshape(2w) + x + reshape(w)): dx = 2, dw = 3 */
+    nb_tensor *x = nb_requires_grad(nb_zeros(NB_SHAPE(4)), true);
+    nb_tensor *w = nb_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
+    nb_tensor *a = nb_add(nb_mul_scalar(x, 1), nb_reshape(nb_mul_scalar(w, 2), NB_SHAPE(4)));
+    nb_tensor *b = nb_add(x, nb_reshape(w, NB_SHAPE(4)));
+    cr_assert_eq(nb_backward(nb_sum(nb_add(a, b), NB_ALL, false)), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(x), 0, 2, 2, 2, 2);
+    EXPECT_VALUES(nb_grad_of(w), 0, 3, 3, 3, 3);
+}
+
+Test(engine, grads_of_two_leaves_never_share_memory) {
+    /* loss = sum(x + reshape(w)): with create_graph both gradients start
+     * as views of one tensor; a second backward and a zero_grad must treat
+     * them apart */
+    nb_tensor *x = nb_requires_grad(nb_zeros(NB_SHAPE(4)), true);
+    nb_tensor *w = nb_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
+    nb_tensor *loss = nb_sum(nb_add(x, nb_reshape(w, NB_SHAPE(4))), NB_ALL, false);
+    cr_assert_eq(nb_backward_ex(loss, NULL, true, true), 0);
+    cr_assert_eq(nb_backward(loss), 0);
+    EXPECT_VALUES(nb_grad_of(x), 0, 2, 2, 2, 2);
+    EXPECT_VALUES(nb_grad_of(w), 0, 2, 2, 2, 2);
+    nb_zero_grad(w);
+    EXPECT_VALUES(nb_grad_of(x), 0, 2, 2, 2, 2);
+}
+
+Test(engine, grad_output_is_never_modified) {
+    nb_tensor *x = nb_requires_grad(nb_ones(NB_SHAPE(4)), true);
+    nb_tensor *go = nb_ones(NB_SHAPE(2, 2)), *g;
+    nb_tensor *outs[2] = {nb_sum(x, NB_ALL, false), nb_reshape(x, NB_SHAPE(2, 2))};
+    nb_tensor *gos[2] = {NULL, go};
+    cr_assert_eq(nb_grad(2, outs, gos, 1, &x, &g, false, false), 0, "%s", nb_error());
+    EXPECT_VALUES(g, 0, 2, 2, 2, 2);
+    EXPECT_VALUES(go, 0, 1, 1, 1, 1);
+}
+
+Test(engine, grad_of_an_input_listed_twice) {
+    nb_tensor *x = nb_requires_grad(nb_full(NB_SHAPE(1), 3), true);
+    nb_tensor *y = nb_mul(x, x), *in[2] = {x, x}, *g[2];
+    cr_assert_eq(nb_grad(1, &y, NULL, 2, in, g, false, false), 0, "%s", nb_error());
+    EXPECT_VALUES(g[0], 0, 6);
+    EXPECT_VALUES(g[1], 0, 6);
+}
+
+/* An op whose backward runs a backward of its own (recomputing its forward,
+ * as activation checkpointing does): the inner run must not disturb the
+ * outer one. */
+static void recompute_tanh_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_requires_grad(nb_detach(nb_input(node, 0)), true), *gr;
+    bool was = nb_set_grad_enabled(true);
+    nb_tensor *y = nb_tanh(x);
+    nb_set_grad_enabled(was);
+    if (nb_grad(1, &y, &g, 1, &x, &gr, false, false) == 0) gx[0] = gr;
+}
+static const nb_op recompute_tanh_op = {"recompute_tanh", recompute_tanh_backward};
+
+static nb_tensor *recompute_tanh(nb_tensor *x) {
+    bool was = nb_set_grad_enabled(false);
+    nb_tensor *y = nb_tanh(x);
+    nb_set_grad_enabled(was);
+    nb_tensor *out = nb_from_array(nb_ndim(y), nb_shape(y), nb_data(y));
+    return nb_record(out, &recompute_tanh_op, 1, &x);
+}
+
+Test(engine, backward_inside_a_backward) {
+    nb_tensor *w = nb_requires_grad(nb_full(NB_SHAPE(3), 0.5f), true);
+    nb_tensor *v = nb_requires_grad(nb_full(NB_SHAPE(3), 0.5f), true);
+    nb_tensor *h = w, *k = v;
+    for (int i = 0; i < 5; i++) {
+        h = nb_mul_scalar(recompute_tanh(nb_mul_scalar(h, 1.5f)), 1.0f);
+        k = nb_mul_scalar(nb_tanh(nb_mul_scalar(k, 1.5f)), 1.0f);
+    }
+    cr_assert_eq(nb_backward(nb_sum(h, NB_ALL, false)), 0, "%s", nb_error());
+    cr_assert_eq(nb_backward(nb_sum(k, NB_ALL, false)), 0, "%s", nb_error());
+    cr_assert_not_null(nb_grad_of(w));
+    for (int i = 0; i < 3; i++)
+        cr_assert_float_eq(nb_data(nb_grad_of(w))[i], nb_data(nb_grad_of(v))[i], 1e-6);
+}
