@@ -171,7 +171,7 @@ nb_tensor *nb_as_shape(nb_tensor *t, int ndim, const int64_t *shape) {
     int64_t n = 1;
     bool ok = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape);
     for (int i = 0; ok && i < ndim; i++) {
-        ok = shape[i] >= 0;
+        ok = shape[i] >= 0 && (shape[i] == 0 || n <= INT64_MAX / 4 / shape[i]);
         n *= ok ? shape[i] : 1;
     }
     if (!ok || n != t->numel) {

@@ -23,7 +23,10 @@
  * generator are per thread. Reference counts are atomic, so tensors may be
  * read and used as op inputs from several threads at once; a tensor must not
  * be written (nb_data_mut, backward into its .grad) while another thread uses
- * it, and one graph must not be backwarded from two threads at once.
+ * it, and two backward passes (nb_backward, nb_grad) whose graphs share a
+ * tensor that requires grad must not run at the same time: the traversal
+ * keeps its bookkeeping in the nodes. Graphs of their own, with shared
+ * inputs that do not require grad, backward in parallel freely.
  */
 #ifndef NB_AUTOGRAD_H
 #define NB_AUTOGRAD_H

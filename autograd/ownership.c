@@ -30,6 +30,7 @@ static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 
 static void thread_exit(void *unused) {
     (void)unused;
+    while (scopes.depth > 0) nb_scope_end(); /* scopes the thread left open */
     free(scopes.items);
     free(scopes.starts);
     scopes = (scope_stack){0};

@@ -266,6 +266,10 @@ nb_tensor *nb_arange(double start, double stop, double step) {
         return NULL;
     }
     double span = ceil((stop - start) / step);
+    if (span > 4e18) {
+        nb_set_error("nb_arange: %g to %g in steps of %g is too many elements", start, stop, step);
+        return NULL;
+    }
     int64_t n = span > 0 ? (int64_t)span : 0;
     nb_tensor *t = nb__tensor_new(1, &n, "nb_arange");
     if (!t) return NULL;

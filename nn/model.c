@@ -34,6 +34,7 @@ struct nb_model {
     char opt_name[32]; /* compiled by name before the parameters existed */
     bool opt_custom;   /* given by nb_model_set_optimizer, not by name */
     bool opt_stale;    /* a custom optimizer dropped because layers were added */
+    int opt_nparams;   /* the parameter count the optimizer was built over */
     nb_loss_fn loss;
     char loss_name[48];
     int nmetrics;
@@ -124,18 +125,8 @@ int nb_model_add(nb_model *model, nb_module *layer) {
         nb_set_error("nb_model_add: layer %d does not fit the model: %s", position, why);
         return -1;
     }
-    if (model->opt) {
-        /* New parameters after compile: an optimizer named at compile is
-         * rebuilt over them at the next fit; one the user built cannot be,
-         * and fit will ask for it again rather than silently use defaults. */
-        nb_optimizer_free(model->opt);
-        model->opt = NULL;
-        if (model->opt_custom) {
-            model->opt_name[0] = '\0';
-            model->opt_custom = false;
-            model->opt_stale = true;
-        }
-    }
+    /* nothing to do for the optimizer here: ensure_optimizer sees at the
+     * next fit whether the parameter list changed */
     return 0;
 }
 
@@ -157,25 +148,39 @@ static bool known_optimizer(const char *name) {
     return false;
 }
 
-/* Builds the optimizer named at compile once the parameters exist. */
+/* Makes sure the optimizer covers the current parameter list: builds the
+ * one named at compile once the parameters exist, and again when layers
+ * added (or built lazily) since changed the list; a custom optimizer that
+ * no longer covers the list cannot be rebuilt, and fit asks for a new one
+ * rather than leave parameters untrained. */
 static bool ensure_optimizer(nb_model *model) {
+    int n;
+    nb_tensor **params = nb_module_parameters(model->net, &n);
+    if (model->opt && n != model->opt_nparams) {
+        nb_optimizer_free(model->opt);
+        model->opt = NULL;
+        if (model->opt_custom) {
+            model->opt_name[0] = '\0';
+            model->opt_custom = false;
+            model->opt_stale = true;
+        }
+    }
     if (model->opt) return true;
     if (!model->opt_name[0]) {
         if (model->opt_stale)
-            nb_set_error("nb_model_fit: layers were added after nb_model_set_optimizer; pass an "
-                         "optimizer built over the new parameter list (nb_model_parameters)");
+            nb_set_error("nb_model_fit: the model's parameters changed after nb_model_set_optimizer; "
+                         "pass an optimizer built over the new parameter list (nb_model_parameters)");
         else
             nb_set_error("nb_model_fit: the model has no optimizer (call nb_model_compile or "
                          "nb_model_set_optimizer first)");
         return false;
     }
-    int n;
-    nb_tensor **params = nb_module_parameters(model->net, &n);
     if (!params || n == 0) {
         nb_set_error("nb_model_fit: the model has no parameters to train");
         return false;
     }
     model->opt = optimizer_by_name(model->opt_name, n, params);
+    model->opt_nparams = n;
     return model->opt != NULL;
 }
 
@@ -232,6 +237,7 @@ int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt) {
     if (!model || !opt) return -1;
     nb_optimizer_free(model->opt);
     model->opt = opt;
+    nb_module_parameters(model->net, &model->opt_nparams);
     model->opt_custom = true;
     model->opt_stale = false;
     snprintf(model->opt_name, sizeof model->opt_name, "%s", nb_optimizer_name(opt));
@@ -491,7 +497,8 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     if (!ensure_optimizer(model)) return NULL;
 
     int64_t n = nb_dim(x, 0);
-    int64_t n_train = o.validation_split > 0 ? training_rows(n, o.validation_split) : n;
+    /* validation data, when given, overrides the split (as in Keras) */
+    int64_t n_train = o.validation_split > 0 && !o.x_val ? training_rows(n, o.validation_split) : n;
     if (n_train < 1) {
         nb_set_error("nb_model_fit: validation_split %g leaves no training samples", (double)o.validation_split);
         return NULL;
@@ -680,6 +687,15 @@ nb_tensor *nb_model_predict(nb_model *model, nb_tensor *x, int batch_size) {
         nb_set_error("nb_model_predict: x must have at least one row");
         return NULL;
     }
+    if (model->sample_ndim > 0 &&
+        (nb_ndim(x) - 1 != model->sample_ndim ||
+         memcmp(nb_shape(x) + 1, model->sample_shape, sizeof(int64_t) * (size_t)model->sample_ndim) != 0)) {
+        char a[96], b[96];
+        nb_set_error("nb_model_predict: x %s does not fit the model's input %s per sample",
+                     nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
+                     nb_shape_str(model->sample_ndim, model->sample_shape, b, sizeof b));
+        return NULL;
+    }
     int64_t n = nb_dim(x, 0), batch = batch_size > 0 ? batch_size : 32, *idx = malloc(sizeof(int64_t) * (size_t)n);
     if (!idx) {
         nb_set_error("nb_model_predict: out of memory");
@@ -699,7 +715,15 @@ nb_tensor *nb_model_predict(nb_model *model, nb_tensor *x, int batch_size) {
             shape[0] = n;
             result = nb_keep(nb_empty(nb_ndim(pred), shape));
         }
-        if (pred && result && nb_ndim(pred) > 0) {
+        if (pred && (nb_ndim(pred) < 1 || nb_dim(pred, 0) != b ||
+                     (result && nb_numel(pred) != nb_numel(result) / n * b))) {
+            char a[96];
+            nb_set_error("nb_model_predict: the model's output %s for a batch of %lld rows is not "
+                         "one row per sample",
+                         nb_shape_str(nb_ndim(pred), nb_shape(pred), a, sizeof a), (long long)b);
+            pred = NULL;
+        }
+        if (pred && result) {
             int64_t row = nb_numel(result) / n;
             memcpy(nb_data_mut(result) + start * row, nb_data(pred), sizeof(float) * (size_t)(row * b));
         }
@@ -756,7 +780,7 @@ void nb_model_summary(nb_model *model, FILE *out) {
             h = nb_module_forward(layer, h);
             if (h) {
                 int len = snprintf(oshape, sizeof oshape, "(None");
-                for (int d = 1; d < nb_ndim(h); d++)
+                for (int d = 1; d < nb_ndim(h) && len < (int)sizeof oshape - 24; d++)
                     len += snprintf(oshape + len, sizeof oshape - (size_t)len, ", %lld", (long long)nb_shape(h)[d]);
                 snprintf(oshape + len, sizeof oshape - (size_t)len, ")");
             }

@@ -47,8 +47,22 @@ static nb_module_entry *add_entry(nb_module *m, const char *name) {
     return e;
 }
 
+/* A module entry may not repeat a tensor or a module: freeing would
+ * release it twice. */
+static bool registered(const nb_module *m, const nb_tensor *param, const nb_module *child) {
+    for (int i = 0; i < m->nentries; i++)
+        if ((param && m->entries[i].param == param) || (child && m->entries[i].child == child)) return true;
+    return false;
+}
+
 nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param) {
     if (!m) return NULL;
+    if (param && (!nb_is_leaf(param) || registered(m, param, NULL))) {
+        nb_set_error("nb_module_add_param: '%s' %s", name ? name : "",
+                     nb_is_leaf(param) ? "is already a parameter of this module"
+                                       : "is computed by an op; a parameter must be a leaf tensor");
+        param = NULL;
+    }
     nb_module_entry *e = param ? add_entry(m, name) : NULL;
     if (!e) {
         if (param) nb_set_error("nb_module_add_param: out of memory");
@@ -64,6 +78,12 @@ nb_module *nb_module_add_child(nb_module *m, const char *name, nb_module *child)
     if (!m) {
         nb_module_free(child);
         return NULL;
+    }
+    if (child && (child == m || registered(m, NULL, child))) {
+        nb_set_error("nb_module_add_child: '%s' is already part of this module; make a new "
+                     "module for each place it is used", name ? name : "");
+        m->failed = true;
+        return NULL; /* not freed: it is still in use where it was added first */
     }
     nb_module_entry *e = child ? add_entry(m, name) : NULL;
     if (!e) {

@@ -696,3 +696,24 @@ Test(layers, bad_sequential) {
     nb_module_free(d);
     nb_module_free(seq);
 }
+
+static nb_tensor *identity_forward(nb_module *m, nb_tensor *x) {
+    (void)m;
+    return x;
+}
+
+Test(layers, a_module_refuses_duplicates_and_non_leaf_parameters) {
+    nb_module *d = nb_dense(4, "relu", 4);
+    cr_assert_null(nb_sequential(2, (nb_module *[]){d, d}));
+    EXPECT_ERROR("nb_module_add_child", "already part of this module");
+
+    static const nb_module_type plain = {"Plain", identity_forward, NULL};
+    nb_module *m = nb_module_new(&plain, sizeof(nb_module));
+    nb_tensor *w = nb_module_add_param(m, "w", nb_randn(NB_SHAPE(2, 3)));
+    cr_assert_not_null(w);
+    cr_assert_null(nb_module_add_param(m, "wt", nb_transpose(w, 0, 1)));
+    EXPECT_ERROR("nb_module_add_param", "'wt'", "leaf");
+    cr_assert_null(nb_module_add_param(m, "w2", w));
+    EXPECT_ERROR("nb_module_add_param", "already a parameter");
+    cr_assert_null(nb_module_ok(m), "a module whose parameter was refused is freed");
+}

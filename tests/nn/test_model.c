@@ -433,7 +433,7 @@ Test(model, predict_is_the_forward) {
     /* bad input */
     nb_clear_error();
     cr_expect_null(nb_model_predict(m, nb_zeros(NB_SHAPE(3, 5)), 0));
-    EXPECT_ERROR("Dense", "[3,5]");
+    EXPECT_ERROR("nb_model_predict", "[3,5]", "[3]");
     nb_clear_error();
     cr_expect_null(nb_model_predict(m, nb_zeros(NB_SHAPE(0, 3)), 0));
     EXPECT_ERROR("nb_model_predict");
@@ -853,11 +853,77 @@ Test(model, adding_layers_drops_a_custom_optimizer) {
     cr_assert_eq(nb_model_set_loss(m, "mse", nb_loss_by_name("mse")), 0);
     cr_assert_eq(nb_model_set_optimizer(m, nb_sgd(n, p, &o)), 0);
     cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 0)), 0);
-    cr_assert_null(nb_model_optimizer(m));
     nb_tensor *x, *y;
     linear_data(8, &x, &y);
     nb_fit_opts fit = quiet_fit(1, 4);
     cr_assert_null(nb_model_fit(m, x, y, &fit));
     EXPECT_ERROR("nb_model_fit", "nb_model_set_optimizer", "new parameter list");
+    cr_assert_null(nb_model_optimizer(m));
+    nb_model_free(m);
+}
+
+Test(model, a_layer_without_parameters_keeps_the_optimizer) {
+    nb_model *m = small_model();
+    int n;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    nb_optimizer *adam = nb_adam(n, p, NULL);
+    cr_assert_eq(nb_model_set_optimizer(m, adam), 0);
+    cr_assert_eq(nb_model_add(m, nb_relu_layer()), 0);
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    nb_fit_opts fit = quiet_fit(1, 4);
+    nb_history *h = nb_model_fit(m, x, y, &fit);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_assert_eq(nb_model_optimizer(m), adam, "the same optimizer, state and all");
+    cr_assert_eq(nb_optimizer_steps(adam), 2);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, lazily_built_parameters_are_trained) {
+    /* compile sees two parameters; the first fit builds two more, and the
+     * optimizer named at compile must cover all four */
+    nb_model *m = nb_model_from_module(
+        nb_sequential(2, (nb_module *[]){nb_dense(4, "tanh", 0), nb_dense(1, "linear", 0)}));
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    nb_tensor *x, *y;
+    linear_data(16, &x, &y);
+    nb_fit_opts fit = quiet_fit(2, 4);
+    nb_history_free(nb_model_fit(m, x, y, &fit));
+    snapshot before = take_snapshot(m);
+    cr_assert_eq(before.n, 4);
+    nb_history_free(nb_model_fit(m, x, y, &fit));
+    int n;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    for (int i = 0; i < n; i++)
+        cr_assert_neq(memcmp(nb_data(p[i]), before.data[i], sizeof(float) * (size_t)before.numel[i]), 0,
+                      "parameter %s was not trained", nb_module_parameter_name(nb_model_module(m), i));
+    snapshot_free(&before);
+    nb_model_free(m);
+}
+
+Test(model, validation_data_overrides_the_split) {
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    nb_tensor *x, *y, *xv, *yv;
+    linear_data(10, &x, &y);
+    linear_data(4, &xv, &yv);
+    nb_fit_opts fit = quiet_fit(1, 1);
+    fit.validation_split = 0.5f;
+    fit.x_val = xv;
+    fit.y_val = yv;
+    nb_history *h = nb_model_fit(m, x, y, &fit);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_assert_eq(nb_optimizer_steps(nb_model_optimizer(m)), 10, "all 10 rows train");
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, predict_checks_the_output_rows) {
+    /* a Dense fed a 1-D x gives an output without a batch axis */
+    nb_model *m = nb_model_from_module(nb_dense(3, "linear", 0));
+    cr_assert_null(nb_model_predict(m, nb_ones(NB_SHAPE(100)), 100));
+    EXPECT_ERROR("nb_model_predict", "not one row per sample");
     nb_model_free(m);
 }
