@@ -399,7 +399,7 @@ typedef struct nb_gemm_job {
     float *bpack;
     float *apack;           /* set when the caller packs A on its stack */
     int64_t mc, nb;         /* rows and columns of one work item */
-    int64_t col_blocks;     /* work items per row block */
+    int64_t row_blocks, col_blocks; /* work items per column, per row */
 } nb_gemm_job;
 
 /* Writes a kernel's scratch tile into the valid h x w corner of C, rounding
@@ -496,13 +496,35 @@ static void pack_b_items(void *ctx, int64_t begin, int64_t end) {
 
 static int64_t div_up(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
-/* Splits `len` into the fewest blocks of at most `max`, of nearly equal
- * sizes that are multiples of `unit` (max is one too), so that work items
- * balance across threads. Only the grouping of tiles changes, never a tile's
- * origin, so the result does not depend on it. */
-static int64_t even_block(int64_t len, int64_t max, int64_t unit) {
-    int64_t blocks = div_up(len, max);
+/* A parallel product is cut into at least this many work items when its
+ * shape allows, so that small ones still spread over a few threads. */
+enum { NB_MIN_ITEMS = 8 };
+
+/* The size, a multiple of `unit`, of `blocks` nearly equal blocks covering
+ * `len`: balanced work items. Only the grouping of tiles changes, never a
+ * tile's origin, so the result does not depend on it. */
+static int64_t block_size(int64_t len, int64_t blocks, int64_t unit) {
     return div_up(div_up(len, blocks), unit) * unit;
+}
+
+/* Splits an m x ncur step of C into work items: blocks of at most mc rows
+ * and nb columns, cut finer when the product is parallel until there are
+ * enough items for every thread (the count depends on the shape only). */
+static void plan_items(nb_gemm_job *job, bool parallel) {
+    const nb_gemm_arch *ar = job->arch;
+    int64_t rb = div_up(job->m, ar->mc), cb = div_up(job->ncur, ar->nb);
+    int64_t row_panels = div_up(job->m, ar->mr), col_panels = div_up(job->ncur, ar->nr);
+    while (parallel && rb * cb < NB_MIN_ITEMS && (rb < row_panels || cb < col_panels)) {
+        /* cut the dimension whose blocks are larger */
+        if (cb >= col_panels || (rb < row_panels && job->m * cb >= job->ncur * rb))
+            rb++;
+        else
+            cb++;
+    }
+    job->mc = block_size(job->m, rb, ar->mr);
+    job->nb = block_size(job->ncur, cb, ar->nr);
+    job->row_blocks = div_up(job->m, job->mc);
+    job->col_blocks = div_up(job->ncur, job->nb);
 }
 
 /* m·n·k <= limit, without overflowing for huge operands. */
@@ -514,18 +536,17 @@ static bool volume_at_most(int64_t m, int64_t n, int64_t k, int64_t limit) {
  * small products then take no lock and no allocation. */
 enum { NB_STACK_FLOATS = 8192 };
 
-/* Returns false only when no packing buffer could be had. */
-static bool gemm_blocked(nb_gemm_job *job) {
+/* `stack` holds NB_STACK_FLOATS floats. Returns false only when no packing
+ * buffer could be had. */
+static bool gemm_blocked(nb_gemm_job *job, float *stack) {
     const nb_gemm_arch *ar = job->arch;
     int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
     int64_t kcmax = job->k < ar->kc ? job->k : ar->kc;
     bool parallel = !volume_at_most(job->m, job->n, job->k, NB_GEMM_PARALLEL - 1);
-    job->mc = even_block(job->m, ar->mc, ar->mr);
     /* Both sizes are multiples of 16 floats, so both stack panels stay
      * 64-byte aligned. */
     int64_t bsize = div_up(ncmax, ar->nr) * ar->nr * kcmax;
-    int64_t asize = job->mc * kcmax;
-    _Alignas(64) float stack[NB_STACK_FLOATS];
+    int64_t asize = div_up(job->m < ar->mc ? job->m : ar->mc, ar->mr) * ar->mr * kcmax;
     nb_pack_buf *bbuf = NULL;
     job->apack = NULL;
     if (!parallel && asize + bsize <= NB_STACK_FLOATS) {
@@ -537,12 +558,10 @@ static bool gemm_blocked(nb_gemm_job *job) {
             return false;
         job->bpack = bbuf->data;
     }
-    int64_t row_blocks = div_up(job->m, job->mc);
     for (int64_t jc = 0; jc < job->n; jc += ar->nc) {
         job->jc = jc;
         job->ncur = job->n - jc < ar->nc ? job->n - jc : ar->nc;
-        job->nb = even_block(job->ncur, ar->nb, ar->nr);
-        job->col_blocks = div_up(job->ncur, job->nb);
+        plan_items(job, parallel);
         for (int64_t pc = 0; pc < job->k; pc += ar->kc) {
             job->pc = pc;
             job->kcur = job->k - pc < ar->kc ? job->k - pc : ar->kc;
@@ -550,7 +569,7 @@ static bool gemm_blocked(nb_gemm_job *job) {
                         : job->beta == 0.0f        ? NB_STORE
                                                    : NB_SCALE;
             int64_t panels = div_up(job->ncur, ar->nr);
-            int64_t items = row_blocks * job->col_blocks;
+            int64_t items = job->row_blocks * job->col_blocks;
             if (parallel) {
                 nb_parallel_for(panels, 4, pack_b_items, job);
                 nb_parallel_for(items, 1, compute_items, job);
@@ -654,11 +673,12 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
         return;
     }
     pthread_once(&arch_once, choose_arch);
+    _Alignas(64) float stack[NB_STACK_FLOATS];
     nb_gemm_job job = {
         .arch = arch, .trans_a = trans_a, .trans_b = trans_b,
         .m = m, .n = n, .k = k, .a = a, .b = b,
         .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta, .c = c,
     };
-    if (!gemm_blocked(&job))
+    if (!gemm_blocked(&job, stack))
         gemm_direct(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }

@@ -3,11 +3,11 @@
  * nb_parallel_for cuts a range into one contiguous chunk per thread, posts a
  * chunk to each worker, runs the first chunk itself and waits for the rest.
  * Each worker owns a slot (its own cache line) holding the chunk it was given
- * and a counter the caller bumps to post it, so posting and finishing touch
- * no shared lock on the fast path. A worker that sees no post for a short
- * while goes to sleep on a condition variable, which is why the caller always
- * broadcasts after posting; the caller waits for the last worker in the same
- * spin-then-sleep way.
+ * and a counter the caller bumps to post it; finishing decrements one shared
+ * counter. A worker that sees no post for a short while goes to sleep on a
+ * condition variable, which is why the caller always broadcasts after
+ * posting (an uncontended lock and no system call when nobody sleeps); the
+ * caller waits for the last worker in the same spin-then-sleep way.
  *
  * Workers are created lazily, the first time a call actually needs them, so a
  * program that only ever does small work never starts a thread. One call owns
