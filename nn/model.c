@@ -17,6 +17,7 @@
 #include "nn_internal.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -357,26 +358,56 @@ static bool evaluate_rows(nb_model *model, nb_tensor *x, nb_tensor *y, const int
 
 /* ---- progress, as Keras prints it ------------------------------------------------------- */
 
-static void print_duration_per_step(FILE *out, double seconds) {
-    if (seconds >= 1) fprintf(out, "%.0fs/step", seconds);
-    else if (seconds >= 1e-3) fprintf(out, "%.0fms/step", seconds * 1e3);
-    else fprintf(out, "%.0fus/step", seconds * 1e6);
+/* A progress line is composed in a buffer first, so that on a terminal the
+ * next one can overwrite it completely (padded with spaces where shorter). */
+typedef struct line {
+    char text[600];
+    int len;
+} line;
+
+static void add(line *l, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void add(line *l, const char *fmt, ...) {
+    if (l->len >= (int)sizeof l->text - 1) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(l->text + l->len, sizeof l->text - (size_t)l->len, fmt, ap);
+    va_end(ap);
+    if (n > 0) l->len += n;
+    if (l->len > (int)sizeof l->text - 1) l->len = (int)sizeof l->text - 1;
 }
 
-static void print_values(FILE *out, const nb_model *model, const char *prefix, double loss,
-                         const double *metrics) {
-    fprintf(out, " - %sloss: %.4f", prefix, loss);
+static void add_duration_per_step(line *l, double seconds) {
+    if (seconds >= 1) add(l, "%.0fs/step", seconds);
+    else if (seconds >= 1e-3) add(l, "%.0fms/step", seconds * 1e3);
+    else add(l, "%.0fus/step", seconds * 1e6);
+}
+
+static void add_values(line *l, const nb_model *model, const char *prefix, double loss,
+                       const double *metrics) {
+    add(l, " - %sloss: %.4f", prefix, loss);
     for (int k = 0; k < model->nmetrics; k++)
-        fprintf(out, " - %s%s: %.4f", prefix, model->metric_names[k], metrics[k]);
+        add(l, " - %s%s: %.4f", prefix, model->metric_names[k], metrics[k]);
 }
 
-static void print_bar(FILE *out, int64_t done, int64_t steps) {
+static void add_bar(line *l, int64_t done, int64_t steps) {
     int width = 30, filled = (int)(width * done / (steps ? steps : 1));
     int digits = snprintf(NULL, 0, "%lld", (long long)steps);
-    fprintf(out, "%*lld/%lld [", digits, (long long)done, (long long)steps);
-    for (int i = 0; i < width; i++)
-        fputc(i < filled ? '=' : (i == filled && done < steps ? '>' : '.'), out);
-    fputc(']', out);
+    add(l, "%*lld/%lld [", digits, (long long)done, (long long)steps);
+    for (int i = 0; i < width; i++) add(l, "%c", i < filled ? '=' : (i == filled && done < steps ? '>' : '.'));
+    add(l, "]");
+}
+
+/* Writes l; on a terminal over the previous line (*shown is its length). */
+static void show(FILE *out, const line *l, bool tty, int *shown) {
+    if (tty) fprintf(out, "\r%s%*s", l->text, *shown > l->len ? *shown - l->len : 0, "");
+    else fputs(l->text, out);
+    *shown = l->len;
+    fflush(out);
 }
 
 /* ---- fit ------------------------------------------------------------------------------------ */
@@ -539,6 +570,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         else
             for (int64_t i = 0; i < n_train; i++) order[i] = i;
         double t0 = now_seconds(), loss_sum = 0, metric_sum[MAX_METRICS] = {0};
+        int shown = 0; /* length of the progress line on screen */
         int64_t seen = 0;
         for (int64_t s = 0; s < steps; s++) {
             int64_t start = s * o.batch_size, b = n_train - start < o.batch_size ? n_train - start : o.batch_size;
@@ -578,12 +610,11 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             if (o.verbose == 1 && tty && s + 1 < steps) {
                 double mean_metrics[MAX_METRICS];
                 for (int k = 0; k < model->nmetrics; k++) mean_metrics[k] = metric_sum[k] / (double)seen;
-                fputc('\r', out);
-                print_bar(out, s + 1, steps);
-                double eta = (now_seconds() - t0) / (double)(s + 1) * (double)(steps - s - 1);
-                fprintf(out, " - ETA: %.0fs", eta);
-                print_values(out, model, "", loss_sum / (double)seen, mean_metrics);
-                fflush(out);
+                line l = {{0}, 0};
+                add_bar(&l, s + 1, steps);
+                add(&l, " - ETA: %.0fs", (now_seconds() - t0) / (double)(s + 1) * (double)(steps - s - 1));
+                add_values(&l, model, "", loss_sum / (double)seen, mean_metrics);
+                show(out, &l, true, &shown);
             }
         }
         double elapsed = now_seconds() - t0;
@@ -603,16 +634,17 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         if (o.verbose) {
             double mean_metrics[MAX_METRICS];
             for (int k = 0; k < model->nmetrics; k++) mean_metrics[k] = metric_sum[k] / (double)seen;
-            if (tty && o.verbose == 1) fputc('\r', out);
-            if (o.verbose == 1) print_bar(out, steps, steps);
-            else fprintf(out, "%lld/%lld", (long long)steps, (long long)steps);
-            fprintf(out, " - %.0fs ", elapsed);
-            print_duration_per_step(out, elapsed / (double)steps);
-            print_values(out, model, "", loss_sum / (double)seen, mean_metrics);
+            line l = {{0}, 0};
+            if (o.verbose == 1) add_bar(&l, steps, steps);
+            else add(&l, "%lld/%lld", (long long)steps, (long long)steps);
+            add(&l, " - %.0fs ", elapsed);
+            add_duration_per_step(&l, elapsed / (double)steps);
+            add_values(&l, model, "", loss_sum / (double)seen, mean_metrics);
             if (validate) {
                 for (int k = 0; k < model->nmetrics; k++) mean_metrics[k] = vt.metrics[k] / (double)vt.rows;
-                print_values(out, model, "val_", vt.loss / (double)vt.rows, mean_metrics);
+                add_values(&l, model, "val_", vt.loss / (double)vt.rows, mean_metrics);
             }
+            show(out, &l, tty && o.verbose == 1, &shown);
             fputc('\n', out);
             fflush(out);
         }
