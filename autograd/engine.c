@@ -69,12 +69,24 @@ void nb_save(nb_tensor *out, nb_tensor *t) {
     out->saved[out->nsaved++] = t;
 }
 
+static void freed_graph_error(const char *who, const char *op) {
+    nb_set_error("%s: the graph through '%s' was freed by an earlier backward; pass "
+                 "retain_graph to backward through it twice",
+                 who, op);
+}
+
+/* A tensor just made, taken from whatever scope it landed in, so that the
+ * one reference left belongs to the node that stores it (as its .grad). */
+static nb_tensor *owned_by_node(nb_tensor *t) {
+    if (t) nb_keep(t)->caller_ref = false;
+    return t;
+}
+
 nb_tensor *nb_saved(nb_tensor *node, int k) {
     if (!node) return NULL;
     const char *op = node->op ? node->op->name : "leaf";
     if (node->graph_freed) {
-        nb_set_error("nb_backward: the graph through '%s' was freed by an earlier backward; "
-                     "pass retain_graph to backward through it twice", op);
+        freed_graph_error("nb_backward", op);
         return NULL;
     }
     if (k < 0 || k >= node->nsaved) {
@@ -153,9 +165,8 @@ void nb_zero_grad(nb_tensor *t) {
         atomic_load(&t->grad->storage->refcount) > 1) {
         nb__tensor_decref(t->grad);
         bool was = nb_set_grad_enabled(false);
-        t->grad = nb_zeros(t->ndim, t->shape);
+        t->grad = owned_by_node(nb_zeros(t->ndim, t->shape));
         nb_set_grad_enabled(was);
-        if (t->grad) nb_keep(t->grad)->caller_ref = false;
         return;
     }
     memset(nb_data_mut(t->grad), 0, (size_t)t->numel * sizeof(float));
@@ -338,12 +349,9 @@ static void accumulate_into_grad(nb_tensor *node, nb_tensor *g, bool create_grap
         }
         /* g is visible elsewhere (a user's grad_output, say): copy it. */
         bool was = nb_set_grad_enabled(false);
-        nb_tensor *copy = nb_from_array(g->ndim, g->shape, nb_data(g));
+        node->grad = owned_by_node(nb_from_array(g->ndim, g->shape, nb_data(g)));
         nb_set_grad_enabled(was);
         nb__tensor_decref(g);
-        if (!copy) return;
-        nb_keep(copy)->caller_ref = false;
-        node->grad = copy;
         return;
     }
     nb_tensor *acc = node->grad;
@@ -389,9 +397,7 @@ static bool check_outputs(const run *r) {
             return false;
         }
         if (out->graph_freed) {
-            nb_set_error("%s: the graph through '%s' was freed by an earlier backward; pass "
-                         "retain_graph to backward through it twice",
-                         r->who, out->op ? out->op->name : "leaf");
+            freed_graph_error(r->who, out->op ? out->op->name : "leaf");
             return false;
         }
     }
@@ -409,9 +415,7 @@ static bool check_outputs(const run *r) {
  * accumulators. Returns false on error (the message is set). */
 static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     if (node->graph_freed) {
-        nb_set_error("%s: the graph through '%s' was freed by an earlier backward; pass "
-                     "retain_graph to backward through it twice",
-                     r->who, node->op->name);
+        freed_graph_error(r->who, node->op->name);
         return false;
     }
     nb_tensor *gin_inline[NB_INLINE_INPUTS] = {0};
