@@ -683,12 +683,9 @@ done:
     free(best);
     return h;
 fail:
-    free(order);
-    free(val_idx);
-    for (int i = 0; best && i < nparams; i++) free(best[i]);
-    free(best);
     nb_history_free(h);
-    return NULL;
+    h = NULL;
+    goto done;
 }
 
 /* ---- evaluate, predict ---------------------------------------------------------------------- */
