@@ -927,3 +927,39 @@ Test(model, predict_checks_the_output_rows) {
     EXPECT_ERROR("nb_model_predict", "not one row per sample");
     nb_model_free(m);
 }
+
+/* Principle 6: the thread count never changes a result. Layers wide enough
+ * for the matrix products to be split between threads, trained with 1 and
+ * with 3 threads, give the same history and weights bit for bit. */
+static nb_history *wide_run(int threads, snapshot *after) {
+    nb_set_num_threads(threads);
+    nb_manual_seed(11);
+    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(64, 128));
+    nb_tensor *y = nb_uniform(NULL, -1, 1, NB_SHAPE(64, 8));
+    nb_model *m = nb_model_sequential();
+    nb_model_add(m, nb_dense(256, "relu", 128));
+    nb_model_add(m, nb_dense(8, "linear", 0));
+    cr_assert_eq(nb_model_compile(m, "adam", "mse", NULL), 0);
+    nb_fit_opts fit = quiet_fit(3, 32);
+    nb_history *h = nb_model_fit(m, x, y, &fit);
+    cr_assert_not_null(h, "%s", nb_error());
+    *after = take_snapshot(m);
+    nb_model_free(m);
+    return h;
+}
+
+Test(model, thread_count_does_not_change_results) {
+    int before = nb_get_num_threads();
+    snapshot w1, w3;
+    nb_history *h1 = wide_run(1, &w1), *h3 = wide_run(3, &w3);
+    nb_set_num_threads(before);
+    cr_assert_eq(memcmp(nb_history_get(h1, "loss"), nb_history_get(h3, "loss"), 3 * sizeof(float)), 0);
+    cr_assert_eq(w1.n, w3.n);
+    for (int i = 0; i < w1.n; i++)
+        cr_assert_eq(memcmp(w1.data[i], w3.data[i], sizeof(float) * (size_t)w1.numel[i]), 0,
+                     "parameter %d differs between 1 and 3 threads", i);
+    snapshot_free(&w1);
+    snapshot_free(&w3);
+    nb_history_free(h1);
+    nb_history_free(h3);
+}
