@@ -253,83 +253,143 @@ static nb_tensor *accumulate(nb_tensor *acc, nb_tensor *g, bool create_graph) {
     return sum;
 }
 
-/* ---- the traversal ---------------------------------------------------------------- */
+/* ---- the traversal ----------------------------------------------------------------
+ * The bookkeeping of one traversal (which nodes it reached, the gradient
+ * accumulated at each) lives in arrays of the run, found through a small
+ * hash table keyed by node, never in the nodes themselves: two threads may
+ * then backward through graphs that share a parameter (nb_grad writes no
+ * .grad), and a backward started from inside an op's backward
+ * (recomputation, checkpointing) gets bookkeeping of its own. The arrays
+ * are cached per thread and reused, so a steady training loop allocates
+ * none of them. */
 
 typedef struct frame {
-    nb_tensor *node;
-    int next;
+    int64_t node; /* visit index */
+    int next;     /* the next input to look at */
 } frame;
 
-/* The order and stack of one traversal. A run takes the thread's cached
- * buffers and gives them back when it ends, so that a backward started from
- * inside an op's backward (recomputation, checkpointing) gets buffers of
- * its own instead of overwriting the outer run's. */
 typedef struct buffers {
-    nb_tensor **order;
+    nb_tensor **nodes; /* by visit index */
+    nb_tensor **acc;   /* the gradient accumulated so far, by visit index */
+    int *capture;      /* nb_grad input index + 1, by visit index */
+    int64_t *order;    /* visit indices in post-order: inputs before users */
     frame *stack;
-    int64_t cap;
+    int64_t count, cap;
+    nb_tensor **keys; /* open addressing: node -> visit index */
+    int64_t *vals;
+    int64_t table_cap; /* a power of two, more than twice count */
 } buffers;
 
 static _Thread_local buffers cached;
 
-static atomic_ullong visit_counter;
-
-void nb__engine_thread_exit(void) {
-    free(cached.order);
-    free(cached.stack);
-    memset(&cached, 0, sizeof cached);
+static void free_buffers(buffers *b) {
+    free(b->nodes);
+    free(b->acc);
+    free(b->capture);
+    free(b->order);
+    free(b->stack);
+    free(b->keys);
+    free(b->vals);
+    memset(b, 0, sizeof *b);
 }
+
+void nb__engine_thread_exit(void) { free_buffers(&cached); }
 
 static buffers take_buffers(void) {
     buffers b = cached;
     memset(&cached, 0, sizeof cached);
+    b.count = 0;
+    if (b.keys) memset(b.keys, 0, (size_t)b.table_cap * sizeof *b.keys);
     return b;
 }
 
 static void give_back_buffers(buffers *b) {
-    if (!cached.order && !cached.stack) {
+    if (cached.cap + cached.table_cap > b->cap + b->table_cap) { /* a nested run's are larger */
+        free_buffers(b);
+    } else {
+        free_buffers(&cached);
         cached = *b;
-    } else { /* a nested run returned its buffers first: keep the larger */
-        buffers *drop = b->cap > cached.cap ? &cached : b;
-        buffers keep = b->cap > cached.cap ? *b : cached;
-        free(drop->order);
-        free(drop->stack);
-        cached = keep;
     }
     nb__thread_cache_used();
 }
 
-static bool reserve(buffers *b, int64_t n) {
-    if (n <= b->cap) return true;
-    int64_t cap = b->cap ? b->cap : 256;
-    while (cap < n) cap *= 2;
-    nb_tensor **order = realloc(b->order, (size_t)cap * sizeof *order);
-    if (order) b->order = order;
-    frame *stack = realloc(b->stack, (size_t)cap * sizeof *stack);
-    if (stack) b->stack = stack;
-    if (!order || !stack) return false;
-    b->cap = cap;
+static size_t slot_of(const nb_tensor *t, int64_t table_cap) {
+    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
+    return (size_t)((h ^ (h >> 31)) & (uint64_t)(table_cap - 1));
+}
+
+/* The visit index of t in this run, or -1 if the run has not reached it. */
+static int64_t find(const buffers *b, const nb_tensor *t) {
+    if (!b->keys) return -1;
+    for (size_t i = slot_of(t, b->table_cap);; i = (i + 1) & (size_t)(b->table_cap - 1)) {
+        if (!b->keys[i]) return -1;
+        if (b->keys[i] == t) return b->vals[i];
+    }
+}
+
+static void table_put(buffers *b, nb_tensor *t, int64_t index) {
+    size_t i = slot_of(t, b->table_cap);
+    while (b->keys[i]) i = (i + 1) & (size_t)(b->table_cap - 1);
+    b->keys[i] = t;
+    b->vals[i] = index;
+}
+
+static bool grow(void **p, int64_t n, size_t size) {
+    void *q = realloc(*p, (size_t)n * size);
+    if (q) *p = q;
+    return q != NULL;
+}
+
+/* Gives t the next visit index; false when out of memory. */
+static bool visit(buffers *b, nb_tensor *t) {
+    if (b->count == b->cap) {
+        int64_t cap = b->cap ? 2 * b->cap : 256;
+        if (!grow((void **)&b->nodes, cap, sizeof *b->nodes) || !grow((void **)&b->acc, cap, sizeof *b->acc) ||
+            !grow((void **)&b->capture, cap, sizeof *b->capture) ||
+            !grow((void **)&b->order, cap, sizeof *b->order) || !grow((void **)&b->stack, cap, sizeof *b->stack))
+            return false;
+        b->cap = cap;
+    }
+    if (2 * (b->count + 1) >= b->table_cap) {
+        int64_t cap = b->table_cap ? 2 * b->table_cap : 1024;
+        nb_tensor **keys = calloc((size_t)cap, sizeof *keys);
+        int64_t *vals = malloc((size_t)cap * sizeof *vals);
+        if (!keys || !vals) {
+            free(keys);
+            free(vals);
+            return false;
+        }
+        free(b->keys);
+        free(b->vals);
+        b->keys = keys;
+        b->vals = vals;
+        b->table_cap = cap;
+        for (int64_t i = 0; i < b->count; i++) table_put(b, b->nodes[i], i);
+    }
+    b->nodes[b->count] = t;
+    b->acc[b->count] = NULL;
+    b->capture[b->count] = 0;
+    table_put(b, t, b->count);
+    b->count++;
     return true;
 }
 
-/* Depth-first post-order over nodes that require grad, children first. */
-static int64_t topo_sort(buffers *b, int nroots, nb_tensor *const *roots, uint64_t stamp) {
-    int64_t norder = 0, top = 0, total = 0;
+/* Depth-first post-order over the nodes that require grad, inputs before
+ * the nodes that use them. Returns the number of nodes, or -1. */
+static int64_t topo_sort(buffers *b, int nroots, nb_tensor *const *roots) {
+    int64_t norder = 0, top = 0;
     for (int r = 0; r < nroots; r++) {
-        if (roots[r]->visit == stamp) continue;
-        if (!reserve(b, total + 1)) return -1;
-        roots[r]->visit = stamp;
-        total++;
-        b->stack[top++] = (frame){roots[r], 0};
+        if (find(b, roots[r]) >= 0) continue;
+        if (!visit(b, roots[r])) return -1;
+        b->stack[top++] = (frame){b->count - 1, 0};
         while (top > 0) {
             frame *f = &b->stack[top - 1];
-            if (f->next < f->node->ninputs) {
-                nb_tensor *c = f->node->inputs[f->next++];
-                if (!c->requires_grad || c->visit == stamp) continue;
-                if (!reserve(b, total + 1)) return -1;
-                c->visit = stamp;
-                total++;
-                b->stack[top++] = (frame){c, 0};
+            nb_tensor *node = b->nodes[f->node];
+            if (f->next < node->ninputs) {
+                nb_tensor *c = node->inputs[f->next++];
+                if (!c->requires_grad || find(b, c) >= 0) continue;
+                if (!visit(b, c)) return -1;
+                b->stack[top++] = (frame){b->count - 1, 0};
             } else {
                 b->order[norder++] = f->node;
                 top--;
@@ -369,6 +429,7 @@ typedef struct run {
     nb_tensor **grads;
     bool retain_graph, create_graph;
     const char *who;
+    struct buffers *b; /* the traversal's bookkeeping */
 } run;
 
 static bool check_outputs(const run *r) {
@@ -443,64 +504,64 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
             ok = false;
             break;
         }
+        nb_tensor **acc = &r->b->acc[find(r->b, in)];
         nb__tensor_retain(gin[i]);
-        in->acc = in->acc ? accumulate(in->acc, gin[i], r->create_graph) : gin[i];
-        if (in->acc != gin[i]) nb__tensor_decref(gin[i]);
-        if (!in->acc) ok = false;
+        *acc = *acc ? accumulate(*acc, gin[i], r->create_graph) : gin[i];
+        if (*acc != gin[i]) nb__tensor_decref(gin[i]);
+        if (!*acc) ok = false;
     }
     nb_scope_end();
     if (gin != gin_inline) free(gin);
     return ok;
 }
 
-static int run_backward(const run *r) {
+static int run_backward(run *r) {
     if (!check_outputs(r)) return -1;
-    uint64_t stamp = atomic_fetch_add(&visit_counter, 1) + 1;
     buffers b = take_buffers();
-    int64_t n = topo_sort(&b, r->noutputs, r->outputs, stamp);
+    r->b = &b;
+    int64_t n = topo_sort(&b, r->noutputs, r->outputs);
     if (n < 0) {
         give_back_buffers(&b);
         nb_set_error("%s: out of memory sorting the graph", r->who);
         return -1;
     }
-    nb_tensor **order = b.order;
     /* Hold every node until the end: freeing the graph as we go must not
      * free a node still waiting in the order. */
-    for (int64_t i = 0; i < n; i++) {
-        nb__tensor_retain(order[i]);
-        order[i]->acc = NULL;
+    for (int64_t i = 0; i < n; i++) nb__tensor_retain(b.nodes[i]);
+    for (int i = 0; i < r->ninputs; i++) {
+        int64_t k = find(&b, r->inputs[i]);
+        if (k >= 0) b.capture[k] = i + 1;
     }
-    for (int i = 0; i < r->ninputs; i++) r->inputs[i]->capture = i + 1;
     bool was = nb_set_grad_enabled(r->create_graph);
     bool ok = true;
 
     /* seed the outputs */
     for (int i = 0; i < r->noutputs && ok; i++) {
-        nb_tensor *out = r->outputs[i];
+        nb_tensor *out = r->outputs[i], **acc = &b.acc[find(&b, out)];
         nb_tensor *go = r->grad_outputs ? r->grad_outputs[i] : NULL;
         nb_scope_begin();
         nb_tensor *seed = go ? go : nb_ones(out->ndim, out->shape);
         if (seed) nb__tensor_retain(seed);
         nb_scope_end();
         if (!seed) ok = false;
-        else if (out->acc) {
-            out->acc = accumulate(out->acc, seed, r->create_graph);
+        else if (*acc) {
+            *acc = accumulate(*acc, seed, r->create_graph);
             nb__tensor_decref(seed);
-            ok = out->acc != NULL;
+            ok = *acc != NULL;
         } else
-            out->acc = seed;
+            *acc = seed;
     }
 
     /* outputs first: the reverse of the post-order */
     for (int64_t i = n - 1; i >= 0 && ok; i--) {
-        nb_tensor *node = order[i];
-        nb_tensor *g = node->acc;
+        int64_t k = b.order[i];
+        nb_tensor *node = b.nodes[k], *g = b.acc[k];
         if (!g) continue; /* no gradient reached it */
-        node->acc = NULL;
+        b.acc[k] = NULL;
         if (node->op) ok = backprop_node(node, g, r);
-        if (ok && node->capture) {
+        if (ok && b.capture[k]) {
             nb__tensor_retain(g);
-            r->grads[node->capture - 1] = g;
+            r->grads[b.capture[k] - 1] = g;
         }
         if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
             accumulate_into_grad(node, g, r->create_graph); /* takes our reference */
@@ -509,32 +570,29 @@ static int run_backward(const run *r) {
         nb__tensor_decref(g);
     }
 
-    for (int64_t i = 0; i < n; i++) {
-        nb_tensor *node = order[i];
-        if (node->acc) nb__tensor_decref(node->acc);
-        node->acc = NULL;
-    }
+    for (int64_t k = 0; k < n; k++)
+        if (b.acc[k]) nb__tensor_decref(b.acc[k]);
     /* An input listed twice was captured once, in the slot of its last
      * listing: the other listings share that gradient. */
     for (int i = 0; ok && i < r->ninputs; i++) {
-        int c = r->inputs[i]->capture - 1;
+        int64_t k = find(&b, r->inputs[i]);
+        int c = k >= 0 ? b.capture[k] - 1 : i;
         if (c != i && r->grads[c]) {
             nb__tensor_retain(r->grads[c]);
             r->grads[i] = r->grads[c];
         }
     }
-    for (int i = 0; i < r->ninputs; i++) r->inputs[i]->capture = 0;
     nb_set_grad_enabled(was);
     if (ok && !r->retain_graph && !r->create_graph) {
-        for (int64_t i = 0; i < n; i++) {
-            nb_tensor *node = order[i];
+        for (int64_t k = 0; k < n; k++) {
+            nb_tensor *node = b.nodes[k];
             if (!node->op) continue;
             nb__release_graph(node);
             node->graph_freed = true;
         }
     }
-    /* release the nodes in reverse creation order: outputs first */
-    for (int64_t i = n - 1; i >= 0; i--) nb__tensor_decref(order[i]);
+    /* release the nodes, outputs first */
+    for (int64_t i = n - 1; i >= 0; i--) nb__tensor_decref(b.nodes[b.order[i]]);
     give_back_buffers(&b);
     return ok ? 0 : -1;
 }
@@ -542,7 +600,7 @@ static int run_backward(const run *r) {
 int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, bool retain_graph, bool create_graph) {
     if (!out) return -1;
     nb_tensor *gos[1] = {grad_output};
-    run r = {1, &out, gos, 0, NULL, NULL, retain_graph, create_graph, "nb_backward"};
+    run r = {1, &out, gos, 0, NULL, NULL, retain_graph, create_graph, "nb_backward", NULL};
     return run_backward(&r);
 }
 
@@ -561,7 +619,7 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
             return -1;
         }
     run r = {noutputs, outputs, grad_outputs, ninputs, inputs, grads,
-             retain_graph, create_graph, "nb_grad"};
+             retain_graph, create_graph, "nb_grad", NULL};
     int rc = run_backward(&r);
     /* Hand each gradient to the caller's scope: a private one directly, one
      * that is visible elsewhere (a grad_output) through a new tensor. */

@@ -23,10 +23,12 @@
  * generator are per thread. Reference counts are atomic, so tensors may be
  * read and used as op inputs from several threads at once; a tensor must not
  * be written (nb_data_mut, backward into its .grad) while another thread uses
- * it, and two backward passes (nb_backward, nb_grad) whose graphs share a
- * tensor that requires grad must not run at the same time: the traversal
- * keeps its bookkeeping in the nodes. Graphs of their own, with shared
- * inputs that do not require grad, backward in parallel freely.
+ * it. Each thread may differentiate a graph of its own with nb_grad even
+ * when the graphs share leaves such as parameters: a traversal keeps its
+ * bookkeeping outside the nodes, and nb_grad writes no .grad. Two
+ * nb_backward calls that reach one leaf must not overlap (both write its
+ * .grad), and a non-leaf shared by two concurrent traversals needs
+ * retain_graph in both (freeing the graph releases its saved values).
  */
 #ifndef NB_AUTOGRAD_H
 #define NB_AUTOGRAD_H

@@ -54,12 +54,6 @@ struct nb_tensor {
     uint64_t saved_version[NB_MAX_SAVED];
     double attrs[NB_MAX_ATTRS];
 
-    /* scratch of one backward traversal */
-    uint64_t visit;
-    nb_tensor *acc;      /* gradient accumulated so far */
-    int capture;         /* index + 1 in nb_grad's inputs, 0 if none */
-    int pending;
-
     char name[32];
     nb_tensor *next_free;
 };

@@ -412,3 +412,35 @@ Test(engine, backward_inside_a_backward) {
     for (int i = 0; i < 3; i++)
         cr_assert_float_eq(nb_data(nb_grad_of(w))[i], nb_data(nb_grad_of(v))[i], 1e-6);
 }
+
+/* Two threads differentiate graphs of their own that share one parameter:
+ * nb_grad keeps its bookkeeping outside the nodes and writes no .grad, so
+ * both get exact gradients. loss = sum(c * W * W), dloss/dW = 2 c W. */
+typedef struct shared_job {
+    nb_tensor *W;
+    float c;
+    int wrong;
+} shared_job;
+
+static void *differentiate_shared(void *arg) {
+    shared_job *job = arg;
+    for (int it = 0; it < 2000; it++) {
+        nb_scope_begin();
+        nb_tensor *loss = nb_sum(nb_mul_scalar(nb_mul(job->W, job->W), job->c), NB_ALL, false), *g;
+        if (nb_grad(1, &loss, NULL, 1, &job->W, &g, false, false) != 0) job->wrong++;
+        else
+            for (int i = 0; i < 8; i++) job->wrong += nb_data(g)[i] != 2 * job->c * nb_data(job->W)[i];
+        nb_scope_end();
+    }
+    return NULL;
+}
+
+Test(engine, threads_differentiate_graphs_sharing_a_parameter) {
+    nb_tensor *W = nb_requires_grad(nb_arange(1, 9, 1), true);
+    shared_job jobs[2] = {{W, 1.5f, 0}, {W, -0.5f, 0}};
+    pthread_t threads[2];
+    for (int t = 0; t < 2; t++) pthread_create(&threads[t], NULL, differentiate_shared, &jobs[t]);
+    for (int t = 0; t < 2; t++) pthread_join(threads[t], NULL);
+    cr_assert_eq(jobs[0].wrong + jobs[1].wrong, 0, "%d wrong gradients", jobs[0].wrong + jobs[1].wrong);
+    cr_assert_null(nb_grad_of(W));
+}
