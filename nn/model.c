@@ -539,7 +539,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     int64_t n_val = o.x_val ? nb_dim(o.x_val, 0) : n - n_train, val_offset = o.x_val ? 0 : n_train;
 
     const char *monitor = o.monitor ? o.monitor : validate ? "val_loss" : "loss";
-    if ((o.patience > 0 || o.restore_best_weights) && !recorded(model, monitor, validate)) {
+    if (o.patience > 0 && !recorded(model, monitor, validate)) {
         nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
         return NULL;
     }
@@ -547,9 +547,10 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     nb_tensor **params = nb_module_parameters(model->net, &nparams);
     int64_t *order = malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));
     int64_t *val_idx = malloc(sizeof(int64_t) * (size_t)(n_val + 1));
-    float **best = o.restore_best_weights ? calloc((size_t)nparams, sizeof(float *)) : NULL;
+    bool keep_best = o.restore_best_weights && o.patience > 0;
+    float **best = keep_best ? calloc((size_t)nparams, sizeof(float *)) : NULL;
     nb_history *h = history_new();
-    bool ok = order && val_idx && h && (!o.restore_best_weights || best);
+    bool ok = order && val_idx && h && (!keep_best || best);
     for (int i = 0; ok && best && i < nparams; i++)
         ok = (best[i] = malloc(sizeof(float) * (size_t)nb_numel(params[i]))) != NULL;
     if (!ok) {
@@ -651,7 +652,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
 
         /* early stopping */
         const float *series = nb_history_get(h, monitor);
-        if (o.patience > 0 || o.restore_best_weights) {
+        if (o.patience > 0) {
             if (!series) {
                 nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
                 goto fail;
@@ -662,11 +663,12 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
                 best_epoch = epoch;
                 waited = 0;
                 if (best) copy_params(model, best, false);
-            } else if (o.patience > 0 && ++waited >= o.patience) {
+            } else if (++waited >= o.patience) {
                 snprintf(h->stop_reason, sizeof h->stop_reason,
                          "early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)",
                          epoch + 1, monitor, o.patience, best_value, best_epoch + 1);
                 if (o.verbose) fprintf(out, "%s\n", h->stop_reason);
+                if (best) copy_params(model, best, true); /* as Keras: on early stopping */
                 break;
             }
         }
@@ -675,7 +677,6 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             break;
         }
     }
-    if (best && best_epoch >= 0) copy_params(model, best, true);
 done:
     free(order);
     free(val_idx);

@@ -199,7 +199,7 @@ typedef struct nb_fit_opts {
     int patience;             /* early stopping: epochs without improvement, 0 = off */
     float min_delta;          /* improvement smaller than this does not count */
     const char *monitor;      /* "loss" or "val_loss" (default when validating) or a metric */
-    bool restore_best_weights;
+    bool restore_best_weights; /* when early stopping ends training (as Keras) */
     nb_epoch_callback on_epoch_end;
     void *user;
 } nb_fit_opts;

@@ -963,3 +963,38 @@ Test(model, thread_count_does_not_change_results) {
     nb_history_free(h1);
     nb_history_free(h3);
 }
+
+Test(model, best_weights_are_restored_only_on_early_stopping) {
+    /* as in Keras: a run that uses all its epochs keeps its last weights,
+     * even when an earlier epoch was better (a rate too high makes the
+     * loss jump about) */
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    int n = 0;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    nb_sgd_opts sgd = nb_sgd_defaults();
+    sgd.lr = 1.2f;
+    nb_model_set_optimizer(m, nb_sgd(n, p, &sgd));
+    epoch_weights saved = {0};
+    nb_fit_opts o = quiet_fit(6, 8);
+    o.shuffle = false;
+    o.patience = 100;
+    o.restore_best_weights = true;
+    o.on_epoch_end = save_weights;
+    o.user = &saved;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_assert_eq(nb_history_epochs(h), 6);
+    cr_assert_str_eq(nb_history_stop_reason(h), "");
+    const float *loss = nb_history_get(h, "loss");
+    int best = 0;
+    for (int e = 1; e < 6; e++)
+        if (loss[e] < loss[best]) best = e;
+    cr_assert_neq(best, 5, "precondition: the last epoch is not the best");
+    cr_expect(snapshot_equal(m, &saved.after[5]), "the last epoch's weights are kept");
+    for (int e = 0; e < saved.epochs; e++) snapshot_free(&saved.after[e]);
+    nb_history_free(h);
+    nb_model_free(m);
+}
