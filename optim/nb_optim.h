@@ -31,8 +31,7 @@
  *   op, a constructor reports a NULL parameter, since a hole in the list
  *   is a mistake in the list. A NULL optimizer given to any other function
  *   is ignored without a second message, so a failed constructor is
- *   reported once. A failed
- *   nb_optimizer_step changes no parameter.
+ *   reported once. A failed nb_optimizer_step changes no parameter.
  *
  * A step reads each parameter's .grad (nb_grad_of) and skips parameters
  * whose .grad is NULL, as PyTorch does; each parameter keeps its own step
