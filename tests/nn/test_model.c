@@ -545,32 +545,45 @@ static bool save_weights(nb_model *model, int epoch, const nb_history *h, void *
     return true;
 }
 
-Test(model, early_stopping_restores_the_best_weights) {
-    /* sgd with a rate too high for the problem: the loss jumps about, and
-     * training stops after two epochs without a new best; the model must
-     * end with the weights of the epoch of the lowest loss */
+/* small_model trained by sgd at a rate too high for the problem, so that the
+ * loss jumps about, with restore_best_weights, unshuffled, saving every
+ * epoch's weights in *saved. */
+static nb_history *jumpy_fit(nb_model *m, int epochs, int patience, epoch_weights *saved) {
     nb_tensor *x, *y;
     linear_data(8, &x, &y);
-    nb_model *m = small_model();
-    nb_model_compile(m, "sgd", "mse", NULL);
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
     int n = 0;
     nb_tensor **p = nb_model_parameters(m, &n);
     nb_sgd_opts sgd = nb_sgd_defaults();
     sgd.lr = 1.2f;
     nb_model_set_optimizer(m, nb_sgd(n, p, &sgd));
-    epoch_weights saved = {0};
-    nb_fit_opts o = quiet_fit(20, 8);
+    nb_fit_opts o = quiet_fit(epochs, 8);
     o.shuffle = false;
-    o.patience = 2;
+    o.patience = patience;
     o.restore_best_weights = true;
     o.on_epoch_end = save_weights;
-    o.user = &saved;
+    o.user = saved;
     nb_history *h = nb_model_fit(m, x, y, &o);
     cr_assert_not_null(h, "%s", nb_error());
-    int epochs = nb_history_epochs(h), best = 0;
+    return h;
+}
+
+/* The epoch of the lowest loss (the first of equals). */
+static int best_epoch(const nb_history *h) {
     const float *loss = nb_history_get(h, "loss");
-    for (int e = 1; e < epochs; e++)
+    int best = 0;
+    for (int e = 1; e < nb_history_epochs(h); e++)
         if (loss[e] < loss[best]) best = e;
+    return best;
+}
+
+Test(model, early_stopping_restores_the_best_weights) {
+    /* training stops after two epochs without a new best; the model must
+     * end with the weights of the epoch of the lowest loss */
+    nb_model *m = small_model();
+    epoch_weights saved = {0};
+    nb_history *h = jumpy_fit(m, 20, 2, &saved);
+    int epochs = nb_history_epochs(h), best = best_epoch(h);
     cr_assert(epochs < 20 && strstr(nb_history_stop_reason(h), "early stopping"),
               "training should stop early: %d epochs, reason \"%s\"", epochs, nb_history_stop_reason(h));
     cr_assert(best < epochs - 1, "the best epoch is not the last one");
@@ -966,33 +979,13 @@ Test(model, thread_count_does_not_change_results) {
 
 Test(model, best_weights_are_restored_only_on_early_stopping) {
     /* as in Keras: a run that uses all its epochs keeps its last weights,
-     * even when an earlier epoch was better (a rate too high makes the
-     * loss jump about) */
-    nb_tensor *x, *y;
-    linear_data(8, &x, &y);
+     * even when an earlier epoch was better */
     nb_model *m = small_model();
-    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
-    int n = 0;
-    nb_tensor **p = nb_model_parameters(m, &n);
-    nb_sgd_opts sgd = nb_sgd_defaults();
-    sgd.lr = 1.2f;
-    nb_model_set_optimizer(m, nb_sgd(n, p, &sgd));
     epoch_weights saved = {0};
-    nb_fit_opts o = quiet_fit(6, 8);
-    o.shuffle = false;
-    o.patience = 100;
-    o.restore_best_weights = true;
-    o.on_epoch_end = save_weights;
-    o.user = &saved;
-    nb_history *h = nb_model_fit(m, x, y, &o);
-    cr_assert_not_null(h, "%s", nb_error());
+    nb_history *h = jumpy_fit(m, 6, 100, &saved);
     cr_assert_eq(nb_history_epochs(h), 6);
     cr_assert_str_eq(nb_history_stop_reason(h), "");
-    const float *loss = nb_history_get(h, "loss");
-    int best = 0;
-    for (int e = 1; e < 6; e++)
-        if (loss[e] < loss[best]) best = e;
-    cr_assert_neq(best, 5, "precondition: the last epoch is not the best");
+    cr_assert_neq(best_epoch(h), 5, "precondition: the last epoch is not the best");
     cr_expect(snapshot_equal(m, &saved.after[5]), "the last epoch's weights are kept");
     for (int e = 0; e < saved.epochs; e++) snapshot_free(&saved.after[e]);
     nb_history_free(h);
