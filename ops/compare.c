@@ -20,8 +20,7 @@ typedef enum { EQ, NE, LT, LE, GT, GE } cmpop;
 static nb_tensor *compare(const char *who, cmpop kind, nb_tensor *a, nb_tensor *b) {
     if (!a || !b) return NULL;
     nb_bcast p;
-    if (!nb_bcast_plan(who, a, b, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.ndim, p.shape);
+    nb_tensor *out = nb_bcast_output(who, a, b, &p);
     if (!out) return NULL;
     const float *pa = nb_data(a), *pb = nb_data(b);
     float *po = nb_data_mut(out);

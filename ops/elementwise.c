@@ -153,8 +153,7 @@ typedef enum { ADD, SUB, MUL, DIV, POW, MAX, MIN } binop;
 static nb_tensor *binary(const char *who, binop kind, const nb_op *op, nb_tensor *a, nb_tensor *b) {
     if (!a || !b) return NULL;
     nb_bcast p;
-    if (!nb_bcast_plan(who, a, b, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.ndim, p.shape);
+    nb_tensor *out = nb_bcast_output(who, a, b, &p);
     if (!out) return NULL;
     const float *pa = nb_data(a), *pb = nb_data(b);
     float *po = nb_data_mut(out);
@@ -252,8 +251,7 @@ nb_tensor *nb_pow(nb_tensor *a, nb_tensor *b) {
  * mask is a constant: its own derivative is zero almost everywhere. */
 static nb_tensor *select_mask(nb_tensor *a, nb_tensor *b, bool take_larger) {
     nb_bcast p;
-    if (!nb_bcast_plan(take_larger ? "nb_maximum" : "nb_minimum", a, b, &p)) return NULL;
-    nb_tensor *m = nb_empty(p.ndim, p.shape);
+    nb_tensor *m = nb_bcast_output(take_larger ? "nb_maximum" : "nb_minimum", a, b, &p);
     if (!m) return NULL;
     const float *pa = nb_data(a), *pb = nb_data(b);
     float *pm = nb_data_mut(m);

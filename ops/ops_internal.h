@@ -28,6 +28,13 @@ typedef struct nb_bcast {
 /* Plans a op b; false and a message naming who when the shapes clash. */
 bool nb_bcast_plan(const char *who, const nb_tensor *a, const nb_tensor *b, nb_bcast *p);
 
+/* Plans a op b and makes the (uninitialised) output of the broadcast
+ * shape; NULL, with a message naming who, when the shapes clash. */
+static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, const nb_tensor *b,
+                                         nb_bcast *p) {
+    return nb_bcast_plan(who, a, b, p) ? nb_empty(p->ndim, p->shape) : NULL;
+}
+
 /* Runs BODY for every output element i with ia, ib the matching input
  * offsets. The innermost axis is a plain loop so that same-shape and
  * scalar-operand cases vectorise. */

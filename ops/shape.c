@@ -146,6 +146,17 @@ static int64_t slice_len(int64_t start, int64_t stop, int64_t step) {
     return stop > start ? (stop - start - 1) / step + 1 : 0;
 }
 
+/* slice and slice_scatter keep the same four attributes, each the other's
+ * backward: 0 axis, 1 start, 2 stop, 3 step. */
+static nb_tensor *set_slice_attrs(nb_tensor *out, int axis, int64_t start, int64_t stop,
+                                  int64_t step) {
+    nb_set_attr(out, 0, axis);
+    nb_set_attr(out, 1, (double)start);
+    nb_set_attr(out, 2, (double)stop);
+    nb_set_attr(out, 3, (double)step);
+    return out;
+}
+
 /* slice_scatter: g (S with S[axis] = len) -> out (shape), zeros everywhere
  * except out[..., start:stop:step, ...] = g. The adjoint of slice, so
  * d(slice_scatter) = slice(g); start and stop are already clipped. */
@@ -186,11 +197,7 @@ static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, in
                 memcpy(dst + k * step * inner, src + k * inner, sizeof(float) * (size_t)inner);
     }
     nb_record(out, &slice_scatter_op, 1, &g);
-    nb_set_attr(out, 0, axis);
-    nb_set_attr(out, 1, (double)start);
-    nb_set_attr(out, 2, (double)stop);
-    nb_set_attr(out, 3, (double)step);
-    return out;
+    return set_slice_attrs(out, axis, start, stop, step);
 }
 
 /* slice: x (..., n, ...) -> out (..., len, ...) with len the number of
@@ -241,11 +248,7 @@ nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t
                 memcpy(dst + k * inner, src + k * step * inner, sizeof(float) * (size_t)inner);
     }
     nb_record(out, &slice_op, 1, &x);
-    nb_set_attr(out, 0, a);
-    nb_set_attr(out, 1, (double)start);
-    nb_set_attr(out, 2, (double)stop);
-    nb_set_attr(out, 3, (double)step);
-    return out;
+    return set_slice_attrs(out, a, start, stop, step);
 }
 
 /* concat: xs[i] (..., n_i, ...) -> out (..., sum n_i, ...); every other
