@@ -131,10 +131,10 @@ const nb_op *nb_op_of(const nb_tensor *t) { return t ? t->op : NULL; }
 
 /* ---- leaves and flags --------------------------------------------------------- */
 
-nb_tensor *nb_requires_grad(nb_tensor *t, bool requires) {
+nb_tensor *nb_set_requires_grad(nb_tensor *t, bool requires) {
     if (!t) return NULL;
     if (t->op) {
-        nb_set_error("nb_requires_grad: only leaves can be marked; this tensor is the output "
+        nb_set_error("nb_set_requires_grad: only leaves can be marked; this tensor is the output "
                      "of '%s' (nb_detach it to make a leaf)", t->op->name);
         return NULL;
     }
@@ -142,7 +142,7 @@ nb_tensor *nb_requires_grad(nb_tensor *t, bool requires) {
     return t;
 }
 
-bool nb_requires_grad_get(const nb_tensor *t) { return t && t->requires_grad; }
+bool nb_requires_grad(const nb_tensor *t) { return t && t->requires_grad; }
 bool nb_is_leaf(const nb_tensor *t) { return t && !t->op; }
 nb_tensor *nb_grad_of(const nb_tensor *t) { return t ? t->grad : NULL; }
 
@@ -427,7 +427,7 @@ typedef struct run {
     int ninputs; /* nb_grad: capture these instead of filling .grad */
     nb_tensor *const *inputs;
     nb_tensor **grads;
-    bool retain_graph, create_graph;
+    bool retain_graph, create_graph, allow_unused;
     const char *who;
     struct buffers *b; /* the traversal's bookkeeping */
 } run;
@@ -439,9 +439,9 @@ static bool check_outputs(const run *r) {
         nb_tensor *go = r->grad_outputs ? r->grad_outputs[i] : NULL;
         if (!out) return false; /* an earlier op failed: its message stands */
         if (!out->requires_grad) {
-            nb_set_error("%s: the tensor%s%s%s does not require grad: no input of its "
+            nb_set_error("%s: output %d%s%s%s does not require grad: no input of its "
                          "computation requires grad (or grad mode was off)",
-                         r->who, out->name[0] ? " '" : "", out->name, out->name[0] ? "'" : "");
+                         r->who, i, out->name[0] ? " '" : "", out->name, out->name[0] ? "'" : "");
             return false;
         }
         if (!go && out->numel != 1) {
@@ -582,6 +582,15 @@ static int run_backward(run *r) {
             r->grads[i] = r->grads[c];
         }
     }
+    for (int i = 0; ok && !r->allow_unused && i < r->ninputs; i++)
+        if (!r->grads[i]) {
+            nb_tensor *in = r->inputs[i];
+            nb_set_error("%s: input %d%s%s%s is not used by the outputs (no gradient reaches "
+                         "it); set allow_unused to get NULL for it, and materialize_grads for "
+                         "zeros", r->who, i, in->name[0] ? " '" : "", in->name,
+                         in->name[0] ? "'" : "");
+            ok = false;
+        }
     nb_set_grad_enabled(was);
     if (ok && !r->retain_graph && !r->create_graph) {
         for (int64_t k = 0; k < n; k++) {
@@ -597,17 +606,20 @@ static int run_backward(run *r) {
     return ok ? 0 : -1;
 }
 
-int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, bool retain_graph, bool create_graph) {
+int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, const nb_backward_opts *opts) {
     if (!out) return -1;
+    nb_backward_opts o = opts ? *opts : (nb_backward_opts){0};
     nb_tensor *gos[1] = {grad_output};
-    run r = {1, &out, gos, 0, NULL, NULL, retain_graph, create_graph, "nb_backward", NULL};
+    run r = {1, &out, gos, 0, NULL, NULL, o.retain_graph, o.create_graph, false, "nb_backward", NULL};
     return run_backward(&r);
 }
 
-int nb_backward(nb_tensor *loss) { return nb_backward_ex(loss, NULL, false, false); }
+int nb_backward(nb_tensor *loss) { return nb_backward_ex(loss, NULL, NULL); }
 
 int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outputs, int ninputs,
-            nb_tensor *const *inputs, nb_tensor **grads, bool retain_graph, bool create_graph) {
+            nb_tensor *const *inputs, nb_tensor **grads, const nb_grad_opts *opts) {
+    nb_grad_opts o = opts ? *opts : (nb_grad_opts){0};
+    bool create_graph = o.create_graph;
     if (!outputs || !inputs || !grads || noutputs < 1 || ninputs < 1) {
         nb_set_error("nb_grad: needs at least one output, one input and a result array");
         return -1;
@@ -618,8 +630,8 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
             if (outputs[i]) nb_set_error("nb_grad: grad_outputs[%d] is NULL for a non-scalar output", i);
             return -1;
         }
-    run r = {noutputs, outputs, grad_outputs, ninputs, inputs, grads,
-             retain_graph, create_graph, "nb_grad", NULL};
+    run r = {noutputs, outputs, grad_outputs, ninputs, inputs, grads, o.retain_graph,
+             o.create_graph, o.allow_unused || o.materialize_grads, "nb_grad", NULL};
     int rc = run_backward(&r);
     /* Hand each gradient to the caller's scope: a private one directly, one
      * that is visible elsewhere (a grad_output) through a new tensor. */
@@ -630,8 +642,8 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
             grads[i] = NULL;
             continue;
         }
-        if (!g) {
-            grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
+        if (!g) { /* unused: allowed, or run_backward would have failed */
+            if (o.materialize_grads) grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
             continue;
         }
         if (atomic_load(&g->refcount) == 1 && !g->caller_ref && g->scope_depth == 0) {

@@ -47,6 +47,9 @@ static nb_tensor *weights_like(const nb_tensor *t, nb_generator *g) {
     return nb_keep(w);
 }
 
+/* An input f does not use has a zero gradient. */
+static const nb_grad_opts unused_ok = {.materialize_grads = true};
+
 /* First order: L(x) = sum(w * f(x)). Second order: L(x) = sum_i sum(v_i * dL1/dx_i). */
 static bool eval(checker *c, int order, double *value) {
     nb_scope_begin();
@@ -61,7 +64,7 @@ static bool eval(checker *c, int order, double *value) {
         }
     } else {
         nb_tensor *y = c->f(c->inputs, c->ctx), *g[GC_MAX_INPUTS];
-        if (y && nb_grad(1, &y, &c->out_weights, c->nvar, c->var, g, false, false) == 0) {
+        if (y && nb_grad(1, &y, &c->out_weights, c->nvar, c->var, g, &unused_ok) == 0) {
             *value = 0;
             for (int i = 0; i < c->nvar; i++) *value += weighted_sum(g[i], c->in_weights[i]);
             ok = true;
@@ -76,7 +79,8 @@ static bool analytic(checker *c, int order, double **out) {
     nb_scope_begin();
     bool ok = false;
     nb_tensor *y = c->f(c->inputs, c->ctx), *g[GC_MAX_INPUTS], *gg[GC_MAX_INPUTS];
-    if (y && nb_grad(1, &y, &c->out_weights, c->nvar, c->var, g, order == 2, order == 2) == 0) {
+    if (y && nb_grad(1, &y, &c->out_weights, c->nvar, c->var, g,
+                                &(nb_grad_opts){.create_graph = order == 2, .materialize_grads = true}) == 0) {
         if (order == 1) {
             memcpy(gg, g, sizeof g);
             ok = true;
@@ -86,7 +90,7 @@ static bool analytic(checker *c, int order, double **out) {
             nb_tensor *outs[GC_MAX_INPUTS], *ws[GC_MAX_INPUTS];
             int nout = 0;
             for (int i = 0; i < c->nvar; i++)
-                if (nb_requires_grad_get(g[i])) {
+                if (nb_requires_grad(g[i])) {
                     outs[nout] = g[i];
                     ws[nout++] = c->in_weights[i];
                 }
@@ -94,7 +98,7 @@ static bool analytic(checker *c, int order, double **out) {
                 for (int i = 0; i < c->nvar; i++) gg[i] = nb_zeros_like(c->var[i]);
                 ok = true;
             } else {
-                ok = nb_grad(nout, outs, ws, c->nvar, c->var, gg, false, false) == 0;
+                ok = nb_grad(nout, outs, ws, c->nvar, c->var, gg, &unused_ok) == 0;
             }
         }
     }
@@ -130,7 +134,7 @@ static bool check(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *i
     }
     for (int i = 0; i < ninputs; i++) {
         if (!inputs[i]) goto done;
-        if (nb_requires_grad_get(inputs[i])) {
+        if (nb_requires_grad(inputs[i])) {
             c.var_index[c.nvar] = i;
             c.var[c.nvar++] = inputs[i];
         }

@@ -50,13 +50,17 @@ typedef struct nb_tensor nb_tensor;
 
 /* Shape and axis lists written inline:
  *   nb_zeros(NB_SHAPE(3, 4))             a 3x4 tensor
+ *   nb_zeros(NB_SHAPE())                 a 0-dimensional tensor (one value)
  *   nb_sum(x, NB_AXES(0, 2), true)       reduce axes 0 and 2, keep them as 1
- *   nb_sum(x, NB_ALL, false)             reduce every axis                  */
+ *   nb_sum(x, NB_ALL, false)             reduce every axis
+ * Each expands to a count and a pointer. The arrays start with a dummy 0, so
+ * that an empty list is still valid C; the pointer skips it. */
 #define NB_SHAPE(...)                                                         \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                \
-        (const int64_t[]){__VA_ARGS__}
+    (int)(sizeof((int64_t[]){0, __VA_ARGS__}) / sizeof(int64_t) - 1),         \
+        ((const int64_t[]){0, __VA_ARGS__} + 1)
 #define NB_AXES(...)                                                          \
-    (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (const int[]){__VA_ARGS__}
+    (int)(sizeof((int[]){0, __VA_ARGS__}) / sizeof(int) - 1),                 \
+        ((const int[]){0, __VA_ARGS__} + 1)
 #define NB_ALL 0, (const int *)0
 
 /* ---- ownership ---------------------------------------------------------- */
@@ -151,9 +155,12 @@ void nb_fprint(FILE *f, const nb_tensor *t);
 
 /* ---- gradients ---------------------------------------------------------- */
 
-/* Marks a leaf as requiring a gradient. Errors on non-leaves. Returns t. */
-nb_tensor *nb_requires_grad(nb_tensor *t, bool requires);
-bool nb_requires_grad_get(const nb_tensor *t);
+/* Marks a leaf as requiring a gradient (or not): PyTorch's requires_grad_.
+ * Errors on non-leaves. Returns t. */
+nb_tensor *nb_set_requires_grad(nb_tensor *t, bool requires);
+/* Whether t requires a gradient: a marked leaf, or the output of an op
+ * recorded from one. */
+bool nb_requires_grad(const nb_tensor *t);
 bool nb_is_leaf(const nb_tensor *t);
 /* The accumulated gradient, same shape as t, or NULL before any backward.
  * Borrowed: owned by t. */
@@ -181,20 +188,40 @@ bool nb_is_grad_enabled(void);
  * message (not one element, does not require grad, graph already freed, a
  * saved tensor modified in place). */
 int nb_backward(nb_tensor *loss);
-/* The general form: grad_output (same shape as out) may be NULL only for a
- * one-element out. retain_graph keeps the graph for another backward;
- * create_graph records the backward itself so gradients can be
- * differentiated again (it implies retain_graph). */
-int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, bool retain_graph,
-                   bool create_graph);
+
+/* Options of the general forms below; NULL, or any field left out of a
+ * designated initialiser, means the default (false):
+ *     nb_backward_ex(y, NULL, &(nb_backward_opts){.retain_graph = true});  */
+typedef struct nb_backward_opts {
+    /* Keep the graph's saved values for another backward through it. */
+    bool retain_graph;
+    /* Record the backward itself, so that the gradients are graphs and can
+     * be differentiated again (implies retain_graph). */
+    bool create_graph;
+} nb_backward_opts;
+
+/* The general backward: grad_output (same shape as out) may be NULL only
+ * for a one-element out. */
+int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, const nb_backward_opts *opts);
+
+typedef struct nb_grad_opts {
+    bool retain_graph; /* as in nb_backward_opts */
+    bool create_graph;
+    /* An input the outputs do not depend on is an error (naming the input)
+     * unless allow_unused is set; then its gradient is NULL, or a tensor of
+     * zeros when materialize_grads is set too (PyTorch's two options). */
+    bool allow_unused;
+    bool materialize_grads;
+} nb_grad_opts;
+
 /* Functional gradients, like torch.autograd.grad: fills grads[i] with
  * d(sum_j <outputs[j], grad_outputs[j]>)/d(inputs[i]) without touching any
- * .grad. grad_outputs may be NULL (all outputs one-element). An input the
- * outputs do not depend on gets zeros. Results follow the ownership rule.
- * Returns 0 or -1 with a message. */
+ * .grad. grad_outputs may be NULL (all outputs one-element); every output
+ * must require grad (the error names the one that does not). Results follow
+ * the ownership rule. Returns 0 or -1 with a message:
+ *     nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = true});  */
 int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outputs,
-            int ninputs, nb_tensor *const *inputs, nb_tensor **grads,
-            bool retain_graph, bool create_graph);
+            int ninputs, nb_tensor *const *inputs, nb_tensor **grads, const nb_grad_opts *opts);
 
 /* ---- the op API ------------------------------------------------------------
  * Every op in ops/ is written with these, exactly as a user writes a new op:
@@ -251,7 +278,10 @@ const nb_op *nb_op_of(const nb_tensor *t);
  * nb_clear_error. Borrowed. */
 const char *nb_error(void);
 void nb_clear_error(void);
-/* Sets the error (printf-style) and calls the handler. For op authors. */
+/* Sets the error (printf-style) and calls the handler: the channel every
+ * nabla function reports through, open to user code too (an op, a loss, a
+ * layer or a whole program of one's own), so one handler and one nb_error()
+ * serve all. Start the message with the name of your function. */
 void nb_set_error(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))

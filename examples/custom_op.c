@@ -46,7 +46,7 @@ int main(void) {
 
     /* 1. prove the op: first and second derivatives against finite differences */
     nb_scope_begin();
-    nb_tensor *probe = nb_requires_grad(nb_uniform(NULL, -3, 3, NB_SHAPE(4, 5)), true);
+    nb_tensor *probe = nb_set_requires_grad(nb_uniform(NULL, -3, 3, NB_SHAPE(4, 5)), true);
     nb_gradcheck_result r;
     bool first = nb_gradcheck(swish_of_input, NULL, 1, &probe, NULL, &r);
     printf("%s\n", r.message);
@@ -61,10 +61,10 @@ int main(void) {
     nb_tensor *x = nb_reshape(nb_linspace(-1, 1, 64), NB_SHAPE(64, 1));
     nb_tensor *y = nb_sin(nb_mul_scalar(x, 3.0f));
     nb_tensor *params[4] = {
-        nb_requires_grad(nb_normal(NULL, 0, 1.0f, NB_SHAPE(1, 16)), true),
-        nb_requires_grad(nb_zeros(NB_SHAPE(16)), true),
-        nb_requires_grad(nb_normal(NULL, 0, 0.25f, NB_SHAPE(16, 1)), true),
-        nb_requires_grad(nb_zeros(NB_SHAPE(1)), true),
+        nb_set_requires_grad(nb_normal(NULL, 0, 1.0f, NB_SHAPE(1, 16)), true),
+        nb_set_requires_grad(nb_zeros(NB_SHAPE(16)), true),
+        nb_set_requires_grad(nb_normal(NULL, 0, 0.25f, NB_SHAPE(16, 1)), true),
+        nb_set_requires_grad(nb_zeros(NB_SHAPE(1)), true),
     };
     float first_loss = 0, loss_value = 0;
     for (int step = 0; step < 2000; step++) {

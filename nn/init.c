@@ -11,7 +11,7 @@
 
 static bool check(const char *who, nb_tensor *t) {
     if (!t) return false;
-    if (nb_requires_grad_get(t) && !nb_is_leaf(t)) {
+    if (nb_requires_grad(t) && !nb_is_leaf(t)) {
         nb_set_error("%s: cannot initialise a tensor computed by '%s'", who, nb_op_of(t)->name);
         return false;
     }

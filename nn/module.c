@@ -69,7 +69,7 @@ nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param)
         m->failed = true;
         return NULL;
     }
-    e->param = nb_keep(nb_requires_grad(param, true));
+    e->param = nb_keep(nb_set_requires_grad(param, true));
     if (!nb_name(param)[0]) nb_set_name(param, name);
     return param;
 }

@@ -481,7 +481,7 @@ static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, n
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, naxes, axes, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
-    bool track = nb_is_grad_enabled() && nb_requires_grad_get(x);
+    bool track = nb_is_grad_enabled() && nb_requires_grad(x);
     /* A scope of our own: idx lives on only in the node that saves it. */
     nb_scope_begin();
     nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);

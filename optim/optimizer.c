@@ -56,8 +56,8 @@ static bool check_params(const char *who, int nparams, nb_tensor *const *params)
                          "leaves it came from", who, describe(p, i, buf, sizeof buf));
             return false;
         }
-        if (!nb_requires_grad_get(p)) {
-            nb_set_error("%s: %s does not require grad (nb_requires_grad(p, true))", who,
+        if (!nb_requires_grad(p)) {
+            nb_set_error("%s: %s does not require grad (nb_set_requires_grad(p, true))", who,
                          describe(p, i, buf, sizeof buf));
             return false;
         }

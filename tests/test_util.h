@@ -65,7 +65,7 @@ static inline void nb_test_expect_shape(const nb_tensor *t, int ndim, const int6
 
 /* A leaf of the given shape with uniform values in [lo, hi), requiring grad. */
 static inline nb_tensor *nb_test_leaf(float lo, float hi, int ndim, const int64_t *shape) {
-    return nb_requires_grad(nb_uniform(NULL, lo, hi, ndim, shape), true);
+    return nb_set_requires_grad(nb_uniform(NULL, lo, hi, ndim, shape), true);
 }
 
 /* Gradcheck (and, when second is true, gradgradcheck) of f at inputs. */

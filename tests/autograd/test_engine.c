@@ -11,11 +11,11 @@
 TestSuite(engine, NB_TEST_HOOKS);
 
 static nb_tensor *vec(int n, const float *v) { return nb_from_array(1, (int64_t[]){n}, v); }
-static nb_tensor *total(nb_tensor *t) { return nb_sum_to(t, 0, NULL); }
+static nb_tensor *total(nb_tensor *t) { return nb_sum_to(t, NB_SHAPE()); }
 
 Test(engine, diamond_accumulates) {
     /* a = 2x; y = a*a + a  =>  dy/dx = (2a + 1) * 2 = 8x + 2 */
-    nb_tensor *x = nb_requires_grad(vec(3, (float[]){1, -2, 0.5f}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(3, (float[]){1, -2, 0.5f}), true);
     nb_tensor *a = nb_mul_scalar(x, 2);
     nb_tensor *y = total(nb_add(nb_mul(a, a), a));
     cr_assert_eq(nb_backward(y), 0, "%s", nb_error());
@@ -24,14 +24,14 @@ Test(engine, diamond_accumulates) {
 
 Test(engine, shared_subexpression) {
     /* e = exp(x); y = e*e + e  =>  dy/dx = 2e^2 + e */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){0, 1}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){0, 1}), true);
     nb_tensor *e = nb_exp(x);
     cr_assert_eq(nb_backward(total(nb_add(nb_mul(e, e), e))), 0);
     EXPECT_VALUES(nb_grad_of(x), 1e-4, 3.0f, (float)(2 * exp(2.0) + exp(1.0)));
 }
 
 Test(engine, gradients_accumulate_until_zeroed) {
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
     for (int i = 0; i < 3; i++) cr_assert_eq(nb_backward(total(nb_mul(x, x))), 0);
     EXPECT_VALUES(nb_grad_of(x), 1e-5, 6, 12); /* 3 * 2x */
     nb_zero_grad(x);
@@ -41,13 +41,13 @@ Test(engine, gradients_accumulate_until_zeroed) {
 }
 
 Test(engine, no_grad_records_nothing) {
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
     bool was = nb_set_grad_enabled(false);
     cr_assert(was);
     nb_tensor *y = total(nb_mul(x, x));
     cr_assert(!nb_is_grad_enabled());
     nb_set_grad_enabled(true);
-    cr_assert(!nb_requires_grad_get(y));
+    cr_assert(!nb_requires_grad(y));
     cr_assert_null(nb_op_of(y));
     cr_assert_eq(nb_backward(y), -1);
     EXPECT_ERROR("nb_backward", "does not require grad");
@@ -71,19 +71,19 @@ Test(engine, grad_mode_and_errors_are_per_thread) {
 
 Test(engine, detach_stops_gradient) {
     /* y = detach(x) * x  =>  dy/dx = x (the detached factor is a constant) */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){3, -1}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){3, -1}), true);
     nb_tensor *d = nb_detach(x);
-    cr_assert(!nb_requires_grad_get(d));
+    cr_assert(!nb_requires_grad(d));
     cr_assert_eq(nb_data(d), nb_data(x), "detach shares storage");
     cr_assert_eq(nb_backward(total(nb_mul(d, x))), 0);
     EXPECT_VALUES(nb_grad_of(x), 1e-6, 3, -1);
 }
 
 Test(engine, retain_graph_and_freed_graph_error) {
-    nb_tensor *x = nb_requires_grad(vec(1, (float[]){2}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(1, (float[]){2}), true);
     nb_tensor *y = total(nb_mul(x, nb_exp(x)));
-    cr_assert_eq(nb_backward_ex(y, NULL, true, false), 0);
-    cr_assert_eq(nb_backward_ex(y, NULL, false, false), 0); /* graph kept: works, then freed */
+    cr_assert_eq(nb_backward_ex(y, NULL, &(nb_backward_opts){.retain_graph = true}), 0);
+    cr_assert_eq(nb_backward_ex(y, NULL, NULL), 0); /* graph kept: works, then freed */
     float once = (float)(exp(2.0) * 3); /* d(x e^x) = e^x (1 + x) */
     EXPECT_VALUES(nb_grad_of(x), 1e-3, 2 * once);
     cr_assert_eq(nb_backward(y), -1, "a third backward through a freed graph must fail");
@@ -93,7 +93,7 @@ Test(engine, retain_graph_and_freed_graph_error) {
 
 Test(engine, retain_grad_on_non_leaf) {
     /* h = 2x, y = sum(h*h)  =>  dy/dh = 2h = 4x, dy/dx = 8x */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, -3}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, -3}), true);
     nb_tensor *h = nb_retain_grad(nb_mul_scalar(x, 2));
     nb_tensor *m = nb_mul_scalar(x, 5); /* not retained */
     cr_assert_eq(nb_backward(total(nb_add(nb_mul(h, h), m))), 0);
@@ -104,67 +104,96 @@ Test(engine, retain_grad_on_non_leaf) {
 
 Test(engine, backward_with_grad_output) {
     /* y = x^2 (not scalar), v = [1, 10]  =>  x.grad = 2x * v */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
     nb_tensor *y = nb_mul(x, x);
     cr_assert_eq(nb_backward(y), -1);
     EXPECT_ERROR("nb_backward", "[2]", "grad_output");
     nb_tensor *wrong = vec(3, (float[]){1, 1, 1});
-    cr_assert_eq(nb_backward_ex(y, wrong, false, false), -1);
+    cr_assert_eq(nb_backward_ex(y, wrong, NULL), -1);
     EXPECT_ERROR("grad_output of shape [3]", "[2]");
-    cr_assert_eq(nb_backward_ex(y, vec(2, (float[]){1, 10}), false, false), 0);
+    cr_assert_eq(nb_backward_ex(y, vec(2, (float[]){1, 10}), NULL), 0);
     EXPECT_VALUES(nb_grad_of(x), 1e-6, 2, 40);
 }
 
 Test(engine, create_graph_gives_higher_derivatives) {
     /* y = x^3: y' = 3x^2, y'' = 6x, y''' = 6 */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){2, -1}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){2, -1}), true);
     nb_tensor *y = total(nb_mul(x, nb_mul(x, x)));
     nb_tensor *g1, *g2, *g3;
-    cr_assert_eq(nb_grad(1, &y, NULL, 1, &x, &g1, true, true), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &y, NULL, 1, &x, &g1, &(nb_grad_opts){.create_graph = true}), 0, "%s", nb_error());
     EXPECT_VALUES(g1, 1e-5, 12, 3);
     nb_tensor *s1 = total(g1);
-    cr_assert_eq(nb_grad(1, &s1, NULL, 1, &x, &g2, true, true), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &s1, NULL, 1, &x, &g2, &(nb_grad_opts){.create_graph = true}), 0, "%s", nb_error());
     EXPECT_VALUES(g2, 1e-5, 12, -6);
     nb_tensor *s2 = total(g2);
-    cr_assert_eq(nb_grad(1, &s2, NULL, 1, &x, &g3, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &s2, NULL, 1, &x, &g3, NULL), 0, "%s", nb_error());
     EXPECT_VALUES(g3, 1e-5, 6, 6);
     cr_assert_null(nb_grad_of(x), "nb_grad must not touch .grad");
 }
 
 Test(engine, backward_create_graph_into_grad) {
     /* x.grad = 2x with a graph; backward of sum(x.grad * x) = sum(2x^2) gives 4x */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1.5f, -2}), true);
-    cr_assert_eq(nb_backward_ex(total(nb_mul(x, x)), NULL, false, true), 0);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1.5f, -2}), true);
+    cr_assert_eq(nb_backward_ex(total(nb_mul(x, x)), NULL, &(nb_backward_opts){.create_graph = true}), 0);
     nb_tensor *g = nb_grad_of(x);
-    cr_assert(nb_requires_grad_get(g), "with create_graph the gradient is differentiable");
+    cr_assert(nb_requires_grad(g), "with create_graph the gradient is differentiable");
     nb_tensor *h;
     nb_tensor *s = total(nb_mul(g, x));
-    cr_assert_eq(nb_grad(1, &s, NULL, 1, &x, &h, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &s, NULL, 1, &x, &h, NULL), 0, "%s", nb_error());
     EXPECT_VALUES(h, 1e-5, 6, -8);
 }
 
 Test(engine, functional_grad) {
-    /* f = sum(a*b) + sum(a): df/da = b + 1, df/db = a; c is unused: zeros */
-    nb_tensor *a = nb_requires_grad(vec(2, (float[]){1, 2}), true);
-    nb_tensor *b = nb_requires_grad(vec(2, (float[]){3, 4}), true);
-    nb_tensor *c = nb_requires_grad(vec(1, (float[]){7}), true);
+    /* f = sum(a*b) + sum(a): df/da = b + 1, df/db = a; c is unused */
+    nb_tensor *a = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *b = nb_set_requires_grad(vec(2, (float[]){3, 4}), true);
+    nb_tensor *c = nb_set_name(nb_set_requires_grad(vec(1, (float[]){7}), true), "c");
     nb_tensor *f = nb_add(total(nb_mul(a, b)), total(a));
     nb_tensor *in[3] = {a, b, c}, *g[3];
-    cr_assert_eq(nb_grad(1, &f, NULL, 3, in, g, true, false), 0, "%s", nb_error());
+    /* by default an unused input is an error naming it, as in PyTorch */
+    cr_assert_eq(nb_grad(1, &f, NULL, 3, in, g, &(nb_grad_opts){.retain_graph = true}), -1);
+    EXPECT_ERROR("nb_grad", "input 2 'c' is not used");
+    cr_assert_null(g[0]);
+    /* allow_unused: NULL for it */
+    cr_assert_eq(nb_grad(1, &f, NULL, 3, in, g,
+                         &(nb_grad_opts){.retain_graph = true, .allow_unused = true}),
+                 0, "%s", nb_error());
     EXPECT_VALUES(g[0], 1e-6, 4, 5);
     EXPECT_VALUES(g[1], 1e-6, 1, 2);
+    cr_assert_null(g[2]);
+    /* materialize_grads: zeros for it */
+    cr_assert_eq(nb_grad(1, &f, NULL, 3, in, g,
+                         &(nb_grad_opts){.retain_graph = true, .materialize_grads = true}),
+                 0, "%s", nb_error());
+    EXPECT_VALUES(g[0], 1e-6, 4, 5);
     EXPECT_VALUES(g[2], 0, 0);
     cr_assert_null(nb_grad_of(a));
     nb_tensor *plain = vec(1, (float[]){1});
-    cr_assert_eq(nb_grad(1, &f, NULL, 1, &plain, g, false, false), -1);
+    cr_assert_eq(nb_grad(1, &f, NULL, 1, &plain, g, NULL), -1);
     EXPECT_ERROR("nb_grad", "does not require grad");
+    /* an output that does not require grad is named by its position */
+    nb_tensor *outs[2] = {f, nb_set_name(vec(1, (float[]){2}), "k")};
+    cr_assert_eq(nb_grad(2, outs, NULL, 1, &a, g, NULL), -1);
+    EXPECT_ERROR("nb_grad", "output 1 'k' does not require grad");
+}
+
+Test(engine, zero_dimensional_shapes_are_written_inline) {
+    nb_tensor *s = nb_full(NB_SHAPE(), 2.5f);
+    cr_assert_eq(nb_ndim(s), 0);
+    cr_assert_eq(nb_numel(s), 1);
+    cr_assert_float_eq(nb_item(s), 2.5f, 0);
+    nb_tensor *m = nb_sum_to(nb_ones(NB_SHAPE(2, 3)), NB_SHAPE());
+    cr_assert_eq(nb_ndim(m), 0);
+    cr_assert_float_eq(nb_item(m), 6, 0);
+    nb_tensor *r = nb_sum(nb_ones(NB_SHAPE(2, 3)), NB_AXES(), false); /* no axes: all */
+    cr_assert_not_null(r, "%s", nb_error());
 }
 
 Test(engine, grad_of_output_itself) {
     /* d(x)/d(x) with a grad_output v is v, returned as a tensor of its own */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
     nb_tensor *v = vec(2, (float[]){5, 6}), *g;
-    cr_assert_eq(nb_grad(1, &x, &v, 1, &x, &g, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &x, &v, 1, &x, &g, NULL), 0, "%s", nb_error());
     cr_assert_neq(g, v);
     EXPECT_VALUES(g, 0, 5, 6);
 }
@@ -173,7 +202,7 @@ Test(engine, long_chain_is_iterative) {
     /* 100,000 ops: y = x * 1.00001^n + n, dy/dx = 1.00001^n (each factor
      * rounded to float, as the kernel uses it) */
     const int n = 100000;
-    nb_tensor *x = nb_requires_grad(vec(1, (float[]){1}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(1, (float[]){1}), true);
     nb_tensor *y = x;
     double expect = 1;
     for (int i = 0; i < n; i++) {
@@ -188,7 +217,7 @@ Test(engine, long_chain_freed_without_recursion) {
     /* A chain held only by its last tensor is freed iteratively. */
     int64_t before = nb_live_tensors();
     nb_scope_begin();
-    nb_tensor *x = nb_requires_grad(vec(1, (float[]){1}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(1, (float[]){1}), true);
     nb_tensor *y = x;
     for (int i = 0; i < 100000; i++) y = nb_add_scalar(y, 1.0f);
     nb_keep(y);
@@ -201,8 +230,8 @@ Test(engine, long_chain_freed_without_recursion) {
 Test(engine, in_place_change_after_save_is_detected) {
     /* An optimizer step between forward and backward changes w, which mul
      * saved: the backward must refuse rather than use the new values. */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){1, 2}), true);
-    nb_tensor *w = nb_set_name(nb_requires_grad(vec(2, (float[]){3, 4}), true), "w");
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *w = nb_set_name(nb_set_requires_grad(vec(2, (float[]){3, 4}), true), "w");
     nb_tensor *y = total(nb_mul(x, w));
     nb_data_mut(w)[0] = 0.5f;
     cr_assert_eq(nb_backward(y), -1);
@@ -223,9 +252,9 @@ Test(engine, hessian_vector_product_of_an_mlp) {
     nb_tensor *V = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 5));
     nb_tensor *loss = nb_mean(nb_square(nb_sub(nb_matmul(nb_tanh(nb_matmul(X, W1)), W2), Y)), NB_ALL, false);
     nb_tensor *g, *hv;
-    cr_assert_eq(nb_grad(1, &loss, NULL, 1, &W1, &g, false, true), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &loss, NULL, 1, &W1, &g, &(nb_grad_opts){.create_graph = true}), 0, "%s", nb_error());
     nb_tensor *gv = nb_sum(nb_mul(g, V), NB_ALL, false);
-    cr_assert_eq(nb_grad(1, &gv, NULL, 1, &W1, &hv, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &gv, NULL, 1, &W1, &hv, NULL), 0, "%s", nb_error());
 
     const double h = 1e-2;
     double numeric[15];
@@ -237,7 +266,7 @@ Test(engine, hessian_vector_product_of_an_mlp) {
         nb_scope_begin();
         nb_tensor *l = nb_mean(nb_square(nb_sub(nb_matmul(nb_tanh(nb_matmul(X, W1)), W2), Y)), NB_ALL, false);
         nb_tensor *gs;
-        cr_assert_eq(nb_grad(1, &l, NULL, 1, &W1, &gs, false, false), 0);
+        cr_assert_eq(nb_grad(1, &l, NULL, 1, &W1, &gs, NULL), 0);
         for (int i = 0; i < 15; i++) numeric[i] = (side ? numeric[i] - nb_data(gs)[i] : nb_data(gs)[i]);
         nb_scope_end();
     }
@@ -253,7 +282,7 @@ Test(engine, hessian_vector_product_of_an_mlp) {
 
 Test(engine, scope_frees_everything_it_owns) {
     int64_t before = nb_live_tensors();
-    nb_tensor *w = nb_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *w = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
     nb_keep(w);
     for (int step = 0; step < 3; step++) {
         nb_scope_begin();
@@ -289,7 +318,7 @@ Test(engine, keep_and_escape) {
 
 Test(engine, graph_keeps_inputs_alive) {
     /* A kept result holds its graph: backward after the scope closed works. */
-    nb_tensor *x = nb_keep(nb_requires_grad(vec(1, (float[]){3}), true));
+    nb_tensor *x = nb_keep(nb_set_requires_grad(vec(1, (float[]){3}), true));
     nb_scope_begin();
     nb_tensor *y = nb_keep(nb_mul(nb_exp(x), x));
     nb_scope_end();
@@ -336,8 +365,8 @@ Test(engine, accumulation_never_writes_through_a_view) {
     /* reshape's backward returns a view of the incoming gradient; adding a
      * second path into it in place would also change the other path.
      * loss = sum(x + reshape(2w) + x + reshape(w)): dx = 2, dw = 3 */
-    nb_tensor *x = nb_requires_grad(nb_zeros(NB_SHAPE(4)), true);
-    nb_tensor *w = nb_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
+    nb_tensor *x = nb_set_requires_grad(nb_zeros(NB_SHAPE(4)), true);
+    nb_tensor *w = nb_set_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
     nb_tensor *a = nb_add(nb_mul_scalar(x, 1), nb_reshape(nb_mul_scalar(w, 2), NB_SHAPE(4)));
     nb_tensor *b = nb_add(x, nb_reshape(w, NB_SHAPE(4)));
     cr_assert_eq(nb_backward(nb_sum(nb_add(a, b), NB_ALL, false)), 0, "%s", nb_error());
@@ -349,10 +378,10 @@ Test(engine, grads_of_two_leaves_never_share_memory) {
     /* loss = sum(x + reshape(w)): with create_graph both gradients start
      * as views of one tensor; a second backward and a zero_grad must treat
      * them apart */
-    nb_tensor *x = nb_requires_grad(nb_zeros(NB_SHAPE(4)), true);
-    nb_tensor *w = nb_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
+    nb_tensor *x = nb_set_requires_grad(nb_zeros(NB_SHAPE(4)), true);
+    nb_tensor *w = nb_set_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
     nb_tensor *loss = nb_sum(nb_add(x, nb_reshape(w, NB_SHAPE(4))), NB_ALL, false);
-    cr_assert_eq(nb_backward_ex(loss, NULL, true, true), 0);
+    cr_assert_eq(nb_backward_ex(loss, NULL, &(nb_backward_opts){.create_graph = true}), 0);
     cr_assert_eq(nb_backward(loss), 0);
     EXPECT_VALUES(nb_grad_of(x), 0, 2, 2, 2, 2);
     EXPECT_VALUES(nb_grad_of(w), 0, 2, 2, 2, 2);
@@ -361,19 +390,19 @@ Test(engine, grads_of_two_leaves_never_share_memory) {
 }
 
 Test(engine, grad_output_is_never_modified) {
-    nb_tensor *x = nb_requires_grad(nb_ones(NB_SHAPE(4)), true);
+    nb_tensor *x = nb_set_requires_grad(nb_ones(NB_SHAPE(4)), true);
     nb_tensor *go = nb_ones(NB_SHAPE(2, 2)), *g;
     nb_tensor *outs[2] = {nb_sum(x, NB_ALL, false), nb_reshape(x, NB_SHAPE(2, 2))};
     nb_tensor *gos[2] = {NULL, go};
-    cr_assert_eq(nb_grad(2, outs, gos, 1, &x, &g, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(2, outs, gos, 1, &x, &g, NULL), 0, "%s", nb_error());
     EXPECT_VALUES(g, 0, 2, 2, 2, 2);
     EXPECT_VALUES(go, 0, 1, 1, 1, 1);
 }
 
 Test(engine, grad_of_an_input_listed_twice) {
-    nb_tensor *x = nb_requires_grad(nb_full(NB_SHAPE(1), 3), true);
+    nb_tensor *x = nb_set_requires_grad(nb_full(NB_SHAPE(1), 3), true);
     nb_tensor *y = nb_mul(x, x), *in[2] = {x, x}, *g[2];
-    cr_assert_eq(nb_grad(1, &y, NULL, 2, in, g, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &y, NULL, 2, in, g, NULL), 0, "%s", nb_error());
     EXPECT_VALUES(g[0], 0, 6);
     EXPECT_VALUES(g[1], 0, 6);
 }
@@ -382,11 +411,11 @@ Test(engine, grad_of_an_input_listed_twice) {
  * as activation checkpointing does): the inner run must not disturb the
  * outer one. */
 static void recompute_tanh_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *x = nb_requires_grad(nb_detach(nb_input(node, 0)), true), *gr;
+    nb_tensor *x = nb_set_requires_grad(nb_detach(nb_input(node, 0)), true), *gr;
     bool was = nb_set_grad_enabled(true);
     nb_tensor *y = nb_tanh(x);
     nb_set_grad_enabled(was);
-    if (nb_grad(1, &y, &g, 1, &x, &gr, false, false) == 0) gx[0] = gr;
+    if (nb_grad(1, &y, &g, 1, &x, &gr, NULL) == 0) gx[0] = gr;
 }
 static const nb_op recompute_tanh_op = {"recompute_tanh", recompute_tanh_backward};
 
@@ -399,8 +428,8 @@ static nb_tensor *recompute_tanh(nb_tensor *x) {
 }
 
 Test(engine, backward_inside_a_backward) {
-    nb_tensor *w = nb_requires_grad(nb_full(NB_SHAPE(3), 0.5f), true);
-    nb_tensor *v = nb_requires_grad(nb_full(NB_SHAPE(3), 0.5f), true);
+    nb_tensor *w = nb_set_requires_grad(nb_full(NB_SHAPE(3), 0.5f), true);
+    nb_tensor *v = nb_set_requires_grad(nb_full(NB_SHAPE(3), 0.5f), true);
     nb_tensor *h = w, *k = v;
     for (int i = 0; i < 5; i++) {
         h = nb_mul_scalar(recompute_tanh(nb_mul_scalar(h, 1.5f)), 1.0f);
@@ -427,7 +456,7 @@ static void *differentiate_shared(void *arg) {
     for (int it = 0; it < 2000; it++) {
         nb_scope_begin();
         nb_tensor *loss = nb_sum(nb_mul_scalar(nb_mul(job->W, job->W), job->c), NB_ALL, false), *g;
-        if (nb_grad(1, &loss, NULL, 1, &job->W, &g, false, false) != 0) job->wrong++;
+        if (nb_grad(1, &loss, NULL, 1, &job->W, &g, NULL) != 0) job->wrong++;
         else
             for (int i = 0; i < 8; i++) job->wrong += nb_data(g)[i] != 2 * job->c * nb_data(job->W)[i];
         nb_scope_end();
@@ -436,7 +465,7 @@ static void *differentiate_shared(void *arg) {
 }
 
 Test(engine, threads_differentiate_graphs_sharing_a_parameter) {
-    nb_tensor *W = nb_requires_grad(nb_arange(1, 9, 1), true);
+    nb_tensor *W = nb_set_requires_grad(nb_arange(1, 9, 1), true);
     shared_job jobs[2] = {{W, 1.5f, 0}, {W, -0.5f, 0}};
     pthread_t threads[2];
     for (int t = 0; t < 2; t++) pthread_create(&threads[t], NULL, differentiate_shared, &jobs[t]);

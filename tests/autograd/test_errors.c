@@ -63,9 +63,9 @@ Test(errors, backward_errors) {
 }
 
 Test(errors, requires_grad_only_on_leaves) {
-    nb_tensor *x = nb_requires_grad(nb_ones(NB_SHAPE(1)), true);
-    cr_assert_null(nb_requires_grad(nb_exp(x), false));
-    EXPECT_ERROR("nb_requires_grad", "exp");
+    nb_tensor *x = nb_set_requires_grad(nb_ones(NB_SHAPE(1)), true);
+    cr_assert_null(nb_set_requires_grad(nb_exp(x), false));
+    EXPECT_ERROR("nb_set_requires_grad", "exp");
 }
 
 Test(errors, abort_handler_aborts, .signal = SIGABRT) {

@@ -40,7 +40,7 @@ static nb_tensor *f(nb_tensor *const *in, void *ctx) {
 }
 
 static nb_tensor *input(void) {
-    return nb_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){0.5f, -1, 1.5f, 2}), true);
+    return nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){0.5f, -1, 1.5f, 2}), true);
 }
 
 Test(gradcheck, passes_a_right_backward) {

@@ -122,7 +122,7 @@ Test(tensor, print_like_pytorch) {
     cr_assert_str_eq(printed(nb_from_array(NB_SHAPE(3), (float[]){0.5f, -1.25f, 2})),
                      "tensor([ 0.5000, -1.2500,  2.0000])\n");
     cr_assert_str_eq(printed(nb_scalar(3.5f)), "tensor(3.5000)\n");
-    nb_tensor *w = nb_set_name(nb_requires_grad(nb_ones(NB_SHAPE(1)), true), "w");
+    nb_tensor *w = nb_set_name(nb_set_requires_grad(nb_ones(NB_SHAPE(1)), true), "w");
     cr_assert_str_eq(printed(w), "tensor([1.], name='w', requires_grad=true)\n");
     cr_assert_str_eq(printed(nb_mul(w, w)), "tensor([1.], grad_fn=<mul>)\n");
     cr_assert_str_eq(printed(nb_from_array(NB_SHAPE(2), (float[]){1e-6f, 1})),
@@ -145,7 +145,7 @@ Test(tensor, names) {
 }
 
 Test(tensor, export_dot) {
-    nb_tensor *x = nb_set_name(nb_requires_grad(nb_ones(NB_SHAPE(2)), true), "x");
+    nb_tensor *x = nb_set_name(nb_set_requires_grad(nb_ones(NB_SHAPE(2)), true), "x");
     nb_tensor *y = nb_set_name(nb_exp(nb_mul(x, x)), "y");
     char buf[2048];
     FILE *f = fmemopen(buf, sizeof buf, "w");

@@ -32,7 +32,7 @@ static int cmp(const void *a, const void *b) {
 static int step(nb_tensor *x, nb_tensor *w, nb_tensor *g) {
     nb_scope_begin();
     nb_tensor *y = nb_matmul(x, w), *in[2] = {x, w}, *grads[2];
-    int rc = y ? nb_grad(1, &y, &g, 2, in, grads, false, false) : -1;
+    int rc = y ? nb_grad(1, &y, &g, 2, in, grads, NULL) : -1;
     nb_scope_end();
     return rc;
 }
@@ -40,8 +40,8 @@ static int step(nb_tensor *x, nb_tensor *w, nb_tensor *g) {
 int main(int argc, char **argv) {
     nb_set_num_threads(argc > 1 ? atoi(argv[1]) : 0);
     nb_manual_seed(1);
-    nb_tensor *x = nb_keep(nb_requires_grad(nb_randn(NB_SHAPE(64, 784)), true));
-    nb_tensor *w = nb_keep(nb_requires_grad(nb_randn(NB_SHAPE(784, 512)), true));
+    nb_tensor *x = nb_keep(nb_set_requires_grad(nb_randn(NB_SHAPE(64, 784)), true));
+    nb_tensor *w = nb_keep(nb_set_requires_grad(nb_randn(NB_SHAPE(784, 512)), true));
     nb_tensor *g = nb_keep(nb_ones(NB_SHAPE(64, 512)));
     if (!x || !w || !g || step(x, w, g) != 0) {
         fprintf(stderr, "bench_matmul: %s\n", nb_error() ? nb_error() : "setup failed");

@@ -417,7 +417,7 @@ Test(model, predict_is_the_forward) {
     nb_tensor *pred = nb_model_predict(m, x, 4); /* batches 4, 4, 2 */
     cr_assert_not_null(pred, "%s", nb_error());
     EXPECT_SHAPE(pred, 10, 1);
-    cr_expect(!nb_requires_grad_get(pred), "predict records no graph");
+    cr_expect(!nb_requires_grad(pred), "predict records no graph");
     nb_tensor *fwd = nb_module_forward(nb_model_module(m), x);
     cr_assert_not_null(fwd);
     for (int i = 0; i < 10; i++)

@@ -68,7 +68,7 @@ Test(compare, masks_never_require_grad) {
                           nb_gt_scalar(a, 0), nb_lt_scalar(a, 0), nb_gt(nb_mul(a, b), b)};
     for (size_t k = 0; k < sizeof masks / sizeof *masks; k++) {
         cr_assert_not_null(masks[k]);
-        cr_assert(!nb_requires_grad_get(masks[k]), "mask %zu requires grad", k);
+        cr_assert(!nb_requires_grad(masks[k]), "mask %zu requires grad", k);
         cr_assert_null(nb_op_of(masks[k]), "mask %zu was recorded", k);
     }
 }
@@ -140,12 +140,12 @@ Test(compare, where_broadcasts_all_three) {
 Test(compare, where_gradient_by_hand) {
     /* out = where(c, a, b) with a [3], b 0-d: da = c, db = sum(1 - c) */
     nb_tensor *c = nb_from_array(NB_SHAPE(2, 3), (float[]){1, 0, 1, 1, 1, 0});
-    nb_tensor *a = nb_requires_grad(vec(3, (float[]){1, 2, 3}), true);
-    nb_tensor *b = nb_requires_grad(nb_scalar(5), true);
+    nb_tensor *a = nb_set_requires_grad(vec(3, (float[]){1, 2, 3}), true);
+    nb_tensor *b = nb_set_requires_grad(nb_scalar(5), true);
     nb_tensor *y = nb_where(c, a, b);
-    cr_assert(nb_requires_grad_get(y));
+    cr_assert(nb_requires_grad(y));
     cr_assert_str_eq(nb_op_of(y)->name, "where");
-    cr_assert_eq(nb_backward(nb_sum_to(y, 0, NULL)), 0, "%s", nb_error());
+    cr_assert_eq(nb_backward(nb_sum_to(y, NB_SHAPE())), 0, "%s", nb_error());
     EXPECT_VALUES(nb_grad_of(a), 0, 2, 1, 1);
     EXPECT_VALUES(nb_grad_of(b), 0, 2);
 }
@@ -154,12 +154,12 @@ Test(compare, where_condition_gets_no_gradient) {
     nb_tensor *c = nb_test_leaf(-1, 1, NB_SHAPE(3));
     nb_tensor *a = nb_test_leaf(-1, 1, NB_SHAPE(3)), *b = nb_zeros(NB_SHAPE(3));
     nb_tensor *y = nb_where(c, a, b);
-    cr_assert_eq(nb_backward(nb_sum_to(y, 0, NULL)), 0, "%s", nb_error());
+    cr_assert_eq(nb_backward(nb_sum_to(y, NB_SHAPE())), 0, "%s", nb_error());
     cr_assert_null(nb_grad_of(c));
     cr_assert_not_null(nb_grad_of(a));
     cr_assert_null(nb_grad_of(b));
     /* a condition that requires grad alone makes no graph */
-    cr_assert(!nb_requires_grad_get(nb_where(c, b, b)));
+    cr_assert(!nb_requires_grad(nb_where(c, b, b)));
 }
 
 static nb_tensor *f_where(nb_tensor *const *in, void *ctx) {
@@ -192,7 +192,7 @@ Test(compare, where_gradgradcheck_through_branches) {
     float *d = nb_data_mut(x);
     for (int64_t i = 0; i < nb_numel(x); i++)
         if (fabsf(d[i]) < 0.1f) d[i] = d[i] < 0 ? -0.1f : 0.1f;
-    nb_requires_grad(x, true);
+    nb_set_requires_grad(x, true);
     nb_test_gradcheck(f_piecewise, NULL, 1, &x, true);
 }
 

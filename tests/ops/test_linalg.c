@@ -126,7 +126,7 @@ Test(linalg, large_gradients_against_naive_loop) {
     nb_tensor *b = nb_test_leaf(-1, 1, NB_SHAPE(97, 111));
     nb_tensor *g = nb_uniform(NULL, -1, 1, NB_SHAPE(130, 111));
     nb_tensor *c = nb_matmul(a, b), *in[2] = {a, b}, *grads[2];
-    cr_assert_eq(nb_grad(1, &c, &g, 2, in, grads, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &c, &g, 2, in, grads, NULL), 0, "%s", nb_error());
     static double ref_a[130 * 97], ref_b[97 * 111];
     naive(false, true, 130, 97, 111, nb_data(g), nb_data(b), ref_a);
     naive(true, false, 97, 111, 130, nb_data(a), nb_data(g), ref_b);
@@ -163,7 +163,7 @@ Test(linalg, same_bits_for_any_thread_count) {
         c[r] = nb_matmul(a, b);
         small[r] = nb_matmul(s, t);
         nb_tensor *in[2] = {a, b}, *gr[2];
-        cr_assert_eq(nb_grad(1, &c[r], &c[r], 2, in, gr, false, false), 0, "%s", nb_error());
+        cr_assert_eq(nb_grad(1, &c[r], &c[r], 2, in, gr, NULL), 0, "%s", nb_error());
         da[r] = gr[0];
         db[r] = gr[1];
     }
@@ -236,7 +236,7 @@ static nb_tensor *grad_of_product(nb_tensor *const *in, void *ctx) {
     int which = *(const int *)ctx;
     bool was = nb_set_grad_enabled(true);
     nb_tensor *c = nb_matmul(in[0], in[1]), *g[2] = {NULL, NULL};
-    int rc = nb_grad(1, &c, &in[2], 2, in, g, false, true);
+    int rc = nb_grad(1, &c, &in[2], 2, in, g, &(nb_grad_opts){.create_graph = true});
     nb_set_grad_enabled(was);
     return rc == 0 ? g[which] : NULL;
 }
@@ -259,7 +259,7 @@ Test(linalg, dense_layer_backward_shapes) {
     /* x[B,in]·W[in,out]: gradients come back in the operands' shapes */
     nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(5, 7)), *w = nb_test_leaf(-1, 1, NB_SHAPE(7, 3));
     nb_tensor *y = nb_matmul(x, w), *in[2] = {x, w}, *g[2];
-    cr_assert_eq(nb_grad(1, &y, &y, 2, in, g, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &y, &y, 2, in, g, NULL), 0, "%s", nb_error());
     EXPECT_SHAPE(g[0], 5, 7);
     EXPECT_SHAPE(g[1], 7, 3);
 }
@@ -362,10 +362,10 @@ Test(linalg, transpose_gradcheck) {
 }
 
 Test(linalg, permute_gradient_is_the_inverse_permute) {
-    nb_tensor *x = nb_requires_grad(iota(NB_SHAPE(2, 3, 4)), true);
+    nb_tensor *x = nb_set_requires_grad(iota(NB_SHAPE(2, 3, 4)), true);
     nb_tensor *t = nb_permute(x, (const int[]){1, 2, 0});
     nb_tensor *g = nb_permute(iota(NB_SHAPE(2, 3, 4)), (const int[]){1, 2, 0}), *dx;
-    cr_assert_eq(nb_grad(1, &t, &g, 1, &x, &dx, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &t, &g, 1, &x, &dx, NULL), 0, "%s", nb_error());
     EXPECT_SHAPE(dx, 2, 3, 4);
     cr_assert(bitwise_equal(dx, x));
 }

@@ -132,7 +132,7 @@ Test(loss, cross_entropy_gradcheck) {
 Test(loss, cross_entropy_gradient_by_hand) {
     /* d/dz mean CE = (softmax(z) - onehot) / N; for z = 0 over 2 classes:
      * softmax = 0.5, so the gradient is [[-0.25, 0.25]] for N = 2, label 0 */
-    nb_tensor *z = nb_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
+    nb_tensor *z = nb_set_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
     nb_tensor *y = nb_from_array(NB_SHAPE(2), (float[]){0, 1});
     cr_assert_eq(nb_backward(nb_cross_entropy_loss(z, y, NB_REDUCE_MEAN)), 0, "%s", nb_error());
     EXPECT_VALUES(nb_grad_of(z), 1e-6, -0.25f, 0.25f, 0.25f, -0.25f);

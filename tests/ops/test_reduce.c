@@ -174,7 +174,7 @@ Test(reduce, logsumexp_with_infinities) {
     nb_tensor *p = nb_from_array(NB_SHAPE(2), (float[]){INFINITY, 0});
     EXPECT_VALUES(nb_logsumexp(p, NB_ALL, false), 0, INFINITY);
     /* the gradient of a -inf entry is 0, not NaN */
-    nb_tensor *g = nb_requires_grad(nb_from_array(NB_SHAPE(3), (float[]){-INFINITY, 0, 0}), true);
+    nb_tensor *g = nb_set_requires_grad(nb_from_array(NB_SHAPE(3), (float[]){-INFINITY, 0, 0}), true);
     cr_assert_eq(nb_backward(nb_logsumexp(g, NB_ALL, false)), 0, "%s", nb_error());
     EXPECT_VALUES(nb_grad_of(g), 1e-6, 0, 0.5f, 0.5f);
 }
@@ -214,7 +214,7 @@ Test(reduce, softmax_is_stable) {
     }
     /* gradients too */
     nb_tensor *big =
-        nb_requires_grad(nb_from_array(NB_SHAPE(3), (float[]){1000, 1001, 1002}), true);
+        nb_set_requires_grad(nb_from_array(NB_SHAPE(3), (float[]){1000, 1001, 1002}), true);
     nb_tensor *w = nb_from_array(NB_SHAPE(3), (float[]){1, 2, 3});
     nb_tensor *loss = nb_add(nb_sum(nb_mul(nb_softmax(big, 0), w), NB_ALL, false),
                              nb_sum(nb_mul(nb_log_softmax(big, 0), w), NB_ALL, false));
@@ -242,10 +242,10 @@ Test(reduce, argmax_argmin_values) {
 }
 
 Test(reduce, argmax_is_not_differentiable) {
-    nb_tensor *x = nb_requires_grad(m23(), true);
+    nb_tensor *x = nb_set_requires_grad(m23(), true);
     nb_tensor *a = nb_argmax(x, 1, false), *b = nb_argmin(x, 0, true);
-    cr_expect(!nb_requires_grad_get(a));
-    cr_expect(!nb_requires_grad_get(b));
+    cr_expect(!nb_requires_grad(a));
+    cr_expect(!nb_requires_grad(b));
     cr_expect_null(nb_op_of(a));
 }
 
@@ -268,7 +268,7 @@ Test(reduce, zero_dim_inputs) {
     cr_assert_null(nb_sum(s, NB_AXES(1), false));
     EXPECT_ERROR("nb_sum", "axis 1", "[]");
     /* gradients through a 0-d reduction */
-    nb_tensor *x = nb_requires_grad(nb_scalar(2), true);
+    nb_tensor *x = nb_set_requires_grad(nb_scalar(2), true);
     cr_assert_eq(nb_backward(nb_add(nb_max(x, NB_ALL, false), nb_mean(x, NB_AXES(0), false))), 0,
                  "%s", nb_error());
     EXPECT_VALUES(nb_grad_of(x), 0, 2);
@@ -331,7 +331,7 @@ static void reference(const float *x, const int64_t *shape, unsigned mask, ref_r
 Test(reduce, kernel_paths_match_a_plain_loop) {
     static ref_result ref;
     const int64_t shape[3] = {3, 5, 300};
-    nb_tensor *x = nb_requires_grad(nb_randn(3, shape), true);
+    nb_tensor *x = nb_set_requires_grad(nb_randn(3, shape), true);
     const int sets[][3] = {{0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}, {0, 1, 2}};
     const int nsets[] = {1, 1, 1, 2, 2, 2, 3};
     for (int s = 0; s < 7; s++) {
@@ -349,7 +349,7 @@ Test(reduce, kernel_paths_match_a_plain_loop) {
         }
         /* the gradient of max is 1 exactly at the reference's first maximum */
         nb_tensor *g;
-        cr_assert_eq(nb_grad(1, &max, (nb_tensor *[]){nb_ones_like(max)}, 1, &x, &g, false, false),
+        cr_assert_eq(nb_grad(1, &max, (nb_tensor *[]){nb_ones_like(max)}, 1, &x, &g, NULL),
                      0, "%s", nb_error());
         float *want = calloc((size_t)nb_numel(x), sizeof(float));
         for (int64_t o = 0; o < nout; o++) want[ref.argmax[o]] = 1;
@@ -429,7 +429,7 @@ Test(reduce, results_do_not_depend_on_the_thread_count) {
 /* d(sum(go * y))/dx, go NULL for a one-element y */
 static nb_tensor *grad_of(nb_tensor *y, nb_tensor *x, nb_tensor *go) {
     nb_tensor *g = NULL;
-    cr_assert_eq(nb_grad(1, &y, go ? &go : NULL, 1, &x, &g, false, false), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &y, go ? &go : NULL, 1, &x, &g, NULL), 0, "%s", nb_error());
     return g;
 }
 
@@ -500,7 +500,7 @@ Test(reduce, gradcheck_logsumexp) {
     check_all_axes(F_LSE, x, true);
     /* large values (where float32 finite differences are too coarse to
      * check): the gradient, softmax(x), does not change when x is shifted */
-    nb_tensor *big = nb_requires_grad(nb_add_scalar(nb_detach(x), 1000), true);
+    nb_tensor *big = nb_set_requires_grad(nb_add_scalar(nb_detach(x), 1000), true);
     nb_tensor *g_small = grad_of(nb_logsumexp(x, NB_AXES(1), false), x, nb_ones(NB_SHAPE(2, 4)));
     nb_tensor *g_big = grad_of(nb_logsumexp(big, NB_AXES(1), false), big, nb_ones(NB_SHAPE(2, 4)));
     for (int i = 0; i < 24; i++)
@@ -509,7 +509,7 @@ Test(reduce, gradcheck_logsumexp) {
 
 Test(reduce, gradcheck_max_min) {
     /* distinct values a quarter apart: no tie within the finite-difference step */
-    nb_tensor *x = nb_requires_grad(nb_sub_scalar(nb_mul_scalar(p234(), 0.25f), 3), true);
+    nb_tensor *x = nb_set_requires_grad(nb_sub_scalar(nb_mul_scalar(p234(), 0.25f), 3), true);
     check_all_axes(F_MAX, x, false);
     check_all_axes(F_MIN, x, false);
 }
@@ -530,7 +530,7 @@ Test(reduce, gradcheck_softmax_and_log_softmax) {
 /* ---- where max and min send the gradient ------------------------------------------------- */
 
 Test(reduce, max_min_gradient_lands_on_the_selected_element) {
-    nb_tensor *x = nb_requires_grad(m23(), true); /* [[3,1,4],[1,5,9]] */
+    nb_tensor *x = nb_set_requires_grad(m23(), true); /* [[3,1,4],[1,5,9]] */
     nb_tensor *g0 = nb_from_array(NB_SHAPE(3), (float[]){10, 20, 30});
     EXPECT_VALUES(grad_of(nb_max(x, NB_AXES(0), false), x, g0), 0, 10, 0, 0, 0, 20, 30);
     EXPECT_VALUES(grad_of(nb_min(x, NB_AXES(0), false), x, g0), 0, 0, 20, 30, 10, 0, 0);
@@ -543,19 +543,19 @@ Test(reduce, max_min_gradient_lands_on_the_selected_element) {
 
 Test(reduce, max_min_gradient_goes_to_the_first_of_ties) {
     nb_tensor *t =
-        nb_requires_grad(nb_from_array(NB_SHAPE(2, 3), (float[]){2, 2, 1, 0, 0, 0}), true);
+        nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 3), (float[]){2, 2, 1, 0, 0, 0}), true);
     nb_tensor *g = nb_from_array(NB_SHAPE(2), (float[]){1, 1});
     EXPECT_VALUES(grad_of(nb_max(t, NB_AXES(1), false), t, g), 0, 1, 0, 0, 1, 0, 0);
     EXPECT_VALUES(grad_of(nb_min(t, NB_AXES(1), false), t, g), 0, 0, 0, 1, 1, 0, 0);
-    nb_tensor *u = nb_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){1, 5, 5, 0}), true);
+    nb_tensor *u = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){1, 5, 5, 0}), true);
     EXPECT_VALUES(grad_of(nb_max(u, NB_ALL, false), u, NULL), 0, 0, 1, 0, 0);
-    nb_tensor *z = nb_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
+    nb_tensor *z = nb_set_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
     EXPECT_VALUES(grad_of(nb_min(z, NB_AXES(0, 1), false), z, NULL), 0, 1, 0, 0, 0);
 }
 
 Test(reduce, max_min_gradient_over_several_axes) {
     /* p234 over axes (0,2): maxima 21, 23, 22 at flat 3, 17, 10; minima 0, 1, 3 at 0, 7, 21 */
-    nb_tensor *p = nb_requires_grad(p234(), true);
+    nb_tensor *p = nb_set_requires_grad(p234(), true);
     nb_tensor *g = nb_from_array(NB_SHAPE(3), (float[]){1, 2, 3});
     const float *gm = nb_data(grad_of(nb_max(p, NB_AXES(0, 2), false), p, g));
     const float *gn = nb_data(grad_of(nb_min(p, NB_AXES(2, 0), false), p, g));
@@ -580,7 +580,7 @@ static nb_tensor *grad_of_max(nb_tensor *const *in, void *ctx) {
     bool was = nb_set_grad_enabled(true); /* gradcheck evaluates f with grad off */
     nb_tensor *y = c->max ? nb_max(c->x, NB_AXES(0, 2), false) : nb_min(c->x, NB_AXES(0, 2), false);
     nb_tensor *g = NULL;
-    int rc = nb_grad(1, &y, &in[0], 1, &c->x, &g, false, true);
+    int rc = nb_grad(1, &y, &in[0], 1, &c->x, &g, &(nb_grad_opts){.create_graph = true});
     nb_set_grad_enabled(was);
     return rc == 0 ? g : NULL;
 }
@@ -596,24 +596,24 @@ static nb_tensor *grad_of_grad_of_max(nb_tensor *const *in, void *ctx) {
     const max_grad2_ctx *c = ctx;
     bool was = nb_set_grad_enabled(true);
     nb_tensor *y = nb_max(c->x, NB_AXES(0, 2), false), *gx = NULL, *ggo = NULL;
-    int rc = nb_grad(1, &y, &c->go, 1, &c->x, &gx, false, true);
+    int rc = nb_grad(1, &y, &c->go, 1, &c->x, &gx, &(nb_grad_opts){.create_graph = true});
     if (rc == 0) {
         nb_tensor *s = nb_sum(nb_mul(gx, in[0]), NB_ALL, false);
-        rc = nb_grad(1, &s, NULL, 1, &c->go, &ggo, false, true);
+        rc = nb_grad(1, &s, NULL, 1, &c->go, &ggo, &(nb_grad_opts){.create_graph = true});
     }
     nb_set_grad_enabled(was);
     return rc == 0 ? ggo : NULL;
 }
 
 Test(reduce, max_backward_is_differentiable) {
-    max_grad_ctx c = {nb_requires_grad(p234(), true), true};
+    max_grad_ctx c = {nb_set_requires_grad(p234(), true), true};
     nb_tensor *go = nb_test_leaf(-1, 1, NB_SHAPE(3));
     nb_test_gradcheck(grad_of_max, &c, 1, &go, false);
     c.max = false;
     nb_test_gradcheck(grad_of_max, &c, 1, &go, false);
     /* the values: gather_at(v) picks v at the maxima, flat 3, 17 and 10 */
     max_grad2_ctx c2 = {c.x, go};
-    nb_tensor *v = nb_requires_grad(nb_reshape(nb_arange(0, 24, 1), NB_SHAPE(2, 3, 4)), true);
+    nb_tensor *v = nb_set_requires_grad(nb_reshape(nb_arange(0, 24, 1), NB_SHAPE(2, 3, 4)), true);
     EXPECT_VALUES(grad_of_grad_of_max((nb_tensor *[]){v}, &c2), 0, 3, 17, 10);
     nb_test_gradcheck(grad_of_grad_of_max, &c2, 1, &v, false);
 }
@@ -674,7 +674,7 @@ TestSuite(reduce_unscoped);
 Test(reduce_unscoped, composed_ops_leave_nothing_behind) {
     int64_t live = nb_live_tensors();
     nb_tensor *x =
-        nb_requires_grad(nb_from_array(NB_SHAPE(2, 3), (float[]){3, 1, 4, 1, 5, 9}), true);
+        nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 3), (float[]){3, 1, 4, 1, 5, 9}), true);
     nb_tensor *outs[] = {
         nb_var(x, NB_AXES(1), 1, false), nb_logsumexp(x, NB_ALL, true),
         nb_max(x, NB_AXES(0), false),    nb_min(x, NB_ALL, false),

@@ -20,10 +20,10 @@ static nb_tensor *apply(nb_tensor *const *in, void *ctx) { return (*(unary_fn *)
 
 /* d sum(f(x)) / dx at the listed points. */
 static nb_tensor *grad_of_sum(unary_fn f, int n, const float *v) {
-    nb_tensor *x = nb_requires_grad(vec(n, v), true);
+    nb_tensor *x = nb_set_requires_grad(vec(n, v), true);
     nb_tensor *y = f(x);
     cr_assert_not_null(y, "%s", nb_error() ? nb_error() : "");
-    cr_assert_eq(nb_backward(nb_sum_to(y, 0, NULL)), 0, "%s", nb_error() ? nb_error() : "");
+    cr_assert_eq(nb_backward(nb_sum_to(y, NB_SHAPE())), 0, "%s", nb_error() ? nb_error() : "");
     return nb_grad_of(x);
 }
 
@@ -34,7 +34,7 @@ static void check(unary_fn f, float lo, float hi, float gap) {
     float *d = nb_data_mut(x);
     for (int64_t i = 0; i < nb_numel(x); i++)
         if (fabsf(d[i]) < gap) d[i] = d[i] < 0 ? -gap : gap;
-    nb_requires_grad(x, true);
+    nb_set_requires_grad(x, true);
     nb_test_gradcheck(apply, &f, 1, &x, true);
 }
 
@@ -138,14 +138,14 @@ Test(unary, shapes_are_kept) {
 
 Test(unary, second_derivatives_by_hand) {
     /* d2/dx2 of sin x = -sin x, of log x = -1/x^2, of erf x = -4x/sqrt(pi) exp(-x^2) */
-    nb_tensor *x = nb_requires_grad(vec(2, (float[]){0.5f, 2}), true);
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){0.5f, 2}), true);
     unary_fn fs[] = {nb_sin, nb_log, nb_erf};
     float want[3][2] = {{-0.47942554f, -0.90929743f}, {-4, -0.25f}, {-0.87878258f, -0.082667939f}};
     for (int k = 0; k < 3; k++) {
-        nb_tensor *y = nb_sum_to(fs[k](x), 0, NULL), *g, *gg;
-        cr_assert_eq(nb_grad(1, &y, NULL, 1, &x, &g, false, true), 0, "%s", nb_error());
-        nb_tensor *s = nb_sum_to(g, 0, NULL);
-        cr_assert_eq(nb_grad(1, &s, NULL, 1, &x, &gg, false, false), 0, "%s", nb_error());
+        nb_tensor *y = nb_sum_to(fs[k](x), NB_SHAPE()), *g, *gg;
+        cr_assert_eq(nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = true}), 0, "%s", nb_error());
+        nb_tensor *s = nb_sum_to(g, NB_SHAPE());
+        cr_assert_eq(nb_grad(1, &s, NULL, 1, &x, &gg, NULL), 0, "%s", nb_error());
         nb_test_expect_values(gg, 1e-5, want[k], 2);
     }
 }

@@ -22,7 +22,7 @@ TestSuite(optim, NB_TEST_HOOKS);
 
 /* p = [1, -2], a leaf requiring grad, owned by the test's scope. */
 static nb_tensor *start(void) {
-    return nb_requires_grad(nb_from_array(NB_SHAPE(2), (const float[]){1.0f, -2.0f}), true);
+    return nb_set_requires_grad(nb_from_array(NB_SHAPE(2), (const float[]){1.0f, -2.0f}), true);
 }
 
 /* Sets p's .grad to 2(p - c), the gradient of sum((p - c)^2), by backward. */
@@ -30,7 +30,7 @@ static void quad_grad(nb_tensor *p, float c) {
     nb_zero_grad(p);
     nb_scope_begin();
     nb_tensor *y = nb_square(nb_sub_scalar(p, c));
-    int rc = nb_backward_ex(y, nb_ones_like(y), false, false);
+    int rc = nb_backward_ex(y, nb_ones_like(y), NULL);
     nb_scope_end();
     cr_assert_eq(rc, 0, "backward failed: %s", nb_error() ? nb_error() : "?");
 }
@@ -513,8 +513,8 @@ Test(optim, adagrad_defaults) {
 /* ---- behaviour shared by all optimizers ---------------------------------------------- */
 
 Test(optim, state_is_inspectable_and_survives_scopes) {
-    nb_tensor *w = nb_keep(nb_requires_grad(nb_zeros(NB_SHAPE(2, 3)), true));
-    nb_tensor *b = nb_keep(nb_requires_grad(nb_zeros(NB_SHAPE(3)), true));
+    nb_tensor *w = nb_keep(nb_set_requires_grad(nb_zeros(NB_SHAPE(2, 3)), true));
+    nb_tensor *b = nb_keep(nb_set_requires_grad(nb_zeros(NB_SHAPE(3)), true));
     nb_tensor *ps[] = {w, b};
     /* Made inside a scope that then closes: the state must stay alive. */
     nb_scope_begin();
@@ -531,7 +531,7 @@ Test(optim, state_is_inspectable_and_survives_scopes) {
         EXPECT_SHAPE(nb_optimizer_state(o, 0, names[k]), 2, 3);
         EXPECT_SHAPE(nb_optimizer_state(o, 1, names[k]), 3);
         EXPECT_VALUES(nb_optimizer_state(o, 1, names[k]), 0, 0, 0, 0);
-        cr_expect(!nb_requires_grad_get(nb_optimizer_state(o, 0, names[k])));
+        cr_expect(!nb_requires_grad(nb_optimizer_state(o, 0, names[k])));
     }
     cr_expect_null(nb_optimizer_state(o, 0, "sum"), "an adagrad name on adam");
     cr_expect_null(nb_optimizer_state(o, 0, NULL));
@@ -551,7 +551,7 @@ Test(optim, state_is_inspectable_and_survives_scopes) {
 
 Test(optim, zero_grad) {
     nb_tensor *p = start();
-    nb_tensor *q = nb_requires_grad(nb_ones(NB_SHAPE(3)), true);
+    nb_tensor *q = nb_set_requires_grad(nb_ones(NB_SHAPE(3)), true);
     nb_tensor *ps[] = {p, q};
     nb_optimizer *o = nb_sgd(2, ps, NULL);
     quad_grad(p, 0.0f);
@@ -568,7 +568,7 @@ Test(optim, parameters_without_grad_are_skipped) {
      * step, and its first update is then the t = 1 step (mhat = g,
      * vhat = g^2): q moves by 0.1 against the sign of its gradient. */
     nb_tensor *p = start();
-    nb_tensor *q = nb_requires_grad(nb_from_array(NB_SHAPE(2), (const float[]){3.0f, -0.5f}), true);
+    nb_tensor *q = nb_set_requires_grad(nb_from_array(NB_SHAPE(2), (const float[]){3.0f, -0.5f}), true);
     nb_tensor *ps[] = {p, q};
     nb_adam_opts op = nb_adam_defaults();
     op.lr = 0.1f;
@@ -611,7 +611,7 @@ Test(optim, update_bumps_the_version) {
     nb_tensor *y = nb_square(p);
     cr_assert_eq(nb_optimizer_step(o), 0);
     nb_clear_error();
-    cr_expect_eq(nb_backward_ex(y, nb_ones_like(y), false, false), -1);
+    cr_expect_eq(nb_backward_ex(y, nb_ones_like(y), NULL), -1);
     cr_expect_not_null(nb_error(), "the stale graph must be reported");
     nb_optimizer_free(o);
 }
@@ -643,9 +643,9 @@ Test(optim, many_element_parameters) {
     /* Every element gets its own update: SGD lr 0.5 on g = 2(p - 1) moves
      * every element straight to 1, whatever its shape. RMSprop on the same
      * problem moves each by lr = 0.01 * sign(g) / sqrt(0.01) = 0.1 sign. */
-    nb_tensor *w = nb_requires_grad(nb_arange(0, 24, 1), true);
-    nb_tensor *w2 = nb_requires_grad(nb_as_shape(nb_arange(-12, 12, 1), NB_SHAPE(2, 3, 4)), true);
-    nb_tensor *s = nb_requires_grad(nb_scalar(5.0f), true);
+    nb_tensor *w = nb_set_requires_grad(nb_arange(0, 24, 1), true);
+    nb_tensor *w2 = nb_set_requires_grad(nb_as_shape(nb_arange(-12, 12, 1), NB_SHAPE(2, 3, 4)), true);
+    nb_tensor *s = nb_set_requires_grad(nb_scalar(5.0f), true);
     nb_tensor *ps[] = {w, w2, s};
     nb_sgd_opts op = {.lr = 0.5f};
     nb_optimizer *o = nb_sgd(3, ps, &op);
@@ -659,7 +659,7 @@ Test(optim, many_element_parameters) {
     }
     nb_optimizer_free(o);
 
-    nb_tensor *r = nb_requires_grad(nb_arange(-3, 3, 1), true);
+    nb_tensor *r = nb_set_requires_grad(nb_arange(-3, 3, 1), true);
     o = nb_rmsprop(1, &r, NULL);
     quad_grad(r, 0.5f); /* g = 2r - 1: negative for r <= 0, positive above */
     cr_assert_eq(nb_optimizer_step(o), 0);
@@ -670,7 +670,7 @@ Test(optim, many_element_parameters) {
 /* The loss sum((p - target)^2) in a training loop as a user writes it: one
  * scope per step, kept parameters, nothing released by hand but them. */
 static void fit(nb_optimizer *(*make)(nb_tensor *p), int steps, double tol) {
-    nb_tensor *p = nb_keep(nb_requires_grad(nb_zeros(NB_SHAPE(3)), true));
+    nb_tensor *p = nb_keep(nb_set_requires_grad(nb_zeros(NB_SHAPE(3)), true));
     nb_tensor *target = nb_keep(nb_from_array(NB_SHAPE(3), (const float[]){0.5f, -1.5f, 2.0f}));
     nb_optimizer *o = make(p);
     cr_assert_not_null(o, "%s", nb_error() ? nb_error() : "?");
@@ -679,7 +679,7 @@ static void fit(nb_optimizer *(*make)(nb_tensor *p), int steps, double tol) {
         nb_scope_begin();
         nb_optimizer_zero_grad(o);
         nb_tensor *y = nb_square(nb_sub(p, target));
-        cr_assert_eq(nb_backward_ex(y, nb_ones_like(y), false, false), 0);
+        cr_assert_eq(nb_backward_ex(y, nb_ones_like(y), NULL), 0);
         cr_assert_eq(nb_optimizer_step(o), 0);
         nb_scope_end();
         if (k == 0) live = nb_live_tensors();
@@ -752,7 +752,7 @@ Test(optim, bad_parameter_lists) {
     EXPECT_ERROR("nb_sgd", "parameter 0", "'w'", "[4,5]", "does not require grad");
     cr_expect_null(nb_adam(1, &computed, NULL));
     EXPECT_ERROR("nb_adam", "parameter 0", "not a leaf");
-    cr_expect_null(nb_sgd(3, (nb_tensor *[]){p, nb_requires_grad(plain, true), p}, NULL));
+    cr_expect_null(nb_sgd(3, (nb_tensor *[]){p, nb_set_requires_grad(plain, true), p}, NULL));
     EXPECT_ERROR("nb_sgd", "parameter 2", "listed twice", "parameter 0");
 }
 

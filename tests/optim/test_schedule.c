@@ -17,7 +17,7 @@ TestSuite(clip, NB_TEST_HOOKS);
 
 /* An SGD optimizer with lr 0.1 over p = [1, -2]. */
 static nb_optimizer *sgd_on(nb_tensor **p) {
-    *p = nb_requires_grad(nb_from_array(NB_SHAPE(2), (const float[]){1.0f, -2.0f}), true);
+    *p = nb_set_requires_grad(nb_from_array(NB_SHAPE(2), (const float[]){1.0f, -2.0f}), true);
     nb_optimizer *o = nb_sgd(1, p, &(nb_sgd_opts){.lr = 0.1f});
     cr_assert_not_null(o, "%s", nb_error() ? nb_error() : "?");
     return o;
@@ -100,7 +100,7 @@ Test(schedule, drives_the_optimizer) {
         nb_optimizer_zero_grad(o);
         nb_scope_begin();
         nb_tensor *y = nb_square(p);
-        cr_assert_eq(nb_backward_ex(y, nb_ones_like(y), false, false), 0);
+        cr_assert_eq(nb_backward_ex(y, nb_ones_like(y), NULL), 0);
         nb_scope_end();
         cr_assert_eq(nb_optimizer_step(o), 0);
         nb_lr_schedule_step(s);
@@ -118,7 +118,7 @@ Test(schedule, drives_the_optimizer) {
 
 Test(schedule, base_is_the_lr_at_creation) {
     /* Adam's default lr 1e-3, halved every epoch: 1e-3, 5e-4, 2.5e-4 */
-    nb_tensor *p = nb_requires_grad(nb_zeros(NB_SHAPE(1)), true);
+    nb_tensor *p = nb_set_requires_grad(nb_zeros(NB_SHAPE(1)), true);
     nb_optimizer *o = nb_adam(1, &p, NULL);
     expect_lrs(nb_exponential_lr(o, 0.5f), o, 3, (const float[]){1e-3f, 5e-4f, 2.5e-4f});
     nb_optimizer_free(o);
@@ -162,10 +162,10 @@ Test(schedule, null_passes_through) {
 
 /* A leaf of n values whose .grad is set to g by a real backward. */
 static nb_tensor *with_grad(int64_t n, const float *g) {
-    nb_tensor *p = nb_requires_grad(nb_zeros(1, (const int64_t[]){n}), true);
+    nb_tensor *p = nb_set_requires_grad(nb_zeros(1, (const int64_t[]){n}), true);
     nb_scope_begin();
     nb_tensor *y = nb_mul_scalar(p, 1.0f);
-    int rc = nb_backward_ex(y, nb_from_array(1, (const int64_t[]){n}, g), false, false);
+    int rc = nb_backward_ex(y, nb_from_array(1, (const int64_t[]){n}, g), NULL);
     nb_scope_end();
     cr_assert_eq(rc, 0, "%s", nb_error() ? nb_error() : "?");
     return p;
@@ -193,7 +193,7 @@ Test(clip, grad_norm_skips_missing_gradients) {
     /* [6, 8] has norm 10; the parameter without a .grad and the NULL entry
      * add nothing. max_norm 5 halves it: [3, 4]. */
     nb_tensor *a = with_grad(2, (const float[]){6.0f, 8.0f});
-    nb_tensor *bare = nb_requires_grad(nb_ones(NB_SHAPE(3)), true);
+    nb_tensor *bare = nb_set_requires_grad(nb_ones(NB_SHAPE(3)), true);
     nb_tensor *ps[] = {bare, a, NULL};
     cr_expect_float_eq(nb_clip_grad_norm(3, ps, 5.0f), 10.0f, 1e-6);
     EXPECT_VALUES(nb_grad_of(a), 1e-6, 3.0f, 4.0f);
@@ -216,7 +216,7 @@ Test(clip, grad_value) {
     /* Clamp to [-1, 1]: [3, -4, 0.5] -> [1, -1, 0.5], [12] -> [1]. */
     nb_tensor *a = with_grad(3, (const float[]){3.0f, -4.0f, 0.5f});
     nb_tensor *b = with_grad(1, (const float[]){12.0f});
-    nb_tensor *bare = nb_requires_grad(nb_ones(NB_SHAPE(2)), true);
+    nb_tensor *bare = nb_set_requires_grad(nb_ones(NB_SHAPE(2)), true);
     nb_tensor *ps[] = {a, bare, b, NULL};
     nb_clip_grad_value(4, ps, 1.0f);
     EXPECT_VALUES(nb_grad_of(a), 0, 1.0f, -1.0f, 0.5f);
