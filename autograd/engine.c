@@ -39,7 +39,7 @@ nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *co
         return out;
     }
     if (ninputs > NB_INLINE_INPUTS) {
-        nb_tensor **heap = malloc((size_t)ninputs * sizeof *heap);
+        nb_tensor **heap = nb_malloc((size_t)ninputs * sizeof *heap);
         if (!heap) {
             nb_set_error("nb_record: out of memory recording '%s'", op->name);
             return out;
@@ -283,13 +283,13 @@ typedef struct buffers {
 static _Thread_local buffers cached;
 
 static void free_buffers(buffers *b) {
-    free(b->nodes);
-    free(b->acc);
-    free(b->capture);
-    free(b->order);
-    free(b->stack);
-    free(b->keys);
-    free(b->vals);
+    nb_free(b->nodes);
+    nb_free(b->acc);
+    nb_free(b->capture);
+    nb_free(b->order);
+    nb_free(b->stack);
+    nb_free(b->keys);
+    nb_free(b->vals);
     memset(b, 0, sizeof *b);
 }
 
@@ -335,7 +335,7 @@ static void table_put(buffers *b, nb_tensor *t, int64_t index) {
 }
 
 static bool grow(void **p, int64_t n, size_t size) {
-    void *q = realloc(*p, (size_t)n * size);
+    void *q = nb_realloc(*p, (size_t)n * size);
     if (q) *p = q;
     return q != NULL;
 }
@@ -352,15 +352,15 @@ static bool visit(buffers *b, nb_tensor *t) {
     }
     if (2 * (b->count + 1) >= b->table_cap) {
         int64_t cap = b->table_cap ? 2 * b->table_cap : 1024;
-        nb_tensor **keys = calloc((size_t)cap, sizeof *keys);
-        int64_t *vals = malloc((size_t)cap * sizeof *vals);
+        nb_tensor **keys = nb_calloc((size_t)cap, sizeof *keys);
+        int64_t *vals = nb_malloc((size_t)cap * sizeof *vals);
         if (!keys || !vals) {
-            free(keys);
-            free(vals);
+            nb_free(keys);
+            nb_free(vals);
             return false;
         }
-        free(b->keys);
-        free(b->vals);
+        nb_free(b->keys);
+        nb_free(b->vals);
         b->keys = keys;
         b->vals = vals;
         b->table_cap = cap;
@@ -482,7 +482,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     nb_tensor *gin_inline[NB_INLINE_INPUTS] = {0};
     nb_tensor **gin = gin_inline;
     if (node->ninputs > NB_INLINE_INPUTS) {
-        gin = calloc((size_t)node->ninputs, sizeof *gin);
+        gin = nb_calloc((size_t)node->ninputs, sizeof *gin);
         if (!gin) {
             nb_set_error("%s: out of memory", r->who);
             return false;
@@ -511,7 +511,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
         if (!*acc) ok = false;
     }
     nb_scope_end();
-    if (gin != gin_inline) free(gin);
+    if (gin != gin_inline) nb_free(gin);
     return ok;
 }
 

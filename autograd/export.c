@@ -12,7 +12,7 @@ int nb_export_dot(const nb_tensor *root, FILE *out) {
         return -1;
     }
     int64_t cap = 64, n = 0, head = 0;
-    const nb_tensor **seen = malloc((size_t)cap * sizeof *seen);
+    const nb_tensor **seen = nb_malloc((size_t)cap * sizeof *seen);
     if (!seen) {
         nb_set_error("nb_export_dot: out of memory");
         return -1;
@@ -34,9 +34,9 @@ int nb_export_dot(const nb_tensor *root, FILE *out) {
             for (int64_t k = 0; k < n && !known; k++) known = seen[k] == in;
             if (known) continue;
             if (n == cap) {
-                const nb_tensor **more = realloc(seen, (size_t)(cap *= 2) * sizeof *seen);
+                const nb_tensor **more = nb_realloc(seen, (size_t)(cap *= 2) * sizeof *seen);
                 if (!more) {
-                    free(seen);
+                    nb_free(seen);
                     nb_set_error("nb_export_dot: out of memory");
                     return -1;
                 }
@@ -46,6 +46,6 @@ int nb_export_dot(const nb_tensor *root, FILE *out) {
         }
     }
     fprintf(out, "}\n");
-    free(seen);
+    nb_free(seen);
     return ferror(out) ? -1 : 0;
 }

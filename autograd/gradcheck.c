@@ -161,7 +161,7 @@ static bool check(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *i
     for (int i = 0; i < c.nvar && order == 2; i++) c.in_weights[i] = weights_like(c.var[i], &gen);
 
     for (int i = 0; i < c.nvar; i++) {
-        grads[i] = malloc(sizeof(double) * (size_t)(nb_numel(c.var[i]) + 1));
+        grads[i] = nb_malloc(sizeof(double) * (size_t)(nb_numel(c.var[i]) + 1));
         if (!grads[i]) goto done;
     }
     if (!analytic(&c, order, grads)) {
@@ -208,7 +208,7 @@ done:
     res.ok = ok;
     if (!ok && !opts.quiet) fprintf(stderr, "%s\n", res.message);
     for (int i = 0; i < GC_MAX_INPUTS; i++) {
-        free(grads[i]);
+        nb_free(grads[i]);
         nb_release(c.in_weights[i]);
     }
     nb_release(c.out_weights);

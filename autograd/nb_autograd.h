@@ -294,6 +294,23 @@ nb_error_handler nb_set_error_handler(nb_error_handler handler, void *user);
 /* A handler for debugging: prints the message and aborts. */
 void nb_abort_on_error(const char *message, void *user);
 
+/* ---- memory ----------------------------------------------------------------
+ * Every heap allocation nabla makes goes through nb_malloc and its kin, which
+ * take memory from libc after asking the hook, if one is installed. A hook
+ * returning false makes that allocation fail: the function that asked reports
+ * "out of memory" through the error channel and cleans up. Tests use it to
+ * fail each allocation in turn; a program can use it to cap or count memory.
+ * Install it while no other thread allocates. Op authors who need scratch
+ * memory use these too, so that the hook sees it. */
+typedef bool (*nb_alloc_hook)(size_t size, void *user);
+/* Installs hook (NULL: none, the default). Returns the previous one. */
+nb_alloc_hook nb_set_alloc_hook(nb_alloc_hook hook, void *user);
+void *nb_malloc(size_t size);
+void *nb_calloc(size_t count, size_t size);
+void *nb_realloc(void *p, size_t size);
+void *nb_aligned_alloc(size_t alignment, size_t size); /* alignment: power of 2 */
+void nb_free(void *p);
+
 /* ---- gradcheck -------------------------------------------------------------
  * Checks the analytic gradient of f against central finite differences.
  * f maps the inputs to one output of any shape; gradcheck reduces it with

@@ -31,8 +31,8 @@ static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 static void thread_exit(void *unused) {
     (void)unused;
     while (scopes.depth > 0) nb_scope_end(); /* scopes the thread left open */
-    free(scopes.items);
-    free(scopes.starts);
+    nb_free(scopes.items);
+    nb_free(scopes.starts);
     scopes = (scope_stack){0};
     nb__engine_thread_exit();
 }
@@ -48,7 +48,7 @@ int nb_scope_begin(void) {
     if (scopes.depth == scopes.depth_cap) {
         int cap = scopes.depth_cap ? 2 * scopes.depth_cap : 16;
         nb__thread_cache_used();
-        int64_t *s = realloc(scopes.starts, (size_t)cap * sizeof *s);
+        int64_t *s = nb_realloc(scopes.starts, (size_t)cap * sizeof *s);
         if (!s) {
             nb_set_error("nb_scope_begin: out of memory");
             return -1;
@@ -80,7 +80,7 @@ static bool scope_push(nb_tensor *t) {
     if (scopes.count == scopes.cap) {
         int64_t cap = scopes.cap ? 2 * scopes.cap : 1024;
         nb__thread_cache_used();
-        nb_tensor **items = realloc(scopes.items, (size_t)cap * sizeof *items);
+        nb_tensor **items = nb_realloc(scopes.items, (size_t)cap * sizeof *items);
         if (!items) return false;
         scopes.items = items;
         scopes.cap = cap;

@@ -36,13 +36,13 @@ static void pool_cleanup(void) {
         while (storage_free[c]) {
             nb_storage *s = storage_free[c];
             storage_free[c] = *(nb_storage **)s->data;
-            free(s);
+            nb_free(s);
         }
     }
     while (tensor_free) {
         nb_tensor *t = tensor_free;
         tensor_free = t->next_free;
-        free(t);
+        nb_free(t);
     }
     pool_bytes = 0;
     pthread_mutex_unlock(&pool_lock);
@@ -71,7 +71,8 @@ static nb_storage *storage_new(int64_t numel) {
     if (!s) {
         size_t bytes = NB_ALIGN + (size_t)class_floats(c) * sizeof(float);
         void *block = NULL;
-        if (posix_memalign(&block, NB_ALIGN, bytes) != 0) return NULL;
+        block = nb_aligned_alloc(NB_ALIGN, bytes);
+        if (!block) return NULL;
         s = block;
         s->data = (float *)((char *)block + NB_ALIGN);
         s->size_class = c;
@@ -93,7 +94,7 @@ static void storage_release(nb_storage *s) {
         s = NULL;
     }
     pthread_mutex_unlock(&pool_lock);
-    free(s);
+    nb_free(s);
 }
 
 static nb_tensor *tensor_struct_new(void) {
@@ -102,7 +103,7 @@ static nb_tensor *tensor_struct_new(void) {
     nb_tensor *t = tensor_free;
     if (t) tensor_free = t->next_free;
     pthread_mutex_unlock(&pool_lock);
-    if (!t) t = malloc(sizeof *t);
+    if (!t) t = nb_malloc(sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
     atomic_init(&t->refcount, 1);
@@ -154,7 +155,7 @@ nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     if (!s) {
         if (t) {
             atomic_fetch_sub(&live_tensors, 1);
-            free(t);
+            nb_free(t);
         }
         nb_set_error("%s: out of memory for %lld floats", who, (long long)numel);
         return NULL;
@@ -189,7 +190,7 @@ void nb__release_graph(nb_tensor *t) {
         if (t->saved[i] != t) nb__tensor_decref(t->saved[i]);
     t->nsaved = 0;
     for (int i = 0; i < t->ninputs; i++) nb__tensor_decref(t->inputs[i]);
-    if (t->inputs != t->inputs_inline) free(t->inputs);
+    if (t->inputs != t->inputs_inline) nb_free(t->inputs);
     t->inputs = t->inputs_inline;
     t->ninputs = 0;
 }
@@ -216,7 +217,7 @@ void nb__tensor_decref(nb_tensor *t) {
                 work = c;
             }
         }
-        if (cur->inputs != cur->inputs_inline) free(cur->inputs);
+        if (cur->inputs != cur->inputs_inline) nb_free(cur->inputs);
         storage_release(cur->storage);
         atomic_fetch_sub(&live_tensors, 1);
         pthread_mutex_lock(&pool_lock);

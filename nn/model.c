@@ -54,7 +54,7 @@ struct nb_history {
 
 nb_model *nb_model_from_module(nb_module *m) {
     if (!m) return NULL;
-    nb_model *model = calloc(1, sizeof *model);
+    nb_model *model = nb_calloc(1, sizeof *model);
     if (!model) {
         nb_set_error("nb_model: out of memory");
         nb_module_free(m);
@@ -257,14 +257,14 @@ int nb_model_set_loss(nb_model *model, const char *name, nb_loss_fn loss) {
 
 /* ---- history ------------------------------------------------------------------------ */
 
-static nb_history *history_new(void) { return calloc(1, sizeof(nb_history)); }
+static nb_history *history_new(void) { return nb_calloc(1, sizeof(nb_history)); }
 
 static int history_key(nb_history *h, const char *key) {
     for (int i = 0; i < h->nkeys; i++)
         if (strcmp(h->keys[i], key) == 0) return i;
     if (h->nkeys == MAX_KEYS) return -1;
     snprintf(h->keys[h->nkeys], sizeof h->keys[0], "%s", key);
-    h->values[h->nkeys] = calloc((size_t)(h->cap ? h->cap : 1), sizeof(float));
+    h->values[h->nkeys] = nb_calloc((size_t)(h->cap ? h->cap : 1), sizeof(float));
     return h->nkeys++;
 }
 
@@ -273,7 +273,7 @@ static bool history_push(nb_history *h, const char *key, int epoch, float value)
         int cap = h->cap ? 2 * h->cap : 16;
         while (cap <= epoch) cap *= 2;
         for (int i = 0; i < h->nkeys; i++) {
-            float *v = realloc(h->values[i], (size_t)cap * sizeof(float));
+            float *v = nb_realloc(h->values[i], (size_t)cap * sizeof(float));
             if (!v) return false;
             h->values[i] = v;
         }
@@ -300,8 +300,8 @@ const char *nb_history_stop_reason(const nb_history *h) { return h ? h->stop_rea
 
 void nb_history_free(nb_history *h) {
     if (!h) return;
-    for (int i = 0; i < h->nkeys; i++) free(h->values[i]);
-    free(h);
+    for (int i = 0; i < h->nkeys; i++) nb_free(h->values[i]);
+    nb_free(h);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -545,14 +545,14 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     }
     int nparams;
     nb_tensor **params = nb_module_parameters(model->net, &nparams);
-    int64_t *order = malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));
-    int64_t *val_idx = malloc(sizeof(int64_t) * (size_t)(n_val + 1));
+    int64_t *order = nb_malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));
+    int64_t *val_idx = nb_malloc(sizeof(int64_t) * (size_t)(n_val + 1));
     bool keep_best = o.restore_best_weights && o.patience > 0;
-    float **best = keep_best ? calloc((size_t)nparams, sizeof(float *)) : NULL;
+    float **best = keep_best ? nb_calloc((size_t)nparams, sizeof(float *)) : NULL;
     nb_history *h = history_new();
     bool ok = order && val_idx && h && (!keep_best || best);
     for (int i = 0; ok && best && i < nparams; i++)
-        ok = (best[i] = malloc(sizeof(float) * (size_t)nb_numel(params[i]))) != NULL;
+        ok = (best[i] = nb_malloc(sizeof(float) * (size_t)nb_numel(params[i]))) != NULL;
     if (!ok) {
         nb_set_error("nb_model_fit: out of memory");
         goto fail;
@@ -678,10 +678,10 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         }
     }
 done:
-    free(order);
-    free(val_idx);
-    for (int i = 0; best && i < nparams; i++) free(best[i]);
-    free(best);
+    nb_free(order);
+    nb_free(val_idx);
+    for (int i = 0; best && i < nparams; i++) nb_free(best[i]);
+    nb_free(best);
     return h;
 fail:
     nb_history_free(h);
@@ -694,7 +694,7 @@ fail:
 int nb_model_evaluate(nb_model *model, nb_tensor *x, nb_tensor *y, int batch_size, float *out, int nout) {
     if (!model) return -1;
     if (!check_xy("nb_model_evaluate", model, x, y)) return -1;
-    int64_t n = nb_dim(x, 0), *idx = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t n = nb_dim(x, 0), *idx = nb_malloc(sizeof(int64_t) * (size_t)n);
     if (!idx) {
         nb_set_error("nb_model_evaluate: out of memory");
         return -1;
@@ -702,7 +702,7 @@ int nb_model_evaluate(nb_model *model, nb_tensor *x, nb_tensor *y, int batch_siz
     for (int64_t i = 0; i < n; i++) idx[i] = i;
     totals t;
     bool ok = evaluate_rows(model, x, y, idx, n, batch_size > 0 ? batch_size : 32, &t);
-    free(idx);
+    nb_free(idx);
     if (!ok) return -1;
     int written = 0;
     if (out && nout > 0) out[written++] = (float)(t.loss / (double)t.rows);
@@ -726,7 +726,7 @@ nb_tensor *nb_model_predict(nb_model *model, nb_tensor *x, int batch_size) {
                      nb_shape_str(model->sample_ndim, model->sample_shape, b, sizeof b));
         return NULL;
     }
-    int64_t n = nb_dim(x, 0), batch = batch_size > 0 ? batch_size : 32, *idx = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t n = nb_dim(x, 0), batch = batch_size > 0 ? batch_size : 32, *idx = nb_malloc(sizeof(int64_t) * (size_t)n);
     if (!idx) {
         nb_set_error("nb_model_predict: out of memory");
         return NULL;
@@ -766,7 +766,7 @@ nb_tensor *nb_model_predict(nb_model *model, nb_tensor *x, int batch_size) {
     }
     nb_module_train(model->net, training);
     nb_set_grad_enabled(was);
-    free(idx);
+    nb_free(idx);
     if (!result) return NULL;
     /* hand the result to the caller's scope, like any op's output */
     nb_tensor *owned = nb_detach(result);
@@ -832,5 +832,5 @@ void nb_model_free(nb_model *model) {
     if (!model) return;
     nb_optimizer_free(model->opt);
     nb_module_free(model->net);
-    free(model);
+    nb_free(model);
 }

@@ -22,7 +22,7 @@ nb_module *nb_module_new(const nb_module_type *type, size_t size) {
                      "sizeof(nb_module)");
         return NULL;
     }
-    nb_module *m = calloc(1, size);
+    nb_module *m = nb_calloc(1, size);
     if (!m) {
         nb_set_error("nb_module_new: out of memory");
         return NULL;
@@ -35,7 +35,7 @@ nb_module *nb_module_new(const nb_module_type *type, size_t size) {
 static nb_module_entry *add_entry(nb_module *m, const char *name) {
     if (m->nentries == m->cap) {
         int cap = m->cap ? 2 * m->cap : 4;
-        nb_module_entry *e = realloc(m->entries, (size_t)cap * sizeof *e);
+        nb_module_entry *e = nb_realloc(m->entries, (size_t)cap * sizeof *e);
         if (!e) return NULL;
         m->entries = e;
         m->cap = cap;
@@ -142,8 +142,8 @@ nb_tensor **nb_module_parameters(nb_module *m, int *count) {
     uint64_t version = atomic_load(&structure_version);
     if (m->params_version != version) {
         int n = count_params(m);
-        nb_tensor **p = realloc(m->params, (size_t)(n ? n : 1) * sizeof *p);
-        char(*names)[96] = p ? realloc(m->param_names, (size_t)(n ? n : 1) * sizeof *names) : NULL;
+        nb_tensor **p = nb_realloc(m->params, (size_t)(n ? n : 1) * sizeof *p);
+        char(*names)[96] = p ? nb_realloc(m->param_names, (size_t)(n ? n : 1) * sizeof *names) : NULL;
         if (p) m->params = p;
         if (names) m->param_names = names;
         if (!p || !names) {
@@ -192,10 +192,10 @@ void nb_module_free(nb_module *m) {
         nb_release(m->entries[i].param);
         nb_module_free(m->entries[i].child);
     }
-    free(m->entries);
-    free(m->params);
-    free(m->param_names);
-    free(m);
+    nb_free(m->entries);
+    nb_free(m->params);
+    nb_free(m->param_names);
+    nb_free(m);
 }
 
 /* ---- Sequential ---------------------------------------------------------------

@@ -43,6 +43,7 @@
 #endif
 
 #include "gemm.h"
+#include "nb_autograd.h"
 
 #include "parallel.h"
 
@@ -272,8 +273,8 @@ static void free_all_bufs(void) {
     pthread_mutex_lock(&bufs_lock);
     while (free_bufs) {
         nb_pack_buf *next = free_bufs->next;
-        free(free_bufs->data);
-        free(free_bufs);
+        nb_free(free_bufs->data);
+        nb_free(free_bufs);
         free_bufs = next;
     }
     pthread_mutex_unlock(&bufs_lock);
@@ -296,7 +297,7 @@ static nb_pack_buf *buf_get(size_t floats) {
     }
     pthread_mutex_unlock(&bufs_lock);
     if (!buf) {
-        buf = malloc(sizeof *buf);
+        buf = nb_malloc(sizeof *buf);
         if (!buf)
             return NULL;
         buf->data = NULL;
@@ -304,11 +305,11 @@ static nb_pack_buf *buf_get(size_t floats) {
     }
     if (buf->cap < floats) {
         size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
-        free(buf->data);
-        buf->data = aligned_alloc(64, bytes);
+        nb_free(buf->data);
+        buf->data = nb_aligned_alloc(64, bytes);
         buf->cap = buf->data ? bytes / sizeof(float) : 0;
         if (!buf->data) {
-            free(buf);
+            nb_free(buf);
             return NULL;
         }
     }

@@ -335,7 +335,7 @@ nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis) {
                          i, SHAPE(xs[i]), SHAPE(xs[0]));
             return NULL;
         }
-    nb_tensor *few[16], **views = n <= 16 ? few : malloc(sizeof(nb_tensor *) * (size_t)n);
+    nb_tensor *few[16], **views = n <= 16 ? few : nb_malloc(sizeof(nb_tensor *) * (size_t)n);
     if (!views) {
         nb_set_error("nb_stack: out of memory for %d tensors", n);
         return NULL;
@@ -346,6 +346,6 @@ nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis) {
     for (int i = 0; i < n; i++) views[i] = nb_unsqueeze(xs[i], a);
     nb_tensor *out = nb_escape(nb_concat(n, views, a));
     nb_scope_end();
-    if (views != few) free(views);
+    if (views != few) nb_free(views);
     return out;
 }

@@ -77,12 +77,12 @@ nb_optimizer *nb__optimizer_new(const char *who, const nb_optim_kind *kind, int 
     if (!check_params(who, nparams, params)) return NULL;
     if (!nb__optim_check(who, "lr", lr, 0.0f, INFINITY, true)) return NULL;
 
-    nb_optimizer *o = calloc(1, sizeof *o);
+    nb_optimizer *o = nb_calloc(1, sizeof *o);
     size_t nstate = (size_t)nparams * (size_t)kind->nstate;
     if (o) {
-        o->params = malloc((size_t)nparams * sizeof *o->params);
-        o->param_steps = calloc((size_t)nparams, sizeof *o->param_steps);
-        o->state = calloc(nstate ? nstate : 1, sizeof *o->state);
+        o->params = nb_malloc((size_t)nparams * sizeof *o->params);
+        o->param_steps = nb_calloc((size_t)nparams, sizeof *o->param_steps);
+        o->state = nb_calloc(nstate ? nstate : 1, sizeof *o->state);
     }
     if (!o || !o->params || !o->param_steps || !o->state) {
         nb_set_error("%s: out of memory", who);
@@ -188,8 +188,8 @@ void nb_optimizer_free(nb_optimizer *o) {
         size_t n = (size_t)o->nparams * (size_t)o->kind->nstate;
         for (size_t k = 0; k < n; k++) nb_release(o->state[k]);
     }
-    free(o->state);
-    free(o->param_steps);
-    free(o->params);
-    free(o);
+    nb_free(o->state);
+    nb_free(o->param_steps);
+    nb_free(o->params);
+    nb_free(o);
 }

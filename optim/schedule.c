@@ -48,7 +48,7 @@ static void apply(nb_lr_schedule *s) {
 }
 
 static nb_lr_schedule *make(nb_optimizer *o, schedule_kind kind, int n, double factor) {
-    nb_lr_schedule *s = malloc(sizeof *s);
+    nb_lr_schedule *s = nb_malloc(sizeof *s);
     if (!s) {
         nb_set_error("nb_lr_schedule: out of memory");
         return NULL;
@@ -108,4 +108,4 @@ float nb_lr_schedule_lr(const nb_lr_schedule *s) { return s ? s->lr : NAN; }
 
 int64_t nb_lr_schedule_epoch(const nb_lr_schedule *s) { return s ? s->t : -1; }
 
-void nb_lr_schedule_free(nb_lr_schedule *s) { free(s); }
+void nb_lr_schedule_free(nb_lr_schedule *s) { nb_free(s); }
