@@ -8,7 +8,8 @@
  *   2. visit them outputs-first; at each node call its op's backward with the
  *      gradient accumulated so far, and add what it returns into the
  *      gradients of the node's inputs;
- *   3. leaves (and nodes asked to retain_grad) add their gradient into .grad.
+ *   3. leaves (and nodes asked to retain_grad) add their gradient into .grad,
+ *      all at the end, so that a backward that fails changes no .grad.
  *
  * Backward formulas are ordinary ops, so with create_graph they record a new
  * graph and the gradient can be differentiated again. Each node's formula
@@ -399,25 +400,65 @@ static int64_t topo_sort(buffers *b, int nroots, nb_tensor *const *roots) {
     return norder;
 }
 
-/* Adds g into node's .grad, keeping .grad a tensor of the node's shape that
- * the node owns. Takes over the caller's reference to g. */
-static void accumulate_into_grad(nb_tensor *node, nb_tensor *g, bool create_graph) {
-    if (!node->grad) {
-        if (create_graph || (exclusive(g) && !g->op)) {
-            node->grad = g;
-            return;
+/* Whether acc += g may be done in place: nobody else can see acc and no
+ * graph of the gradient is wanted. */
+static bool accumulates_in_place(const nb_tensor *acc, bool create_graph) {
+    return !create_graph && !acc->op && exclusive(acc);
+}
+
+/* The gradients of leaves (and of nodes asked to retain_grad) reach .grad
+ * only once every node's backward has succeeded, in two passes, so that a
+ * backward that fails (a bad formula, out of memory) leaves every .grad as
+ * it was:
+ *   1. make what needs memory: g itself when .grad is empty and g is the
+ *      engine's own, a private copy of g when it is visible elsewhere (a
+ *      user's grad_output), the new sum when .grad cannot be added to in
+ *      place; any failure undoes nothing because nothing was changed;
+ *   2. store: add in place where pass 1 left g, swap the new tensors in.
+ * b->acc[k] holds the gradient of each such node on entry and is emptied. */
+static bool commit_grads(buffers *b, int64_t n, bool create_graph) {
+    bool ok = true;
+    for (int64_t k = 0; k < n && ok; k++) {
+        nb_tensor *node = b->nodes[k], *g = b->acc[k], *made = NULL;
+        if (!g) continue;
+        if (node->grad && accumulates_in_place(node->grad, create_graph)) continue;
+        nb_scope_begin();
+        if (node->grad) made = sum2(node->grad, g);
+        else if (!create_graph && !(exclusive(g) && !g->op)) {
+            bool was = nb_set_grad_enabled(false);
+            made = nb_from_array(g->ndim, g->shape, nb_data(g));
+            nb_set_grad_enabled(was);
+        } else
+            made = g;
+        if (made && made != g) {
+            nb__tensor_retain(made);
+            nb__tensor_decref(g);
         }
-        /* g is visible elsewhere (a user's grad_output, say): copy it. */
-        bool was = nb_set_grad_enabled(false);
-        node->grad = owned_by_node(nb_from_array(g->ndim, g->shape, nb_data(g)));
-        nb_set_grad_enabled(was);
-        nb__tensor_decref(g);
-        return;
+        nb_scope_end();
+        if (made) b->acc[k] = made; /* else g stays, for run_backward to release */
+        ok = made != NULL;
     }
-    nb_tensor *acc = node->grad;
-    node->grad = NULL;
-    node->grad = accumulate(acc, g, create_graph);
-    nb__tensor_decref(g);
+    if (!ok) return false; /* run_backward releases what pass 1 made */
+    /* The in-place additions first: swapping a .grad can release the last
+     * other view of another .grad's memory, which would make a gradient
+     * that pass 1 already summed look addable in place. */
+    for (int64_t k = 0; k < n; k++) {
+        nb_tensor *node = b->nodes[k], *g = b->acc[k];
+        if (!g || !node->grad || !accumulates_in_place(node->grad, create_graph)) continue;
+        b->acc[k] = NULL;
+        float *pa = nb_data_mut(node->grad);
+        const float *pg = nb_data(g);
+        for (int64_t i = 0; i < g->numel; i++) pa[i] += pg[i];
+        nb__tensor_decref(g);
+    }
+    for (int64_t k = 0; k < n; k++) {
+        nb_tensor *node = b->nodes[k], *g = b->acc[k];
+        if (!g) continue;
+        b->acc[k] = NULL;
+        if (node->grad) nb__tensor_decref(node->grad);
+        node->grad = g;
+    }
+    return true;
 }
 
 typedef struct run {
@@ -564,11 +605,12 @@ static int run_backward(run *r) {
             r->grads[b.capture[k] - 1] = g;
         }
         if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
-            accumulate_into_grad(node, g, r->create_graph); /* takes our reference */
+            b.acc[k] = g; /* for .grad, once every node has succeeded */
             continue;
         }
         nb__tensor_decref(g);
     }
+    if (ok && r->ninputs == 0) ok = commit_grads(&b, n, r->create_graph);
 
     for (int64_t k = 0; k < n; k++)
         if (b.acc[k]) nb__tensor_decref(b.acc[k]);

@@ -310,6 +310,10 @@ void *nb_calloc(size_t count, size_t size);
 void *nb_realloc(void *p, size_t size);
 void *nb_aligned_alloc(size_t alignment, size_t size); /* alignment: power of 2 */
 void nb_free(void *p);
+/* Returns the memory nabla keeps for reuse to the system: the free lists of
+ * tensors and storage, and the calling thread's backward bookkeeping. Live
+ * tensors are untouched; the next steps allocate again until warm. */
+void nb_empty_cache(void);
 
 /* ---- gradcheck -------------------------------------------------------------
  * Checks the analytic gradient of f against central finite differences.

@@ -114,6 +114,11 @@ static nb_tensor *tensor_struct_new(void) {
 
 int64_t nb_live_tensors(void) { return atomic_load(&live_tensors); }
 
+void nb_empty_cache(void) {
+    pool_cleanup();
+    nb__engine_thread_exit();
+}
+
 /* ---- lifetime --------------------------------------------------------------- */
 
 char *nb_shape_str(int ndim, const int64_t *shape, char *buf, size_t size) {

@@ -268,22 +268,44 @@ static int history_key(nb_history *h, const char *key) {
     return h->nkeys++;
 }
 
-static bool history_push(nb_history *h, const char *key, int epoch, float value) {
+/* Makes room for key at epoch; fit reserves every key of an epoch before
+ * its first step, so that recording the epoch afterwards cannot fail. */
+static int history_reserve(nb_history *h, const char *key, int epoch) {
     if (epoch >= h->cap) {
         int cap = h->cap ? 2 * h->cap : 16;
         while (cap <= epoch) cap *= 2;
         for (int i = 0; i < h->nkeys; i++) {
             float *v = nb_realloc(h->values[i], (size_t)cap * sizeof(float));
-            if (!v) return false;
+            if (!v) return -1;
             h->values[i] = v;
         }
         h->cap = cap;
     }
     int k = history_key(h, key);
-    if (k < 0 || !h->values[k]) return false;
+    return k >= 0 && h->values[k] ? k : -1;
+}
+
+static bool history_push(nb_history *h, const char *key, int epoch, float value) {
+    int k = history_reserve(h, key, epoch);
+    if (k < 0) return false;
     h->values[k][epoch] = value;
     if (epoch + 1 > h->epochs) h->epochs = epoch + 1;
     return true;
+}
+
+/* Every key fit records for an epoch, in Keras's order: loss, the metrics,
+ * then their val_ forms. */
+static bool history_reserve_epoch(nb_history *h, const nb_model *model, bool validate, int epoch) {
+    bool ok = history_reserve(h, "loss", epoch) >= 0;
+    for (int k = 0; ok && k < model->nmetrics; k++)
+        ok = history_reserve(h, model->metric_names[k], epoch) >= 0;
+    if (validate) ok = ok && history_reserve(h, "val_loss", epoch) >= 0;
+    for (int k = 0; ok && validate && k < model->nmetrics; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "val_%s", model->metric_names[k]);
+        ok = history_reserve(h, key, epoch) >= 0;
+    }
+    return ok;
 }
 
 int nb_history_epochs(const nb_history *h) { return h ? h->epochs : 0; }
@@ -566,6 +588,10 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     nb_module_train(model->net, true);
 
     for (int epoch = 0; epoch < o.epochs; epoch++) {
+        if (!history_reserve_epoch(h, model, validate, epoch)) {
+            nb_set_error("nb_model_fit: out of memory recording the history");
+            goto fail;
+        }
         if (o.verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, o.epochs);
         if (o.shuffle) nb_randperm(NULL, n_train, order);
         else

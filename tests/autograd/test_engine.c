@@ -473,3 +473,34 @@ Test(engine, threads_differentiate_graphs_sharing_a_parameter) {
     cr_assert_eq(jobs[0].wrong + jobs[1].wrong, 0, "%d wrong gradients", jobs[0].wrong + jobs[1].wrong);
     cr_assert_null(nb_grad_of(W));
 }
+
+/* An op whose backward fails, as a formula that runs out of memory would. */
+static void failing_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    (void)node;
+    (void)g;
+    (void)gx;
+    nb_set_error("failing_backward: no gradient today");
+}
+static const nb_op failing_op = {"failing", failing_backward};
+
+static nb_tensor *failing(nb_tensor *x) {
+    nb_tensor *y = nb_empty_like(x);
+    memcpy(nb_data_mut(y), nb_data(x), (size_t)nb_numel(x) * sizeof(float));
+    return nb_record(y, &failing_op, 1, &x);
+}
+
+Test(engine, failed_backward_changes_no_grad) {
+    /* loss = sum(failing(a) * c): c's gradient is complete before the
+     * failing node runs, yet it must not reach c's .grad */
+    nb_tensor *a = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *c = nb_set_requires_grad(vec(2, (float[]){3, 4}), true);
+    cr_assert_eq(nb_backward(total(nb_mul(a, c))), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(c), 0, 1, 2);
+    nb_tensor *fresh = nb_set_requires_grad(vec(2, (float[]){5, 6}), true);
+    nb_tensor *loss = nb_add(total(nb_mul(failing(a), c)), total(nb_mul(failing(a), fresh)));
+    cr_assert_eq(nb_backward(loss), -1);
+    EXPECT_ERROR("failing_backward");
+    EXPECT_VALUES(nb_grad_of(c), 0, 1, 2); /* as after the first backward */
+    EXPECT_VALUES(nb_grad_of(a), 0, 3, 4);
+    cr_assert_null(nb_grad_of(fresh));
+}
