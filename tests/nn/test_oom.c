@@ -8,14 +8,16 @@
  * leave the live tensor count where it was (and valgrind, which CI runs over
  * this file, must report no leak), and must either succeed or fail with an
  * "out of memory" message from a nabla function; a failed training step
- * must leave the parameters exactly as they were.
+ * must leave the parameters as they were, or (when it failed after the
+ * step, in validation) as one whole step left them, never half-way.
  *
  * The walks start from empty caches (nb_empty_cache), so that the first
  * allocations of tensors, storage and the engine's bookkeeping are failed
  * too, not only those a warm process still makes.
  *
  * The work: building and compiling the seed network; one training step
- * through nb_model_fit; one step of an explicit loop that differentiates a
+ * through nb_model_fit (with SGD, Adam, and RMSprop with metrics and a
+ * validation split); one step of an explicit loop that differentiates a
  * gradient (create_graph) for a gradient penalty.
  */
 #include <string.h>
@@ -104,12 +106,12 @@ static int64_t walk(const char *what, reset_fn reset, work_fn work, after_fn aft
 /* ---- the work ---------------------------------------------------------------------- */
 
 /* The seed network: Dense(10, relu, input 10) -> Dense(1), sgd, mse. */
-static nb_model *seed_model(const char *optimizer) {
+static nb_model *seed_model(const char *optimizer, const char *metrics) {
     nb_model *m = nb_model_sequential();
     if (!m) return NULL;
     if (nb_model_add(m, nb_dense(10, "relu", 10)) != 0 ||
         nb_model_add(m, nb_dense(1, "linear", 0)) != 0 ||
-        nb_model_compile(m, optimizer, "mean_squared_error", NULL) != 0) {
+        nb_model_compile(m, optimizer, "mean_squared_error", metrics) != 0) {
         nb_model_free(m);
         return NULL;
     }
@@ -118,7 +120,7 @@ static nb_model *seed_model(const char *optimizer) {
 
 static int build_model(void *ctx) {
     (void)ctx;
-    nb_model *m = seed_model("adam");
+    nb_model *m = seed_model("adam", "mae");
     if (!m) return -1;
     nb_model_free(m);
     return 0;
@@ -126,30 +128,37 @@ static int build_model(void *ctx) {
 
 typedef struct training {
     nb_model *model;
+    bool validate; /* fit keeps 3 of the 13 rows for validation */
     nb_tensor *x, *y;
     int n;
-    float *before[4];
     int64_t numel[4];
+    float *before[4]; /* the parameters before the step */
+    float *after[4];  /* and after one step that succeeded */
 } training;
 
-static void remember_parameters(training *t) {
+static void copy_parameters(training *t, float **into) {
     nb_tensor **p = nb_model_parameters(t->model, &t->n);
     cr_assert_eq(t->n, 4);
     for (int i = 0; i < t->n; i++) {
         t->numel[i] = nb_numel(p[i]);
-        t->before[i] = malloc((size_t)t->numel[i] * sizeof(float));
-        memcpy(t->before[i], nb_data(p[i]), (size_t)t->numel[i] * sizeof(float));
+        if (!into[i]) into[i] = malloc((size_t)t->numel[i] * sizeof(float));
+        memcpy(into[i], nb_data(p[i]), (size_t)t->numel[i] * sizeof(float));
     }
 }
 
-static void parameters_unchanged(void *ctx, int n) {
-    training *t = ctx;
-    int count;
-    nb_tensor **p = nb_model_parameters(t->model, &count);
-    cr_assert_eq(count, t->n);
+static bool parameters_equal(training *t, float *const *want) {
+    nb_tensor **p = nb_model_parameters(t->model, &t->n);
     for (int i = 0; i < t->n; i++)
-        cr_assert(memcmp(t->before[i], nb_data(p[i]), (size_t)t->numel[i] * sizeof(float)) == 0,
-                  "allocation %d failing: the step failed but changed parameter %d", n, i);
+        if (memcmp(want[i], nb_data(p[i]), (size_t)t->numel[i] * sizeof(float)) != 0) return false;
+    return true;
+}
+
+/* A failed run either changed no parameter or made the whole step (fit can
+ * fail in validation, after the epoch's steps): never half a step. */
+static void no_half_step(void *ctx, int n) {
+    training *t = ctx;
+    cr_assert(parameters_equal(t, t->before) || parameters_equal(t, t->after),
+              "allocation %d failing: the step failed half-way, parameters changed", n);
 }
 
 /* Puts the parameters back and drops their gradients. */
@@ -164,14 +173,19 @@ static void restore_parameters(void *ctx) {
 }
 
 static void forget_parameters(training *t) {
-    for (int i = 0; i < t->n; i++) free(t->before[i]);
+    for (int i = 0; i < t->n; i++) {
+        free(t->before[i]);
+        free(t->after[i]);
+    }
 }
 
 static int fit_one_step(void *ctx) {
     training *t = ctx;
     nb_fit_opts o = nb_fit_defaults();
     o.epochs = 1;
-    o.batch_size = 10; /* the 10 rows make one batch */
+    o.batch_size = 10; /* the 10 training rows make one batch */
+    o.validation_split = t->validate ? 0.2f : 0;
+    o.shuffle = false; /* every run the same step, bit for bit */
     o.verbose = 0;
     nb_history *h = nb_model_fit(t->model, t->x, t->y, &o);
     if (!h) return -1;
@@ -203,12 +217,22 @@ static int penalty_step(void *ctx) {
     return rc;
 }
 
-static void make_training(training *t, const char *optimizer) {
-    t->model = seed_model(optimizer);
+/* The seed problem and model, with the parameters before and after one
+ * clean run of step. Only stateless optimizers (plain SGD) may be used
+ * with a step that can fail after updating (validation): a stateful one
+ * would make a different step each run. */
+static void make_training(training *t, const char *optimizer, bool validate, work_fn step) {
+    t->model = seed_model(optimizer, validate ? "mae,mse" : NULL);
     cr_assert_not_null(t->model, "%s", nb_error() ? nb_error() : "");
-    t->x = nb_rand(NB_SHAPE(10, 10));
+    t->validate = validate;
+    int64_t rows = validate ? 13 : 10;
+    t->x = nb_rand(NB_SHAPE(rows, 10));
     t->y = nb_add_scalar(nb_matmul(t->x, nb_rand(NB_SHAPE(10, 1))), 0.5f);
-    remember_parameters(t);
+    copy_parameters(t, t->before);
+    cr_assert_eq(step(t), 0, "%s", nb_error() ? nb_error() : "");
+    copy_parameters(t, t->after);
+    cr_assert(!parameters_equal(t, t->before), "the step changed no parameter");
+    restore_parameters(t);
 }
 
 /* ---- the walks --------------------------------------------------------------------- */
@@ -219,12 +243,16 @@ Test(oom, building_and_compiling_a_model) {
 }
 
 Test(oom, one_fit_step) {
-    const char *optimizers[] = {"sgd", "adam", "rmsprop"};
-    for (int k = 0; k < 3; k++) {
+    const struct {
+        const char *optimizer;
+        bool validate;
+    } runs[] = {{"sgd", false}, {"adam", false}, {"rmsprop", false}, {"sgd", true}};
+    for (int k = 0; k < 4; k++) {
         training t = {0};
-        make_training(&t, optimizers[k]);
-        int64_t total = walk("one fit step", restore_parameters, fit_one_step, parameters_unchanged, &t);
-        cr_log_info("one fit step (%s): %lld allocations walked", optimizers[k], (long long)total);
+        make_training(&t, runs[k].optimizer, runs[k].validate, fit_one_step);
+        int64_t total = walk("one fit step", restore_parameters, fit_one_step, no_half_step, &t);
+        cr_log_info("one fit step (%s%s): %lld allocations walked", runs[k].optimizer,
+                    t.validate ? ", metrics and validation" : "", (long long)total);
         /* after the walk the model still trains */
         cr_assert_eq(fit_one_step(&t), 0, "%s", nb_error() ? nb_error() : "");
         forget_parameters(&t);
@@ -234,8 +262,8 @@ Test(oom, one_fit_step) {
 
 Test(oom, one_explicit_step_with_create_graph) {
     training t = {0};
-    make_training(&t, "sgd");
-    int64_t total = walk("a gradient-penalty step", restore_parameters, penalty_step, parameters_unchanged, &t);
+    make_training(&t, "sgd", false, penalty_step);
+    int64_t total = walk("a gradient-penalty step", restore_parameters, penalty_step, no_half_step, &t);
     cr_log_info("a gradient-penalty step: %lld allocations walked", (long long)total);
     cr_assert_eq(penalty_step(&t), 0, "%s", nb_error() ? nb_error() : "");
     forget_parameters(&t);
