@@ -314,3 +314,19 @@ Test(loss, one_sample_gradcheck) {
     nb_tensor *z = nb_test_leaf(-2, 2, NB_SHAPE(4));
     nb_test_gradcheck(ce_one, NULL, 1, &z, true);
 }
+
+/* ---- l1 and huber at their kinks (PyTorch's values) ------------------------------------- */
+
+Test(loss, l1_and_huber_at_the_kinks) {
+    /* d = p - t = [0, 1, -1, 2]. l1: sign(d) / 4 = [0, .25, -.25, .25].
+     * huber, delta 1: d at |d| <= 1, else delta sign(d): [0, 1, -1, 1] / 4
+     * (at |d| = delta both pieces give d, so PyTorch's choice of side does
+     * not matter; at d = 0 the gradient is 0). */
+    nb_tensor *t = nb_from_array(NB_SHAPE(4), (float[]){1, 1, 1, 1});
+    nb_tensor *p = nb_set_requires_grad(nb_from_array(NB_SHAPE(4), (float[]){1, 2, 0, 3}), true);
+    cr_assert_eq(nb_backward(nb_l1_loss(p, t, NB_REDUCE_MEAN)), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(p), 0, 0, 0.25f, -0.25f, 0.25f);
+    nb_zero_grad(p);
+    cr_assert_eq(nb_backward(nb_huber_loss(p, t, 1, NB_REDUCE_MEAN)), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(p), 0, 0, 0.25f, -0.25f, 0.25f);
+}
