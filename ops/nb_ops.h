@@ -85,8 +85,8 @@ nb_tensor *nb_clamp(nb_tensor *x, float min, float max); /* gradient 1 inside [m
  * naxes == 0 (NB_ALL) reduces every axis. keepdim leaves reduced axes as 1. */
 nb_tensor *nb_sum(nb_tensor *x, int naxes, const int *axes, bool keepdim);
 nb_tensor *nb_mean(nb_tensor *x, int naxes, const int *axes, bool keepdim);
-/* max and min send the gradient to the selected element (the first one on
- * ties), like PyTorch's max(dim). */
+/* max and min are PyTorch's amax and amin: the gradient is split evenly
+ * among the elements equal to the result (NaN ones when it is NaN). */
 nb_tensor *nb_max(nb_tensor *x, int naxes, const int *axes, bool keepdim);
 nb_tensor *nb_min(nb_tensor *x, int naxes, const int *axes, bool keepdim);
 /* correction 1 is the unbiased (sample) variance, 0 the population one. */
