@@ -1,6 +1,8 @@
-/* loss.c — loss functions, written entirely as compositions of other ops.
- * None needs a backward of its own: the gradient of a composition is the
- * engine's job, and each piece is already gradchecked. What these functions
+/* loss.c — loss functions, written as compositions of other ops except
+ * BCE on probabilities, which is an op of its own (see below) so that its
+ * gradient stays finite at p = 0 and 1. For the others the gradient of the
+ * composition is the engine's job, and each piece is already gradchecked.
+ * What these functions
  * add is the care a loss needs: the stable form (log-sum-exp inside
  * cross-entropy, softplus inside BCE with logits), PyTorch's clamp of log at
  * -100 in BCE on probabilities, and strict checks of shapes and labels,
@@ -12,8 +14,11 @@
  *   huber    mean(|d| <= delta ? d^2/2 : delta (|d| - delta/2)),  d = p - t
  *   bce      -mean(t log p + (1 - t) log(1 - p)), logs clamped at -100
  *   bce_with_logits  mean(softplus(x) - x t)
- *   cross_entropy    nll(log_softmax(logits, 1), labels)
+ *   cross_entropy    nll(log_softmax(logits, -1), labels)
  *   nll      -mean(log_probs[i, labels[i]])
+ *
+ * A composite checks all its inputs itself before calling any op, so that a
+ * bad input gives one message, naming the function the user called.
  */
 #include "ops_internal.h"
 

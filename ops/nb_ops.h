@@ -139,12 +139,15 @@ typedef enum nb_reduction { NB_REDUCE_MEAN, NB_REDUCE_SUM, NB_REDUCE_NONE } nb_r
 nb_tensor *nb_mse_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r);
 nb_tensor *nb_l1_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r);
 nb_tensor *nb_huber_loss(nb_tensor *pred, nb_tensor *target, float delta, nb_reduction r);
-/* prob in (0, 1); log terms clamped at -100 as PyTorch does. */
+/* prob in [0, 1]; log terms clamped at -100 and the gradient
+ * (p - y) / max((1 - p) p, 1e-12), finite at 0 and 1, as PyTorch's. */
 nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r);
 nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_reduction r);
-/* logits [N, C] (or [C]), labels [N] of class indices in 0..C-1. */
+/* logits [N, C], labels [N] of class indices in 0..C-1; or one sample,
+ * logits [C] and one label. Without reduction the result has the labels'
+ * shape: [N], or 0-d for one sample with a 0-d label, as in PyTorch. */
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r);
-/* log_probs [N, C], labels [N]: -log_probs[i, labels[i]]. */
+/* log_probs [N, C] (or [C]), labels as above: -log_probs[i, labels[i]]. */
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r);
 
 #ifdef __cplusplus
