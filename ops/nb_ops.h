@@ -125,7 +125,9 @@ nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t
  * gather picks out[i][j] = x[index[i][j]][j] (axis 0), index has x's rank. */
 nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index);
 nb_tensor *nb_gather(nb_tensor *x, int axis, nb_tensor *index);
-/* The adjoints of the two above: zeros of shape x with src added at index. */
+/* The adjoints of the two above: zeros of shape x with src added at index.
+ * As in PyTorch, a 0-d x takes axis 0 and index 0 (the results are 0-d),
+ * and index_add into a vector takes a 0-d src for a one-element index. */
 nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
 nb_tensor *nb_scatter_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
 nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis);
