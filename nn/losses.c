@@ -29,27 +29,52 @@ static nb_tensor *bce(nb_tensor *p, nb_tensor *t) {
     return escape_scope(nb_bce_loss(nb_clamp(p, KERAS_EPSILON, 1 - KERAS_EPSILON), t, NB_REDUCE_MEAN));
 }
 
-/* prob, onehot (N, C) -> mean over N of -sum_c onehot log(prob) */
+/* prob, onehot (N, C) -> mean over N of -sum_c onehot log(prob); one sample
+ * may be given as [C] and [C] (a 0-d result either way). */
 nb_tensor *nb_categorical_crossentropy(nb_tensor *prob, nb_tensor *onehot) {
     if (!prob || !onehot) return NULL;
-    if (nb_ndim(prob) != 2 || !nb_same_shape(prob, onehot)) {
+    if (nb_ndim(prob) < 1 || nb_ndim(prob) > 2 || !nb_same_shape(prob, onehot)) {
         char a[96], b[96];
-        nb_set_error("categorical_crossentropy: expected probabilities and one-hot targets of one "
-                     "shape [N,C], got %s and %s",
+        nb_set_error("nb_categorical_crossentropy: expected probabilities and one-hot targets of one "
+                     "shape [N,C] (or [C]), got %s and %s",
                      nb_shape_str(nb_ndim(prob), nb_shape(prob), a, sizeof a),
                      nb_shape_str(nb_ndim(onehot), nb_shape(onehot), b, sizeof b));
         return NULL;
     }
     nb_scope_begin();
     nb_tensor *logp = nb_log(nb_clamp(prob, KERAS_EPSILON, 1 - KERAS_EPSILON));
-    return escape_scope(nb_neg(nb_mean(nb_sum(nb_mul(onehot, logp), NB_AXES(1), false), NB_ALL, false)));
+    return escape_scope(nb_neg(nb_mean(nb_sum(nb_mul(onehot, logp), NB_AXES(-1), false), NB_ALL, false)));
 }
 
-/* prob (N, C), labels (N) or (N, 1) of class indices */
+/* prob (N, C), labels (N) or (N, 1) of class indices; or one sample: prob
+ * (C) and one label. Checked here, so that a bad input is reported once and
+ * under this name, not under nb_nll_loss's. */
 nb_tensor *nb_sparse_categorical_crossentropy(nb_tensor *prob, nb_tensor *labels) {
     if (!prob || !labels) return NULL;
+    const char *who = "nb_sparse_categorical_crossentropy";
+    int64_t n = nb_numel(labels);
+    bool batched = nb_ndim(prob) == 2 && n == nb_dim(prob, 0) &&
+                   (nb_ndim(labels) == 1 || (nb_ndim(labels) == 2 && nb_dim(labels, 1) == 1));
+    bool one = nb_ndim(prob) == 1 && nb_ndim(labels) <= 1 && n == 1;
+    if (!batched && !one) {
+        char a[96], b[96];
+        nb_set_error("%s: expected probabilities [N,C] and labels [N] or [N,1] (or one sample: [C] "
+                     "and one label), got %s and %s",
+                     who, nb_shape_str(nb_ndim(prob), nb_shape(prob), a, sizeof a),
+                     nb_shape_str(nb_ndim(labels), nb_shape(labels), b, sizeof b));
+        return NULL;
+    }
+    int64_t c = nb_dim(prob, -1);
+    const float *lab = nb_data(labels);
+    for (int64_t i = 0; i < n; i++)
+        if (!(lab[i] >= 0 && lab[i] < (float)c) || lab[i] != floorf(lab[i])) {
+            nb_set_error("%s: label %g at position %lld is not a class index in [0, %lld)", who,
+                         (double)lab[i], (long long)i, (long long)c);
+            return NULL;
+        }
     nb_scope_begin();
-    if (nb_ndim(labels) == 2 && nb_dim(labels, 1) == 1) labels = nb_reshape(labels, NB_SHAPE(-1));
+    if (batched) labels = nb_reshape(labels, NB_SHAPE(n));
+    else labels = nb_reshape(labels, NB_SHAPE());
     nb_tensor *logp = nb_log(nb_clamp(prob, KERAS_EPSILON, 1 - KERAS_EPSILON));
     return escape_scope(nb_nll_loss(logp, labels, NB_REDUCE_MEAN));
 }

@@ -247,24 +247,33 @@ nb_tensor *nb_pow(nb_tensor *a, nb_tensor *b) {
 }
 
 /* maximum/minimum: the gradient goes to the selected operand, split evenly
- * on ties (the mean of the one-sided derivatives, as PyTorch does). The
- * mask is a constant: its own derivative is zero almost everywhere. */
-static nb_tensor *select_mask(nb_tensor *a, nb_tensor *b, bool take_larger) {
+ * on ties (the mean of the one-sided derivatives), as PyTorch does: an
+ * operand gets g unless the other one wins, g/2 on a tie. A NaN wins and
+ * loses nothing (every comparison with it is false), so where either is
+ * NaN both operands get g, again as in PyTorch. The masks are constants:
+ * their own derivative is zero almost everywhere. */
+static inline float select_weight(float mine, float other, bool take_larger) {
+    bool loses = take_larger ? mine < other : mine > other;
+    return mine == other ? 0.5f : loses ? 0.0f : 1.0f;
+}
+
+/* The weight of a's gradient, or of b's when for_b. */
+static nb_tensor *select_mask(nb_tensor *a, nb_tensor *b, bool take_larger, bool for_b) {
     nb_bcast p;
     nb_tensor *m = nb_bcast_output(take_larger ? "nb_maximum" : "nb_minimum", a, b, &p);
     if (!m) return NULL;
     const float *pa = nb_data(a), *pb = nb_data(b);
     float *pm = nb_data_mut(m);
-    NB_BCAST_FOR(&p, i, ia, ib,
-                 pm[i] = pa[ia] == pb[ib] ? 0.5f : ((pa[ia] > pb[ib]) == take_larger ? 1.0f : 0.0f));
+    if (for_b) NB_BCAST_FOR(&p, i, ia, ib, pm[i] = select_weight(pb[ib], pa[ia], take_larger));
+    else NB_BCAST_FOR(&p, i, ia, ib, pm[i] = select_weight(pa[ia], pb[ib], take_larger));
     return m;
 }
 
 static void minmax_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx, bool larger) {
     nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1);
-    nb_tensor *mask = a && b ? select_mask(a, b, larger) : NULL;
-    if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, nb_mul(g, mask));
-    if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, nb_mul(g, nb_rsub_scalar(mask, 1)));
+    if (!a || !b) return;
+    if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, nb_mul(g, select_mask(a, b, larger, false)));
+    if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, nb_mul(g, select_mask(a, b, larger, true)));
 }
 static void maximum_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     minmax_backward(out, g, gx, true);
@@ -398,14 +407,14 @@ nb_tensor *nb_rpow_scalar(nb_tensor *x, float s) {
     return out;
 }
 
-/* max(x, s): gradient where x > s, half of it where x == s */
+/* max(x, s): the gradient unless s wins (x < s), half of it where x == s;
+ * a NaN x gets all of it, as in maximum of two tensors */
 static nb_tensor *scalar_mask(nb_tensor *x, float s, bool larger) {
     nb_tensor *m = nb_empty_like(x);
     if (!m) return NULL;
     const float *px = nb_data(x);
     float *pm = nb_data_mut(m);
-    for (int64_t i = 0; i < nb_numel(x); i++)
-        pm[i] = px[i] == s ? 0.5f : ((px[i] > s) == larger ? 1.0f : 0.0f);
+    for (int64_t i = 0; i < nb_numel(x); i++) pm[i] = select_weight(px[i], s, larger);
     return m;
 }
 static void maximum_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {

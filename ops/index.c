@@ -47,6 +47,31 @@ static bool check_indices(const char *who, const nb_tensor *index, const nb_tens
     return true;
 }
 
+/* A 0-d x has one element and accepts axis 0 (or -1), as in PyTorch: each
+ * op then works on x seen as [1] and gives a 0-d result where PyTorch does
+ * (index_select, gather, index_add, scatter_add of a 0-d x are 0-d). The
+ * index must hold one value, 0: checked here, under the caller's name. */
+static bool is_scalar_case(const nb_tensor *x, int axis) {
+    return nb_ndim(x) == 0 && (axis == 0 || axis == -1);
+}
+
+static bool check_scalar_index(const char *who, const nb_tensor *index, bool want_0d) {
+    if (nb_numel(index) != 1 || nb_ndim(index) > (want_0d ? 0 : 1)) {
+        nb_set_error("%s: a 0-d x takes %s index, got shape %s", who,
+                     want_0d ? "a 0-d" : "a one-element", SHAPE(index));
+        return false;
+    }
+    float v = nb_data(index)[0];
+    if (v != 0) {
+        nb_set_error("%s: index value %g is out of range [0, 1) for a 0-d x", who, (double)v);
+        return false;
+    }
+    return true;
+}
+
+static nb_tensor *as_1(nb_tensor *t) { return nb_reshape(t, NB_SHAPE(1)); }
+static nb_tensor *as_0d(nb_tensor *t) { return nb_reshape(t, NB_SHAPE()); }
+
 /* The sizes before and after axis: x is then outer x n x inner. */
 static void split_at_axis(const nb_tensor *t, int axis, int64_t *outer, int64_t *inner) {
     *outer = 1;
@@ -85,6 +110,11 @@ static const nb_op index_select_op = {"index_select", index_select_backward};
 
 nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index) {
     if (!x || !index) return NULL;
+    if (is_scalar_case(x, axis)) {
+        if (!check_scalar_index("nb_index_select", index, false)) return NULL;
+        nb_composite_begin();
+        return nb_composite_end(as_0d(nb_index_select(as_1(x), 0, as_1(index))));
+    }
     int a;
     if (!nb_norm_axis("nb_index_select", axis, nb_ndim(x), &a)) return NULL;
     if (!check_index_1d("nb_index_select", x, a, index)) return NULL;
@@ -120,6 +150,20 @@ static const nb_op index_add_op = {"index_add", index_add_backward};
 
 nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src) {
     if (!x || !index || !src) return NULL;
+    if (is_scalar_case(x, axis)) {
+        if (!check_scalar_index("nb_index_add", index, false)) return NULL;
+        if (nb_ndim(src) != 0) {
+            nb_set_error("nb_index_add: src has shape %s, expected [] (x is 0-d)", SHAPE(src));
+            return NULL;
+        }
+        nb_composite_begin();
+        return nb_composite_end(as_0d(nb_index_add(as_1(x), 0, as_1(index), as_1(src))));
+    }
+    if (nb_ndim(x) == 1 && nb_ndim(src) == 0 && nb_numel(index) == 1 && nb_ndim(index) <= 1) {
+        /* one slice of a vector is one value: PyTorch takes a 0-d src here */
+        nb_composite_begin();
+        return nb_composite_end(nb_index_add(x, axis, index, as_1(src)));
+    }
     int a;
     if (!nb_norm_axis("nb_index_add", axis, nb_ndim(x), &a)) return NULL;
     if (!check_index_1d("nb_index_add", x, a, index)) return NULL;
@@ -200,6 +244,11 @@ static const nb_op gather_op = {"gather", gather_backward};
 
 nb_tensor *nb_gather(nb_tensor *x, int axis, nb_tensor *index) {
     if (!x || !index) return NULL;
+    if (is_scalar_case(x, axis)) {
+        if (!check_scalar_index("nb_gather", index, true)) return NULL;
+        nb_composite_begin();
+        return nb_composite_end(as_0d(nb_gather(as_1(x), 0, as_1(index))));
+    }
     int a;
     if (!nb_norm_axis("nb_gather", axis, nb_ndim(x), &a)) return NULL;
     if (!check_index_nd("nb_gather", x, a, index)) return NULL;
@@ -227,6 +276,16 @@ static const nb_op scatter_add_op = {"scatter_add", scatter_add_backward};
  * then src's gradient, gather(g), has src's shape. */
 nb_tensor *nb_scatter_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src) {
     if (!x || !index || !src) return NULL;
+    if (is_scalar_case(x, axis)) {
+        if (!check_scalar_index("nb_scatter_add", index, true)) return NULL;
+        if (nb_ndim(src) != 0) {
+            nb_set_error("nb_scatter_add: src has shape %s and index has shape []; they must "
+                         "match (x is 0-d)", SHAPE(src));
+            return NULL;
+        }
+        nb_composite_begin();
+        return nb_composite_end(as_0d(nb_scatter_add(as_1(x), 0, as_1(index), as_1(src))));
+    }
     int a;
     if (!nb_norm_axis("nb_scatter_add", axis, nb_ndim(x), &a)) return NULL;
     if (!nb_same_shape(src, index)) {

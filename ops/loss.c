@@ -1,6 +1,8 @@
-/* loss.c — loss functions, written entirely as compositions of other ops.
- * None needs a backward of its own: the gradient of a composition is the
- * engine's job, and each piece is already gradchecked. What these functions
+/* loss.c — loss functions, written as compositions of other ops except
+ * BCE on probabilities, which is an op of its own (see below) so that its
+ * gradient stays finite at p = 0 and 1. For the others the gradient of the
+ * composition is the engine's job, and each piece is already gradchecked.
+ * What these functions
  * add is the care a loss needs: the stable form (log-sum-exp inside
  * cross-entropy, softplus inside BCE with logits), PyTorch's clamp of log at
  * -100 in BCE on probabilities, and strict checks of shapes and labels,
@@ -12,8 +14,11 @@
  *   huber    mean(|d| <= delta ? d^2/2 : delta (|d| - delta/2)),  d = p - t
  *   bce      -mean(t log p + (1 - t) log(1 - p)), logs clamped at -100
  *   bce_with_logits  mean(softplus(x) - x t)
- *   cross_entropy    nll(log_softmax(logits, 1), labels)
+ *   cross_entropy    nll(log_softmax(logits, -1), labels)
  *   nll      -mean(log_probs[i, labels[i]])
+ *
+ * A composite checks all its inputs itself before calling any op, so that a
+ * bad input gives one message, naming the function the user called.
  */
 #include "ops_internal.h"
 
@@ -81,16 +86,56 @@ static bool in_range(const char *who, const char *what, nb_tensor *t, float lo, 
     return true;
 }
 
+/* ---- bce: one op of its own ----------------------------------------------------------
+ * prob, target (same shape) -> out (same shape), before the reduction:
+ *   out = -(y max(log p, -100) + (1 - y) max(log(1 - p), -100))
+ * A composition of log and maximum would send 0 * (1/0) = NaN back from a
+ * clamped log at p = 0 or 1, where the loss itself is finite. So bce is one
+ * op, with PyTorch's gradient, which has no such 0/0:
+ *   d/dp = g (p - y) / max((1 - p) p, 1e-12)
+ *   d/dy = g (max(log(1 - p), -100) - max(log p, -100))
+ * Both are written with ops, so second derivatives work wherever the loss
+ * is smooth (0 < p < 1 away from the 1e-12 floor). The forward takes
+ * log1p(-p), as PyTorch does; the target's gradient log(1 - p), the same
+ * value up to rounding. */
+
+#define BCE_LOG_FLOOR -100.0f
+#define BCE_EPSILON 1e-12f
+
+static void bce_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *p = nb_saved(out, 0), *y = nb_saved(out, 1);
+    if (nb_needs_input_grad(out, 0)) {
+        nb_tensor *denom = nb_maximum_scalar(nb_mul(p, nb_rsub_scalar(p, 1.0f)), BCE_EPSILON);
+        gx[0] = nb_div(nb_mul(g, nb_sub(p, y)), denom);
+    }
+    if (nb_needs_input_grad(out, 1)) {
+        nb_tensor *log_p = nb_maximum_scalar(nb_log(p), BCE_LOG_FLOOR);
+        nb_tensor *log_1mp = nb_maximum_scalar(nb_log(nb_rsub_scalar(p, 1.0f)), BCE_LOG_FLOOR);
+        gx[1] = nb_mul(g, nb_sub(log_1mp, log_p));
+    }
+}
+static const nb_op bce_op = {"bce", bce_backward};
+
 nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r) {
     if (!prob || !target) return NULL;
     if (!same_shape("nb_bce_loss", prob, target, r) ||
         !in_range("nb_bce_loss", "probabilities", prob, 0, 1))
         return NULL;
     nb_composite_begin();
-    nb_tensor *log_p = nb_maximum_scalar(nb_log(prob), -100.0f);
-    nb_tensor *log_1mp = nb_maximum_scalar(nb_log(nb_rsub_scalar(prob, 1.0f)), -100.0f);
-    nb_tensor *ll = nb_add(nb_mul(target, log_p), nb_mul(nb_rsub_scalar(target, 1.0f), log_1mp));
-    return nb_composite_end(reduce(nb_neg(ll), r));
+    nb_tensor *out = nb_empty_like(prob);
+    if (!out) return nb_composite_end(NULL);
+    const float *pp = nb_data(prob), *py = nb_data(target);
+    float *po = nb_data_mut(out);
+    for (int64_t i = 0, n = nb_numel(out); i < n; i++) {
+        float log_p = fmaxf(logf(pp[i]), BCE_LOG_FLOOR);
+        float log_1mp = fmaxf(log1pf(-pp[i]), BCE_LOG_FLOOR);
+        po[i] = -(py[i] * log_p + (1.0f - py[i]) * log_1mp);
+    }
+    nb_tensor *inputs[2] = {prob, target};
+    nb_record(out, &bce_op, 2, inputs);
+    nb_save(out, prob);
+    nb_save(out, target);
+    return nb_composite_end(reduce(out, r));
 }
 
 nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_reduction r) {
@@ -100,44 +145,56 @@ nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_redu
     return nb_composite_end(reduce(nb_sub(nb_softplus(logits), nb_mul(logits, target)), r));
 }
 
+/* ---- class losses ---------------------------------------------------------------------
+ * scores [N, C] with labels [N], or one sample: scores [C] with a single
+ * label (0-d, or [1]). Without reduction the result has the labels' shape,
+ * so one sample with a 0-d label gives a 0-d loss, as in PyTorch.
+ * Everything is checked here, before any op runs, so that a bad input is
+ * reported once, under the name the user called, describing what that
+ * function takes (what: "logits" or "log-probabilities"). */
+
+static bool check_class_inputs(const char *who, const char *what, nb_tensor *scores,
+                               nb_tensor *labels, nb_reduction r) {
+    if (!valid_reduction(who, r)) return false;
+    bool batched = nb_ndim(scores) == 2 && nb_ndim(labels) == 1 &&
+                   nb_dim(labels, 0) == nb_dim(scores, 0);
+    bool one = nb_ndim(scores) == 1 && nb_ndim(labels) <= 1 && nb_numel(labels) == 1;
+    if (!batched && !one) {
+        nb_set_error("%s: expected %s [N,C] and labels [N] (or one sample: [C] and one label), "
+                     "got %s and %s",
+                     who, what, SHAPE(scores), SHAPE(labels));
+        return false;
+    }
+    int64_t c = nb_dim(scores, -1);
+    const float *lab = nb_data(labels);
+    for (int64_t i = 0; i < nb_numel(labels); i++)
+        if (!(lab[i] >= 0 && lab[i] < (float)c) || lab[i] != floorf(lab[i])) {
+            nb_set_error("%s: label %g at position %lld is not a class index in [0, %lld)", who,
+                         (double)lab[i], (long long)i, (long long)c);
+            return false;
+        }
+    return true;
+}
+
+/* -log_probs[i, labels[i]], reduced; inputs already checked. */
+static nb_tensor *nll(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) {
+    int64_t n = nb_numel(labels);
+    nb_tensor *rows = nb_ndim(log_probs) == 1 ? nb_unsqueeze(log_probs, 0) : log_probs;
+    nb_tensor *picked = nb_gather(rows, 1, nb_reshape(labels, NB_SHAPE(n, 1)));
+    nb_tensor *loss = nb_neg(nb_reshape(picked, nb_ndim(labels), nb_shape(labels)));
+    return reduce(loss, r);
+}
+
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) {
     if (!log_probs || !labels) return NULL;
-    if (!valid_reduction("nb_nll_loss", r)) return NULL;
-    if (nb_ndim(log_probs) != 2 || nb_ndim(labels) != 1 || nb_dim(labels, 0) != nb_dim(log_probs, 0)) {
-        nb_set_error("nb_nll_loss: expected log-probabilities [N,C] and labels [N], got %s and %s",
-                     SHAPE(log_probs), SHAPE(labels));
-        return NULL;
-    }
-    int64_t n = nb_dim(log_probs, 0), c = nb_dim(log_probs, 1);
-    const float *lab = nb_data(labels);
-    for (int64_t i = 0; i < n; i++)
-        if (!(lab[i] >= 0 && lab[i] < (float)c) || lab[i] != floorf(lab[i])) {
-            nb_set_error("nb_nll_loss: label %g at position %lld is not a class index in [0, %lld)",
-                         (double)lab[i], (long long)i, (long long)c);
-            return NULL;
-        }
+    if (!check_class_inputs("nb_nll_loss", "log-probabilities", log_probs, labels, r)) return NULL;
     nb_composite_begin();
-    nb_tensor *picked = nb_gather(log_probs, 1, nb_reshape(labels, NB_SHAPE(n, 1)));
-    return nb_composite_end(reduce(nb_neg(nb_reshape(picked, NB_SHAPE(n))), r));
+    return nb_composite_end(nll(log_probs, labels, r));
 }
 
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r) {
     if (!logits || !labels) return NULL;
+    if (!check_class_inputs("nb_cross_entropy_loss", "logits", logits, labels, r)) return NULL;
     nb_composite_begin();
-    if (nb_ndim(logits) == 1 && nb_numel(labels) == 1) { /* one sample: [C] and a label */
-        logits = nb_unsqueeze(logits, 0);
-        labels = nb_reshape(labels, NB_SHAPE(1));
-    }
-    if (nb_ndim(logits) != 2) {
-        nb_set_error("nb_cross_entropy_loss: expected logits [N,C] (or [C]), got %s", SHAPE(logits));
-        return nb_composite_end(NULL);
-    }
-    nb_tensor *loss = nb_nll_loss(nb_log_softmax(logits, 1), labels, r);
-    if (!loss && nb_error() && strncmp(nb_error(), "nb_nll_loss", 11) == 0) {
-        /* report under the name the user called */
-        char msg[512];
-        snprintf(msg, sizeof msg, "nb_cross_entropy_loss%s", nb_error() + 11);
-        nb_set_error("%s", msg);
-    }
-    return nb_composite_end(loss);
+    return nb_composite_end(nll(nb_log_softmax(logits, -1), labels, r));
 }

@@ -85,8 +85,8 @@ nb_tensor *nb_clamp(nb_tensor *x, float min, float max); /* gradient 1 inside [m
  * naxes == 0 (NB_ALL) reduces every axis. keepdim leaves reduced axes as 1. */
 nb_tensor *nb_sum(nb_tensor *x, int naxes, const int *axes, bool keepdim);
 nb_tensor *nb_mean(nb_tensor *x, int naxes, const int *axes, bool keepdim);
-/* max and min send the gradient to the selected element (the first one on
- * ties), like PyTorch's max(dim). */
+/* max and min are PyTorch's amax and amin: the gradient is split evenly
+ * among the elements equal to the result (NaN ones when it is NaN). */
 nb_tensor *nb_max(nb_tensor *x, int naxes, const int *axes, bool keepdim);
 nb_tensor *nb_min(nb_tensor *x, int naxes, const int *axes, bool keepdim);
 /* correction 1 is the unbiased (sample) variance, 0 the population one. */
@@ -125,7 +125,9 @@ nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t
  * gather picks out[i][j] = x[index[i][j]][j] (axis 0), index has x's rank. */
 nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index);
 nb_tensor *nb_gather(nb_tensor *x, int axis, nb_tensor *index);
-/* The adjoints of the two above: zeros of shape x with src added at index. */
+/* The adjoints of the two above: zeros of shape x with src added at index.
+ * As in PyTorch, a 0-d x takes axis 0 and index 0 (the results are 0-d),
+ * and index_add into a vector takes a 0-d src for a one-element index. */
 nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
 nb_tensor *nb_scatter_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
 nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis);
@@ -139,12 +141,15 @@ typedef enum nb_reduction { NB_REDUCE_MEAN, NB_REDUCE_SUM, NB_REDUCE_NONE } nb_r
 nb_tensor *nb_mse_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r);
 nb_tensor *nb_l1_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r);
 nb_tensor *nb_huber_loss(nb_tensor *pred, nb_tensor *target, float delta, nb_reduction r);
-/* prob in (0, 1); log terms clamped at -100 as PyTorch does. */
+/* prob in [0, 1]; log terms clamped at -100 and the gradient
+ * (p - y) / max((1 - p) p, 1e-12), finite at 0 and 1, as PyTorch's. */
 nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r);
 nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_reduction r);
-/* logits [N, C] (or [C]), labels [N] of class indices in 0..C-1. */
+/* logits [N, C], labels [N] of class indices in 0..C-1; or one sample,
+ * logits [C] and one label. Without reduction the result has the labels'
+ * shape: [N], or 0-d for one sample with a 0-d label, as in PyTorch. */
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r);
-/* log_probs [N, C], labels [N]: -log_probs[i, labels[i]]. */
+/* log_probs [N, C] (or [C]), labels as above: -log_probs[i, labels[i]]. */
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r);
 
 #ifdef __cplusplus

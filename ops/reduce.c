@@ -13,18 +13,17 @@
  *
  *   sum          expand(g)
  *   mean         expand(g / n)
- *   max, min     g put at the selected element of x, zeros elsewhere
- *                (the first one on ties; NaN is selected, so it propagates)
+ *   max, min     expand(g) * [x == expand(y)] / count: split evenly among
+ *                tied elements (NaN is selected, so it propagates, and the
+ *                NaN elements share the gradient)
  *   var          composed of ops: sum((x - mean(x))^2) / (n - correction)
  *   logsumexp    composed of ops: log(sum(exp(x - m))) + m, m = detached max
  *   softmax      y * (g - sum(g * y, axis))      y = softmax(x)
  *   log_softmax  g - exp(y) * sum(g, axis)       y = log_softmax(x)
  *   argmax/min   none: the result never requires grad
  *
- * max and min save the flat index in x of every selected element; their
- * backward is scatter_at (zeros with g written at those indices), whose own
- * backward is gather_at (the values at those indices) and vice versa, so
- * the gradient of max is itself differentiable.
+ * max and min save x and their result; the tie mask is a constant, so the
+ * gradient of max is linear in g and itself differentiable.
  *
  * Kernels. An axis set is first brought to a canonical form: size-1 axes are
  * dropped and neighbouring axes that are both reduced, or both kept, are
@@ -367,57 +366,6 @@ static nb_tensor *expand_back(const nb_tensor *x, unsigned mask, nb_tensor *g) {
     return nb_expand(g, nd, nb_shape(x));
 }
 
-/* scatter_at: src (m elements), idx (m flat indices) -> zeros of like's
- * shape with src[o] added at idx[o].
- * gather_at: src (any shape), idx (m flat indices) -> out (like's shape, m
- * elements) with out[o] = src[idx[o]].
- * Each is the other's adjoint, hence the other's backward. */
-static void scatter_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx);
-static void gather_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx);
-static const nb_op scatter_at_op = {"scatter_at", scatter_at_backward};
-static const nb_op gather_at_op = {"gather_at", gather_at_backward};
-
-static nb_tensor *scatter_at(nb_tensor *src, nb_tensor *idx, const nb_tensor *like) {
-    if (!src || !idx || !like) return NULL;
-    if (nb_numel(idx) != 2 * nb_numel(src)) {
-        nb_set_error("scatter_at: %lld values for %lld saved indices", (long long)nb_numel(src),
-                     (long long)(nb_numel(idx) / 2));
-        return NULL;
-    }
-    nb_tensor *out = nb_zeros(nb_ndim(like), nb_shape(like));
-    if (!out) return NULL;
-    const float *ps = nb_data(src), *pi = nb_data(idx);
-    float *po = nb_data_mut(out);
-    for (int64_t o = 0, m = nb_numel(src); o < m; o++) po[idx_get(pi, o)] += ps[o];
-    nb_record(out, &scatter_at_op, 1, &src);
-    nb_save(out, idx);
-    return out;
-}
-
-static nb_tensor *gather_at(nb_tensor *src, nb_tensor *idx, const nb_tensor *like) {
-    if (!src || !idx || !like) return NULL;
-    if (nb_numel(idx) != 2 * nb_numel(like)) {
-        nb_set_error("gather_at: %lld saved indices for a result of %lld elements",
-                     (long long)(nb_numel(idx) / 2), (long long)nb_numel(like));
-        return NULL;
-    }
-    nb_tensor *out = nb_empty(nb_ndim(like), nb_shape(like));
-    if (!out) return NULL;
-    const float *ps = nb_data(src), *pi = nb_data(idx);
-    float *po = nb_data_mut(out);
-    for (int64_t o = 0, m = nb_numel(out); o < m; o++) po[o] = ps[idx_get(pi, o)];
-    nb_record(out, &gather_at_op, 1, &src);
-    nb_save(out, idx);
-    return out;
-}
-
-static void scatter_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = gather_at(g, nb_saved(node, 0), nb_input(node, 0));
-}
-static void gather_at_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = scatter_at(g, nb_saved(node, 0), nb_input(node, 0));
-}
-
 /* ---- sum and mean ------------------------------------------------------------------
  * Attribute 0 is the mask of reduced axes. */
 
@@ -461,10 +409,35 @@ nb_tensor *nb_mean(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
 }
 
 /* ---- max and min -----------------------------------------------------------------------
- * Saved: the flat indices of the selected elements ([nout, 2], idx_put). */
+ * nb_max and nb_min give values only, over any set of axes: PyTorch's amax
+ * and amin (and max() of a whole tensor), whose gradient is split evenly
+ * among the elements equal to the result, not max(dim)'s, which goes to
+ * the one index it returns. So:
+ *   gx = expand(g) * w,   w = [x == expand(y)] / (number of such x per output)
+ * with NaN counted as equal to NaN (a NaN result came from NaN elements,
+ * which then share the gradient, as in PyTorch's max()). w is a constant
+ * made by a loop, so the backward is linear in g and differentiates again.
+ * Saved: x and y; attribute 0 is the mask of reduced axes. */
+
+static nb_tensor *tie_weights(nb_tensor *x, nb_tensor *y, unsigned mask) {
+    nb_tensor *ye = expand_back(x, mask, nb_detach(y)), *tie = ye ? nb_empty_like(x) : NULL;
+    if (!tie) return NULL;
+    const float *px = nb_data(x), *py = nb_data(ye);
+    float *pt = nb_data_mut(tie);
+    for (int64_t i = 0, n = nb_numel(x); i < n; i++)
+        pt[i] = px[i] == py[i] || (px[i] != px[i] && py[i] != py[i]) ? 1.0f : 0.0f;
+    int axes[NB_MAX_DIMS], naxes = 0;
+    for (int d = 0; d < nb_ndim(x); d++)
+        if ((mask >> d) & 1u) axes[naxes++] = d;
+    if (naxes == 0) return tie; /* nothing reduced: each element is its own result */
+    return nb_div(tie, nb_sum(tie, naxes, axes, true));
+}
 
 static void select_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = scatter_at(g, nb_saved(node, 0), nb_input(node, 0));
+    nb_tensor *x = nb_saved(node, 0), *y = nb_saved(node, 1);
+    if (!x || !y) return;
+    unsigned mask = (unsigned)nb_attr(node, 0);
+    gx[0] = nb_mul(expand_back(x, mask, g), tie_weights(x, y, mask));
 }
 static const nb_op max_op = {"max", select_backward};
 static const nb_op min_op = {"min", select_backward};
@@ -481,24 +454,16 @@ static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, n
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, naxes, axes, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
-    bool track = nb_is_grad_enabled() && nb_requires_grad(x);
-    /* A scope of our own: idx lives on only in the node that saves it. */
-    nb_scope_begin();
     nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
-    nb_tensor *idx = track ? nb_empty(NB_SHAPE(p.nout, 2)) : NULL;
-    if (out && (idx || !track)) {
-        if (p.nout > 0) {
-            rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x),
-                         .vals = nb_data_mut(out), .flat = idx ? nb_data_mut(idx) : NULL};
-            run_reduce(&p, &k);
-        }
-        nb_record(out, op, 1, &x);
-        nb_save(out, idx);
-        out = nb_escape(out);
-    } else {
-        out = NULL;
+    if (!out) return NULL;
+    if (p.nout > 0) {
+        rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x), .vals = nb_data_mut(out)};
+        run_reduce(&p, &k);
     }
-    nb_scope_end();
+    nb_record(out, op, 1, &x);
+    nb_save(out, x);
+    nb_save(out, out);
+    nb_set_attr(out, 0, p.mask);
     return out;
 }
 

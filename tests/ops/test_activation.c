@@ -277,3 +277,22 @@ Test(activation, null_propagates_without_message) {
     cr_assert_null(nb_clamp(NULL, 1, 0));
     cr_assert_null(nb_error(), "unexpected message: %s", nb_error());
 }
+
+/* ---- at the kinks: the subgradient PyTorch uses ---------------------------------------- */
+
+Test(activation, kinks_take_pytorchs_subgradient) {
+    /* relu at 0: 0 (threshold_backward passes only x > 0) */
+    EXPECT_VALUES(grad_of_sum(f_relu, NULL, 3, (float[]){-0.0f, 0, 1}), 0, 0, 0, 1);
+    /* leaky_relu at 0: the slope (x > 0 ? 1 : slope) */
+    params lr = {.a = 0.1f};
+    EXPECT_VALUES(grad_of_sum(f_leaky_relu, &lr, 2, (float[]){0, 1}), 0, 0.1f, 1);
+    /* elu at 0: alpha exp(0) = alpha (x <= 0 takes the exponential side) */
+    params el = {.a = 1.5f};
+    EXPECT_VALUES(grad_of_sum(f_elu, &el, 2, (float[]){0, 1}), 0, 1.5f, 1);
+    /* clamp to [-1, 1]: 1 at both bounds (min <= x <= max), 0 outside, 0 for NaN */
+    params cl = {.a = -1, .b = 1};
+    EXPECT_VALUES(grad_of_sum(f_clamp, &cl, 5, (float[]){-1, 1, -1.5f, 1.5f, NAN}), 0, 1, 1, 0, 0, 0);
+    /* clamp with min == max: x at the bound gets 1, as in PyTorch */
+    params eq = {.a = 2, .b = 2};
+    EXPECT_VALUES(grad_of_sum(f_clamp, &eq, 3, (float[]){2, 1, 3}), 0, 1, 0, 0);
+}

@@ -475,3 +475,22 @@ Test(elementwise, null_propagates_without_message) {
     cr_assert(!nb_broadcast_shapes("x", NULL, a, &ndim, shape));
     cr_assert_null(nb_error(), "unexpected message: %s", nb_error());
 }
+
+/* ---- NaN and ties: PyTorch's maximum/minimum gradient ----------------------------------
+ * PyTorch: self gets where(a == b, g/2, g) with 0 where a < b (maximum) or
+ * a > b (minimum); other the mirror. A NaN compares false both ways, so
+ * both operands get the whole gradient there. */
+
+Test(elementwise, maximum_minimum_gradient_at_nan) {
+    nb_tensor *a = vec(3, (float[]){NAN, 1, 2}), *b = vec(3, (float[]){1, NAN, 2});
+    grads_of_sum(nb_maximum, a, b);
+    EXPECT_VALUES(nb_grad_of(a), 0, 1, 1, 0.5f);
+    EXPECT_VALUES(nb_grad_of(b), 0, 1, 1, 0.5f);
+    nb_tensor *c = vec(3, (float[]){NAN, 1, 2}), *d = vec(3, (float[]){1, NAN, 2});
+    grads_of_sum(nb_minimum, c, d);
+    EXPECT_VALUES(nb_grad_of(c), 0, 1, 1, 0.5f);
+    EXPECT_VALUES(nb_grad_of(d), 0, 1, 1, 0.5f);
+    /* the scalar forms follow the same rule: NaN x gets g, a tie g/2 */
+    EXPECT_VALUES(scalar_grad(nb_maximum_scalar, 2, 2, (float[]){NAN, 2}), 0, 1, 0.5f);
+    EXPECT_VALUES(scalar_grad(nb_minimum_scalar, 2, 2, (float[]){NAN, 2}), 0, 1, 0.5f);
+}

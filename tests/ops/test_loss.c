@@ -137,3 +137,196 @@ Test(loss, cross_entropy_gradient_by_hand) {
     cr_assert_eq(nb_backward(nb_cross_entropy_loss(z, y, NB_REDUCE_MEAN)), 0, "%s", nb_error());
     EXPECT_VALUES(nb_grad_of(z), 1e-6, -0.25f, 0.25f, 0.25f, -0.25f);
 }
+
+/* ---- BCE at p = 0 and p = 1 ----------------------------------------------------------
+ * PyTorch: loss = -(y max(log p, -100) + (1 - y) max(log(1 - p), -100)) and
+ * d/dp = (p - y) / max((1 - p) p, 1e-12), so a saturated probability gives a
+ * finite loss and a finite gradient, never NaN. */
+
+Test(loss, bce_gradient_at_saturated_sigmoid) {
+    /* sigmoid(20) = 1 / (1 + 2.06e-9) rounds to exactly 1 in float: loss
+     * -log 1 = 0, d/dp = (1 - 1) / max(0, 1e-12) = 0, so d/dz = 0 (PyTorch: 0) */
+    nb_tensor *z = nb_set_requires_grad(nb_from_array(NB_SHAPE(1), (float[]){20}), true);
+    nb_tensor *loss = nb_bce_loss(nb_sigmoid(z), nb_ones(NB_SHAPE(1)), NB_REDUCE_MEAN);
+    EXPECT_VALUES(loss, 0, 0);
+    cr_assert_eq(nb_backward(loss), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(z), 0, 0);
+    /* z = -20, y = 1: p = 2.06e-9, d/dp = (p - 1) / ((1 - p) p) = -1/p, times
+     * sigmoid' = p (1 - p): d/dz = -(1 - p) = -1 (loss 20) */
+    nb_tensor *zn = nb_set_requires_grad(nb_from_array(NB_SHAPE(1), (float[]){-20}), true);
+    nb_tensor *ln = nb_bce_loss(nb_sigmoid(zn), nb_ones(NB_SHAPE(1)), NB_REDUCE_MEAN);
+    EXPECT_VALUES(ln, 1e-4, 20);
+    cr_assert_eq(nb_backward(ln), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(zn), 1e-5, -1);
+}
+
+Test(loss, bce_values_and_gradients_at_zero_and_one) {
+    /* p  y   loss                     d/dp (sum)
+     * 0  1   -max(log 0, -100) = 100  (0 - 1) / max(0, 1e-12) = -1e12
+     * 1  0   -max(log 0, -100) = 100  (1 - 0) / 1e-12 = 1e12
+     * 0  0   -log(1 - 0) = 0          0 / 1e-12 = 0
+     * 1  1   -log 1 = 0               0
+     * .25 1  -log .25 = 1.3862944     (.25 - 1) / (.75 .25) = -4
+     * .5 .3  -(.3 log .5 + .7 log .5) = log 2 = 0.6931472   .2 / .25 = 0.8
+     * d/dy = max(log(1 - p), -100) - max(log p, -100):
+     *   100, -100, 0 - (-100) = 100, -100 - 0 = -100, log .75 - log .25 = log 3, 0 */
+    nb_tensor *p = nb_set_requires_grad(
+        nb_from_array(NB_SHAPE(6), (float[]){0, 1, 0, 1, 0.25f, 0.5f}), true);
+    nb_tensor *y = nb_set_requires_grad(
+        nb_from_array(NB_SHAPE(6), (float[]){1, 0, 0, 1, 1, 0.3f}), true);
+    EXPECT_VALUES(nb_bce_loss(p, y, NB_REDUCE_NONE), 1e-5, 100, 100, 0, 0, 1.3862944f, 0.6931472f);
+    cr_assert_eq(nb_backward(nb_bce_loss(p, y, NB_REDUCE_SUM)), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(p), 1e-5 * 1e12, -1e12f, 1e12f, 0, 0, -4, 0.8f);
+    const float *gp = nb_data(nb_grad_of(p));
+    cr_assert(fabsf(gp[4] + 4) < 1e-5f && fabsf(gp[5] - 0.8f) < 1e-5f, "%g %g", gp[4], gp[5]);
+    EXPECT_VALUES(nb_grad_of(y), 1e-4, 100, -100, 100, -100, 1.0986123f, 0);
+}
+
+static nb_tensor *bce_mean(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return nb_bce_loss(in[0], in[1], NB_REDUCE_MEAN);
+}
+
+Test(loss, bce_second_derivatives_inside_the_interval) {
+    nb_tensor *p = nb_test_leaf(0.05f, 0.95f, NB_SHAPE(2, 3));
+    nb_tensor *y = nb_test_leaf(0, 1, NB_SHAPE(2, 3));
+    nb_test_gradcheck(bce_mean, NULL, 2, (nb_tensor *[]){p, y}, true);
+}
+
+Test(loss, keras_crossentropies_at_zero_and_one) {
+    /* Keras clips to [1e-7, 1 - 1e-7]; outside the clip the gradient is 0,
+     * and nothing is NaN. In float 1 - 1e-7 is 0.99999988 = 1 - 1.1920929e-7.
+     * binary, p = [1, 0, 0, 1], y = [1, 0, 1, 0]:
+     *   -log 0.99999988 = 1.19e-7 (twice), -log 1e-7 = 16.118096,
+     *   -log(1 - 0.99999988) = -log 1.1920929e-7 = 15.942385;
+     *   mean (16.118096 + 15.942385 + 2.4e-7) / 4 = 8.0151205 */
+    nb_tensor *p = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){1, 0, 0, 1}), true);
+    nb_tensor *y = nb_from_array(NB_SHAPE(2, 2), (float[]){1, 0, 1, 0});
+    nb_tensor *l = nb_loss_by_name("binary_crossentropy")(p, y);
+    EXPECT_VALUES(l, 1e-4, 8.0151205f);
+    cr_assert_eq(nb_backward(l), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(p), 0, 0, 0, 0, 0);
+
+    nb_tensor *q = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){1, 0, 0, 1}), true);
+    /* categorical, one-hot rows [1,0] and [1,0]: (-log 0.99999988 - log 1e-7) / 2
+     * = (1.19e-7 + 16.118096) / 2 = 8.0590480; sparse with labels [0, 0] the same */
+    nb_tensor *cc = nb_categorical_crossentropy(q, nb_from_array(NB_SHAPE(2, 2), (float[]){1, 0, 1, 0}));
+    EXPECT_VALUES(cc, 1e-4, 8.059048f);
+    cr_assert_eq(nb_backward(cc), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(q), 0, 0, 0, 0, 0);
+
+    nb_tensor *s = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){1, 0, 0, 1}), true);
+    nb_tensor *sc = nb_sparse_categorical_crossentropy(s, nb_from_array(NB_SHAPE(2), (float[]){0, 0}));
+    EXPECT_VALUES(sc, 1e-4, 8.059048f);
+    cr_assert_eq(nb_backward(sc), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(s), 0, 0, 0, 0, 0);
+}
+
+/* ---- one failure, one message, naming the function called ----------------------------- */
+
+static int handler_calls;
+static char handler_first[512];
+static void counting_handler(const char *message, void *user) {
+    (void)user;
+    if (handler_calls++ == 0) snprintf(handler_first, sizeof handler_first, "%s", message);
+}
+
+/* Runs EXPR with a counting handler; expects NULL, exactly one handler call
+ * whose message is nb_error(), and the listed fragments in it. */
+#define EXPECT_ONE_ERROR(EXPR, ...)                                                         \
+    do {                                                                                    \
+        handler_calls = 0;                                                                  \
+        nb_error_handler prev_ = nb_set_error_handler(counting_handler, NULL);              \
+        nb_tensor *r_ = (EXPR);                                                             \
+        nb_set_error_handler(prev_, NULL);                                                  \
+        cr_assert_null(r_, "%s should fail", #EXPR);                                        \
+        cr_assert_eq(handler_calls, 1, "%s: handler called %d times (first: %s)", #EXPR,    \
+                     handler_calls, handler_first);                                         \
+        cr_assert_str_eq(handler_first, nb_error());                                        \
+        EXPECT_ERROR(__VA_ARGS__);                                                          \
+    } while (0)
+
+Test(loss, each_failure_reports_once_under_the_called_name) {
+    nb_tensor *z = nb_zeros(NB_SHAPE(2, 3)), *p = nb_full(NB_SHAPE(2, 3), 0.3f);
+    nb_tensor *bad_label = nb_from_array(NB_SHAPE(2), (float[]){0, 5});
+    EXPECT_ONE_ERROR(nb_cross_entropy_loss(z, bad_label, NB_REDUCE_MEAN), "nb_cross_entropy_loss",
+                     "label 5", "position 1");
+    EXPECT_ONE_ERROR(nb_cross_entropy_loss(z, nb_zeros(NB_SHAPE(3)), NB_REDUCE_MEAN),
+                     "nb_cross_entropy_loss", "logits", "[2,3]", "[3]");
+    cr_assert_null(strstr(nb_error(), "log-prob"), "%s", nb_error());
+    EXPECT_ONE_ERROR(nb_cross_entropy_loss(z, nb_zeros(NB_SHAPE(2)), (nb_reduction)9),
+                     "nb_cross_entropy_loss", "reduction");
+    EXPECT_ONE_ERROR(nb_cross_entropy_loss(nb_zeros(NB_SHAPE(2, 3, 4)), nb_zeros(NB_SHAPE(2)),
+                                           NB_REDUCE_MEAN),
+                     "nb_cross_entropy_loss", "logits");
+    EXPECT_ONE_ERROR(nb_nll_loss(z, bad_label, NB_REDUCE_MEAN), "nb_nll_loss", "label 5");
+    EXPECT_ONE_ERROR(nb_sparse_categorical_crossentropy(p, bad_label),
+                     "nb_sparse_categorical_crossentropy", "label 5", "position 1");
+    EXPECT_ONE_ERROR(nb_sparse_categorical_crossentropy(p, nb_zeros(NB_SHAPE(3))),
+                     "nb_sparse_categorical_crossentropy", "probabilities", "[2,3]", "[3]");
+    cr_assert_null(strstr(nb_error(), "log-prob"), "%s", nb_error());
+    EXPECT_ONE_ERROR(nb_categorical_crossentropy(p, nb_zeros(NB_SHAPE(2, 4))),
+                     "nb_categorical_crossentropy", "[2,3]", "[2,4]");
+    EXPECT_ONE_ERROR(nb_bce_loss(p, nb_zeros(NB_SHAPE(3)), NB_REDUCE_MEAN), "nb_bce_loss", "[3]");
+    EXPECT_ONE_ERROR(nb_huber_loss(p, nb_zeros(NB_SHAPE(3)), 1, NB_REDUCE_MEAN), "nb_huber_loss");
+}
+
+/* ---- unbatched inputs give unbatched results, as in PyTorch --------------------------- */
+
+#define EXPECT_0D(t) nb_test_expect_shape((t), NB_SHAPE())
+
+Test(loss, one_sample_without_reduction_is_0d) {
+    /* PyTorch: cross_entropy(tensor([.1, .2, .3]), tensor(1), reduction='none')
+     * is 0-d: log(e^.1 + e^.2 + e^.3) - .2 = 1.1019428 */
+    nb_tensor *z = nb_from_array(NB_SHAPE(3), (float[]){.1f, .2f, .3f});
+    nb_tensor *l = nb_cross_entropy_loss(z, nb_scalar(1), NB_REDUCE_NONE);
+    EXPECT_0D(l);
+    EXPECT_VALUES(l, 1e-5, 1.1019428f);
+    /* and the next op takes it: 1.1019428^2 = 1.2142780 */
+    EXPECT_VALUES(nb_mse_loss(l, nb_scalar(0), NB_REDUCE_MEAN), 1e-5, 1.2142780f);
+    EXPECT_0D(nb_cross_entropy_loss(z, nb_scalar(1), NB_REDUCE_MEAN));
+    EXPECT_0D(nb_cross_entropy_loss(z, nb_scalar(1), NB_REDUCE_SUM));
+    /* nll_loss on [C] log-probabilities and a 0-d label: -x[label] */
+    nb_tensor *lp = nb_from_array(NB_SHAPE(3), (float[]){-1, -2, -3});
+    nb_tensor *n = nb_nll_loss(lp, nb_scalar(2), NB_REDUCE_NONE);
+    EXPECT_0D(n);
+    EXPECT_VALUES(n, 0, 3);
+    EXPECT_0D(nb_nll_loss(lp, nb_scalar(2), NB_REDUCE_MEAN));
+    /* batched: [N] without reduction */
+    EXPECT_SHAPE(nb_cross_entropy_loss(nb_zeros(NB_SHAPE(2, 3)), nb_zeros(NB_SHAPE(2)), NB_REDUCE_NONE), 2);
+    /* Keras's crossentropies on one sample [C]: a 0-d mean.
+     * sparse: -log .3 = 1.2039728; categorical with one-hot [0,1,0] the same */
+    nb_tensor *prob = nb_from_array(NB_SHAPE(3), (float[]){.2f, .3f, .5f});
+    nb_tensor *s = nb_sparse_categorical_crossentropy(prob, nb_scalar(1));
+    EXPECT_0D(s);
+    EXPECT_VALUES(s, 1e-5, 1.2039728f);
+    nb_tensor *c = nb_categorical_crossentropy(prob, nb_from_array(NB_SHAPE(3), (float[]){0, 1, 0}));
+    EXPECT_0D(c);
+    EXPECT_VALUES(c, 1e-5, 1.2039728f);
+}
+
+static nb_tensor *ce_one(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return nb_cross_entropy_loss(in[0], nb_scalar(2), NB_REDUCE_NONE);
+}
+
+Test(loss, one_sample_gradcheck) {
+    nb_tensor *z = nb_test_leaf(-2, 2, NB_SHAPE(4));
+    nb_test_gradcheck(ce_one, NULL, 1, &z, true);
+}
+
+/* ---- l1 and huber at their kinks (PyTorch's values) ------------------------------------- */
+
+Test(loss, l1_and_huber_at_the_kinks) {
+    /* d = p - t = [0, 1, -1, 2]. l1: sign(d) / 4 = [0, .25, -.25, .25].
+     * huber, delta 1: d at |d| <= 1, else delta sign(d): [0, 1, -1, 1] / 4
+     * (at |d| = delta both pieces give d, so PyTorch's choice of side does
+     * not matter; at d = 0 the gradient is 0). */
+    nb_tensor *t = nb_from_array(NB_SHAPE(4), (float[]){1, 1, 1, 1});
+    nb_tensor *p = nb_set_requires_grad(nb_from_array(NB_SHAPE(4), (float[]){1, 2, 0, 3}), true);
+    cr_assert_eq(nb_backward(nb_l1_loss(p, t, NB_REDUCE_MEAN)), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(p), 0, 0, 0.25f, -0.25f, 0.25f);
+    nb_zero_grad(p);
+    cr_assert_eq(nb_backward(nb_huber_loss(p, t, 1, NB_REDUCE_MEAN)), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(p), 0, 0, 0.25f, -0.25f, 0.25f);
+}

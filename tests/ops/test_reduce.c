@@ -538,19 +538,39 @@ Test(reduce, max_min_gradient_lands_on_the_selected_element) {
     EXPECT_VALUES(grad_of(nb_max(x, NB_AXES(-1), true), x, g1), 0, 0, 0, 10, 0, 0, 20);
     EXPECT_VALUES(grad_of(nb_min(x, NB_AXES(-1), true), x, g1), 0, 0, 10, 0, 20, 0, 0);
     EXPECT_VALUES(grad_of(nb_max(x, NB_ALL, false), x, NULL), 0, 0, 0, 0, 0, 0, 1);
-    EXPECT_VALUES(grad_of(nb_min(x, NB_ALL, true), x, NULL), 0, 0, 1, 0, 0, 0, 0);
+    /* the minimum, 1, appears twice: each gets half */
+    EXPECT_VALUES(grad_of(nb_min(x, NB_ALL, true), x, NULL), 0, 0, 0.5f, 0, 0.5f, 0, 0);
 }
 
-Test(reduce, max_min_gradient_goes_to_the_first_of_ties) {
+/* nb_max and nb_min return values only, over any set of axes: they are
+ * PyTorch's amax/amin (and max() of a whole tensor), which split the
+ * gradient evenly among tied elements, not max(dim), which returns indices
+ * and gives it all to the one it selected. */
+Test(reduce, max_min_gradient_splits_evenly_among_ties) {
     nb_tensor *t =
         nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 3), (float[]){2, 2, 1, 0, 0, 0}), true);
-    nb_tensor *g = nb_from_array(NB_SHAPE(2), (float[]){1, 1});
-    EXPECT_VALUES(grad_of(nb_max(t, NB_AXES(1), false), t, g), 0, 1, 0, 0, 1, 0, 0);
-    EXPECT_VALUES(grad_of(nb_min(t, NB_AXES(1), false), t, g), 0, 0, 0, 1, 1, 0, 0);
+    nb_tensor *g = nb_from_array(NB_SHAPE(2), (float[]){1, 6});
+    /* row 0: max 2 twice -> 1/2 each; row 1: three zeros -> 6/3 each */
+    EXPECT_VALUES(grad_of(nb_max(t, NB_AXES(1), false), t, g), 1e-7, 0.5f, 0.5f, 0, 2, 2, 2);
+    EXPECT_VALUES(grad_of(nb_min(t, NB_AXES(1), false), t, g), 1e-7, 0, 0, 1, 2, 2, 2);
     nb_tensor *u = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){1, 5, 5, 0}), true);
-    EXPECT_VALUES(grad_of(nb_max(u, NB_ALL, false), u, NULL), 0, 0, 1, 0, 0);
+    EXPECT_VALUES(grad_of(nb_max(u, NB_ALL, false), u, NULL), 0, 0, 0.5f, 0.5f, 0);
     nb_tensor *z = nb_set_requires_grad(nb_zeros(NB_SHAPE(2, 2)), true);
-    EXPECT_VALUES(grad_of(nb_min(z, NB_AXES(0, 1), false), z, NULL), 0, 1, 0, 0, 0);
+    EXPECT_VALUES(grad_of(nb_min(z, NB_AXES(0, 1), false), z, NULL), 0, 0.25f, 0.25f, 0.25f, 0.25f);
+    /* along axis 0 of [[3,7],[3,1]] with keepdim: column 0 ties */
+    nb_tensor *c = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){3, 7, 3, 1}), true);
+    nb_tensor *gc = nb_from_array(NB_SHAPE(1, 2), (float[]){4, 8});
+    EXPECT_VALUES(grad_of(nb_max(c, NB_AXES(0), true), c, gc), 0, 2, 8, 2, 0);
+}
+
+Test(reduce, max_min_gradient_with_nan) {
+    /* NaN is selected, and the NaN elements share the gradient, as in
+     * PyTorch's max() of a whole tensor */
+    nb_tensor *x = nb_set_requires_grad(nb_from_array(NB_SHAPE(4), (float[]){1, NAN, 3, NAN}), true);
+    EXPECT_VALUES(grad_of(nb_max(x, NB_ALL, false), x, NULL), 0, 0, 0.5f, 0, 0.5f);
+    EXPECT_VALUES(grad_of(nb_min(x, NB_ALL, false), x, NULL), 0, 0, 0.5f, 0, 0.5f);
+    nb_tensor *y = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (float[]){NAN, 1, 4, 5}), true);
+    EXPECT_VALUES(grad_of(nb_max(y, NB_AXES(1), false), y, nb_ones(NB_SHAPE(2))), 0, 1, 0, 0, 1);
 }
 
 Test(reduce, max_min_gradient_over_several_axes) {
@@ -568,8 +588,8 @@ Test(reduce, max_min_gradient_over_several_axes) {
 }
 
 /* The backward of max is linear in the output gradient: differentiating it
- * with respect to that gradient exercises scatter_at's backward (gather_at)
- * and, one order up, gather_at's backward (scatter_at). */
+ * with respect to that gradient, and once more, exercises the backward of
+ * the backward. */
 typedef struct max_grad_ctx {
     nb_tensor *x;
     bool max;
@@ -585,9 +605,9 @@ static nb_tensor *grad_of_max(nb_tensor *const *in, void *ctx) {
     return rc == 0 ? g : NULL;
 }
 
-/* One order up: with gx = scatter_at(go) from the function above,
- * d(sum(gx * v))/d(go) = gather_at(v), a function of v checked through
- * gather_at's backward. */
+/* One order up: with gx = expand(go) * w from the function above,
+ * d(sum(gx * v))/d(go) = sum(v * w) over the reduced axes (v at the maxima
+ * when there are no ties), a function of v checked by gradcheck. */
 typedef struct max_grad2_ctx {
     nb_tensor *x, *go;
 } max_grad2_ctx;
@@ -611,7 +631,7 @@ Test(reduce, max_backward_is_differentiable) {
     nb_test_gradcheck(grad_of_max, &c, 1, &go, false);
     c.max = false;
     nb_test_gradcheck(grad_of_max, &c, 1, &go, false);
-    /* the values: gather_at(v) picks v at the maxima, flat 3, 17 and 10 */
+    /* the values: v at the maxima, flat 3, 17 and 10 */
     max_grad2_ctx c2 = {c.x, go};
     nb_tensor *v = nb_set_requires_grad(nb_reshape(nb_arange(0, 24, 1), NB_SHAPE(2, 3, 4)), true);
     EXPECT_VALUES(grad_of_grad_of_max((nb_tensor *[]){v}, &c2), 0, 3, 17, 10);

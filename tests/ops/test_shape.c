@@ -718,3 +718,52 @@ Test(shape, scatter_add_bad_input) {
     expect_null_silently(nb_scatter_add(x, 0, NULL, src));
     expect_null_silently(nb_scatter_add(x, 0, TENSOR((2, 2), 0, 1, 1, 0), NULL));
 }
+
+/* ---- a 0-d x, or a 0-d index on a vector: PyTorch's result shapes ------------------------
+ * torch.index_select(tensor(5.), 0, tensor(0)) is 0-d; so are gather and
+ * scatter_add of a 0-d x with a 0-d index, and index_add of a 0-d x. A
+ * vector takes a 0-d index (one slice, kept as [1]) and, in index_add, a
+ * 0-d src. */
+
+Test(shape, index_ops_on_a_0d_x) {
+    nb_tensor *x = nb_set_requires_grad(nb_scalar(5), true);
+    nb_tensor *sel = nb_index_select(x, 0, nb_scalar(0));
+    nb_test_expect_shape(sel, NB_SHAPE());
+    EXPECT_VALUES(sel, 0, 5);
+    nb_tensor *gat = nb_gather(x, -1, nb_scalar(0));
+    nb_test_expect_shape(gat, NB_SHAPE());
+    EXPECT_VALUES(gat, 0, 5);
+    nb_tensor *src = nb_set_requires_grad(nb_scalar(2), true);
+    nb_tensor *add = nb_index_add(x, 0, nb_scalar(0), src);
+    nb_test_expect_shape(add, NB_SHAPE());
+    EXPECT_VALUES(add, 0, 7); /* 5 + 2 */
+    nb_tensor *sca = nb_scatter_add(x, 0, nb_scalar(0), src);
+    nb_test_expect_shape(sca, NB_SHAPE());
+    EXPECT_VALUES(sca, 0, 7);
+    /* d(3 sel + 5 gat + 7 add + 11 sca)/dx = 3 + 5 + 7 + 11 = 26; d/dsrc = 7 + 11 = 18 */
+    nb_tensor *total = nb_add(nb_add(nb_mul_scalar(sel, 3), nb_mul_scalar(gat, 5)),
+                              nb_add(nb_mul_scalar(add, 7), nb_mul_scalar(sca, 11)));
+    cr_assert_eq(nb_backward(total), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(x), 0, 26);
+    EXPECT_VALUES(nb_grad_of(src), 0, 18);
+    /* the one index of a 0-d x is 0 */
+    cr_assert_null(nb_index_select(x, 0, nb_scalar(1)));
+    EXPECT_ERROR("nb_index_select", "out of range", "0-d");
+    cr_assert_null(nb_gather(x, 0, nb_zeros(NB_SHAPE(1))));
+    EXPECT_ERROR("nb_gather", "0-d index", "[1]");
+    cr_assert_null(nb_index_select(x, 1, nb_scalar(0)));
+    EXPECT_ERROR("nb_index_select", "axis 1");
+}
+
+Test(shape, index_add_takes_a_0d_src_on_a_vector) {
+    /* PyTorch: torch.zeros(3).index_add(0, tensor(1), tensor(4.)) = [0, 4, 0] */
+    nb_tensor *src = nb_set_requires_grad(nb_scalar(4), true);
+    nb_tensor *out = nb_index_add(nb_zeros(NB_SHAPE(3)), 0, nb_scalar(1), src);
+    EXPECT_SHAPE(out, 3);
+    EXPECT_VALUES(out, 0, 0, 4, 0);
+    /* d sum([1,2,3] * out)/dsrc = 2, and src's gradient is 0-d like src */
+    cr_assert_eq(nb_backward(nb_sum(nb_mul(out, TENSOR((3), 1, 2, 3)), NB_ALL, false)), 0, "%s",
+                 nb_error());
+    nb_test_expect_shape(nb_grad_of(src), NB_SHAPE());
+    EXPECT_VALUES(nb_grad_of(src), 0, 2);
+}

@@ -157,3 +157,15 @@ Test(unary, null_propagates_without_message) {
     for (size_t k = 0; k < sizeof fs / sizeof *fs; k++) cr_assert_null(fs[k](NULL));
     cr_assert_null(nb_error(), "unexpected message: %s", nb_error());
 }
+
+/* ---- at the kinks: the subgradient PyTorch uses ---------------------------------------- */
+
+Test(unary, kinks_take_pytorchs_subgradient) {
+    /* abs: g sign(x), so 0 at 0 (PyTorch: grad * sgn(x)) */
+    EXPECT_VALUES(grad_of_sum(nb_abs, 3, (float[]){0, -2, 2}), 0, 0, -1, 1);
+    /* sign: 0 everywhere, including 0 */
+    EXPECT_VALUES(grad_of_sum(nb_sign, 3, (float[]){0, -2, 2}), 0, 0, 0, 0);
+    /* sqrt and log at 0: g / (2 sqrt 0) and g / 0, both +inf as in PyTorch */
+    EXPECT_VALUES(grad_of_sum(nb_sqrt, 1, (float[]){0}), 0, INFINITY);
+    EXPECT_VALUES(grad_of_sum(nb_log, 1, (float[]){0}), 0, INFINITY);
+}
