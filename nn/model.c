@@ -270,19 +270,27 @@ int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, c
         }
         nm++;
     }
+    /* the optimizer, when the parameters exist, before anything changes:
+     * a compile that fails leaves the model as it was */
+    int n;
+    nb_tensor **params = nb__module_parameters("nb_model_compile", model->net, &n);
+    if (!params) return -1;
+    nb_optimizer *opt = NULL;
+    if (n > 0 && !(opt = optimizer_by_name(optimizer, n, params))) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        nb_set_error("nb_model_compile: cannot make the '%s' optimizer: %s", optimizer, why);
+        return -1;
+    }
     model->loss = fn;
     snprintf(model->loss_name, sizeof model->loss_name, "%s", loss);
     model->nmetrics = nm;
     memcpy(model->metrics, mfns, sizeof mfns);
     memcpy(model->metric_names, mnames, sizeof mnames);
     nb_optimizer_free(model->opt);
-    model->opt = NULL;
+    model->opt = opt;
     model->opt_custom = model->opt_stale = false;
     snprintf(model->opt_name, sizeof model->opt_name, "%s", optimizer);
-    int n;
-    if (nb__module_parameters("nb_model_compile", model->net, &n) && n > 0 &&
-        !ensure_optimizer("nb_model_compile", model))
-        return -1;
     return 0;
 }
 
@@ -410,7 +418,12 @@ typedef struct totals {
 static bool forward_and_loss(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y, nb_tensor **pred_out,
                              nb_tensor **loss_out) {
     char why[400], shape[96];
-    *loss_out = NULL;
+    *loss_out = *pred_out = NULL;
+    if (!x || !y) { /* the rows could not be copied, and the copy said why */
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        nb_set_error("%s: %s", who, why);
+        return false;
+    }
     nb_clear_error(); /* so that a message after a NULL is theirs, not an old one */
     nb_tensor *pred = *pred_out = nb_module_forward(model->net, x);
     if (!pred) {
@@ -698,8 +711,14 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             }
             nb_optimizer_zero_grad(model->opt);
             if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0) {
+                /* the earlier steps stand: stop as for a failed loss */
+                snprintf(h->stop_reason, sizeof h->stop_reason,
+                         "nb_model_fit: the training step failed at epoch %d, batch %lld: %s; training stopped",
+                         epoch + 1, (long long)s + 1, nb_error() ? nb_error() : "no message");
                 nb_scope_end();
-                goto fail;
+                nb_set_error("%s", h->stop_reason);
+                if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
+                goto done;
             }
             loss_sum += (double)value * (double)b;
             if (model->nmetrics) {
@@ -721,19 +740,23 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             }
         }
         double elapsed = now_seconds() - t0;
-        history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
+        bool recorded_all = history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
         for (int k = 0; k < model->nmetrics; k++)
-            history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
+            recorded_all &= history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
         totals vt;
         if (validate) {
             if (!evaluate_rows("nb_model_fit (validation data)", model, xv, yv, val_idx, n_val, o.batch_size, &vt))
                 goto fail;
-            history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
+            recorded_all &= history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
             for (int k = 0; k < model->nmetrics; k++) {
                 char key[64];
                 snprintf(key, sizeof key, "val_%s", model->metric_names[k]);
-                history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
+                recorded_all &= history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
             }
+        }
+        if (!recorded_all) {
+            nb_set_error("nb_model_fit: out of memory recording the history");
+            goto fail;
         }
         if (o.verbose) {
             double mean_metrics[MAX_METRICS];

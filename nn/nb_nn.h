@@ -264,8 +264,9 @@ nb_fit_opts nb_fit_defaults(void);
  * when the input is wrong (row counts differ, batch size 0, not compiled,
  * x does not fit the first layer, the loss fails or does not return a
  * single value on the first two rows). Training stops early, history kept,
- * on a NaN or infinite loss or a forward or loss that fails (the message
- * names the epoch and batch, and the loss's own message), on early
+ * on a NaN or infinite loss or a forward, loss or training step that fails
+ * (the message names the epoch and batch, and passes on the failing
+ * call's own message), on early
  * stopping, or when the callback returns false. */
 nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_fit_opts *opts);
 /* Loss then each metric over x, y (in eval mode, batches of batch_size,

@@ -1218,3 +1218,54 @@ Test(model, model_constructors_fail_whole) {
         cr_expect(made);
     }
 }
+
+/* fit, evaluate, predict and compile when any one allocation fails: a
+ * message naming the function and "out of memory" (for fit, either as its
+ * error or as the reason training stopped), no tensor left behind, and
+ * otherwise complete results. */
+Test(model, out_of_memory_in_fit_evaluate_predict) {
+    nb_tensor *x, *y;
+    linear_data(12, &x, &y);
+    int failures = 0;
+    for (long fail = 1; fail < 400; fail++) {
+        nb_model *m = small_model();
+        int64_t live = nb_live_tensors();
+        alloc_counter c = {0, fail};
+        nb_scope_begin();
+        nb_clear_error();
+        nb_set_alloc_hook(count_and_fail, &c);
+        int compiled = nb_model_compile(m, "adam", "mse", "mae");
+        nb_fit_opts o = quiet_fit(2, 5);
+        o.validation_split = 0.25f;
+        nb_history *h = compiled == 0 ? nb_model_fit(m, x, y, &o) : NULL;
+        float out[2] = {0};
+        bool trained = h && nb_history_stop_reason(h)[0] == '\0';
+        int got = trained ? nb_model_evaluate(m, x, y, 5, out, 2) : 0;
+        nb_tensor *pred = h && got > 0 ? nb_model_predict(m, x, 5) : NULL;
+        nb_set_alloc_hook(NULL, NULL);
+        bool whole = trained && got == 2 && pred;
+        if (!whole) {
+            failures++;
+            cr_assert_not_null(nb_error(), "allocation %ld of %ld failed without a message", fail, c.calls);
+            const char *who = compiled != 0 ? "nb_model_compile"
+                              : !h          ? "nb_model_fit"
+                              : nb_history_stop_reason(h)[0] ? "nb_model_fit"
+                              : got != 2    ? "nb_model_evaluate"
+                                            : "nb_model_predict";
+            EXPECT_ERROR(who, "out of memory");
+        } else {
+            cr_expect_eq(nb_history_epochs(h), 2);
+            cr_expect_not_null(nb_history_get(h, "val_mae"));
+            EXPECT_SHAPE(pred, 12, 1);
+        }
+        nb_history_free(h);
+        nb_scope_end();
+        nb_model_free(m);
+        cr_expect_eq(nb_live_tensors(), live - 4, "allocation %ld: tensors left behind", fail);
+        if (whole) {
+            cr_expect_lt(c.calls, fail, "the run that succeeded had every allocation");
+            break;
+        }
+    }
+    cr_expect(failures > 5, "the sweep reached only %d allocations", failures);
+}
