@@ -826,6 +826,16 @@ Test(layers, a_module_belongs_to_one_parent) {
     nb_module_free(r);
     EXPECT_ERROR("nb_module_free", "belongs to");
 
+    /* a module cannot be put inside one of its own descendants */
+    nb_module *inner = nb_sequential(0, NULL);
+    nb_module *outer = nb_sequential(1, &inner);
+    cr_assert_not_null(outer);
+    nb_clear_error();
+    cr_expect_eq(nb_sequential_add(inner, outer), -1);
+    EXPECT_ERROR("nb_sequential_add", "contains the module it is being added to");
+    cr_expect_eq(nb_sequential_len(inner), 0);
+    nb_module_free(outer);
+
     /* r is still a's, and works */
     cr_expect_eq(nb_sequential_at(a, 0), r);
     EXPECT_VALUES(nb_module_forward(a, nb_from_array(NB_SHAPE(2), (const float[]){-1, 2})), 0, 0, 2);
