@@ -21,7 +21,9 @@ typedef struct activation_entry {
 static nb_tensor *identity(nb_tensor *x) { return x; }
 static nb_tensor *softmax_last(nb_tensor *x) { return nb_softmax(x, -1); }
 static nb_tensor *elu_1(nb_tensor *x) { return nb_elu(x, 1.0f); }
-static nb_tensor *leaky_relu_keras(nb_tensor *x) { return nb_leaky_relu(x, 0.3f); } /* Keras's default slope */
+/* keras.activations.leaky_relu's negative_slope. (Keras's LeakyReLU layer
+ * defaults to 0.3; nb_leaky_relu_layer takes its slope explicitly.) */
+static nb_tensor *leaky_relu_keras(nb_tensor *x) { return nb_leaky_relu(x, 0.2f); }
 
 static const activation_entry activations[] = {
     {"linear", identity}, {"relu", nb_relu},       {"sigmoid", nb_sigmoid},
@@ -49,13 +51,27 @@ typedef struct dense {
     nb_tensor *weight, *bias;
 } dense;
 
-static bool dense_build(dense *d, int64_t input_dim) {
+/* Makes W and b for inputs of input_dim features. All or nothing: on
+ * failure the layer is left unbuilt, as it was, and the message says
+ * "<who>: out of memory ...". */
+static bool dense_build(const char *who, dense *d, int64_t input_dim) {
+    bool failed_before = d->base.failed;
+    int entries_before = d->base.nentries;
     nb_tensor *w = nb_empty(NB_SHAPE(input_dim, d->units));
-    if (!w || nb_init_glorot_uniform(w, NULL) != 0) return false;
-    d->weight = nb_module_add_param(&d->base, "weight", w);
-    d->bias = nb_module_add_param(&d->base, "bias", nb_zeros(NB_SHAPE(d->units)));
-    d->input_dim = input_dim;
-    return d->weight && d->bias;
+    if (w && nb_init_glorot_uniform(w, NULL) == 0) {
+        d->weight = nb_module_add_param(&d->base, "weight", w);
+        d->bias = d->weight ? nb_module_add_param(&d->base, "bias", nb_zeros(NB_SHAPE(d->units))) : NULL;
+    }
+    if (d->weight && d->bias) {
+        d->input_dim = input_dim;
+        return true;
+    }
+    nb__module_truncate(&d->base, entries_before);
+    d->base.failed = failed_before;
+    d->weight = d->bias = NULL;
+    nb_set_error("%s: out of memory for the [%lld,%lld] kernel of Dense(%lld)", who, (long long)input_dim,
+                 (long long)d->units, (long long)d->units);
+    return false;
 }
 
 static nb_tensor *dense_forward(nb_module *m, nb_tensor *x) {
@@ -71,8 +87,12 @@ static nb_tensor *dense_forward(nb_module *m, nb_tensor *x) {
     if (!d->weight) {
         /* Lazy build creates kept parameters: they must not be recorded in,
          * or owned by, whatever graph or scope the first call runs in. */
+        char who[48];
+        snprintf(who, sizeof who, "Dense(%lld)", (long long)d->units);
         bool was = nb_set_grad_enabled(false);
-        bool ok = dense_build(d, in);
+        nb_scope_begin();
+        bool ok = dense_build(who, d, in);
+        nb_scope_end();
         nb_set_grad_enabled(was);
         if (!ok) return NULL;
     }
@@ -81,34 +101,43 @@ static nb_tensor *dense_forward(nb_module *m, nb_tensor *x) {
 
 static const nb_module_type dense_type = {"Dense", dense_forward, NULL};
 
-nb_module *nb_dense(int64_t units, const char *activation, int64_t input_dim) {
-    const activation_entry *act = find_activation("nb_dense", activation);
+static nb_module *dense_new(const char *who, int64_t units, const char *activation, int64_t input_dim) {
+    const activation_entry *act = find_activation(who, activation);
     if (!act) return NULL;
     if (units <= 0 || input_dim < 0) {
-        nb_set_error("nb_dense: units must be positive and input_dim >= 0, got %lld and %lld",
+        nb_set_error("%s: units must be positive and input_dim >= 0, got %lld and %lld", who,
                      (long long)units, (long long)input_dim);
         return NULL;
     }
-    dense *d = (dense *)nb_module_new(&dense_type, sizeof(dense));
+    dense *d = (dense *)nb__module_new(who, &dense_type, sizeof(dense));
     if (!d) return NULL;
     d->units = units;
     d->act = act;
     if (input_dim > 0) {
         bool was = nb_set_grad_enabled(false);
         nb_scope_begin();
-        dense_build(d, input_dim);
+        bool ok = dense_build(who, d, input_dim);
         nb_scope_end();
         nb_set_grad_enabled(was);
+        if (!ok) {
+            nb_module_free(&d->base);
+            return NULL;
+        }
     }
-    return nb_module_ok(&d->base);
+    return &d->base;
+}
+
+nb_module *nb_dense(int64_t units, const char *activation, int64_t input_dim) {
+    return dense_new("nb_dense", units, activation, input_dim);
 }
 
 nb_module *nb_linear(int64_t in_features, int64_t out_features) {
-    if (in_features <= 0) {
-        nb_set_error("nb_linear: in_features must be positive, got %lld", (long long)in_features);
+    if (in_features <= 0 || out_features <= 0) {
+        nb_set_error("nb_linear: in_features and out_features must be positive, got %lld and %lld",
+                     (long long)in_features, (long long)out_features);
         return NULL;
     }
-    return nb_dense(out_features, "linear", in_features);
+    return dense_new("nb_linear", out_features, "linear", in_features);
 }
 
 bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim) {
@@ -133,19 +162,25 @@ static nb_tensor *activation_forward(nb_module *m, nb_tensor *x) {
 
 static const nb_module_type activation_type = {"Activation", activation_forward, NULL};
 
-nb_module *nb_activation(const char *name) {
-    const activation_entry *act = find_activation("nb_activation", name);
-    if (!act) return NULL;
-    activation_layer *a = (activation_layer *)nb_module_new(&activation_type, sizeof *a);
+static nb_module *activation_new(const char *who, const nb_module_type *type, const activation_entry *act,
+                                 float param) {
+    activation_layer *a = (activation_layer *)nb__module_new(who, type, sizeof *a);
     if (!a) return NULL;
     a->act = act;
+    a->param = param;
     return &a->base;
 }
 
-nb_module *nb_relu_layer(void) { return nb_activation("relu"); }
-nb_module *nb_sigmoid_layer(void) { return nb_activation("sigmoid"); }
-nb_module *nb_tanh_layer(void) { return nb_activation("tanh"); }
-nb_module *nb_gelu_layer(void) { return nb_activation("gelu"); }
+static nb_module *named_activation(const char *who, const char *name) {
+    const activation_entry *act = find_activation(who, name);
+    return act ? activation_new(who, &activation_type, act, 0) : NULL;
+}
+
+nb_module *nb_activation(const char *name) { return named_activation("nb_activation", name); }
+nb_module *nb_relu_layer(void) { return named_activation("nb_relu_layer", "relu"); }
+nb_module *nb_sigmoid_layer(void) { return named_activation("nb_sigmoid_layer", "sigmoid"); }
+nb_module *nb_tanh_layer(void) { return named_activation("nb_tanh_layer", "tanh"); }
+nb_module *nb_gelu_layer(void) { return named_activation("nb_gelu_layer", "gelu"); }
 
 static nb_tensor *leaky_forward(nb_module *m, nb_tensor *x) {
     return nb_leaky_relu(x, ((activation_layer *)m)->param);
@@ -153,9 +188,7 @@ static nb_tensor *leaky_forward(nb_module *m, nb_tensor *x) {
 static const nb_module_type leaky_type = {"LeakyReLU", leaky_forward, NULL};
 
 nb_module *nb_leaky_relu_layer(float negative_slope) {
-    activation_layer *a = (activation_layer *)nb_module_new(&leaky_type, sizeof *a);
-    if (a) a->param = negative_slope;
-    return (nb_module *)a;
+    return activation_new("nb_leaky_relu_layer", &leaky_type, NULL, negative_slope);
 }
 
 static nb_tensor *softmax_forward(nb_module *m, nb_tensor *x) {
@@ -164,9 +197,7 @@ static nb_tensor *softmax_forward(nb_module *m, nb_tensor *x) {
 static const nb_module_type softmax_type = {"Softmax", softmax_forward, NULL};
 
 nb_module *nb_softmax_layer(int axis) {
-    activation_layer *a = (activation_layer *)nb_module_new(&softmax_type, sizeof *a);
-    if (a) a->param = (float)axis;
-    return (nb_module *)a;
+    return activation_new("nb_softmax_layer", &softmax_type, NULL, (float)axis);
 }
 
 /* ---- Dropout ------------------------------------------------------------------------
@@ -197,7 +228,7 @@ nb_module *nb_dropout(float rate) {
         nb_set_error("nb_dropout: rate must be in [0, 1), got %g", (double)rate);
         return NULL;
     }
-    dropout *d = (dropout *)nb_module_new(&dropout_type, sizeof *d);
+    dropout *d = (dropout *)nb__module_new("nb_dropout", &dropout_type, sizeof *d);
     if (d) d->rate = rate;
     return (nb_module *)d;
 }
@@ -212,4 +243,4 @@ static nb_tensor *flatten_forward(nb_module *m, nb_tensor *x) {
 
 static const nb_module_type flatten_type = {"Flatten", flatten_forward, NULL};
 
-nb_module *nb_flatten_layer(void) { return nb_module_new(&flatten_type, sizeof(nb_module)); }
+nb_module *nb_flatten_layer(void) { return nb__module_new("nb_flatten_layer", &flatten_type, sizeof(nb_module)); }

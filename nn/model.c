@@ -35,7 +35,6 @@ struct nb_model {
     char opt_name[32]; /* compiled by name before the parameters existed */
     bool opt_custom;   /* given by nb_model_set_optimizer, not by name */
     bool opt_stale;    /* a custom optimizer dropped because layers were added */
-    int opt_nparams;   /* the parameter count the optimizer was built over */
     nb_loss_fn loss;
     char loss_name[48];
     int nmetrics;
@@ -52,11 +51,18 @@ struct nb_history {
 
 /* ---- building ------------------------------------------------------------------- */
 
-nb_model *nb_model_from_module(nb_module *m) {
+/* The model over m (taken: freed on failure, unless it belongs to a
+ * parent module, which is refused). */
+static nb_model *model_new(const char *who, nb_module *m) {
     if (!m) return NULL;
+    if (m->parent) {
+        nb_set_error("%s: the %s already belongs to another module, which frees it; a model must "
+                     "own its module", who, m->type->name);
+        return NULL;
+    }
     nb_model *model = nb_calloc(1, sizeof *model);
     if (!model) {
-        nb_set_error("nb_model: out of memory");
+        nb_set_error("%s: out of memory", who);
         nb_module_free(m);
         return NULL;
     }
@@ -73,13 +79,18 @@ nb_model *nb_model_from_module(nb_module *m) {
     return model;
 }
 
-nb_model *nb_model_sequential(void) { return nb_model_from_module(nb_sequential(0, NULL)); }
+nb_model *nb_model_from_module(nb_module *m) { return model_new("nb_model_from_module", m); }
+
+nb_model *nb_model_sequential(void) {
+    const char *who = "nb_model_sequential";
+    return model_new(who, nb__sequential_new(who));
+}
 
 nb_module *nb_model_module(nb_model *model) { return model ? model->net : NULL; }
 nb_optimizer *nb_model_optimizer(nb_model *model) { return model ? model->opt : NULL; }
 
 nb_tensor **nb_model_parameters(nb_model *model, int *count) {
-    return nb_module_parameters(model ? model->net : NULL, count);
+    return nb__module_parameters("nb_model_parameters", model ? model->net : NULL, count);
 }
 
 /* Runs one zero sample through the model without recording anything; the
@@ -98,21 +109,21 @@ static bool probe(nb_model *model, nb_tensor **out) {
 
 int nb_model_add(nb_model *model, nb_module *layer) {
     if (!model || !layer) {
-        nb_module_free(layer);
+        nb__module_discard(layer);
         return -1;
     }
     if (!model->sequential) {
         nb_set_error("nb_model_add: this model wraps a %s, not a Sequential", model->net->type->name);
-        nb_module_free(layer);
+        nb__module_discard(layer);
         return -1;
     }
     int64_t units, input_dim;
     bool first = nb_sequential_len(model->net) == 0;
+    if (nb__sequential_add("nb_model_add", model->net, layer) != 0) return -1;
     if (first && nb__is_dense(layer, &units, &input_dim) && input_dim > 0) {
         model->sample_ndim = 1;
         model->sample_shape[0] = input_dim;
     }
-    if (nb_sequential_add(model->net, layer) != 0) return -1;
     if (model->sample_ndim == 0) return 0; /* shapes unknown until the first fit */
     nb_scope_begin();
     bool fits = probe(model, NULL);
@@ -133,12 +144,30 @@ int nb_model_add(nb_model *model, nb_module *layer) {
 
 /* ---- compile ------------------------------------------------------------------------ */
 
+/* The optimizers compile knows by name, with Keras 3's defaults and update
+ * formulas (keras.optimizers.SGD, Adam, AdamW, RMSprop, Adagrad), since the
+ * names are Keras's: a model ported from Keras trains the same. The C
+ * constructors keep PyTorch's defaults; the options below turn them into
+ * Keras's optimizers. */
 static nb_optimizer *optimizer_by_name(const char *name, int n, nb_tensor *const *params) {
-    if (strcmp(name, "sgd") == 0) return nb_sgd(n, params, NULL);
-    if (strcmp(name, "adam") == 0) return nb_adam(n, params, NULL);
-    if (strcmp(name, "adamw") == 0) return nb_adamw(n, params, NULL);
-    if (strcmp(name, "rmsprop") == 0) return nb_rmsprop(n, params, NULL);
-    if (strcmp(name, "adagrad") == 0) return nb_adagrad(n, params, NULL);
+    if (strcmp(name, "sgd") == 0) return nb_sgd(n, params, NULL); /* lr 0.01, as Keras */
+    if (strcmp(name, "adam") == 0 || strcmp(name, "adamw") == 0) {
+        nb_adam_opts o = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-7f, .eps_hat = true};
+        if (name[4] == 'w') {
+            o.weight_decay = 0.004f;
+            return nb_adamw(n, params, &o);
+        }
+        return nb_adam(n, params, &o);
+    }
+    if (strcmp(name, "rmsprop") == 0) {
+        nb_rmsprop_opts o = {.lr = 1e-3f, .alpha = 0.9f, .eps = 1e-7f, .eps_inside_sqrt = true};
+        return nb_rmsprop(n, params, &o);
+    }
+    if (strcmp(name, "adagrad") == 0) {
+        nb_adagrad_opts o = {.lr = 1e-3f, .eps = 1e-7f, .initial_accumulator_value = 0.1f,
+                             .eps_inside_sqrt = true};
+        return nb_adagrad(n, params, &o);
+    }
     return NULL;
 }
 
@@ -149,15 +178,32 @@ static bool known_optimizer(const char *name) {
     return false;
 }
 
+/* The first of the model's n trainable parameters (those requiring grad)
+ * that opt does not update, or -1 when it updates them all. */
+static int first_uncovered(const nb_optimizer *opt, nb_tensor *const *params, int n) {
+    int m = nb_optimizer_num_params(opt);
+    for (int i = 0; i < n; i++) {
+        if (!nb_requires_grad(params[i])) continue;
+        bool found = false;
+        for (int j = 0; j < m && !found; j++) found = nb_optimizer_param(opt, j) == params[i];
+        if (!found) return i;
+    }
+    return -1;
+}
+
 /* Makes sure the optimizer covers the current parameter list: builds the
  * one named at compile once the parameters exist, and again when layers
  * added (or built lazily) since changed the list; a custom optimizer that
  * no longer covers the list cannot be rebuilt, and fit asks for a new one
  * rather than leave parameters untrained. */
-static bool ensure_optimizer(nb_model *model) {
+static bool ensure_optimizer(const char *who, nb_model *model) {
     int n;
-    nb_tensor **params = nb_module_parameters(model->net, &n);
-    if (model->opt && n != model->opt_nparams) {
+    nb_tensor **params = nb__module_parameters(who, model->net, &n);
+    if (!params) return false;
+    bool stale = model->opt && (model->opt_custom ? first_uncovered(model->opt, params, n) >= 0
+                                                  : nb_optimizer_num_params(model->opt) != n ||
+                                                        first_uncovered(model->opt, params, n) >= 0);
+    if (stale) {
         nb_optimizer_free(model->opt);
         model->opt = NULL;
         if (model->opt_custom) {
@@ -169,19 +215,23 @@ static bool ensure_optimizer(nb_model *model) {
     if (model->opt) return true;
     if (!model->opt_name[0]) {
         if (model->opt_stale)
-            nb_set_error("nb_model_fit: the model's parameters changed after nb_model_set_optimizer; "
-                         "pass an optimizer built over the new parameter list (nb_model_parameters)");
+            nb_set_error("%s: the model's parameters changed after nb_model_set_optimizer; "
+                         "pass an optimizer built over the new parameter list (nb_model_parameters)", who);
         else
-            nb_set_error("nb_model_fit: the model has no optimizer (call nb_model_compile or "
-                         "nb_model_set_optimizer first)");
+            nb_set_error("%s: the model has no optimizer (call nb_model_compile or "
+                         "nb_model_set_optimizer first)", who);
         return false;
     }
-    if (!params || n == 0) {
-        nb_set_error("nb_model_fit: the model has no parameters to train");
+    if (n == 0) {
+        nb_set_error("%s: the model has no parameters to train", who);
         return false;
     }
     model->opt = optimizer_by_name(model->opt_name, n, params);
-    model->opt_nparams = n;
+    if (!model->opt) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        nb_set_error("%s: cannot make the '%s' optimizer: %s", who, model->opt_name, why);
+    }
     return model->opt != NULL;
 }
 
@@ -220,25 +270,54 @@ int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, c
         }
         nm++;
     }
+    /* the optimizer, when the parameters exist, before anything changes:
+     * a compile that fails leaves the model as it was */
+    int n;
+    nb_tensor **params = nb__module_parameters("nb_model_compile", model->net, &n);
+    if (!params) return -1;
+    nb_optimizer *opt = NULL;
+    if (n > 0 && !(opt = optimizer_by_name(optimizer, n, params))) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        nb_set_error("nb_model_compile: cannot make the '%s' optimizer: %s", optimizer, why);
+        return -1;
+    }
     model->loss = fn;
     snprintf(model->loss_name, sizeof model->loss_name, "%s", loss);
     model->nmetrics = nm;
     memcpy(model->metrics, mfns, sizeof mfns);
     memcpy(model->metric_names, mnames, sizeof mnames);
     nb_optimizer_free(model->opt);
-    model->opt = NULL;
+    model->opt = opt;
     model->opt_custom = model->opt_stale = false;
     snprintf(model->opt_name, sizeof model->opt_name, "%s", optimizer);
-    int n;
-    if (nb_module_parameters(model->net, &n) && n > 0 && !ensure_optimizer(model)) return -1;
     return 0;
 }
 
 int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt) {
+    const char *who = "nb_model_set_optimizer";
     if (!model || !opt) return -1;
-    nb_optimizer_free(model->opt);
+    int n;
+    nb_tensor **params = nb__module_parameters(who, model->net, &n);
+    if (!params) return -1;
+    if (n == 0) {
+        nb_set_error("%s: the model has no parameters yet (layers without an input size are built "
+                     "by the first fit, predict or evaluate), so no optimizer can cover them; "
+                     "compile with an optimizer name, or build the model first",
+                     who);
+        return -1;
+    }
+    int missing = first_uncovered(opt, params, n);
+    if (missing >= 0) {
+        char shape[96];
+        nb_set_error("%s: the optimizer does not update the model's parameter %d '%s' %s; build it "
+                     "over nb_model_parameters(model) (it may update more)",
+                     who, missing, nb_module_parameter_name(model->net, missing),
+                     nb_shape_str(nb_ndim(params[missing]), nb_shape(params[missing]), shape, sizeof shape));
+        return -1;
+    }
+    if (opt != model->opt) nb_optimizer_free(model->opt);
     model->opt = opt;
-    nb_module_parameters(model->net, &model->opt_nparams);
     model->opt_custom = true;
     model->opt_stale = false;
     snprintf(model->opt_name, sizeof model->opt_name, "%s", nb_optimizer_name(opt));
@@ -354,18 +433,54 @@ typedef struct totals {
     int64_t rows;
 } totals;
 
-static bool evaluate_rows(nb_model *model, nb_tensor *x, nb_tensor *y, const int64_t *idx, int64_t n,
-                          int64_t batch, totals *t) {
+/* The model's prediction and loss on rows x, y (both in the caller's
+ * scope), or false and a message starting with who that tells which of the
+ * two failed and why: the forward's or the loss's own message when they
+ * set one, or what they returned instead of a single value. */
+static bool forward_and_loss(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y, nb_tensor **pred_out,
+                             nb_tensor **loss_out) {
+    char why[400], shape[96];
+    *loss_out = *pred_out = NULL;
+    if (!x || !y) { /* the rows could not be copied, and the copy said why */
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        nb_set_error("%s: %s", who, why);
+        return false;
+    }
+    nb_clear_error(); /* so that a message after a NULL is theirs, not an old one */
+    nb_tensor *pred = *pred_out = nb_module_forward(model->net, x);
+    if (!pred) {
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "it returned NULL without a message");
+        nb_set_error("%s: the model's forward failed: %s", who, why);
+        return false;
+    }
+    nb_clear_error();
+    nb_tensor *loss = model->loss(pred, y);
+    if (!loss) {
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "it returned NULL without a message");
+        nb_set_error("%s: the loss '%s' failed: %s", who, model->loss_name, why);
+        return false;
+    }
+    if (nb_numel(loss) != 1) {
+        nb_set_error("%s: the loss '%s' returned a %s tensor for %lld rows, not a single value; a loss "
+                     "must reduce the batch (nb_mean or nb_sum of its terms)",
+                     who, model->loss_name, nb_shape_str(nb_ndim(loss), nb_shape(loss), shape, sizeof shape),
+                     (long long)(nb_ndim(x) ? nb_dim(x, 0) : 0));
+        return false;
+    }
+    *loss_out = loss;
+    return true;
+}
+
+static bool evaluate_rows(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y, const int64_t *idx,
+                          int64_t n, int64_t batch, totals *t) {
     memset(t, 0, sizeof *t);
     bool was = nb_set_grad_enabled(false), training = model->net->training, ok = true;
     nb_module_train(model->net, false);
     for (int64_t start = 0; start < n && ok; start += batch) {
         int64_t b = n - start < batch ? n - start : batch;
         nb_scope_begin();
-        nb_tensor *yb = take_rows(y, idx + start, b);
-        nb_tensor *pred = nb_module_forward(model->net, take_rows(x, idx + start, b));
-        nb_tensor *loss = model->loss(pred, yb);
-        ok = loss != NULL;
+        nb_tensor *yb = take_rows(y, idx + start, b), *pred, *loss;
+        ok = forward_and_loss(who, model, take_rows(x, idx + start, b), yb, &pred, &loss);
         if (ok) {
             t->loss += (double)nb_item(loss) * (double)b;
             for (int k = 0; k < model->nmetrics; k++) t->metrics[k] += (double)model->metrics[k](pred, yb) * (double)b;
@@ -470,20 +585,22 @@ static bool check_xy(const char *who, nb_model *model, nb_tensor *x, nb_tensor *
             return false;
         }
     }
-    /* One sample through the model and the loss catches every other shape
-     * mistake (input width, target shape) before anything changes. */
-    int64_t first = 0;
+    /* Two samples (or the one there is) through the model and the loss
+     * catch every other shape mistake (input width, target shape, a loss
+     * that does not reduce the batch) before anything changes. */
+    int64_t first[2] = {0, 1}, rows = nb_dim(x, 0) > 1 ? 2 : 1;
     nb_scope_begin();
     bool was = nb_set_grad_enabled(false), training = model->net->training;
     nb_module_train(model->net, false);
-    nb_tensor *pred = nb_module_forward(model->net, take_rows(x, &first, 1));
-    nb_tensor *loss = model->loss(pred, take_rows(y, &first, 1));
+    nb_tensor *pred, *loss;
+    bool fits = forward_and_loss(who, model, take_rows(x, first, rows), take_rows(y, first, rows), &pred, &loss);
     nb_module_train(model->net, training);
     nb_set_grad_enabled(was);
     nb_scope_end();
-    if (!loss) {
+    if (!fits) {
         char why[400];
-        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "the model returned nothing");
+        size_t skip = strlen(who) + 2; /* forward_and_loss's "who: " */
+        snprintf(why, sizeof why, "%s", strlen(nb_error()) > skip ? nb_error() + skip : nb_error());
         nb_set_error("%s: x %s, y %s do not fit the model: %s", who,
                      nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
                      nb_shape_str(nb_ndim(y), nb_shape(y), b, sizeof b), why);
@@ -522,7 +639,7 @@ static bool higher_is_better(const char *key) { return strstr(key, "acc") != NUL
 
 static void copy_params(nb_model *model, float **saved, bool restore) {
     int n;
-    nb_tensor **p = nb_module_parameters(model->net, &n);
+    nb_tensor **p = nb__module_parameters("nb_model_fit", model->net, &n);
     for (int i = 0; i < n; i++) {
         size_t bytes = sizeof(float) * (size_t)nb_numel(p[i]);
         if (restore) memcpy(nb_data_mut(p[i]), saved[i], bytes);
@@ -547,7 +664,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     }
     if ((o.x_val || o.y_val) && !check_xy("nb_model_fit (validation data)", model, o.x_val, o.y_val))
         return NULL;
-    if (!ensure_optimizer(model)) return NULL;
+    if (!ensure_optimizer("nb_model_fit", model)) return NULL;
 
     int64_t n = nb_dim(x, 0);
     /* validation data, when given, overrides the split (as in Keras) */
@@ -566,7 +683,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         return NULL;
     }
     int nparams;
-    nb_tensor **params = nb_module_parameters(model->net, &nparams);
+    nb_tensor **params = nb__module_parameters("nb_model_fit", model->net, &nparams);
     int64_t *order = nb_malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));
     int64_t *val_idx = nb_malloc(sizeof(int64_t) * (size_t)(n_val + 1));
     bool keep_best = o.restore_best_weights && o.patience > 0;
@@ -602,19 +719,17 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         for (int64_t s = 0; s < steps; s++) {
             int64_t start = s * o.batch_size, b = n_train - start < o.batch_size ? n_train - start : o.batch_size;
             nb_scope_begin();
-            nb_tensor *yb = take_rows(y, order + start, b);
-            nb_tensor *pred = nb_module_forward(model->net, take_rows(x, order + start, b));
-            nb_tensor *loss = model->loss(pred, yb);
-            float value = loss ? nb_item(loss) : NAN;
-            if (!loss || !isfinite(value)) {
-                snprintf(h->stop_reason, sizeof h->stop_reason,
-                         "nb_model_fit: loss is %s at epoch %d, batch %lld; training stopped",
-                         loss ? (isnan(value) ? "nan" : "infinite") : "not computable", epoch + 1,
-                         (long long)s + 1);
-                if (!loss) {
-                    size_t len = strlen(h->stop_reason);
-                    snprintf(h->stop_reason + len, sizeof h->stop_reason - len, " (%s)", nb_error());
-                }
+            nb_tensor *yb = take_rows(y, order + start, b), *pred, *loss;
+            bool computed = forward_and_loss("nb_model_fit", model, take_rows(x, order + start, b), yb, &pred, &loss);
+            float value = computed ? nb_item(loss) : NAN;
+            if (!computed || !isfinite(value)) {
+                if (computed)
+                    snprintf(h->stop_reason, sizeof h->stop_reason,
+                             "nb_model_fit: loss is %s at epoch %d, batch %lld; training stopped",
+                             isnan(value) ? "nan" : "infinite", epoch + 1, (long long)s + 1);
+                else /* "nb_model_fit: the loss 'x' failed: why" + where */
+                    snprintf(h->stop_reason, sizeof h->stop_reason, "%s (at epoch %d, batch %lld); training stopped",
+                             nb_error(), epoch + 1, (long long)s + 1);
                 nb_scope_end();
                 nb_set_error("%s", h->stop_reason);
                 if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
@@ -622,8 +737,14 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             }
             nb_optimizer_zero_grad(model->opt);
             if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0) {
+                /* the earlier steps stand: stop as for a failed loss */
+                snprintf(h->stop_reason, sizeof h->stop_reason,
+                         "nb_model_fit: the training step failed at epoch %d, batch %lld: %s; training stopped",
+                         epoch + 1, (long long)s + 1, nb_error() ? nb_error() : "no message");
                 nb_scope_end();
-                goto fail;
+                nb_set_error("%s", h->stop_reason);
+                if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
+                goto done;
             }
             loss_sum += (double)value * (double)b;
             if (model->nmetrics) {
@@ -645,18 +766,23 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             }
         }
         double elapsed = now_seconds() - t0;
-        history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
+        bool recorded_all = history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
         for (int k = 0; k < model->nmetrics; k++)
-            history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
+            recorded_all &= history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
         totals vt;
         if (validate) {
-            if (!evaluate_rows(model, xv, yv, val_idx, n_val, o.batch_size, &vt)) goto fail;
-            history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
+            if (!evaluate_rows("nb_model_fit (validation data)", model, xv, yv, val_idx, n_val, o.batch_size, &vt))
+                goto fail;
+            recorded_all &= history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
             for (int k = 0; k < model->nmetrics; k++) {
                 char key[64];
                 snprintf(key, sizeof key, "val_%s", model->metric_names[k]);
-                history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
+                recorded_all &= history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
             }
+        }
+        if (!recorded_all) {
+            nb_set_error("nb_model_fit: out of memory recording the history");
+            goto fail;
         }
         if (o.verbose) {
             double mean_metrics[MAX_METRICS];
@@ -727,7 +853,7 @@ int nb_model_evaluate(nb_model *model, nb_tensor *x, nb_tensor *y, int batch_siz
     }
     for (int64_t i = 0; i < n; i++) idx[i] = i;
     totals t;
-    bool ok = evaluate_rows(model, x, y, idx, n, batch_size > 0 ? batch_size : 32, &t);
+    bool ok = evaluate_rows("nb_model_evaluate", model, x, y, idx, n, batch_size > 0 ? batch_size : 32, &t);
     nb_free(idx);
     if (!ok) return -1;
     int written = 0;

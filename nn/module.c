@@ -7,29 +7,49 @@
  * PyTorch names them, train/eval and zero_grad recurse, and freeing releases
  * the parameters and frees the children. Built-in layers use exactly this
  * API, as a user's module does.
+ *
+ * A module has at most one parent, the module it was added to, which frees
+ * it. The parent link serves twice: a module given to a second parent is
+ * refused (two parents would free it twice), and a change to a module's
+ * entries bumps the version of the module and of every module above it, so
+ * that each caches its flattened parameter list until something under it
+ * changes, and only then.
  */
 #include "nn_internal.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-static atomic_uint_fast64_t structure_version = 1;
+/* Marks the entries of m, and so the flattened lists of m and of every
+ * module above it, as changed. */
+static void changed(nb_module *m) {
+    for (; m; m = m->parent) m->version++;
+}
 
-nb_module *nb_module_new(const nb_module_type *type, size_t size) {
+static void free_module(nb_module *m);
+
+void nb__module_discard(nb_module *m) {
+    if (m && !m->parent) free_module(m);
+}
+
+nb_module *nb__module_new(const char *who, const nb_module_type *type, size_t size) {
     if (!type || !type->forward || size < sizeof(nb_module)) {
-        nb_set_error("nb_module_new: needs a type with a forward and a size of at least "
-                     "sizeof(nb_module)");
+        nb_set_error("%s: needs a type with a forward and a size of at least sizeof(nb_module)", who);
         return NULL;
     }
     nb_module *m = nb_calloc(1, size);
     if (!m) {
-        nb_set_error("nb_module_new: out of memory");
+        nb_set_error("%s: out of memory", who);
         return NULL;
     }
     m->type = type;
     m->training = true;
+    m->version = 1; /* the cached list (version 0) starts out of date */
     return m;
+}
+
+nb_module *nb_module_new(const nb_module_type *type, size_t size) {
+    return nb__module_new("nb_module_new", type, size);
 }
 
 static nb_module_entry *add_entry(nb_module *m, const char *name) {
@@ -43,7 +63,7 @@ static nb_module_entry *add_entry(nb_module *m, const char *name) {
     nb_module_entry *e = &m->entries[m->nentries++];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name ? name : "");
-    atomic_fetch_add(&structure_version, 1);
+    changed(m);
     return e;
 }
 
@@ -74,32 +94,58 @@ nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param)
     return param;
 }
 
-nb_module *nb_module_add_child(nb_module *m, const char *name, nb_module *child) {
+/* Adds child to m under name; what names the child in messages ("'fc1'",
+ * "layer 2"). A child that is NULL (its constructor failed and said so) or
+ * that cannot be added marks m as failed when mark_failed is set, for
+ * nb_module_ok. A child that already has a parent is left where it is:
+ * it is not freed here, since its parent will free it. */
+static nb_module *adopt(const char *who, nb_module *m, const char *name, const char *what,
+                        nb_module *child, bool mark_failed) {
     if (!m) {
-        nb_module_free(child);
+        nb__module_discard(child);
         return NULL;
     }
-    if (child && (child == m || registered(m, NULL, child))) {
-        nb_set_error("nb_module_add_child: '%s' is already part of this module; make a new "
-                     "module for each place it is used", name ? name : "");
-        m->failed = true;
-        return NULL; /* not freed: it is still in use where it was added first */
+    if (!child) {
+        if (mark_failed) m->failed = true;
+        return NULL;
     }
-    nb_module_entry *e = child ? add_entry(m, name) : NULL;
+    bool inside = false; /* m is child, or lies under it: adding would make a loop */
+    for (const nb_module *p = m; p && !inside; p = p->parent) inside = p == child;
+    if (child->parent || inside) {
+        if (child->parent == m || child == m)
+            nb_set_error("%s: %s is already part of this module; make a new module for each place "
+                         "it is used", who, what);
+        else if (inside)
+            nb_set_error("%s: %s contains the module it is being added to", who, what);
+        else
+            nb_set_error("%s: %s (a %s) already belongs to another module, which frees it; a module "
+                         "has one parent: make a new module for each place it is used",
+                         who, what, child->type->name);
+        if (mark_failed) m->failed = true;
+        return NULL; /* not freed: it stays where it was added first */
+    }
+    nb_module_entry *e = add_entry(m, name);
     if (!e) {
-        if (child) nb_set_error("nb_module_add_child: out of memory");
-        nb_module_free(child);
-        m->failed = true;
+        nb_set_error("%s: out of memory", who);
+        free_module(child);
+        if (mark_failed) m->failed = true;
         return NULL;
     }
+    child->parent = m;
     child->training = m->training;
     e->child = child;
     return child;
 }
 
+nb_module *nb_module_add_child(nb_module *m, const char *name, nb_module *child) {
+    char what[48];
+    snprintf(what, sizeof what, "'%s'", name ? name : "");
+    return adopt("nb_module_add_child", m, name, what, child, true);
+}
+
 nb_module *nb_module_ok(nb_module *m) {
     if (m && m->failed) {
-        nb_module_free(m);
+        nb__module_discard(m);
         return NULL;
     }
     return m;
@@ -134,40 +180,44 @@ static void collect(nb_module *root, const nb_module *m, const char *prefix, int
     }
 }
 
-nb_tensor **nb_module_parameters(nb_module *m, int *count) {
+nb_tensor **nb__module_parameters(const char *who, nb_module *m, int *count) {
     if (count) *count = 0;
     if (!m) return NULL;
-    /* Any change to any module's entries bumps structure_version, which
-     * invalidates every cached list: simple, and changes are rare. */
-    uint64_t version = atomic_load(&structure_version);
-    if (m->params_version != version) {
+    /* The list is rebuilt only when an entry of m, or of a module under
+     * it, changed since it was built (changed() bumps m->version): an
+     * array lent earlier stays valid until then. */
+    if (m->params_version != m->version) {
         int n = count_params(m);
         nb_tensor **p = nb_realloc(m->params, (size_t)(n ? n : 1) * sizeof *p);
         char(*names)[96] = p ? nb_realloc(m->param_names, (size_t)(n ? n : 1) * sizeof *names) : NULL;
         if (p) m->params = p;
         if (names) m->param_names = names;
         if (!p || !names) {
-            nb_set_error("nb_module_parameters: out of memory");
+            nb_set_error("%s: out of memory", who);
             return NULL;
         }
         int k = 0;
         collect(m, m, "", &k);
         m->nparams = n;
-        m->params_version = version;
+        m->params_version = m->version;
     }
     if (count) *count = m->nparams;
     return m->params;
 }
 
+nb_tensor **nb_module_parameters(nb_module *m, int *count) {
+    return nb__module_parameters("nb_module_parameters", m, count);
+}
+
 const char *nb_module_parameter_name(nb_module *m, int i) {
     int n;
-    if (!nb_module_parameters(m, &n) || i < 0 || i >= n) return NULL;
+    if (!nb__module_parameters("nb_module_parameter_name", m, &n) || i < 0 || i >= n) return NULL;
     return m->param_names[i];
 }
 
 int64_t nb_module_num_weights(nb_module *m) {
     int n;
-    nb_tensor **p = nb_module_parameters(m, &n);
+    nb_tensor **p = nb__module_parameters("nb_module_num_weights", m, &n);
     int64_t total = 0;
     for (int i = 0; p && i < n; i++) total += nb_numel(p[i]);
     return total;
@@ -181,21 +231,41 @@ void nb_module_train(nb_module *m, bool training) {
 
 void nb_module_zero_grad(nb_module *m) {
     int n;
-    nb_tensor **p = nb_module_parameters(m, &n);
+    nb_tensor **p = nb__module_parameters("nb_module_zero_grad", m, &n);
     for (int i = 0; p && i < n; i++) nb_zero_grad(p[i]);
 }
 
-void nb_module_free(nb_module *m) {
-    if (!m) return;
+static void free_module(nb_module *m) {
     if (m->type->destroy) m->type->destroy(m);
     for (int i = 0; i < m->nentries; i++) {
         nb_release(m->entries[i].param);
-        nb_module_free(m->entries[i].child);
+        if (m->entries[i].child) free_module(m->entries[i].child);
     }
     nb_free(m->entries);
     nb_free(m->params);
     nb_free(m->param_names);
     nb_free(m);
+}
+
+void nb_module_free(nb_module *m) {
+    if (!m) return;
+    if (m->parent) {
+        nb_set_error("nb_module_free: this %s belongs to a %s, which frees it; free that instead",
+                     m->type->name, m->parent->type->name);
+        return;
+    }
+    free_module(m);
+}
+
+/* Releases or frees entries n.. of m (a layer undoing a half-made build). */
+void nb__module_truncate(nb_module *m, int n) {
+    if (!m || n < 0 || n >= m->nentries) return;
+    for (int i = n; i < m->nentries; i++) {
+        nb_release(m->entries[i].param);
+        if (m->entries[i].child) free_module(m->entries[i].child);
+    }
+    m->nentries = n;
+    changed(m);
 }
 
 /* ---- Sequential ---------------------------------------------------------------
@@ -208,32 +278,76 @@ static nb_tensor *sequential_forward(nb_module *m, nb_tensor *x) {
 
 static const nb_module_type sequential_type = {"Sequential", sequential_forward, NULL};
 
+nb_module *nb__sequential_new(const char *who) {
+    return nb__module_new(who, &sequential_type, sizeof(nb_module));
+}
+
+/* Room for n entries, so that adopting n layers cannot run out of memory
+ * halfway (a layer listed twice would then be freed while still listed). */
+static bool reserve(nb_module *m, int n) {
+    if (m->cap >= n) return true;
+    nb_module_entry *e = nb_realloc(m->entries, (size_t)n * sizeof *e);
+    if (!e) return false;
+    m->entries = e;
+    m->cap = n;
+    return true;
+}
+
+/* True when layers[i] appeared earlier in the list (it must be freed once). */
+static bool listed_before(nb_module *const *layers, int i) {
+    for (int j = 0; j < i; j++)
+        if (layers[j] == layers[i]) return true;
+    return false;
+}
+
 nb_module *nb_sequential(int n, nb_module *const *layers) {
-    bool ok = n >= 0 && (n == 0 || layers);
-    for (int i = 0; ok && i < n; i++) ok = layers[i] != NULL;
-    nb_module *m = ok ? nb_module_new(&sequential_type, sizeof(nb_module)) : NULL;
-    if (!m) {
-        if (n < 0 || (n > 0 && !layers)) nb_set_error("nb_sequential: invalid layer list");
-        for (int i = 0; layers && i < n; i++) nb_module_free(layers[i]);
+    const char *who = "nb_sequential";
+    if (n < 0 || (n > 0 && !layers)) {
+        nb_set_error("nb_sequential: invalid layer list (n %d%s)", n, layers ? "" : ", layers NULL");
         return NULL;
     }
-    for (int i = 0; i < n; i++) nb_sequential_add(m, layers[i]);
+    bool ok = true;
+    for (int i = 0; ok && i < n; i++) ok = layers[i] != NULL;
+    nb_module *m = ok ? nb__sequential_new(who) : NULL;
+    if (m && n > 0 && !reserve(m, n)) {
+        nb_set_error("nb_sequential: out of memory");
+        free_module(m);
+        m = NULL;
+    }
+    if (!m) {
+        /* a NULL layer's constructor has said why; free the others once,
+         * except those that belong to another module */
+        for (int i = 0; i < n; i++)
+            if (!listed_before(layers, i)) nb__module_discard(layers[i]);
+        return NULL;
+    }
+    /* Every layer is adopted, even after one is refused, so that the
+     * failed Sequential frees each exactly once (the list may repeat one). */
+    for (int i = 0; i < n; i++) {
+        char what[24];
+        snprintf(what, sizeof what, "layer %d", i);
+        adopt(who, m, what + 6, what, layers[i], true);
+    }
     return nb_module_ok(m);
 }
 
-int nb_sequential_add(nb_module *seq, nb_module *layer) {
+int nb__sequential_add(const char *who, nb_module *seq, nb_module *layer) {
     if (!seq || !layer) {
-        nb_module_free(layer);
+        nb__module_discard(layer);
         return -1;
     }
     if (seq->type != &sequential_type) {
-        nb_set_error("nb_sequential_add: the module is a %s, not a Sequential", seq->type->name);
-        nb_module_free(layer);
+        nb_set_error("%s: the module is a %s, not a Sequential", who, seq->type->name);
+        nb__module_discard(layer);
         return -1;
     }
-    char name[16];
-    snprintf(name, sizeof name, "%d", seq->nentries);
-    return nb_module_add_child(seq, name, layer) ? 0 : -1;
+    char what[24];
+    snprintf(what, sizeof what, "layer %d", seq->nentries);
+    return adopt(who, seq, what + 6, what, layer, false) ? 0 : -1;
+}
+
+int nb_sequential_add(nb_module *seq, nb_module *layer) {
+    return nb__sequential_add("nb_sequential_add", seq, layer);
 }
 
 bool nb__is_sequential(const nb_module *m) { return m && m->type == &sequential_type; }
@@ -251,6 +365,8 @@ nb_module *nb_sequential_at(const nb_module *seq, int i) {
  * add). */
 nb_module *nb__sequential_pop(nb_module *seq) {
     if (!nb_sequential_len(seq)) return NULL;
-    atomic_fetch_add(&structure_version, 1);
-    return seq->entries[--seq->nentries].child;
+    nb_module *last = seq->entries[--seq->nentries].child;
+    last->parent = NULL;
+    changed(seq);
+    return last;
 }

@@ -5,13 +5,19 @@
  * OWNERSHIP in this layer: a module owns its parameters and its child
  * modules, and frees them in nb_module_free; a model owns its layers, its
  * optimizer and its history entries, and frees them in nb_model_free.
+ * A module has at most one parent: a module already added somewhere is
+ * refused by every function that adopts one (nb_module_add_child,
+ * nb_sequential, nb_sequential_add, nb_model_add, nb_model_from_module)
+ * and stays where it was added first.
  * Parameters are kept tensors (they survive every scope). Tensors returned by
  * forward or predict follow the rule of nb_autograd.h: they belong to the
  * innermost open scope.
  *
  * ERRORS: constructors return NULL and functions return -1 (or NULL) with a
  * message naming the function, the layer and the shapes; a NULL layer or
- * model passes through without a second message.
+ * model passes through without a second message. A constructor that fails
+ * (out of memory included) returns NULL having freed what it made: never
+ * a half-built layer or model.
  */
 #ifndef NB_NN_H
 #define NB_NN_H
@@ -69,11 +75,14 @@ struct nb_module {
     bool failed;          /* a child or parameter could not be added */
     int nentries, cap;
     nb_module_entry *entries;
-    /* flattened parameter list, rebuilt when any module's entries change */
+    nb_module *parent;    /* the module this one was added to (which frees it), or NULL */
+    /* Bumped when the entries of this module, or of any module under it,
+     * change; the flattened parameter list below is rebuilt only then. */
+    uint64_t version;
     int nparams;
     nb_tensor **params;
     char (*param_names)[96];
-    uint64_t params_version;
+    uint64_t params_version; /* the version the list was built at */
 };
 
 /* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
@@ -83,25 +92,40 @@ nb_module *nb_module_new(const nb_module_type *type, size_t size);
  * releases it when freed. Marks it as requiring grad. Returns param. */
 nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param);
 /* Registers a child module; the parent frees it. Returns child. A NULL
- * child marks the parent as failed (see nb_module_ok). */
+ * child marks the parent as failed (see nb_module_ok). A child that already
+ * has a parent (this module or another) is refused with a message and
+ * also marks the parent as failed; the refused child is not freed: it
+ * stays with its first parent. */
 nb_module *nb_module_add_child(nb_module *m, const char *name, nb_module *child);
 /* m, or NULL after freeing m if adding a child or parameter failed. */
 nb_module *nb_module_ok(nb_module *m);
 /* Runs the module's forward. NULL in, NULL out. */
 nb_tensor *nb_module_forward(nb_module *m, nb_tensor *x);
 /* All parameters, depth first, named like PyTorch: "0.weight", "fc1.bias".
- * The array is borrowed from the module (valid until it changes). */
+ * The array is borrowed from m: it stays valid, and unchanged, until m or
+ * a module under it changes structure (a parameter or child added to any
+ * of them, a lazy layer under m building itself on its first input, a
+ * layer appended or refused by nb_model_add) or m is freed. Other modules
+ * coming and going do not affect it. NULL (count 0) with a message when
+ * out of memory. */
 nb_tensor **nb_module_parameters(nb_module *m, int *count);
 const char *nb_module_parameter_name(nb_module *m, int i);
 int64_t nb_module_num_weights(nb_module *m); /* total number of parameter elements */
 /* Train or eval mode, for the module and all its children. */
 void nb_module_train(nb_module *m, bool training);
 void nb_module_zero_grad(nb_module *m);
+/* Frees m, its parameters and its children. A module that belongs to a
+ * parent is freed by that parent: freeing it directly is refused with a
+ * message. NULL is fine. */
 void nb_module_free(nb_module *m);
 
 /* ---- layers ---------------------------------------------------------------------
- * Activations are named as in Keras: "linear" (or NULL), "relu", "sigmoid",
- * "tanh", "softmax", "gelu", "elu", "leaky_relu", "softplus". */
+ * Activations are named as in Keras and mean what Keras's activations of
+ * those names mean, defaults included: "linear" (or NULL), "relu",
+ * "sigmoid", "tanh", "softmax" (last axis), "gelu" (exact, with erf),
+ * "elu" (alpha 1), "leaky_relu" (negative_slope 0.2, as
+ * keras.activations.leaky_relu; Keras's LeakyReLU layer defaults to 0.3:
+ * nb_leaky_relu_layer(0.3f)), "softplus". */
 
 /* Keras Dense: y = activation(x W + b), W [input_dim, units] initialised
  * glorot-uniform, b zeros. input_dim 0 means: taken from the first input
@@ -121,8 +145,13 @@ nb_module *nb_softmax_layer(int axis);
 nb_module *nb_dropout(float rate);
 /* [N, d1, d2, ...] -> [N, d1*d2*...] */
 nb_module *nb_flatten_layer(void);
-/* Layers applied in order; takes ownership of the n layers (all freed if
- * one is NULL). nb_sequential_add appends one more. */
+/* Layers applied in order; takes ownership of the n layers. Returns NULL
+ * with a message, and frees the layers it was given, when one is NULL (its
+ * constructor failed) or cannot be adopted: a layer that already belongs
+ * to another module is refused and left with it, untouched, and a layer
+ * listed twice is refused (and freed once). nb_sequential_add appends one
+ * more: -1 with a message and the Sequential unchanged when it cannot (a
+ * layer belonging elsewhere stays there; any other is freed). */
 nb_module *nb_sequential(int n, nb_module *const *layers);
 int nb_sequential_add(nb_module *seq, nb_module *layer);
 int nb_sequential_len(const nb_module *seq);
@@ -167,19 +196,44 @@ typedef struct nb_history nb_history;
 
 /* An empty Sequential model, like keras.Sequential(). */
 nb_model *nb_model_sequential(void);
-/* Wraps any module as a model (the model owns it). */
+/* Wraps any module as a model (the model owns it; NULL and the module freed
+ * when out of memory). A module that belongs to a parent is refused. */
 nb_model *nb_model_from_module(nb_module *m);
 /* Appends a layer (the model takes it, and frees it on failure). A layer
  * whose input does not fit the previous output is refused with a message
- * and the model is unchanged. Returns 0 or -1. */
+ * and the model is unchanged; so is a layer that belongs to another module
+ * (it is not freed: it stays there). Returns 0 or -1. */
 int nb_model_add(nb_model *model, nb_module *layer);
-/* optimizer: "sgd" (lr 0.01, Keras's default), "adam", "adamw", "rmsprop",
- * "adagrad", with their defaults; loss: a name above; metrics: a comma
- * separated list such as "accuracy, mae", or NULL. Returns 0 or -1. */
+/* optimizer: a Keras name, meaning Keras 3's optimizer with Keras's
+ * defaults and update formula (which differ from nb_adam and kin, whose
+ * defaults are PyTorch's):
+ *   "sgd"      lr 0.01, no momentum
+ *   "adam"     lr 1e-3, betas 0.9 and 0.999, eps 1e-7 as "epsilon hat"
+ *              (nb_adam_opts.eps_hat)
+ *   "adamw"    as "adam", weight_decay 0.004 (decoupled)
+ *   "rmsprop"  lr 1e-3, rho (alpha) 0.9, eps 1e-7 inside the square root,
+ *              no momentum, not centered
+ *   "adagrad"  lr 1e-3, initial_accumulator_value 0.1, eps 1e-7 inside
+ *              the square root
+ * For other values build the optimizer yourself and pass it to
+ * nb_model_set_optimizer. loss: a name above; metrics: a comma separated
+ * list such as "accuracy, mae", or NULL. Returns 0 or -1. */
 int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, const char *metrics);
-/* Uses opt (built over nb_model_parameters) instead; the model frees it. */
+/* Uses opt instead of the compiled one; the model then frees it. opt must
+ * update every trainable parameter of the model (each of
+ * nb_model_parameters that requires grad) and may update more (a
+ * learnable weight inside a custom loss, say), as with a PyTorch optimizer
+ * given model.parameters() and others. An optimizer that leaves out one of
+ * the model's parameters (built over another model, or before layers were
+ * added), or a model without parameters yet (layers waiting for their
+ * first input), is refused: -1, a message naming the first parameter left
+ * out, the model's optimizer unchanged and opt still the caller's. */
 int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt);
-/* A loss written by the user from ops, with a name for the progress line. */
+/* A loss written by the user from ops, with a name for messages and the
+ * progress line. It must return a single value (0-d, or one element) for
+ * the batch: fit, evaluate and their checks refuse anything else with a
+ * message naming the loss and the shape it returned. A loss that returns
+ * NULL should set a message (nb_set_error); fit and evaluate pass it on. */
 int nb_model_set_loss(nb_model *model, const char *name, nb_loss_fn loss);
 nb_optimizer *nb_model_optimizer(nb_model *model);
 nb_module *nb_model_module(nb_model *model);
@@ -208,8 +262,11 @@ nb_fit_opts nb_fit_defaults(void);
 /* Trains on x [N, ...] and y [N, ...]. Returns the history (the caller frees
  * it with nb_history_free), or NULL with a message and the model untouched
  * when the input is wrong (row counts differ, batch size 0, not compiled,
- * x does not fit the first layer). Training stops early, history kept, on a
- * NaN or infinite loss (the message names the epoch and batch), on early
+ * x does not fit the first layer, the loss fails or does not return a
+ * single value on the first two rows). Training stops early, history kept,
+ * on a NaN or infinite loss or a forward, loss or training step that fails
+ * (the message names the epoch and batch, and passes on the failing
+ * call's own message), on early
  * stopping, or when the callback returns false. */
 nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_fit_opts *opts);
 /* Loss then each metric over x, y (in eval mode, batches of batch_size,

@@ -6,6 +6,18 @@
 
 #include "nb_nn.h"
 
+/* nb_module_new, with messages naming who. */
+nb_module *nb__module_new(const char *who, const nb_module_type *type, size_t size);
+/* nb_module_parameters, with messages naming who. */
+nb_tensor **nb__module_parameters(const char *who, nb_module *m, int *count);
+/* Frees m unless it belongs to a parent (which will free it); no message.
+ * What a function that takes a module does with one it cannot keep. */
+void nb__module_discard(nb_module *m);
+/* Releases or frees the entries n.. of m. */
+void nb__module_truncate(nb_module *m, int n);
+/* An empty Sequential; nb_sequential_add with messages naming who. */
+nb_module *nb__sequential_new(const char *who);
+int nb__sequential_add(const char *who, nb_module *seq, nb_module *layer);
 /* True for a module made by nb_sequential. */
 bool nb__is_sequential(const nb_module *m);
 /* Removes and returns the last layer of a Sequential without freeing it. */

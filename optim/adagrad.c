@@ -7,7 +7,8 @@
  *   g <- g + wd * p                          (when weight_decay != 0)
  *   s <- s + g^2                             ("sum", starts at
  *                                              initial_accumulator_value)
- *   p <- p - lr~ * g / (sqrt(s) + eps)
+ *   p <- p - lr~ * g / (sqrt(s) + eps)       (PyTorch)
+ *   p <- p - lr~ * g / sqrt(s + eps)         (eps_inside_sqrt: Keras)
  *
  * Each element's rate shrinks with the gradient it has seen, so rarely
  * updated elements keep large steps.
@@ -26,7 +27,7 @@ static void adagrad_update(nb_optimizer *o, int i, float *restrict p,
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float sj = s[j] + d * d;
         s[j] = sj;
-        p[j] -= clr * d / (sqrtf(sj) + eps);
+        p[j] -= op->eps_inside_sqrt ? clr * d / sqrtf(sj + eps) : clr * d / (sqrtf(sj) + eps);
     }
 }
 
@@ -34,7 +35,7 @@ static const nb_optim_kind adagrad_kind = {"adagrad", 1, {"sum"}, adagrad_update
 
 nb_adagrad_opts nb_adagrad_defaults(void) {
     return (nb_adagrad_opts){.lr = 1e-2f, .lr_decay = 0.0f, .weight_decay = 0.0f, .eps = 1e-10f,
-                             .initial_accumulator_value = 0.0f};
+                             .initial_accumulator_value = 0.0f, .eps_inside_sqrt = false};
 }
 
 nb_optimizer *nb_adagrad(int nparams, nb_tensor *const *params, const nb_adagrad_opts *opts) {

@@ -10,7 +10,13 @@
  *   vmax <- max(vmax, v)                  (amsgrad, "max_exp_avg_sq")
  *   p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v' / (1 - beta2^t)) + eps)
  *
- * with v' = vmax under amsgrad and v otherwise. The bias corrections
+ * with v' = vmax under amsgrad and v otherwise. With eps_hat (Keras's and
+ * TensorFlow's form) eps is added before the correction of v:
+ *
+ *   p <- p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v') + eps)
+ *
+ * which equals the line above with eps scaled by 1 / sqrt(1 - beta2^t):
+ * the two differ only where sqrt(v') is comparable to eps. The bias corrections
  * undo the pull of the zero initial m and v towards 0 in early steps. They
  * are computed once per parameter in double and folded into two scalars
  * (lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t)), as PyTorch does, so the
@@ -27,6 +33,9 @@ static void adam_update(nb_optimizer *o, int i, float *restrict p,
     const float wd = op->weight_decay;
     const float step_size = (float)((double)lr / (1.0 - pow((double)b1, (double)step)));
     const float inv_bc2_sqrt = (float)(1.0 / sqrt(1.0 - pow((double)b2, (double)step)));
+    /* eps_hat: Keras's sqrt(1 - beta2^t) m / (sqrt(v) + eps) is
+     * m / (sqrt(v) inv + eps inv), with inv = 1 / sqrt(1 - beta2^t) */
+    const float eps_term = op->eps_hat ? eps * inv_bc2_sqrt : eps;
     float *m = nb__optim_state(o, i, EXP_AVG), *v = nb__optim_state(o, i, EXP_AVG_SQ);
     float *vmax = nb__optim_state(o, i, MAX_EXP_AVG_SQ);
 
@@ -46,7 +55,7 @@ static void adam_update(nb_optimizer *o, int i, float *restrict p,
             vj = vj > vmax[j] || isnan(vj) ? vj : vmax[j];
             vmax[j] = vj;
         }
-        p[j] -= step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps);
+        p[j] -= step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
     }
 }
 
@@ -57,7 +66,7 @@ static const nb_optim_kind adamw_kind = {
 
 nb_adam_opts nb_adam_defaults(void) {
     return (nb_adam_opts){.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                          .weight_decay = 0.0f, .amsgrad = false};
+                          .weight_decay = 0.0f, .amsgrad = false, .eps_hat = false};
 }
 
 nb_adam_opts nb_adamw_defaults(void) {

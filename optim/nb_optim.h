@@ -3,7 +3,9 @@
  *
  * The update rules are exactly PyTorch's documented algorithms (torch.optim
  * SGD, Adam, AdamW, RMSprop, Adagrad), so hyper-parameters and results carry
- * over. A training step reads
+ * over; the defaults are PyTorch's. Where Keras places eps differently, an
+ * option (eps_hat, eps_inside_sqrt) gives Keras's formula, which is what
+ * nb_model_compile uses for the optimizer names. A training step reads
  *
  *     nb_optimizer *opt = nb_adam(2, (nb_tensor *[]){w, b}, NULL);
  *     for (...) {
@@ -61,39 +63,49 @@ typedef struct nb_sgd_opts {
 } nb_sgd_opts;
 
 /* Adam and AdamW: moving averages of g and g^2 with bias correction;
- * amsgrad divides by the running maximum of the second moment instead. */
+ * amsgrad divides by the running maximum of the second moment instead.
+ * eps_hat places eps as Keras and TensorFlow do (Kingma and Ba's "epsilon
+ * hat"): added to sqrt(v) before the bias correction of v, so
+ *   p -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+ * instead of PyTorch's
+ *   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps). */
 typedef struct nb_adam_opts {
     float lr, beta1, beta2, eps, weight_decay;
     bool amsgrad;
+    bool eps_hat;
 } nb_adam_opts;
 
 /* RMSprop: divides g by the root of a moving average of g^2 (minus the
  * square of the moving average of g when centered), optionally through a
- * momentum buffer. */
+ * momentum buffer. eps_inside_sqrt divides by sqrt(v + eps), as Keras and
+ * TensorFlow do, instead of PyTorch's sqrt(v) + eps. */
 typedef struct nb_rmsprop_opts {
     float lr, alpha, eps, weight_decay, momentum;
     bool centered;
+    bool eps_inside_sqrt;
 } nb_rmsprop_opts;
 
 /* Adagrad: divides g by the root of the running sum of g^2; the rate decays
- * as lr / (1 + (t - 1)*lr_decay). */
+ * as lr / (1 + (t - 1)*lr_decay). eps_inside_sqrt divides by sqrt(s + eps),
+ * as Keras does, instead of PyTorch's sqrt(s) + eps. */
 typedef struct nb_adagrad_opts {
     float lr, lr_decay, weight_decay, eps, initial_accumulator_value;
+    bool eps_inside_sqrt;
 } nb_adagrad_opts;
 
 /* lr 0.01 (Keras's default), momentum 0, dampening 0, weight_decay 0, no
  * nesterov. */
 nb_sgd_opts nb_sgd_defaults(void);
-/* lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0, no amsgrad
- * (PyTorch's). */
+/* lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0, no amsgrad,
+ * eps as PyTorch places it (PyTorch's). */
 nb_adam_opts nb_adam_defaults(void);
 /* As Adam but weight_decay 1e-2 (PyTorch's AdamW). */
 nb_adam_opts nb_adamw_defaults(void);
-/* lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0, not centered
- * (PyTorch's). */
+/* lr 1e-2, alpha 0.99, eps 1e-8 outside the root, weight_decay 0,
+ * momentum 0, not centered (PyTorch's). */
 nb_rmsprop_opts nb_rmsprop_defaults(void);
-/* lr 1e-2, lr_decay 0, weight_decay 0, eps 1e-10, initial_accumulator_value
- * 0 (PyTorch's). */
+/* lr 1e-2, lr_decay 0, weight_decay 0, eps 1e-10 outside the root,
+ * initial_accumulator_value 0 (PyTorch's). */
 nb_adagrad_opts nb_adagrad_defaults(void);
 
 /* ---- optimizers -------------------------------------------------------------

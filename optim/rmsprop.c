@@ -11,7 +11,10 @@
  *   p <- p - lr * b                          (momentum > 0)
  *   p <- p - lr * g / (sqrt(v~) + eps)       (otherwise)
  *
- * eps is added after the square root (TensorFlow adds it inside). v - a^2
+ * eps is added after the square root, or inside it with eps_inside_sqrt
+ * (Keras and TensorFlow: g / sqrt(v~ + eps)). Keras also puts lr inside the
+ * momentum buffer (b <- momentum * b + lr * g / ...; p <- p - b), which is
+ * the same update while lr stays constant. v - a^2
  * is a variance and never negative in exact arithmetic; rounding can take
  * it a hair below zero, so it is clamped at 0 rather than left to give a
  * NaN square root.
@@ -26,6 +29,7 @@ static void rmsprop_update(nb_optimizer *o, int i, float *restrict p,
     const nb_rmsprop_opts *op = &o->opts.rmsprop;
     const float lr = o->lr, alpha = op->alpha, eps = op->eps, wd = op->weight_decay;
     const float mu = op->momentum;
+    const bool inside = op->eps_inside_sqrt;
     float *v = nb__optim_state(o, i, SQUARE_AVG);
     float *b = nb__optim_state(o, i, MOMENTUM_BUFFER);
     float *a = nb__optim_state(o, i, GRAD_AVG);
@@ -39,7 +43,7 @@ static void rmsprop_update(nb_optimizer *o, int i, float *restrict p,
             vj -= aj * aj;
             vj = vj > 0.0f || isnan(vj) ? vj : 0.0f;
         }
-        float step_dir = d / (sqrtf(vj) + eps);
+        float step_dir = inside ? d / sqrtf(vj + eps) : d / (sqrtf(vj) + eps);
         if (b) {
             step_dir += mu * b[j];
             b[j] = step_dir;
@@ -53,7 +57,7 @@ static const nb_optim_kind rmsprop_kind = {
 
 nb_rmsprop_opts nb_rmsprop_defaults(void) {
     return (nb_rmsprop_opts){.lr = 1e-2f, .alpha = 0.99f, .eps = 1e-8f, .weight_decay = 0.0f,
-                             .momentum = 0.0f, .centered = false};
+                             .momentum = 0.0f, .centered = false, .eps_inside_sqrt = false};
 }
 
 nb_optimizer *nb_rmsprop(int nparams, nb_tensor *const *params, const nb_rmsprop_opts *opts) {

@@ -188,9 +188,16 @@ Test(layers, activation_layers_values) {
     m = nb_gelu_layer();
     EXPECT_VALUES(nb_module_forward(m, x), 1e-5, -0.045500264f, -0.15426877f, 0.34573123f, 2.9959502f);
     nb_module_free(m);
-    /* Keras's leaky_relu activation has slope 0.3 */
+    /* Keras's activation "leaky_relu" has negative_slope 0.2 (0.3 is the
+     * default of Keras's LeakyReLU layer, which nb_leaky_relu_layer spells
+     * out); nb_dense's activation of that name is the same function */
     m = nb_activation("leaky_relu");
-    EXPECT_VALUES(nb_module_forward(m, x), 1e-6, -0.6f, -0.15f, 0.5f, 3);
+    EXPECT_VALUES(nb_module_forward(m, x), 1e-6, -0.4f, -0.1f, 0.5f, 3);
+    nb_module_free(m);
+    m = nb_dense(1, "leaky_relu", 1);
+    nb_tensor **p = nb_module_parameters(m, NULL);
+    nb_data_mut(p[0])[0] = 1;
+    EXPECT_VALUES(nb_module_forward(m, nb_reshape(x, NB_SHAPE(4, 1))), 1e-6, -0.4f, -0.1f, 0.5f, 3);
     nb_module_free(m);
     m = nb_activation("linear");
     EXPECT_VALUES(nb_module_forward(m, x), 0, -2, -0.5f, 0.5f, 3);
@@ -705,7 +712,7 @@ static nb_tensor *identity_forward(nb_module *m, nb_tensor *x) {
 Test(layers, a_module_refuses_duplicates_and_non_leaf_parameters) {
     nb_module *d = nb_dense(4, "relu", 4);
     cr_assert_null(nb_sequential(2, (nb_module *[]){d, d}));
-    EXPECT_ERROR("nb_module_add_child", "already part of this module");
+    EXPECT_ERROR("nb_sequential", "layer 1", "already part of this module");
 
     static const nb_module_type plain = {"Plain", identity_forward, NULL};
     nb_module *m = nb_module_new(&plain, sizeof(nb_module));
@@ -716,4 +723,208 @@ Test(layers, a_module_refuses_duplicates_and_non_leaf_parameters) {
     cr_assert_null(nb_module_add_param(m, "w2", w));
     EXPECT_ERROR("nb_module_add_param", "already a parameter");
     cr_assert_null(nb_module_ok(m), "a module whose parameter was refused is freed");
+}
+
+/* ---- allocation failures -------------------------------------------------------------------
+ * fail_nth fails the n-th allocation from now on (1 = the next one) and
+ * counts every allocation asked for, failed or not. */
+
+typedef struct alloc_counter {
+    long calls, fail_at;
+} alloc_counter;
+
+static bool count_and_fail(size_t size, void *user) {
+    (void)size;
+    alloc_counter *c = user;
+    return ++c->calls != c->fail_at;
+}
+
+/* ---- the parameter list a module lends -------------------------------------------------------- */
+
+Test(layers, parameters_stay_valid_until_the_module_changes) {
+    nb_module *net = nb_sequential(2, (nb_module *[]){nb_dense(3, "relu", 2), nb_dense(1, NULL, 3)});
+    cr_assert_not_null(net);
+    int n = 0;
+    nb_tensor **p = nb_module_parameters(net, &n);
+    cr_assert_eq(n, 4);
+    /* a module made elsewhere changes nothing under net: asking net again
+     * must neither rebuild nor move the array it lent */
+    nb_module *other = nb_dense(2, NULL, 2);
+    alloc_counter c = {0, 0};
+    nb_set_alloc_hook(count_and_fail, &c);
+    int64_t weights = nb_module_num_weights(net);
+    nb_tensor **again = nb_module_parameters(net, &n);
+    nb_set_alloc_hook(NULL, NULL);
+    cr_expect_eq(c.calls, 0, "asking an unchanged module for its parameters allocated %ld times", c.calls);
+    cr_expect_eq(again, p);
+    cr_expect_eq(weights, 2 * 3 + 3 + 3 * 1 + 1);
+    cr_expect_eq(nb_numel(p[0]), 6);
+    nb_module_free(other);
+    nb_module_free(net);
+}
+
+Test(layers, a_change_below_a_module_refreshes_its_list) {
+    /* outer = Sequential(inner = Sequential(lazy Dense), lazy Dense): the
+     * lazy layers build themselves on the first forward, two levels down */
+    nb_module *inner = nb_sequential(1, (nb_module *[]){nb_dense(3, "tanh", 0)});
+    nb_module *outer = nb_sequential(2, (nb_module *[]){inner, nb_dense(1, NULL, 0)});
+    cr_assert_not_null(outer);
+    int n = -1;
+    nb_module_parameters(outer, &n);
+    cr_expect_eq(n, 0);
+    cr_assert_not_null(nb_module_forward(outer, nb_ones(NB_SHAPE(2, 4))), "%s", nb_error());
+    nb_module_parameters(outer, &n);
+    cr_expect_eq(n, 4);
+    cr_expect_str_eq(nb_module_parameter_name(outer, 0), "0.0.weight");
+    cr_expect_str_eq(nb_module_parameter_name(outer, 3), "1.bias");
+    cr_expect_eq(nb_module_num_weights(outer), 4 * 3 + 3 + 3 + 1);
+    /* a layer appended to the inner Sequential shows in the outer list */
+    cr_assert_eq(nb_sequential_add(inner, nb_dense(3, NULL, 3)), 0);
+    nb_module_parameters(outer, &n);
+    cr_expect_eq(n, 6);
+    cr_expect_str_eq(nb_module_parameter_name(outer, 3), "0.1.bias");
+    nb_module_free(outer);
+}
+
+/* ---- one parent per module --------------------------------------------------------------------- */
+
+Test(layers, a_module_belongs_to_one_parent) {
+    nb_module *r = nb_relu_layer();
+    nb_module *a = nb_sequential(1, &r);
+    cr_assert_not_null(a);
+    nb_clear_error();
+    cr_expect_null(nb_sequential(1, &r));
+    EXPECT_ERROR("nb_sequential", "layer 0", "already belongs to another module");
+    /* a half-made container frees what it adopted, not the refused layer */
+    nb_clear_error();
+    cr_expect_null(nb_sequential(3, (nb_module *[]){nb_dense(2, "relu", 2), r, nb_dense(1, NULL, 2)}));
+    EXPECT_ERROR("nb_sequential", "layer 1", "already belongs");
+    /* and a NULL layer after it frees the others but not r */
+    nb_clear_error();
+    cr_expect_null(nb_sequential(2, (nb_module *[]){r, NULL}));
+
+    nb_module *b = nb_sequential(0, NULL);
+    nb_clear_error();
+    cr_expect_eq(nb_sequential_add(b, r), -1);
+    EXPECT_ERROR("nb_sequential_add", "already belongs");
+    cr_expect_eq(nb_sequential_len(b), 0);
+    nb_clear_error();
+    cr_expect_null(nb_module_add_child(b, "r", r));
+    EXPECT_ERROR("nb_module_add_child", "'r'", "already belongs");
+    cr_expect_null(nb_module_ok(b), "the parent that was refused a child is freed");
+
+    nb_model *model = nb_model_sequential();
+    nb_clear_error();
+    cr_expect_eq(nb_model_add(model, r), -1);
+    EXPECT_ERROR("nb_model_add", "already belongs");
+    nb_model_free(model);
+    nb_clear_error();
+    cr_expect_null(nb_model_from_module(r));
+    EXPECT_ERROR("nb_model_from_module", "already belongs");
+    /* freeing a module that belongs to another is refused: its parent frees it */
+    nb_clear_error();
+    nb_module_free(r);
+    EXPECT_ERROR("nb_module_free", "belongs to");
+
+    /* a module cannot be put inside one of its own descendants */
+    nb_module *inner = nb_sequential(0, NULL);
+    nb_module *outer = nb_sequential(1, &inner);
+    cr_assert_not_null(outer);
+    nb_clear_error();
+    cr_expect_eq(nb_sequential_add(inner, outer), -1);
+    EXPECT_ERROR("nb_sequential_add", "contains the module it is being added to");
+    cr_expect_eq(nb_sequential_len(inner), 0);
+    nb_module_free(outer);
+
+    /* r is still a's, and works */
+    cr_expect_eq(nb_sequential_at(a, 0), r);
+    EXPECT_VALUES(nb_module_forward(a, nb_from_array(NB_SHAPE(2), (const float[]){-1, 2})), 0, 0, 2);
+    nb_module_free(a);
+}
+
+/* ---- constructors either succeed whole or fail whole ------------------------------------------ */
+
+/* Refuses allocations over 1 GiB, as a machine without 4 TiB would (and
+ * without asking the sanitizers' allocators, which abort on such sizes). */
+static bool at_most_a_gigabyte(size_t size, void *user) {
+    (void)user;
+    return size <= ((size_t)1 << 30);
+}
+
+Test(layers, dense_too_large_is_refused_whole) {
+    nb_clear_error();
+    nb_set_alloc_hook(at_most_a_gigabyte, NULL);
+    nb_module *d = nb_dense(1 << 20, NULL, 1 << 20);
+    nb_set_alloc_hook(NULL, NULL);
+    cr_expect_null(d, "a Dense without its kernel is not returned");
+    EXPECT_ERROR("nb_dense", "out of memory", "[1048576,1048576]");
+    nb_module_free(d);
+    /* a lazy Dense that cannot build itself stays unbuilt and says so */
+    d = nb_dense(1 << 20, NULL, 0);
+    cr_assert_not_null(d);
+    nb_clear_error();
+    nb_set_alloc_hook(at_most_a_gigabyte, NULL);
+    nb_tensor *y = nb_module_forward(d, nb_ones(NB_SHAPE(1, 1 << 20)));
+    nb_set_alloc_hook(NULL, NULL);
+    cr_expect_null(y);
+    EXPECT_ERROR("Dense(1048576)", "out of memory");
+    int n = -1;
+    nb_module_parameters(d, &n);
+    cr_expect_eq(n, 0, "no half-built parameters");
+    cr_expect_not_null(nb_module_forward(d, nb_ones(NB_SHAPE(1, 1))), "%s", nb_error());
+    nb_module_parameters(d, &n);
+    cr_expect_eq(n, 2, "it builds for the next input that fits in memory");
+    nb_module_free(d);
+}
+
+typedef nb_module *(*make_fn)(void);
+static nb_module *make_dense(void) { return nb_dense(3, "relu", 2); }
+static nb_module *make_linear(void) { return nb_linear(2, 3); }
+static nb_module *make_activation(void) { return nb_activation("tanh"); }
+static nb_module *make_relu(void) { return nb_relu_layer(); }
+static nb_module *make_leaky(void) { return nb_leaky_relu_layer(0.1f); }
+static nb_module *make_softmax(void) { return nb_softmax_layer(-1); }
+static nb_module *make_dropout(void) { return nb_dropout(0.5f); }
+static nb_module *make_flatten(void) { return nb_flatten_layer(); }
+static nb_module *make_sequential(void) {
+    return nb_sequential(3, (nb_module *[]){nb_dense(3, "relu", 2), nb_relu_layer(), nb_dense(2, NULL, 0)});
+}
+
+Test(layers, constructors_fail_whole_when_memory_runs_out) {
+    const struct {
+        const char *who;
+        make_fn make;
+        int nparams;
+    } cases[] = {{"nb_dense", make_dense, 2},           {"nb_linear", make_linear, 2},
+                 {"nb_activation", make_activation, 0}, {"nb_relu_layer", make_relu, 0},
+                 {"nb_leaky_relu_layer", make_leaky, 0}, {"nb_softmax_layer", make_softmax, 0},
+                 {"nb_dropout", make_dropout, 0},       {"nb_flatten_layer", make_flatten, 0},
+                 {"", make_sequential, 2}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        bool succeeded = false;
+        for (long fail = 1; fail < 200 && !succeeded; fail++) {
+            int64_t live = nb_live_tensors();
+            alloc_counter c = {0, fail};
+            nb_clear_error();
+            nb_set_alloc_hook(count_and_fail, &c);
+            nb_module *m = cases[k].make();
+            nb_set_alloc_hook(NULL, NULL);
+            if (!m) {
+                const char *who = cases[k].who[0] ? cases[k].who : NULL;
+                cr_assert_not_null(nb_error(), "case %zu, allocation %ld: NULL without a message", k, fail);
+                /* the Sequential's layers are made by their own constructors,
+                 * which report in their own name */
+                if (who) EXPECT_ERROR(who, "out of memory");
+                else EXPECT_ERROR("out of memory");
+                cr_expect_eq(nb_live_tensors(), live, "case %zu, allocation %ld: tensors left behind", k, fail);
+                continue;
+            }
+            succeeded = true;
+            int n = -1;
+            nb_module_parameters(m, &n);
+            cr_expect_eq(n, cases[k].nparams, "case %zu: a module that was made is whole", k);
+            nb_module_free(m);
+        }
+        cr_expect(succeeded, "case %zu never succeeded", k);
+    }
 }

@@ -304,7 +304,8 @@ Test(model, fit_lowers_the_loss) {
     linear_data(64, &x, &y);
     nb_model *m = small_model();
     cr_assert_eq(nb_model_compile(m, "rmsprop", "mse", "mae"), 0);
-    nb_fit_opts o = quiet_fit(60, 16);
+    /* Keras's rmsprop: lr 1e-3, so 960 steps of batch 4 */
+    nb_fit_opts o = quiet_fit(60, 4);
     nb_history *h = nb_model_fit(m, x, y, &o);
     cr_assert_not_null(h, "%s", nb_error());
     cr_expect_eq(nb_history_epochs(h), 60);
@@ -990,4 +991,281 @@ Test(model, best_weights_are_restored_only_on_early_stopping) {
     for (int e = 0; e < saved.epochs; e++) snapshot_free(&saved.after[e]);
     nb_history_free(h);
     nb_model_free(m);
+}
+
+/* ---- the optimizer must train this model ---------------------------------------------------- */
+
+Test(model, set_optimizer_refuses_another_models_parameters) {
+    nb_model *m = small_model(), *other = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    nb_optimizer *compiled = nb_model_optimizer(m);
+    int n = 0;
+    nb_tensor **theirs = nb_model_parameters(other, &n);
+    nb_optimizer *foreign = nb_sgd(n, theirs, NULL);
+    nb_clear_error();
+    cr_expect_eq(nb_model_set_optimizer(m, foreign), -1);
+    EXPECT_ERROR("nb_model_set_optimizer", "does not update", "'0.weight'");
+    cr_expect_eq(nb_model_optimizer(m), compiled, "a refused optimizer changes nothing");
+
+    /* one that leaves out a parameter is refused too, naming it */
+    nb_tensor **mine = nb_model_parameters(m, &n);
+    cr_assert_eq(n, 4);
+    nb_optimizer *part = nb_sgd(3, mine, NULL);
+    nb_clear_error();
+    cr_expect_eq(nb_model_set_optimizer(m, part), -1);
+    EXPECT_ERROR("nb_model_set_optimizer", "'1.bias'");
+
+    /* one that updates more than the model (a learnable loss weight, say)
+     * is fine, as a PyTorch optimizer over several parameter sets is */
+    nb_tensor *extra = nb_keep(nb_set_requires_grad(nb_zeros(NB_SHAPE(1)), true));
+    nb_tensor *all[5] = {mine[0], mine[1], mine[2], mine[3], extra};
+    nb_optimizer *more = nb_sgd(5, all, NULL);
+    cr_expect_eq(nb_model_set_optimizer(m, more), 0, "%s", nb_error());
+    snapshot before = take_snapshot(m);
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    nb_fit_opts fit = quiet_fit(1, 4);
+    nb_history *h = nb_model_fit(m, x, y, &fit);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect(!snapshot_equal(m, &before), "fit trained the model");
+    nb_history_free(h);
+    snapshot_free(&before);
+    nb_optimizer_free(foreign);
+    nb_optimizer_free(part);
+    nb_model_free(m);
+    nb_model_free(other);
+    nb_release(extra);
+
+    /* a model whose layers are not built yet has no parameters to cover */
+    m = nb_model_from_module(nb_sequential(1, (nb_module *[]){nb_dense(2, NULL, 0)}));
+    nb_tensor *w = nb_keep(nb_set_requires_grad(nb_zeros(NB_SHAPE(2)), true));
+    nb_optimizer *early = nb_sgd(1, &w, NULL);
+    nb_clear_error();
+    cr_expect_eq(nb_model_set_optimizer(m, early), -1);
+    EXPECT_ERROR("nb_model_set_optimizer", "no parameters yet");
+    nb_optimizer_free(early);
+    nb_release(w);
+    nb_model_free(m);
+}
+
+/* ---- a custom loss that goes wrong is reported as such -------------------------------------- */
+
+static nb_tensor *per_sample_loss(nb_tensor *pred, nb_tensor *target) { return nb_square(nb_sub(pred, target)); }
+
+static nb_tensor *refusing_loss(nb_tensor *pred, nb_tensor *target) {
+    (void)pred, (void)target;
+    nb_set_error("my_loss: targets must be positive");
+    return NULL;
+}
+
+static nb_tensor *silent_loss(nb_tensor *pred, nb_tensor *target) {
+    (void)pred, (void)target;
+    return NULL;
+}
+
+static int flaky_calls;
+static nb_tensor *flaky_loss(nb_tensor *pred, nb_tensor *target) {
+    if (++flaky_calls > 2) {
+        nb_set_error("flaky: gave up");
+        return NULL;
+    }
+    return nb_mse_loss(pred, target, NB_REDUCE_MEAN);
+}
+
+Test(model, a_loss_that_is_not_one_value_is_an_error) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    cr_assert_eq(nb_model_set_loss(m, "per_sample", per_sample_loss), 0);
+    snapshot before = take_snapshot(m);
+    nb_fit_opts o = quiet_fit(2, 5);
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &o));
+    EXPECT_ERROR("nb_model_fit", "loss 'per_sample'", "[2,1]", "a single value");
+    cr_expect(snapshot_equal(m, &before));
+    float out[1];
+    nb_clear_error();
+    cr_expect_eq(nb_model_evaluate(m, x, y, 5, out, 1), -1);
+    EXPECT_ERROR("nb_model_evaluate", "loss 'per_sample'", "a single value");
+    snapshot_free(&before);
+    nb_model_free(m);
+}
+
+Test(model, a_loss_that_returns_null_keeps_its_message) {
+    nb_tensor *x, *y;
+    linear_data(10, &x, &y);
+    nb_model *m = small_model();
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0);
+    nb_fit_opts o = quiet_fit(2, 5);
+
+    cr_assert_eq(nb_model_set_loss(m, "mine", refusing_loss), 0);
+    nb_clear_error();
+    cr_expect_null(nb_model_fit(m, x, y, &o));
+    EXPECT_ERROR("nb_model_fit", "loss 'mine'", "my_loss: targets must be positive");
+    cr_expect_null(strstr(nb_error(), "the model returned nothing"));
+
+    cr_assert_eq(nb_model_set_loss(m, "silent", silent_loss), 0);
+    nb_set_error("an old message that has nothing to do with it");
+    cr_expect_null(nb_model_fit(m, x, y, &o));
+    EXPECT_ERROR("nb_model_fit", "loss 'silent'", "returned NULL");
+    cr_expect_null(strstr(nb_error(), "old message"), "%s", nb_error());
+
+    /* failing during training: training stops, history kept, the loss's
+     * own message in the reason */
+    flaky_calls = 0;
+    cr_assert_eq(nb_model_set_loss(m, "flaky", flaky_loss), 0);
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    const char *why = nb_history_stop_reason(h);
+    cr_expect(strstr(why, "loss 'flaky'") && strstr(why, "flaky: gave up") && strstr(why, "epoch 1, batch 2"),
+              "stop reason: %s", why);
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+/* ---- compile's optimizer names mean what Keras means ------------------------------------------ */
+
+/* One step of fit with the optimizer called name on Dense(1, linear, 1)
+ * with w = 1, b = 0, x = [[1]] and y = [[target]]: the prediction is 1, the
+ * mean squared error (1 - target)^2 and both gradients g = 2 (1 - target). */
+static void one_keras_step(const char *name, float target, double *w, double *b) {
+    nb_model *m = nb_model_sequential();
+    cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 1)), 0);
+    cr_assert_eq(nb_model_compile(m, name, "mse", NULL), 0, "%s", nb_error());
+    nb_tensor **p = nb_model_parameters(m, NULL);
+    nb_data_mut(p[0])[0] = 1;
+    nb_fit_opts o = quiet_fit(1, 1);
+    o.shuffle = false;
+    nb_history *h = nb_model_fit(m, nb_ones(NB_SHAPE(1, 1)), nb_full(NB_SHAPE(1, 1), target), &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    *w = nb_data(p[0])[0];
+    *b = nb_data(p[1])[0];
+    nb_history_free(h);
+    nb_model_free(m);
+}
+
+Test(model, compile_names_use_keras_defaults) {
+    /* Keras 3's update rules and defaults, first step (t = 1), gradient g:
+     *   sgd      lr 0.01:                 p -= lr g
+     *   rmsprop  lr 1e-3, rho 0.9, eps 1e-7 inside the root:
+     *            v = (1 - rho) g^2;       p -= lr g / sqrt(v + eps)
+     *   adagrad  lr 1e-3, accumulator from 0.1, eps 1e-7 inside the root:
+     *            a = 0.1 + g^2;           p -= lr g / sqrt(a + eps)
+     *   adam     lr 1e-3, betas 0.9, 0.999, eps 1e-7 added to sqrt(v)
+     *            before the bias correction ("epsilon hat"):
+     *            m = 0.1 g, v = 0.001 g^2;
+     *            p -= lr sqrt(1 - 0.999) / (1 - 0.9) * m / (sqrt(v) + eps)
+     *   adamw    as adam, after p -= lr * 0.004 * p */
+    const float targets[] = {0.0f, 1.0f - 0x1p-20f}; /* g = 2, and g = 2^-19 where eps matters */
+    for (int k = 0; k < 2; k++) {
+        double g = 2.0 * (1.0 - (double)targets[k]), w, b, want;
+        one_keras_step("sgd", targets[k], &w, &b);
+        cr_expect_float_eq(w, 1 - 0.01 * g, 1e-6, "sgd: w %.9g", w);
+        one_keras_step("rmsprop", targets[k], &w, &b);
+        want = 1e-3 * g / sqrt(0.1 * g * g + 1e-7);
+        cr_expect_float_eq(w, 1 - want, 1e-6, "rmsprop: w %.9g, want %.9g", w, 1 - want);
+        cr_expect_float_eq(b, -want, 1e-7, "rmsprop: b %.9g, want %.9g", b, -want);
+        one_keras_step("adagrad", targets[k], &w, &b);
+        want = 1e-3 * g / sqrt(0.1 + g * g + 1e-7);
+        cr_expect_float_eq(w, 1 - want, 1e-6, "adagrad: w %.9g, want %.9g", w, 1 - want);
+        cr_expect_float_eq(b, -want, 1e-7, "adagrad: b %.9g, want %.9g", b, -want);
+        double adam = 1e-3 * sqrt(1 - 0.999) / (1 - 0.9) * (0.1 * g) / (sqrt(0.001 * g * g) + 1e-7);
+        one_keras_step("adam", targets[k], &w, &b);
+        cr_expect_float_eq(w, 1 - adam, 1e-6, "adam: w %.9g, want %.9g", w, 1 - adam);
+        cr_expect_float_eq(b, -adam, 1e-7, "adam: b %.9g, want %.9g", b, -adam);
+        one_keras_step("adamw", targets[k], &w, &b);
+        cr_expect_float_eq(w, 1 - 1e-3 * 0.004 - adam, 1e-6, "adamw: w %.9g, want %.9g", w,
+                           1 - 1e-3 * 0.004 - adam);
+        cr_expect_float_eq(b, -adam, 1e-7, "adamw: b %.9g", b);
+    }
+}
+
+/* ---- constructors under allocation failure ----------------------------------------------------- */
+
+typedef struct alloc_counter {
+    long calls, fail_at;
+} alloc_counter;
+
+static bool count_and_fail(size_t size, void *user) {
+    (void)size;
+    alloc_counter *c = user;
+    return ++c->calls != c->fail_at;
+}
+
+Test(model, model_constructors_fail_whole) {
+    for (int which = 0; which < 2; which++) {
+        bool made = false;
+        for (long fail = 1; fail < 100 && !made; fail++) {
+            int64_t live = nb_live_tensors();
+            alloc_counter c = {0, fail};
+            nb_module *net = which ? nb_sequential(1, (nb_module *[]){nb_dense(2, NULL, 2)}) : NULL;
+            nb_clear_error();
+            nb_set_alloc_hook(count_and_fail, &c);
+            nb_model *m = which ? nb_model_from_module(net) : nb_model_sequential();
+            nb_set_alloc_hook(NULL, NULL);
+            if (!m) {
+                EXPECT_ERROR(which ? "nb_model_from_module" : "nb_model_sequential", "out of memory");
+                cr_expect_eq(nb_live_tensors(), live, "the module given is freed");
+                continue;
+            }
+            made = true;
+            int n = -1;
+            nb_model_parameters(m, &n);
+            cr_expect_eq(n, which ? 2 : 0);
+            nb_model_free(m);
+        }
+        cr_expect(made);
+    }
+}
+
+/* fit, evaluate, predict and compile when any one allocation fails: a
+ * message naming the function and "out of memory" (for fit, either as its
+ * error or as the reason training stopped), no tensor left behind, and
+ * otherwise complete results. */
+Test(model, out_of_memory_in_fit_evaluate_predict) {
+    nb_tensor *x, *y;
+    linear_data(12, &x, &y);
+    int failures = 0;
+    for (long fail = 1; fail < 400; fail++) {
+        nb_model *m = small_model();
+        int64_t live = nb_live_tensors();
+        alloc_counter c = {0, fail};
+        nb_scope_begin();
+        nb_clear_error();
+        nb_set_alloc_hook(count_and_fail, &c);
+        int compiled = nb_model_compile(m, "adam", "mse", "mae");
+        nb_fit_opts o = quiet_fit(2, 5);
+        o.validation_split = 0.25f;
+        nb_history *h = compiled == 0 ? nb_model_fit(m, x, y, &o) : NULL;
+        float out[2] = {0};
+        bool trained = h && nb_history_stop_reason(h)[0] == '\0';
+        int got = trained ? nb_model_evaluate(m, x, y, 5, out, 2) : 0;
+        nb_tensor *pred = h && got > 0 ? nb_model_predict(m, x, 5) : NULL;
+        nb_set_alloc_hook(NULL, NULL);
+        bool whole = trained && got == 2 && pred;
+        if (!whole) {
+            failures++;
+            cr_assert_not_null(nb_error(), "allocation %ld of %ld failed without a message", fail, c.calls);
+            const char *who = compiled != 0 ? "nb_model_compile"
+                              : !h          ? "nb_model_fit"
+                              : nb_history_stop_reason(h)[0] ? "nb_model_fit"
+                              : got != 2    ? "nb_model_evaluate"
+                                            : "nb_model_predict";
+            EXPECT_ERROR(who, "out of memory");
+        } else {
+            cr_expect_eq(nb_history_epochs(h), 2);
+            cr_expect_not_null(nb_history_get(h, "val_mae"));
+            EXPECT_SHAPE(pred, 12, 1);
+        }
+        nb_history_free(h);
+        nb_scope_end();
+        nb_model_free(m);
+        cr_expect_eq(nb_live_tensors(), live - 4, "allocation %ld: tensors left behind", fail);
+        if (whole) {
+            cr_expect_lt(c.calls, fail, "the run that succeeded had every allocation");
+            break;
+        }
+    }
+    cr_expect(failures > 5, "the sweep reached only %d allocations", failures);
 }

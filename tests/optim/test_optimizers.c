@@ -838,3 +838,70 @@ Test(optim, null_optimizer) {
     nb_optimizer_free(NULL);
     cr_expect_null(nb_error(), "NULL passes through without a message");
 }
+
+/* ---- the Keras forms: eps inside the root, eps hat ----------------------------------------
+ * p = [1] and the gradient of sum(p), g = 1, at every step. The numbers are
+ * large (eps 0.25) so that where eps goes shows in the first digits. */
+
+static void two_unit_steps(nb_optimizer *o, nb_tensor *p, float want1, float want2) {
+    cr_assert_not_null(o, "constructor failed: %s", nb_error() ? nb_error() : "?");
+    const float want[2] = {want1, want2};
+    for (int k = 0; k < 2; k++) {
+        nb_zero_grad(p);
+        nb_scope_begin();
+        cr_assert_eq(nb_backward(nb_sum(p, NB_ALL, false)), 0, "%s", nb_error());
+        nb_scope_end();
+        cr_assert_eq(nb_optimizer_step(o), 0, "%s", nb_error());
+        cr_expect(fabs((double)nb_data(p)[0] - (double)want[k]) <= TOL, "%s step %d: %.9g, expected %.9g",
+                  nb_optimizer_name(o), k + 1, (double)nb_data(p)[0], (double)want[k]);
+    }
+    nb_optimizer_free(o);
+}
+
+static nb_tensor *one(void) { return nb_set_requires_grad(nb_ones(NB_SHAPE(1)), true); }
+
+Test(optim, rmsprop_eps_inside_sqrt) {
+    /* lr 0.1, alpha 0.5, eps 0.25, p -= lr g / sqrt(v + eps):
+     * t=1: v = 0.5*0   + 0.5*1 = 0.5,  p = 1          - 0.1/sqrt(0.75) = 0.88452995
+     * t=2: v = 0.5*0.5 + 0.5*1 = 0.75, p = 0.88452995 - 0.1/sqrt(1)    = 0.78452995
+     * (eps outside, PyTorch's: 1 - 0.1/(sqrt(0.5) + 0.25) = 0.89084758) */
+    nb_tensor *p = one();
+    nb_rmsprop_opts op = {.lr = 0.1f, .alpha = 0.5f, .eps = 0.25f, .eps_inside_sqrt = true};
+    two_unit_steps(nb_rmsprop(1, &p, &op), p, 0.88452995f, 0.78452995f);
+    /* centered: a = 0.5, then 0.75; sqrt(v - a^2 + eps):
+     * t=1: sqrt(0.5  - 0.25   + 0.25) = 0.70710678, p = 1          - 0.14142136 = 0.85857864
+     * t=2: sqrt(0.75 - 0.5625 + 0.25) = 0.66143783, p = 0.85857864 - 0.15118579 = 0.70739285 */
+    p = one();
+    op.centered = true;
+    two_unit_steps(nb_rmsprop(1, &p, &op), p, 0.85857864f, 0.70739285f);
+}
+
+Test(optim, adagrad_eps_inside_sqrt) {
+    /* lr 0.1, initial accumulator 0.5, eps 0.25, p -= lr g / sqrt(s + eps):
+     * t=1: s = 0.5 + 1 = 1.5, p = 1          - 0.1/sqrt(1.75) = 0.92440711
+     * t=2: s = 1.5 + 1 = 2.5, p = 0.92440711 - 0.1/sqrt(2.75) = 0.86410484
+     * (eps outside: 1 - 0.1/(sqrt(1.5) + 0.25) = 0.93218624) */
+    nb_tensor *p = one();
+    nb_adagrad_opts op = {.lr = 0.1f, .eps = 0.25f, .initial_accumulator_value = 0.5f,
+                          .eps_inside_sqrt = true};
+    two_unit_steps(nb_adagrad(1, &p, &op), p, 0.92440711f, 0.86410484f);
+}
+
+Test(optim, adam_eps_hat) {
+    /* lr 0.1, beta1 0.5, beta2 0.75, eps 0.25 added to sqrt(v) before the
+     * bias correction: p -= lr sqrt(1 - beta2^t) / (1 - beta1^t) m / (sqrt(v) + eps)
+     * t=1: m = 0.5,  v = 0.25,   step = 0.1 * 0.5 / 0.5 * 0.5 / (0.5 + 0.25)
+     *                                 = 0.066666667,          p = 0.93333333
+     * t=2: m = 0.75, v = 0.4375, step = 0.1 * sqrt(0.4375) / 0.75 * 0.75 / (sqrt(0.4375) + 0.25)
+     *                                 = 0.066143783 / 0.91143783 = 0.072570811, p = 0.86076252
+     * (PyTorch's eps: t=1 step = 0.2 * 0.5 / (1 + 0.25) = 0.08) */
+    nb_tensor *p = one();
+    nb_adam_opts op = {.lr = 0.1f, .beta1 = 0.5f, .beta2 = 0.75f, .eps = 0.25f, .eps_hat = true};
+    two_unit_steps(nb_adam(1, &p, &op), p, 0.93333333f, 0.86076252f);
+    /* AdamW decays first: p = 1 - 0.1 * 0.5 * 1 = 0.95, then the same step:
+     * t=1: 0.95 - 0.066666667 = 0.88333333
+     * t=2: 0.88333333 * 0.95 - 0.072570811 = 0.83916667 - 0.072570811 = 0.76659586 */
+    p = one();
+    op.weight_decay = 0.5f;
+    two_unit_steps(nb_adamw(1, &p, &op), p, 0.88333333f, 0.76659586f);
+}
