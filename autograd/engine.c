@@ -529,10 +529,10 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
             return false;
         }
     }
-    uint64_t errors = nb__error_count();
+    uint64_t errors = nb_error_count();
     nb_scope_begin();
     node->op->backward(node, g, gin);
-    bool ok = nb__error_count() == errors;
+    bool ok = nb_error_count() == errors;
     for (int i = 0; ok && i < node->ninputs; i++) {
         nb_tensor *in = node->inputs[i];
         if (!in->requires_grad || !gin[i]) continue;

@@ -16,7 +16,7 @@ static void *_Atomic handler_user;
 
 const char *nb_error(void) { return has_message ? message : NULL; }
 
-uint64_t nb__error_count(void) { return error_count; }
+uint64_t nb_error_count(void) { return error_count; }
 
 void nb_clear_error(void) {
     has_message = false;

@@ -278,6 +278,12 @@ const nb_op *nb_op_of(const nb_tensor *t);
  * nb_clear_error. Borrowed. */
 const char *nb_error(void);
 void nb_clear_error(void);
+/* How many errors the calling thread has set so far: how a caller tells
+ * whether a function that cannot return NULL (one returning a float, say)
+ * failed, without clearing anyone's message:
+ *     uint64_t before = nb_error_count(); v = metric(...);
+ *     if (nb_error_count() != before) ... nb_error() says why ... */
+uint64_t nb_error_count(void);
 /* Sets the error (printf-style) and calls the handler: the channel every
  * nabla function reports through, open to user code too (an op, a loss, a
  * layer or a whole program of one's own), so one handler and one nb_error()

@@ -73,6 +73,5 @@ void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit *
 void nb__engine_thread_exit(void);
 
 /* error.c */
-uint64_t nb__error_count(void); /* errors set so far on this thread */
 
 #endif

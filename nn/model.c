@@ -471,6 +471,28 @@ static bool forward_and_loss(const char *who, nb_model *model, nb_tensor *x, nb_
     return true;
 }
 
+/* Adds each metric of (pred, yb), weighted by the b rows, into sums. A
+ * metric returns a float, so its failure (out of memory, say) shows as an
+ * error set while it ran: false, with a message naming who and the metric. */
+static bool add_metrics(const char *who, const nb_model *model, nb_tensor *pred, nb_tensor *yb,
+                        int64_t b, double *sums) {
+    bool was = nb_set_grad_enabled(false);
+    for (int k = 0; k < model->nmetrics; k++) {
+        uint64_t errors = nb_error_count();
+        float v = model->metrics[k](pred, yb);
+        if (nb_error_count() != errors) {
+            nb_set_grad_enabled(was);
+            char why[400];
+            snprintf(why, sizeof why, "%s", nb_error());
+            nb_set_error("%s: the metric '%s' failed: %s", who, model->metric_names[k], why);
+            return false;
+        }
+        sums[k] += (double)v * (double)b;
+    }
+    nb_set_grad_enabled(was);
+    return true;
+}
+
 static bool evaluate_rows(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y, const int64_t *idx,
                           int64_t n, int64_t batch, totals *t) {
     memset(t, 0, sizeof *t);
@@ -483,7 +505,7 @@ static bool evaluate_rows(const char *who, nb_model *model, nb_tensor *x, nb_ten
         ok = forward_and_loss(who, model, take_rows(x, idx + start, b), yb, &pred, &loss);
         if (ok) {
             t->loss += (double)nb_item(loss) * (double)b;
-            for (int k = 0; k < model->nmetrics; k++) t->metrics[k] += (double)model->metrics[k](pred, yb) * (double)b;
+            ok = add_metrics(who, model, pred, yb, b, t->metrics);
             t->rows += b;
         }
         nb_scope_end();
@@ -747,11 +769,15 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
                 goto done;
             }
             loss_sum += (double)value * (double)b;
-            if (model->nmetrics) {
-                bool was = nb_set_grad_enabled(false);
-                for (int k = 0; k < model->nmetrics; k++)
-                    metric_sum[k] += (double)model->metrics[k](pred, yb) * (double)b;
-                nb_set_grad_enabled(was);
+            if (!add_metrics("nb_model_fit", model, pred, yb, b, metric_sum)) {
+                /* the step stands: stop as for a failed step */
+                snprintf(h->stop_reason, sizeof h->stop_reason,
+                         "%s (at epoch %d, batch %lld); training stopped", nb_error(), epoch + 1,
+                         (long long)s + 1);
+                nb_scope_end();
+                nb_set_error("%s", h->stop_reason);
+                if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
+                goto done;
             }
             seen += b;
             nb_scope_end();
