@@ -744,41 +744,30 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             nb_tensor *yb = take_rows(y, order + start, b), *pred, *loss;
             bool computed = forward_and_loss("nb_model_fit", model, take_rows(x, order + start, b), yb, &pred, &loss);
             float value = computed ? nb_item(loss) : NAN;
-            if (!computed || !isfinite(value)) {
-                if (computed)
-                    snprintf(h->stop_reason, sizeof h->stop_reason,
-                             "nb_model_fit: loss is %s at epoch %d, batch %lld; training stopped",
-                             isnan(value) ? "nan" : "infinite", epoch + 1, (long long)s + 1);
-                else /* "nb_model_fit: the loss 'x' failed: why" + where */
-                    snprintf(h->stop_reason, sizeof h->stop_reason, "%s (at epoch %d, batch %lld); training stopped",
-                             nb_error(), epoch + 1, (long long)s + 1);
-                nb_scope_end();
-                nb_set_error("%s", h->stop_reason);
-                if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
-                goto done;
+            /* Why training cannot go on, if it cannot: the steps made so far
+             * stand, the history keeps them and says where and why it ended. */
+            char why[200] = "";
+            if (computed && !isfinite(value))
+                snprintf(why, sizeof why, "nb_model_fit: loss is %s", isnan(value) ? "nan" : "infinite");
+            else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */
+                snprintf(why, sizeof why, "%s", nb_error());
+            else {
+                nb_optimizer_zero_grad(model->opt);
+                if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0)
+                    snprintf(why, sizeof why, "nb_model_fit: the training step failed: %s",
+                             nb_error() ? nb_error() : "no message");
+                else if (!add_metrics("nb_model_fit", model, pred, yb, b, metric_sum))
+                    snprintf(why, sizeof why, "%s", nb_error());
             }
-            nb_optimizer_zero_grad(model->opt);
-            if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0) {
-                /* the earlier steps stand: stop as for a failed loss */
-                snprintf(h->stop_reason, sizeof h->stop_reason,
-                         "nb_model_fit: the training step failed at epoch %d, batch %lld: %s; training stopped",
-                         epoch + 1, (long long)s + 1, nb_error() ? nb_error() : "no message");
+            if (why[0]) {
+                snprintf(h->stop_reason, sizeof h->stop_reason, "%s (at epoch %d, batch %lld); training stopped",
+                         why, epoch + 1, (long long)s + 1);
                 nb_scope_end();
                 nb_set_error("%s", h->stop_reason);
                 if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
                 goto done;
             }
             loss_sum += (double)value * (double)b;
-            if (!add_metrics("nb_model_fit", model, pred, yb, b, metric_sum)) {
-                /* the step stands: stop as for a failed step */
-                snprintf(h->stop_reason, sizeof h->stop_reason,
-                         "%s (at epoch %d, batch %lld); training stopped", nb_error(), epoch + 1,
-                         (long long)s + 1);
-                nb_scope_end();
-                nb_set_error("%s", h->stop_reason);
-                if (o.verbose) fprintf(out, "\n%s\n", h->stop_reason);
-                goto done;
-            }
             seen += b;
             nb_scope_end();
             if (o.verbose == 1 && tty && s + 1 < steps) {
