@@ -437,7 +437,7 @@ static nb_tensor *sum_like(const char *who, const nb_op *op, bool mean, nb_tenso
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, naxes, axes, keepdim, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    nb_tensor *out = nb__empty_for(who, p.out_ndim, p.out_shape);
     if (!out) return NULL;
     float *po = nb_data_mut(out);
     if (p.count == 0) { /* an empty sum is 0, an empty mean 0/0 */
@@ -484,8 +484,8 @@ static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, n
     bool track = nb_is_grad_enabled() && nb_requires_grad(x);
     /* A scope of our own: idx lives on only in the node that saves it. */
     nb_scope_begin();
-    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
-    nb_tensor *idx = track ? nb_empty(NB_SHAPE(p.nout, 2)) : NULL;
+    nb_tensor *out = nb__empty_for(who, p.out_ndim, p.out_shape);
+    nb_tensor *idx = track ? nb__empty_for(who, NB_SHAPE(p.nout, 2)) : NULL;
     if (out && (idx || !track)) {
         if (p.nout > 0) {
             rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x),
@@ -516,7 +516,7 @@ static nb_tensor *arg_reduce(const char *who, bool larger, nb_tensor *x, int axi
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, 1, &axis, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    nb_tensor *out = nb__empty_for(who, p.out_ndim, p.out_shape);
     if (!out) return NULL;
     if (p.nout > 0) {
         rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x), .pos = nb_data_mut(out)};
