@@ -47,8 +47,10 @@ Test(sizes, creation_refuses_overflow_in_any_order) {
     expect_refused(nb_ones(NB_SHAPE(0, P62, P62)), "nb_ones: ", s1);
     expect_refused(nb_full(NB_SHAPE(P62, 0, P62), 2), "nb_full: ", s3);
     expect_refused(nb_from_array(NB_SHAPE(0, P62, P62), (float[]){0}), "nb_from_array: ", s1);
-    expect_refused(nb_rand(NB_SHAPE(0, P62, P62)), "nb_uniform: ", s1);
-    expect_refused(nb_randn(NB_SHAPE(P62, P62, 0)), "nb_normal: ", s2);
+    expect_refused(nb_rand(NB_SHAPE(0, P62, P62)), "nb_rand: ", s1);
+    expect_refused(nb_randn(NB_SHAPE(P62, P62, 0)), "nb_randn: ", s2);
+    expect_refused(nb_uniform(NULL, 0, 1, NB_SHAPE(P62, 0, P62)), "nb_uniform: ", s3);
+    expect_refused(nb_normal(NULL, 0, 1, NB_SHAPE(0, P62, P62)), "nb_normal: ", s1);
     expect_refused(nb_zeros(NB_SHAPE(0, INT64_MAX, 2)), "nb_zeros: ",
                    "[0,9223372036854775807,2]");
 }
@@ -92,7 +94,7 @@ Test(sizes, allocation_beyond_memory_is_out_of_memory) {
     EXPECT_ERROR("nb_ones: out of memory");
     nb_clear_error();
     cr_assert_null(nb_randn(NB_SHAPE(3, P40)));
-    EXPECT_ERROR("nb_normal: out of memory");
+    EXPECT_ERROR("nb_randn: out of memory");
     nb_clear_error();
     cr_assert_null(nb_eye(P31));
     EXPECT_ERROR("nb_eye: out of memory");
