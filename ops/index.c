@@ -141,6 +141,7 @@ nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src
     split_at_axis(x, a, &outer, &inner);
     const float *ps = nb_data(src), *pi = nb_data(index);
     float *po = nb_data_mut(out);
+    if (nb_numel(src) == 0) outer = 0; /* nothing to add: skip the (maybe huge) walk */
     for (int64_t o = 0; o < outer; o++) {
         float *row = po + o * n * inner;
         const float *s = ps + o * m * inner;

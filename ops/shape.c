@@ -293,15 +293,17 @@ static void concat_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
 }
 static const nb_op concat_op = {"concat", concat_backward};
 
-nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
+/* who: the public function called, nb_concat or nb_stack (whose inputs,
+ * checked already, can fail here only for want of memory). */
+static nb_tensor *concat_for(const char *who, int n, nb_tensor *const *xs, int axis) {
     if (n <= 0 || !xs) {
-        nb_set_error("nb_concat: needs at least one tensor, got %d%s", n, xs ? "" : " (xs is NULL)");
+        nb_set_error("%s: needs at least one tensor, got %d%s", who, n, xs ? "" : " (xs is NULL)");
         return NULL;
     }
     for (int i = 0; i < n; i++)
         if (!xs[i]) return NULL;
     int a, ndim = nb_ndim(xs[0]);
-    if (!nb_norm_axis("nb_concat", axis, ndim, &a)) return NULL;
+    if (!nb_norm_axis(who, axis, ndim, &a)) return NULL;
     int64_t shape[NB_MAX_DIMS];
     memcpy(shape, nb_shape(xs[0]), sizeof(int64_t) * (size_t)ndim);
     shape[a] = 0;
@@ -310,19 +312,19 @@ nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
         for (int d = 0; ok && d < ndim; d++)
             ok = d == a || nb_shape(xs[i])[d] == shape[d];
         if (!ok) {
-            nb_set_error("nb_concat: input %d has shape %s and input 0 has shape %s; they must "
+            nb_set_error("%s: input %d has shape %s and input 0 has shape %s; they must "
                          "match except along axis %d",
-                         i, SHAPE(xs[i]), SHAPE(xs[0]), axis);
+                         who, i, SHAPE(xs[i]), SHAPE(xs[0]), axis);
             return NULL;
         }
         if (nb__add_overflows(shape[a], nb_shape(xs[i])[a], &shape[a])) {
-            nb_set_error("nb_concat: the sizes along axis %d add up to more than %lld at input %d "
+            nb_set_error("%s: the sizes along axis %d add up to more than %lld at input %d "
                          "(of shape %s)",
-                         axis, (long long)INT64_MAX, i, SHAPE(xs[i]));
+                         who, axis, (long long)INT64_MAX, i, SHAPE(xs[i]));
             return NULL;
         }
     }
-    nb_tensor *out = nb__empty_for("nb_concat", ndim, shape);
+    nb_tensor *out = nb__empty_for(who, ndim, shape);
     if (!out) return NULL;
     int64_t outer, inner;
     split_at_axis(out, a, &outer, &inner);
@@ -338,6 +340,10 @@ nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
     nb_record(out, &concat_op, n, xs);
     nb_set_attr(out, 0, a);
     return out;
+}
+
+nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
+    return concat_for("nb_concat", n, xs, axis);
 }
 
 /* stack: n tensors (S) -> out (S with n inserted at axis). Each input gets
@@ -390,7 +396,7 @@ nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis) {
      * graph of the result holds them. */
     nb_scope_begin();
     for (int i = 0; i < n; i++) views[i] = nb_unsqueeze(xs[i], a);
-    nb_tensor *out = nb_escape(nb_concat(n, views, a));
+    nb_tensor *out = nb_escape(concat_for("nb_stack", n, views, a));
     nb_scope_end();
     if (views != few) nb_free(views);
     return out;
