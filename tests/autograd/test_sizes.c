@@ -241,3 +241,20 @@ Test(sizes, reductions_of_zero_size_tensors) {
     EXPECT_SHAPE(nb_softmax(x, 1), 0, P62);
     EXPECT_SHAPE(nb_log_softmax(x, 0), 0, P62);
 }
+
+Test(sizes, where_and_index_select_refuse_uncountable_results) {
+    nb_tensor *c = nb_zeros(NB_SHAPE(P40, 1, 0)), *a = nb_zeros(NB_SHAPE(1, P40, 0));
+    cr_assert_null(nb_where(c, a, nb_scalar(1)));
+    EXPECT_ERROR("nb_where: ", "[1099511627776,1099511627776,0]");
+    nb_clear_error();
+    nb_tensor *x = nb_zeros(NB_SHAPE(1, 0, P62));
+    nb_tensor *index = nb_zeros(NB_SHAPE(3));
+    cr_assert_null(nb_index_select(x, 0, index));
+    EXPECT_ERROR("nb_index_select: ", "[3,0,4611686018427387904]");
+    nb_clear_error();
+    EXPECT_SHAPE(nb_index_select(x, 0, nb_zeros(NB_SHAPE(1))), 1, 0, P62);
+    /* empty results made without a walk over their 2^40 rows */
+    nb_tensor *z = nb_zeros(NB_SHAPE(P40, 1, 0));
+    EXPECT_SHAPE(nb_index_select(z, 1, nb_zeros(NB_SHAPE(5))), P40, 5, 0);
+    EXPECT_SHAPE(nb_index_add(z, 1, nb_zeros(NB_SHAPE(4)), nb_zeros(NB_SHAPE(P40, 4, 0))), P40, 1, 0);
+}
