@@ -562,9 +562,10 @@ nb_tensor *nb_logsumexp(nb_tensor *x, int naxes, const int *axes, bool keepdim) 
     rplan p;
     if (!plan_make("nb_logsumexp", x, naxes, axes, keepdim, &p)) return NULL;
     nb_scope_begin();
-    nb_tensor *m = nb_zeros(p.ndim, p.keep_shape), *out = NULL;
+    nb_tensor *m = nb__empty_for("nb_logsumexp", p.ndim, p.keep_shape), *out = NULL;
     if (m) {
         float *pm = nb_data_mut(m);
+        memset(pm, 0, sizeof(float) * (size_t)p.nout);
         if (p.count > 0 && p.nout > 0) {
             rkernel k = {.kind = RED_MAX, .x = nb_data(x), .vals = pm};
             run_reduce(&p, &k);

@@ -238,6 +238,14 @@ Test(sizes, reductions_of_zero_size_tensors) {
     cr_assert_null(nb_mean(x, NB_AXES(0), true));
     EXPECT_ERROR("nb_mean: out of memory", "[1,4611686018427387904]");
     nb_clear_error();
+    cr_assert_null(nb_logsumexp(x, NB_AXES(0), false));
+    EXPECT_ERROR("nb_logsumexp: out of memory", "[1,4611686018427387904]");
+    nb_clear_error();
+    cr_assert_null(nb_max(nb_zeros(NB_SHAPE(P62, 0)), NB_AXES(1), false));
+    EXPECT_ERROR("nb_max: ", "[4611686018427387904,0]", "zero elements");
+    nb_clear_error();
+    EXPECT_SHAPE(nb_max(nb_zeros(NB_SHAPE(P62, 0)), NB_AXES(0), false), 0);
+    EXPECT_SHAPE(nb_argmin(nb_zeros(NB_SHAPE(3, 0, P40)), 0, true), 1, 0, P40);
     EXPECT_SHAPE(nb_softmax(x, 1), 0, P62);
     EXPECT_SHAPE(nb_log_softmax(x, 0), 0, P62);
 }
