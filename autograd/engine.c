@@ -186,8 +186,10 @@ nb_tensor *nb_as_shape(nb_tensor *t, int ndim, const int64_t *shape) {
         char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
         const char *want = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape)
                                ? nb_shape_str(ndim, shape, b2, sizeof b2) : "no valid shape";
-        nb_set_error("nb_as_shape: cannot view %s as %s%s", nb_shape_str(t->ndim, t->shape, b1, sizeof b1),
-                     want, ok ? "" : " (a negative dimension, or nonzero dimensions whose product exceeds 2^63-1)");
+        nb_set_error("nb_as_shape: cannot view %s as %s%s",
+                     nb_shape_str(t->ndim, t->shape, b1, sizeof b1), want,
+                     ok ? "" : " (a negative dimension, or nonzero dimensions multiplying to more "
+                               "than 9223372036854775807)");
         return NULL;
     }
     return nb__tensor_view(t, ndim, shape);

@@ -264,5 +264,6 @@ Test(sizes, where_and_index_select_refuse_uncountable_results) {
     /* empty results made without a walk over their 2^40 rows */
     nb_tensor *z = nb_zeros(NB_SHAPE(P40, 1, 0));
     EXPECT_SHAPE(nb_index_select(z, 1, nb_zeros(NB_SHAPE(5))), P40, 5, 0);
-    EXPECT_SHAPE(nb_index_add(z, 1, nb_zeros(NB_SHAPE(4)), nb_zeros(NB_SHAPE(P40, 4, 0))), P40, 1, 0);
+    nb_tensor *src = nb_zeros(NB_SHAPE(P40, 4, 0));
+    EXPECT_SHAPE(nb_index_add(z, 1, nb_zeros(NB_SHAPE(4)), src), P40, 1, 0);
 }
