@@ -96,7 +96,7 @@ nb_tensor *nb_saved(nb_tensor *node, int k) {
     }
     nb_tensor *t = node->saved[k];
     if (t->storage->version != node->saved_version[k]) {
-        char buf[160];
+        char buf[NB_SHAPE_CHARS];
         nb_set_error("nb_backward: a tensor%s%s%s of shape %s saved by '%s' was modified in place "
                      "after it was saved (version %llu, saved at %llu); run the forward again "
                      "after changing it",
@@ -180,16 +180,17 @@ nb_tensor *nb_detach(nb_tensor *t) {
 
 nb_tensor *nb_as_shape(nb_tensor *t, int ndim, const int64_t *shape) {
     if (!t) return NULL;
-    int64_t n = 1;
-    bool ok = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape);
-    for (int i = 0; ok && i < ndim; i++) {
-        ok = shape[i] >= 0 && (shape[i] == 0 || n <= INT64_MAX / 4 / shape[i]);
-        n *= ok ? shape[i] : 1;
-    }
+    int64_t n = 0;
+    bool ok = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape) &&
+              nb__shape_numel(ndim, shape, &n);
     if (!ok || n != t->numel) {
-        char b1[160], b2[160];
-        nb_set_error("nb_as_shape: cannot view %s as %s", nb_shape_str(t->ndim, t->shape, b1, sizeof b1),
-                     ok ? nb_shape_str(ndim, shape, b2, sizeof b2) : "an invalid shape");
+        char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
+        const char *want = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape)
+                               ? nb_shape_str(ndim, shape, b2, sizeof b2) : "no valid shape";
+        nb_set_error("nb_as_shape: cannot view %s as %s%s",
+                     nb_shape_str(t->ndim, t->shape, b1, sizeof b1), want,
+                     ok ? "" : " (a negative dimension, or nonzero dimensions multiplying to more "
+                               "than 9223372036854775807)");
         return NULL;
     }
     return nb__tensor_view(t, ndim, shape);
@@ -474,7 +475,7 @@ typedef struct run {
 } run;
 
 static bool check_outputs(const run *r) {
-    char b1[160], b2[160];
+    char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
     for (int i = 0; i < r->noutputs; i++) {
         nb_tensor *out = r->outputs[i];
         nb_tensor *go = r->grad_outputs ? r->grad_outputs[i] : NULL;
@@ -537,7 +538,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
         nb_tensor *in = node->inputs[i];
         if (!in->requires_grad || !gin[i]) continue;
         if (!nb_same_shape(gin[i], in)) {
-            char b1[160], b2[160];
+            char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
             nb_set_error("%s: backward of '%s' returned a gradient of shape %s for input %d of "
                          "shape %s",
                          r->who, node->op->name, nb_shape_str(gin[i]->ndim, gin[i]->shape, b1, sizeof b1),

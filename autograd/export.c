@@ -22,7 +22,7 @@ int nb_export_dot(const nb_tensor *root, FILE *out) {
     /* breadth-first; the seen list doubles as the queue */
     while (head < n) {
         const nb_tensor *t = seen[head++];
-        char shape[160];
+        char shape[NB_SHAPE_CHARS];
         nb_shape_str(t->ndim, t->shape, shape, sizeof shape);
         const char *color = t->op ? "white" : t->requires_grad ? "lightblue" : "lightgrey";
         fprintf(out, "  t%p [label=\"%s%s%s %s\", style=filled, fillcolor=%s];\n", (const void *)t,

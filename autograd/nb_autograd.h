@@ -83,7 +83,12 @@ void nb_release(nb_tensor *t);
 /* Tensors currently alive in the process (for leak tests). */
 int64_t nb_live_tensors(void);
 
-/* ---- creation (all return a new tensor: see the ownership rule) --------- */
+/* ---- creation (all return a new tensor: see the ownership rule) ---------
+ * A valid shape has every dimension >= 0 and nonzero dimensions whose
+ * product fits in int64: a zero does not excuse the rest, so [0, 2^62, 2^62]
+ * is refused like [2^62, 2^62, 0]. Every function and op that would make
+ * another shape returns NULL with a message naming it and the shape; a
+ * valid shape too large to allocate gives "out of memory". */
 
 nb_tensor *nb_empty(int ndim, const int64_t *shape); /* values unspecified */
 nb_tensor *nb_zeros(int ndim, const int64_t *shape);

@@ -71,12 +71,14 @@ static float uniform_float(nb_generator *g, float low, float high) {
     return v < high ? v : nextafterf(high, low);
 }
 
-nb_tensor *nb_uniform(nb_generator *gen, float low, float high, int ndim, const int64_t *shape) {
+/* who: the public function called (nb_rand reports as nb_rand). */
+static nb_tensor *uniform_for(const char *who, nb_generator *gen, float low, float high, int ndim,
+                              const int64_t *shape) {
     if (!(low <= high) || !isfinite(low) || !isfinite(high)) {
-        nb_set_error("nb_uniform: invalid range [%g, %g)", (double)low, (double)high);
+        nb_set_error("%s: invalid range [%g, %g)", who, (double)low, (double)high);
         return NULL;
     }
-    nb_tensor *t = nb__tensor_new(ndim, shape, "nb_uniform");
+    nb_tensor *t = nb__tensor_new(ndim, shape, who);
     if (!t) return NULL;
     nb_generator *g = gen ? gen : nb_default_generator();
     float *d = t->storage->data;
@@ -84,12 +86,13 @@ nb_tensor *nb_uniform(nb_generator *gen, float low, float high, int ndim, const 
     return t;
 }
 
-nb_tensor *nb_normal(nb_generator *gen, float mean, float std, int ndim, const int64_t *shape) {
+static nb_tensor *normal_for(const char *who, nb_generator *gen, float mean, float std, int ndim,
+                             const int64_t *shape) {
     if (!(std >= 0) || !isfinite(mean) || !isfinite(std)) {
-        nb_set_error("nb_normal: invalid mean %g or std %g", (double)mean, (double)std);
+        nb_set_error("%s: invalid mean %g or std %g", who, (double)mean, (double)std);
         return NULL;
     }
-    nb_tensor *t = nb__tensor_new(ndim, shape, "nb_normal");
+    nb_tensor *t = nb__tensor_new(ndim, shape, who);
     if (!t) return NULL;
     nb_generator *g = gen ? gen : nb_default_generator();
     float *d = t->storage->data;
@@ -98,8 +101,18 @@ nb_tensor *nb_normal(nb_generator *gen, float mean, float std, int ndim, const i
     return t;
 }
 
-nb_tensor *nb_rand(int ndim, const int64_t *shape) { return nb_uniform(NULL, 0.0f, 1.0f, ndim, shape); }
-nb_tensor *nb_randn(int ndim, const int64_t *shape) { return nb_normal(NULL, 0.0f, 1.0f, ndim, shape); }
+nb_tensor *nb_uniform(nb_generator *gen, float low, float high, int ndim, const int64_t *shape) {
+    return uniform_for("nb_uniform", gen, low, high, ndim, shape);
+}
+nb_tensor *nb_normal(nb_generator *gen, float mean, float std, int ndim, const int64_t *shape) {
+    return normal_for("nb_normal", gen, mean, std, ndim, shape);
+}
+nb_tensor *nb_rand(int ndim, const int64_t *shape) {
+    return uniform_for("nb_rand", NULL, 0.0f, 1.0f, ndim, shape);
+}
+nb_tensor *nb_randn(int ndim, const int64_t *shape) {
+    return normal_for("nb_randn", NULL, 0.0f, 1.0f, ndim, shape);
+}
 
 /* Unbiased bounded integers by rejection (Lemire's threshold). */
 static uint64_t below(nb_generator *g, uint64_t n) {

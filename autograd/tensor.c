@@ -133,28 +133,28 @@ char *nb_shape_str(int ndim, const int64_t *shape, char *buf, size_t size) {
     return buf;
 }
 
-static bool check_shape(int ndim, const int64_t *shape, const char *who, int64_t *numel) {
-    char buf[160];
+bool nb__check_shape(const char *who, int ndim, const int64_t *shape, int64_t *numel) {
+    char buf[NB_SHAPE_CHARS];
     if (ndim < 0 || ndim > NB_MAX_DIMS || (ndim > 0 && !shape)) {
         nb_set_error("%s: %d dimensions requested; nabla tensors have 0 to %d", who, ndim,
                      NB_MAX_DIMS);
         return false;
     }
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])) {
-            nb_set_error("%s: invalid shape %s", who, nb_shape_str(ndim, shape, buf, sizeof buf));
+    if (nb__shape_numel(ndim, shape, numel)) return true;
+    nb_shape_str(ndim, shape, buf, sizeof buf);
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 0) {
+            nb_set_error("%s: invalid shape %s: dimension %d is negative", who, buf, d);
             return false;
         }
-        n *= shape[i];
-    }
-    *numel = n;
-    return true;
+    nb_set_error("%s: invalid shape %s: the product of its nonzero dimensions exceeds %lld", who,
+                 buf, (long long)INT64_MAX);
+    return false;
 }
 
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     int64_t numel;
-    if (!check_shape(ndim, shape, who, &numel)) return NULL;
+    if (!nb__check_shape(who, ndim, shape, &numel)) return NULL;
     nb_tensor *t = tensor_struct_new();
     nb_storage *s = t ? storage_new(numel) : NULL;
     if (!s) {
@@ -162,7 +162,9 @@ nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
             atomic_fetch_sub(&live_tensors, 1);
             nb_free(t);
         }
-        nb_set_error("%s: out of memory for %lld floats", who, (long long)numel);
+        char buf[NB_SHAPE_CHARS];
+        nb_set_error("%s: out of memory for %lld floats (shape %s)", who, (long long)numel,
+                     nb_shape_str(ndim, shape, buf, sizeof buf));
         return NULL;
     }
     t->ndim = ndim;
@@ -171,6 +173,10 @@ nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     t->storage = s;
     nb__scope_adopt(t);
     return t;
+}
+
+nb_tensor *nb__empty_for(const char *who, int ndim, const int64_t *shape) {
+    return nb__tensor_new(ndim, shape, who);
 }
 
 nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape) {
@@ -238,12 +244,16 @@ nb_tensor *nb_empty(int ndim, const int64_t *shape) {
     return nb__tensor_new(ndim, shape, "nb_empty");
 }
 
-nb_tensor *nb_full(int ndim, const int64_t *shape, float value) {
-    nb_tensor *t = nb__tensor_new(ndim, shape, "nb_full");
+static nb_tensor *filled(int ndim, const int64_t *shape, float value, const char *who) {
+    nb_tensor *t = nb__tensor_new(ndim, shape, who);
     if (!t) return NULL;
     float *d = t->storage->data;
     for (int64_t i = 0; i < t->numel; i++) d[i] = value;
     return t;
+}
+
+nb_tensor *nb_full(int ndim, const int64_t *shape, float value) {
+    return filled(ndim, shape, value, "nb_full");
 }
 
 nb_tensor *nb_zeros(int ndim, const int64_t *shape) {
@@ -252,7 +262,7 @@ nb_tensor *nb_zeros(int ndim, const int64_t *shape) {
     return t;
 }
 
-nb_tensor *nb_ones(int ndim, const int64_t *shape) { return nb_full(ndim, shape, 1.0f); }
+nb_tensor *nb_ones(int ndim, const int64_t *shape) { return filled(ndim, shape, 1.0f, "nb_ones"); }
 
 nb_tensor *nb_from_array(int ndim, const int64_t *shape, const float *data) {
     if (!data) {
@@ -264,16 +274,21 @@ nb_tensor *nb_from_array(int ndim, const int64_t *shape, const float *data) {
     return t;
 }
 
-nb_tensor *nb_scalar(float value) { return nb_full(0, NULL, value); }
+nb_tensor *nb_scalar(float value) { return filled(0, NULL, value, "nb_scalar"); }
 
+/* The count is ceil((stop - start) / step) computed in double: a count of
+ * 2^63 or more (or one that is not a number: a span of inf - inf) cannot be
+ * a dimension and is refused before it is converted, which would be
+ * undefined; a count that fits but not in memory is "out of memory". */
 nb_tensor *nb_arange(double start, double stop, double step) {
     if (step == 0 || !isfinite(start) || !isfinite(stop) || !isfinite(step)) {
         nb_set_error("nb_arange: cannot go from %g to %g in steps of %g", start, stop, step);
         return NULL;
     }
     double span = ceil((stop - start) / step);
-    if (span > 4e18) {
-        nb_set_error("nb_arange: %g to %g in steps of %g is too many elements", start, stop, step);
+    if (!(span < 0x1p63)) {
+        nb_set_error("nb_arange: %g to %g in steps of %g is too many elements (%g; at most %lld)",
+                     start, stop, step, span, (long long)INT64_MAX);
         return NULL;
     }
     int64_t n = span > 0 ? (int64_t)span : 0;
@@ -283,6 +298,9 @@ nb_tensor *nb_arange(double start, double stop, double step) {
     return t;
 }
 
+/* Values start + i (stop - start) / (steps - 1); when stop - start itself
+ * overflows double (from -1e308 to 1e308), the same point is taken as the
+ * weighted mean start (1 - w) + stop w, which cannot. */
 nb_tensor *nb_linspace(double start, double stop, int64_t steps) {
     if (steps < 0) {
         nb_set_error("nb_linspace: steps must be >= 0, got %lld", (long long)steps);
@@ -291,15 +309,20 @@ nb_tensor *nb_linspace(double start, double stop, int64_t steps) {
     nb_tensor *t = nb__tensor_new(1, &steps, "nb_linspace");
     if (!t) return NULL;
     double h = steps > 1 ? (stop - start) / (double)(steps - 1) : 0;
-    for (int64_t i = 0; i < steps; i++)
-        t->storage->data[i] = (float)(i == steps - 1 && steps > 1 ? stop : start + (double)i * h);
+    bool spread = isfinite(h) || !isfinite(start) || !isfinite(stop);
+    for (int64_t i = 0; i < steps; i++) {
+        double w = steps > 1 ? (double)i / (double)(steps - 1) : 0;
+        double v = spread ? start + (double)i * h : start * (1 - w) + stop * w;
+        t->storage->data[i] = (float)(i == steps - 1 && steps > 1 ? stop : v);
+    }
     return t;
 }
 
 nb_tensor *nb_eye(int64_t n) {
-    nb_tensor *t = nb_zeros(2, (int64_t[]){n, n});
-    if (t)
-        for (int64_t i = 0; i < n; i++) t->storage->data[i * n + i] = 1.0f;
+    nb_tensor *t = nb__tensor_new(2, (int64_t[]){n, n}, "nb_eye");
+    if (!t) return NULL;
+    memset(t->storage->data, 0, (size_t)t->numel * sizeof(float));
+    for (int64_t i = 0; i < n; i++) t->storage->data[i * n + i] = 1.0f;
     return t;
 }
 
@@ -333,7 +356,7 @@ int64_t nb_dim(const nb_tensor *t, int axis) {
 float nb_item(const nb_tensor *t) {
     if (!t) return NAN;
     if (t->numel != 1) {
-        char buf[160];
+        char buf[NB_SHAPE_CHARS];
         nb_set_error("nb_item: tensor of shape %s has %lld elements, not one",
                      nb_shape_str(t->ndim, t->shape, buf, sizeof buf), (long long)t->numel);
         return NAN;
@@ -472,7 +495,7 @@ void nb_fprint(FILE *f, const nb_tensor *t) {
         format_value(buf, sizeof buf, t->storage->data[0], pf.mode);
         fputs(buf, f);
     } else if (t->numel == 0) {
-        char buf[160];
+        char buf[NB_SHAPE_CHARS];
         fprintf(f, "[], size=%s", nb_shape_str(t->ndim, t->shape, buf, sizeof buf));
     } else {
         print_rec(f, t, &pf, 0, 0, 7);

@@ -13,6 +13,7 @@
 #define NB_TENSOR_INTERNAL_H
 
 #include "nb_autograd.h"
+#include "size_internal.h"
 
 #include <stdatomic.h>
 

@@ -92,6 +92,15 @@ static bool where_shape(nb_tensor *cond, nb_tensor *a, nb_tensor *b, int *ndim, 
         }
         shape[d] = size;
     }
+    int64_t numel;
+    if (!nb__shape_numel(n, shape, &numel)) {
+        char out[NB_SHAPE_BUF];
+        nb_set_error("nb_where: shapes %s (cond), %s (a) and %s (b) broadcast to %s, whose "
+                     "nonzero dimensions multiply to more than %lld",
+                     SHAPE(cond), SHAPE(a), SHAPE(b), nb_shape_str(n, shape, out, sizeof out),
+                     (long long)INT64_MAX);
+        return false;
+    }
     *ndim = n;
     return true;
 }
@@ -115,7 +124,7 @@ nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b) {
     int ndim;
     int64_t shape[NB_MAX_DIMS];
     if (!where_shape(cond, a, b, &ndim, shape)) return NULL;
-    nb_tensor *out = nb_empty(ndim, shape);
+    nb_tensor *out = nb__empty_for("nb_where", ndim, shape);
     if (!out) return NULL;
     /* Every operand broadcasts to out, so these plans cannot fail. Two
      * passes of two operands each keep the inner loops branch-free: copy a,

@@ -37,6 +37,15 @@ static bool broadcast_shape(const char *who, int na, const int64_t *sa, int nb, 
         }
         out[d] = x == 1 ? y : x;
     }
+    int64_t numel;
+    if (!nb__shape_numel(n, out, &numel)) {
+        char b1[NB_SHAPE_BUF], b2[NB_SHAPE_BUF], b3[NB_SHAPE_BUF];
+        nb_set_error("%s: shapes %s and %s broadcast to %s, whose nonzero dimensions multiply "
+                     "to more than %lld",
+                     who, nb_shape_str(na, sa, b1, sizeof b1), nb_shape_str(nb, sb, b2, sizeof b2),
+                     nb_shape_str(n, out, b3, sizeof b3), (long long)INT64_MAX);
+        return false;
+    }
     *ndim = n;
     return true;
 }
@@ -61,8 +70,7 @@ static void bcast_strides(const nb_tensor *t, int ndim, const int64_t *shape, in
 
 bool nb_bcast_plan(const char *who, const nb_tensor *a, const nb_tensor *b, nb_bcast *p) {
     if (!nb_broadcast_shapes(who, a, b, &p->ndim, p->shape)) return false;
-    p->numel = 1;
-    for (int d = 0; d < p->ndim; d++) p->numel *= p->shape[d];
+    nb__shape_numel(p->ndim, p->shape, &p->numel); /* checked by broadcast_shape */
     bcast_strides(a, p->ndim, p->shape, p->stride_a);
     bcast_strides(b, p->ndim, p->shape, p->stride_b);
     return true;
@@ -87,7 +95,9 @@ nb_tensor *nb_expand(nb_tensor *x, int ndim, const int64_t *shape) {
                      SHAPE(x));
         return NULL;
     }
-    if (ndim < nb_ndim(x) || ndim > NB_MAX_DIMS ||
+    int64_t numel;
+    if (!nb__check_shape("nb_expand", ndim, shape, &numel)) return NULL;
+    if (ndim < nb_ndim(x) ||
         !broadcast_shape("nb_expand", nb_ndim(x), nb_shape(x), ndim, shape, &n, bshape) ||
         (ndim > 0 && memcmp(bshape, shape, sizeof(int64_t) * (size_t)ndim) != 0)) {
         char b[NB_SHAPE_BUF];
@@ -95,7 +105,7 @@ nb_tensor *nb_expand(nb_tensor *x, int ndim, const int64_t *shape) {
                      nb_shape_str(ndim, shape, b, sizeof b));
         return NULL;
     }
-    nb_tensor *out = nb_empty(ndim, shape);
+    nb_tensor *out = nb__empty_for("nb_expand", ndim, shape);
     if (!out) return NULL;
     nb_bcast p = {.ndim = ndim, .numel = nb_numel(out)};
     memcpy(p.shape, shape, sizeof(int64_t) * (size_t)ndim);

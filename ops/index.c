@@ -121,11 +121,12 @@ nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index) {
     int64_t m = nb_numel(index), n = nb_shape(x)[a], shape[NB_MAX_DIMS], outer, inner;
     memcpy(shape, nb_shape(x), sizeof(int64_t) * (size_t)nb_ndim(x));
     shape[a] = m;
-    nb_tensor *out = nb_empty(nb_ndim(x), shape);
+    nb_tensor *out = nb__empty_for("nb_index_select", nb_ndim(x), shape);
     if (!out) return NULL;
     split_at_axis(x, a, &outer, &inner);
     const float *px = nb_data(x), *pi = nb_data(index);
     float *po = nb_data_mut(out);
+    if (nb_numel(out) == 0) outer = 0; /* nothing to copy: skip the (maybe huge) walk */
     for (int64_t o = 0; o < outer; o++) {
         const float *row = px + o * n * inner;
         float *dst = po + o * m * inner;
@@ -184,6 +185,7 @@ nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src
     split_at_axis(x, a, &outer, &inner);
     const float *ps = nb_data(src), *pi = nb_data(index);
     float *po = nb_data_mut(out);
+    if (nb_numel(src) == 0) outer = 0; /* nothing to add: skip the (maybe huge) walk */
     for (int64_t o = 0; o < outer; o++) {
         float *row = po + o * n * inner;
         const float *s = ps + o * m * inner;

@@ -128,7 +128,7 @@ nb_tensor *nb_permute(nb_tensor *x, const int *perm) {
     }
     int64_t shape[NB_MAX_DIMS];
     for (int d = 0; d < n; d++) shape[d] = nb_shape(x)[p[d]];
-    nb_tensor *out = nb_empty(n, shape);
+    nb_tensor *out = nb__empty_for("nb_permute", n, shape);
     if (!out) return NULL;
     permute_copy(nb_data(x), nb_data_mut(out), n, nb_shape(x), p);
     nb_record(out, &permute_op, 1, &x);
@@ -271,11 +271,20 @@ static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
                      SHAPE(a), SHAPE(b), (long long)k, (long long)kb);
         return NULL;
     }
-    int64_t shape[NB_MAX_DIMS], nbatch = 1;
-    for (int d = 0; d < nd; d++) nbatch *= (shape[d] = bshape[d]);
+    int64_t shape[NB_MAX_DIMS], nbatch = 1, numel;
+    for (int d = 0; d < nd; d++) shape[d] = bshape[d];
     shape[nd] = m;
     shape[nd + 1] = n;
-    nb_tensor *out = nb_empty(nd + 2, shape);
+    if (!nb__shape_numel(nd + 2, shape, &numel)) {
+        char res[NB_SHAPE_BUF];
+        nb_set_error("nb_matmul: cannot multiply %s by %s: the result %s would have nonzero "
+                     "dimensions multiplying to more than %lld",
+                     SHAPE(a), SHAPE(b), nb_shape_str(nd + 2, shape, res, sizeof res),
+                     (long long)INT64_MAX);
+        return NULL;
+    }
+    nb__shape_numel(nd, bshape, &nbatch); /* part of a valid shape: fits */
+    nb_tensor *out = nb__empty_for("nb_matmul", nd + 2, shape);
     if (!out) return NULL;
     float *c = nb_data_mut(out);
     if (nb_numel(out) > 0 && k == 0) {
@@ -293,7 +302,8 @@ static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
             batch_strides(a, nd, bshape, job.sa);
             batch_strides(b, nd, bshape, job.sb);
         }
-        int64_t work = job.m * n * k;
+        int64_t work; /* multiply-adds per product; only compared, so saturate */
+        if (nb__mul_overflows(job.m * n, k, &work)) work = INT64_MAX;
         if (nbatch > 1 && work < MM_SMALL)
             nb_parallel_for(nbatch, MM_CHUNK / work + 1, mm_batches, &job);
         else

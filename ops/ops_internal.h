@@ -7,13 +7,14 @@
 #define NB_OPS_INTERNAL_H
 
 #include "nb_ops.h"
+#include "size_internal.h" /* checked size arithmetic, the shape rule */
 
 #include <math.h>
 #include <string.h>
 
 /* A shape formatted for a message: SHAPE(t) is "[3,4]". Each use needs its
  * own buffer, so it lives in a compound literal of the enclosing block. */
-#define NB_SHAPE_BUF 96
+#define NB_SHAPE_BUF NB_SHAPE_CHARS
 #define SHAPE(t) nb_shape_str(nb_ndim(t), nb_shape(t), (char[NB_SHAPE_BUF]){0}, NB_SHAPE_BUF)
 
 /* Output index -> offsets into a and b for two operands broadcast together.
@@ -29,10 +30,11 @@ typedef struct nb_bcast {
 bool nb_bcast_plan(const char *who, const nb_tensor *a, const nb_tensor *b, nb_bcast *p);
 
 /* Plans a op b and makes the (uninitialised) output of the broadcast
- * shape; NULL, with a message naming who, when the shapes clash. */
+ * shape; NULL, with a message naming who, when the shapes clash or the
+ * output cannot be made. */
 static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, const nb_tensor *b,
                                          nb_bcast *p) {
-    return nb_bcast_plan(who, a, b, p) ? nb_empty(p->ndim, p->shape) : NULL;
+    return nb_bcast_plan(who, a, b, p) ? nb__empty_for(who, p->ndim, p->shape) : NULL;
 }
 
 /* Runs BODY for every output element i with ia, ib the matching input
@@ -93,7 +95,8 @@ static inline nb_tensor *nb_composite_end(nb_tensor *result) {
  * message naming who when out of range. */
 bool nb_norm_axis(const char *who, int axis, int ndim, int *out);
 
-/* Row-major strides of a shape. */
+/* Row-major strides of a valid shape (size_internal.h: every partial
+ * product of its dimensions fits, so none of these can overflow). */
 static inline void nb_strides(int ndim, const int64_t *shape, int64_t *strides) {
     int64_t s = 1;
     for (int d = ndim - 1; d >= 0; d--) {

@@ -151,7 +151,6 @@ typedef struct rkernel {
     red_kind kind;
     const float *x;
     float *vals;     /* the nout results (max/min: optional) */
-    float *flat;     /* max/min, optional: flat index in x of the selection (idx_put) */
     float *pos;      /* max/min, optional: its position within the reduction */
     double divisor;  /* sum: each result divided by it (n for mean, else 1) */
     /* (outer, R, inner) form */
@@ -160,17 +159,6 @@ typedef struct rkernel {
     int nk, nr;
     int64_t ksize[NB_MAX_DIMS], kstride[NB_MAX_DIMS], rsize[NB_MAX_DIMS], rstride[NB_MAX_DIMS];
 } rkernel;
-
-/* Flat indices are stored in float tensors as two exact halves, so that any
- * tensor size round-trips (a single float is exact only below 2^24). */
-#define IDX_BASE 16777216 /* 2^24 */
-static inline void idx_put(float *p, int64_t o, int64_t k) {
-    p[2 * o] = (float)(k / IDX_BASE);
-    p[2 * o + 1] = (float)(k % IDX_BASE);
-}
-static inline int64_t idx_get(const float *p, int64_t o) {
-    return (int64_t)p[2 * o] * IDX_BASE + (int64_t)p[2 * o + 1];
-}
 
 /* Sum of n contiguous floats in double: eight interleaved partial sums (kept
  * in vector registers) combined by a fixed tree, then the tail in order. */
@@ -192,9 +180,8 @@ static inline bool beats(float v, float best, bool larger) {
     return larger ? v > best : v < best;
 }
 
-static void write_selection(const rkernel *k, int64_t o, float v, int64_t flat, int64_t pos) {
+static void write_selection(const rkernel *k, int64_t o, float v, int64_t pos) {
     if (k->vals) k->vals[o] = v;
-    if (k->flat) idx_put(k->flat, o, flat);
     if (k->pos) k->pos[o] = (float)pos;
 }
 
@@ -225,7 +212,7 @@ static void fast_items(void *ctx, int64_t begin, int64_t end) {
                     best = x[r];
                     at = r;
                 }
-            write_selection(k, o, best, o * R + at, at);
+            write_selection(k, o, best, at);
         } else {
             float best[CHUNK];
             int64_t at[CHUNK];
@@ -240,7 +227,7 @@ static void fast_items(void *ctx, int64_t begin, int64_t end) {
                         at[i] = r;
                     }
             for (int64_t i = 0; i < ni; i++)
-                write_selection(k, out0 + i, best[i], (o * R + at[i]) * inner + i0 + i, at[i]);
+                write_selection(k, out0 + i, best[i], at[i]);
         }
     }
 }
@@ -260,7 +247,7 @@ static void general_items(void *ctx, int64_t begin, int64_t end) {
         base += kidx[d] * k->kstride[d];
     }
     for (int64_t o = begin; o < end; o++) {
-        int64_t ridx[NB_MAX_DIMS] = {0}, roff = 0, j = 0, at = 0, at_off = 0;
+        int64_t ridx[NB_MAX_DIMS] = {0}, roff = 0, j = 0, at = 0;
         double acc = 0;
         float best = k->x[base];
         for (;;) {
@@ -276,7 +263,6 @@ static void general_items(void *ctx, int64_t begin, int64_t end) {
                     if (beats(row[q * lstride], best, larger)) {
                         best = row[q * lstride];
                         at = j + q;
-                        at_off = roff + q * lstride;
                     }
             }
             j += last;
@@ -291,7 +277,7 @@ static void general_items(void *ctx, int64_t begin, int64_t end) {
             if (d < 0) break;
         }
         if (k->kind == RED_SUM) k->vals[o] = (float)(acc / k->divisor);
-        else write_selection(k, o, best, base + at_off, at);
+        else write_selection(k, o, best, at);
         for (int d = k->nk - 1; d >= 0; d--) {
             kidx[d]++;
             base += k->kstride[d];
@@ -385,7 +371,7 @@ static nb_tensor *sum_like(const char *who, const nb_op *op, bool mean, nb_tenso
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, naxes, axes, keepdim, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    nb_tensor *out = nb__empty_for(who, p.out_ndim, p.out_shape);
     if (!out) return NULL;
     float *po = nb_data_mut(out);
     if (p.count == 0) { /* an empty sum is 0, an empty mean 0/0 */
@@ -454,7 +440,7 @@ static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, n
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, naxes, axes, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    nb_tensor *out = nb__empty_for(who, p.out_ndim, p.out_shape);
     if (!out) return NULL;
     if (p.nout > 0) {
         rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x), .vals = nb_data_mut(out)};
@@ -481,7 +467,7 @@ static nb_tensor *arg_reduce(const char *who, bool larger, nb_tensor *x, int axi
     if (!x) return NULL;
     rplan p;
     if (!plan_make(who, x, 1, &axis, keepdim, &p) || !check_nonempty(who, x, &p)) return NULL;
-    nb_tensor *out = nb_empty(p.out_ndim, p.out_shape);
+    nb_tensor *out = nb__empty_for(who, p.out_ndim, p.out_shape);
     if (!out) return NULL;
     if (p.nout > 0) {
         rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x), .pos = nb_data_mut(out)};
@@ -527,9 +513,10 @@ nb_tensor *nb_logsumexp(nb_tensor *x, int naxes, const int *axes, bool keepdim) 
     rplan p;
     if (!plan_make("nb_logsumexp", x, naxes, axes, keepdim, &p)) return NULL;
     nb_scope_begin();
-    nb_tensor *m = nb_zeros(p.ndim, p.keep_shape), *out = NULL;
+    nb_tensor *m = nb__empty_for("nb_logsumexp", p.ndim, p.keep_shape), *out = NULL;
     if (m) {
         float *pm = nb_data_mut(m);
+        memset(pm, 0, sizeof(float) * (size_t)p.nout);
         if (p.count > 0 && p.nout > 0) {
             rkernel k = {.kind = RED_MAX, .x = nb_data(x), .vals = pm};
             run_reduce(&p, &k);

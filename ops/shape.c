@@ -25,8 +25,11 @@ nb_tensor *nb_reshape(nb_tensor *x, int ndim, const int64_t *shape) {
                      ndim, SHAPE(x), NB_MAX_DIMS);
         return NULL;
     }
+    /* known: the product of the given nonzero sizes (the -1 aside), which
+     * must fit in int64 whether or not a zero makes the count 0. */
     int64_t resolved[NB_MAX_DIMS], known = 1;
     int infer = -1;
+    bool zero = false;
     for (int d = 0; d < ndim; d++) {
         resolved[d] = shape[d];
         if (shape[d] == -1 && infer < 0) infer = d;
@@ -34,17 +37,25 @@ nb_tensor *nb_reshape(nb_tensor *x, int ndim, const int64_t *shape) {
             nb_set_error("nb_reshape: invalid shape %s (one -1 at most, no other negative size)",
                          nb_shape_str(ndim, shape, want, sizeof want));
             return NULL;
-        } else known *= shape[d];
+        } else if (shape[d] == 0) zero = true;
+        else if (nb__mul_overflows(known, shape[d], &known)) {
+            nb_set_error("nb_reshape: invalid shape %s for %s: the product of its nonzero "
+                         "dimensions exceeds %lld",
+                         nb_shape_str(ndim, shape, want, sizeof want), SHAPE(x),
+                         (long long)INT64_MAX);
+            return NULL;
+        }
     }
     if (infer >= 0) {
-        if (known == 0 || nb_numel(x) % known != 0) {
+        if (zero || nb_numel(x) % known != 0) {
             nb_set_error("nb_reshape: cannot reshape %s (%lld elements) to %s", SHAPE(x),
                          (long long)nb_numel(x), nb_shape_str(ndim, shape, want, sizeof want));
             return NULL;
         }
         resolved[infer] = nb_numel(x) / known;
-        known *= resolved[infer];
+        known = resolved[infer] > 0 ? known * resolved[infer] : 0; /* numel(x): fits */
     }
+    if (zero) known = 0;
     if (known != nb_numel(x)) {
         nb_set_error("nb_reshape: cannot reshape %s (%lld elements) to %s (%lld elements)",
                      SHAPE(x), (long long)nb_numel(x),
@@ -68,7 +79,12 @@ nb_tensor *nb_flatten(nb_tensor *x, int start_axis, int end_axis) {
     int m = 0;
     for (int d = 0; d < s; d++) shape[m++] = nb_shape(x)[d];
     shape[m] = 1;
-    for (int d = s; d <= e; d++) shape[m] *= nb_shape(x)[d];
+    for (int d = s; d <= e; d++)
+        if (nb__mul_overflows(shape[m], nb_shape(x)[d], &shape[m])) {
+            nb_set_error("nb_flatten: axes %d to %d of %s multiply to more than %lld", start_axis,
+                         end_axis, SHAPE(x), (long long)INT64_MAX);
+            return NULL;
+        }
     m++;
     for (int d = e + 1; d < n; d++) shape[m++] = nb_shape(x)[d];
     return nb_reshape(x, m, shape);
@@ -146,14 +162,26 @@ static int64_t slice_len(int64_t start, int64_t stop, int64_t step) {
     return stop > start ? (stop - start - 1) / step + 1 : 0;
 }
 
-/* slice and slice_scatter keep the same four attributes, each the other's
- * backward: 0 axis, 1 start, 2 stop, 3 step. */
+/* slice and slice_scatter keep the same attributes, each the other's
+ * backward: 0 axis, then start, stop and step. These are >= 0 once clipped
+ * but may pass 2^53 along a huge axis of an empty tensor, beyond what a
+ * double holds exactly, so each is kept as two attributes: its high 32 bits
+ * (1, 2, 3) and its low 32 bits (4, 5, 6). */
+static void set_bound_attr(nb_tensor *out, int k, int64_t v) {
+    nb_set_attr(out, k, (double)(v >> 32));
+    nb_set_attr(out, k + 3, (double)(v & 0xffffffff));
+}
+
+static int64_t bound_attr(const nb_tensor *out, int k) {
+    return (int64_t)nb_attr(out, k) * ((int64_t)1 << 32) + (int64_t)nb_attr(out, k + 3);
+}
+
 static nb_tensor *set_slice_attrs(nb_tensor *out, int axis, int64_t start, int64_t stop,
                                   int64_t step) {
     nb_set_attr(out, 0, axis);
-    nb_set_attr(out, 1, (double)start);
-    nb_set_attr(out, 2, (double)stop);
-    nb_set_attr(out, 3, (double)step);
+    set_bound_attr(out, 1, start);
+    set_bound_attr(out, 2, stop);
+    set_bound_attr(out, 3, step);
     return out;
 }
 
@@ -164,8 +192,8 @@ static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, in
                                 int64_t start, int64_t stop, int64_t step);
 
 static void slice_scatter_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = nb_slice(g, (int)nb_attr(out, 0), (int64_t)nb_attr(out, 1), (int64_t)nb_attr(out, 2),
-                     (int64_t)nb_attr(out, 3));
+    gx[0] = nb_slice(g, (int)nb_attr(out, 0), bound_attr(out, 1), bound_attr(out, 2),
+                     bound_attr(out, 3));
 }
 static const nb_op slice_scatter_op = {"slice_scatter", slice_scatter_backward};
 
@@ -186,6 +214,7 @@ static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, in
     split_at_axis(out, axis, &outer, &inner);
     const float *pg = nb_data(g);
     float *po = nb_data_mut(out);
+    if (nb_numel(g) == 0) outer = 0; /* nothing to place: skip the (maybe huge) walk */
     for (int64_t o = 0; o < outer; o++) {
         const float *src = pg + o * len * inner;
         float *dst = po + (o * n + start) * inner;
@@ -204,9 +233,8 @@ static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, in
  * indices in start:stop:step once clipped to [0, n]. */
 static void slice_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(out, 0);
-    gx[0] = slice_scatter(g, nb_ndim(x), nb_shape(x), (int)nb_attr(out, 0),
-                          (int64_t)nb_attr(out, 1), (int64_t)nb_attr(out, 2),
-                          (int64_t)nb_attr(out, 3));
+    gx[0] = slice_scatter(g, nb_ndim(x), nb_shape(x), (int)nb_attr(out, 0), bound_attr(out, 1),
+                          bound_attr(out, 2), bound_attr(out, 3));
 }
 static const nb_op slice_op = {"slice", slice_backward};
 
@@ -231,12 +259,13 @@ nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t
     stop = clip_bound(stop, n);
     int64_t len = slice_len(start, stop, step), shape[NB_MAX_DIMS];
     for (int d = 0; d < nb_ndim(x); d++) shape[d] = d == a ? len : nb_shape(x)[d];
-    nb_tensor *out = nb_empty(nb_ndim(x), shape);
+    nb_tensor *out = nb__empty_for("nb_slice", nb_ndim(x), shape);
     if (!out) return NULL;
     int64_t outer, inner;
     split_at_axis(x, a, &outer, &inner);
     const float *px = nb_data(x);
     float *po = nb_data_mut(out);
+    if (nb_numel(out) == 0) outer = 0; /* nothing to copy: skip the (maybe huge) walk */
     for (int64_t o = 0; o < outer; o++) {
         const float *src = px + (o * n + start) * inner;
         float *dst = po + o * len * inner;
@@ -264,15 +293,17 @@ static void concat_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
 }
 static const nb_op concat_op = {"concat", concat_backward};
 
-nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
+/* who: the public function called, nb_concat or nb_stack (whose inputs,
+ * checked already, can fail here only for want of memory). */
+static nb_tensor *concat_for(const char *who, int n, nb_tensor *const *xs, int axis) {
     if (n <= 0 || !xs) {
-        nb_set_error("nb_concat: needs at least one tensor, got %d%s", n, xs ? "" : " (xs is NULL)");
+        nb_set_error("%s: needs at least one tensor, got %d%s", who, n, xs ? "" : " (xs is NULL)");
         return NULL;
     }
     for (int i = 0; i < n; i++)
         if (!xs[i]) return NULL;
     int a, ndim = nb_ndim(xs[0]);
-    if (!nb_norm_axis("nb_concat", axis, ndim, &a)) return NULL;
+    if (!nb_norm_axis(who, axis, ndim, &a)) return NULL;
     int64_t shape[NB_MAX_DIMS];
     memcpy(shape, nb_shape(xs[0]), sizeof(int64_t) * (size_t)ndim);
     shape[a] = 0;
@@ -281,18 +312,24 @@ nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
         for (int d = 0; ok && d < ndim; d++)
             ok = d == a || nb_shape(xs[i])[d] == shape[d];
         if (!ok) {
-            nb_set_error("nb_concat: input %d has shape %s and input 0 has shape %s; they must "
+            nb_set_error("%s: input %d has shape %s and input 0 has shape %s; they must "
                          "match except along axis %d",
-                         i, SHAPE(xs[i]), SHAPE(xs[0]), axis);
+                         who, i, SHAPE(xs[i]), SHAPE(xs[0]), axis);
             return NULL;
         }
-        shape[a] += nb_shape(xs[i])[a];
+        if (nb__add_overflows(shape[a], nb_shape(xs[i])[a], &shape[a])) {
+            nb_set_error("%s: the sizes along axis %d add up to more than %lld at input %d "
+                         "(of shape %s)",
+                         who, axis, (long long)INT64_MAX, i, SHAPE(xs[i]));
+            return NULL;
+        }
     }
-    nb_tensor *out = nb_empty(ndim, shape);
+    nb_tensor *out = nb__empty_for(who, ndim, shape);
     if (!out) return NULL;
     int64_t outer, inner;
     split_at_axis(out, a, &outer, &inner);
     float *po = nb_data_mut(out);
+    if (nb_numel(out) == 0) outer = 0; /* nothing to copy: skip the (maybe huge) walk */
     /* Each output row along outer is the inputs' rows laid end to end. */
     for (int64_t o = 0; o < outer; o++)
         for (int i = 0; i < n; i++) {
@@ -303,6 +340,10 @@ nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
     nb_record(out, &concat_op, n, xs);
     nb_set_attr(out, 0, a);
     return out;
+}
+
+nb_tensor *nb_concat(int n, nb_tensor *const *xs, int axis) {
+    return concat_for("nb_concat", n, xs, axis);
 }
 
 /* stack: n tensors (S) -> out (S with n inserted at axis). Each input gets
@@ -335,6 +376,17 @@ nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis) {
                          i, SHAPE(xs[i]), SHAPE(xs[0]));
             return NULL;
         }
+    /* The result's shape, checked here so that a refusal names nb_stack. */
+    int64_t shape[NB_MAX_DIMS], numel;
+    for (int d = 0, k = 0; d <= ndim; d++) shape[d] = d == a ? n : nb_shape(xs[0])[k++];
+    if (!nb__shape_numel(ndim + 1, shape, &numel)) {
+        char b[NB_SHAPE_BUF];
+        nb_set_error("nb_stack: stacking %d tensors of shape %s gives %s, whose nonzero dimensions "
+                     "multiply to more than %lld",
+                     n, SHAPE(xs[0]), nb_shape_str(ndim + 1, shape, b, sizeof b),
+                     (long long)INT64_MAX);
+        return NULL;
+    }
     nb_tensor *few[16], **views = n <= 16 ? few : nb_malloc(sizeof(nb_tensor *) * (size_t)n);
     if (!views) {
         nb_set_error("nb_stack: out of memory for %d tensors", n);
@@ -344,7 +396,7 @@ nb_tensor *nb_stack(int n, nb_tensor *const *xs, int axis) {
      * graph of the result holds them. */
     nb_scope_begin();
     for (int i = 0; i < n; i++) views[i] = nb_unsqueeze(xs[i], a);
-    nb_tensor *out = nb_escape(nb_concat(n, views, a));
+    nb_tensor *out = nb_escape(concat_for("nb_stack", n, views, a));
     nb_scope_end();
     if (views != few) nb_free(views);
     return out;

@@ -45,7 +45,7 @@ Test(tensor, eight_dimensions_and_no_more) {
     cr_assert_null(nb_zeros(9, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}));
     EXPECT_ERROR("nb_zeros", "9 dimensions");
     cr_assert_null(nb_ones(NB_SHAPE(2, -1)));
-    EXPECT_ERROR("nb_full", "[2,-1]");
+    EXPECT_ERROR("nb_ones", "[2,-1]");
 }
 
 Test(tensor, item_needs_one_element) {

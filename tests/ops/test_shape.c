@@ -767,3 +767,96 @@ Test(shape, index_add_takes_a_0d_src_on_a_vector) {
     nb_test_expect_shape(nb_grad_of(src), NB_SHAPE());
     EXPECT_VALUES(nb_grad_of(src), 0, 2);
 }
+
+/* ---- sizes at the edge of int64 ---------------------------------------------
+ * The shape rule (every dimension >= 0, the product of the nonzero ones fits
+ * in int64) seen through the shape ops: a target or result shape that breaks
+ * it is refused with a message naming the op and the real numbers, and
+ * zero-size tensors with huge dimensions are handled without a walk over
+ * their empty rows. */
+
+#define BIG62 ((int64_t)1 << 62)
+#define BIG31 ((int64_t)1 << 31)
+#define BIG40 ((int64_t)1 << 40)
+
+Test(shape, reshape_refuses_uncountable_targets) {
+    nb_tensor *x = nb_zeros(NB_SHAPE(0, 4));
+    cr_expect_null(nb_reshape(x, NB_SHAPE(BIG62, BIG62, 0)));
+    EXPECT_ERROR("nb_reshape: ", "[4611686018427387904,4611686018427387904,0]");
+    nb_clear_error();
+    cr_expect_null(nb_reshape(x, NB_SHAPE(0, BIG62, BIG62)));
+    EXPECT_ERROR("nb_reshape: ", "[0,4611686018427387904,4611686018427387904]");
+    nb_clear_error();
+    cr_expect_null(nb_reshape(x, NB_SHAPE(-1, BIG62, 4)));
+    EXPECT_ERROR("nb_reshape: ", "[-1,4611686018427387904,4]");
+    nb_clear_error();
+    cr_expect_null(nb_reshape(x, NB_SHAPE(-1, 0)));
+    EXPECT_ERROR("nb_reshape: ", "[-1,0]");
+    nb_clear_error();
+    EXPECT_SHAPE(nb_reshape(x, NB_SHAPE(BIG31, 0, BIG31)), BIG31, 0, BIG31);
+    EXPECT_SHAPE(nb_reshape(x, NB_SHAPE(-1, BIG62)), 0, BIG62);
+    nb_tensor *y = nb_zeros(NB_SHAPE(BIG62, 0));
+    cr_assert_not_null(y);
+    cr_expect_null(nb_reshape(y, NB_SHAPE(BIG62, 3, 0)));
+    EXPECT_ERROR("nb_reshape: ", "[4611686018427387904,3,0]");
+}
+
+Test(shape, flatten_of_huge_zero_size_tensors) {
+    cr_expect_null(nb_zeros(NB_SHAPE(0, BIG62, BIG62)));
+    nb_clear_error();
+    nb_tensor *x = nb_zeros(NB_SHAPE(BIG31, BIG31, 0));
+    EXPECT_SHAPE(nb_flatten(x, 0, 1), BIG62, 0);
+    EXPECT_SHAPE(nb_flatten(x, 1, 2), BIG31, 0);
+    EXPECT_SHAPE(nb_flatten(x, 0, -1), 0);
+    EXPECT_SHAPE(nb_unsqueeze(nb_flatten(x, 0, 1), 0), 1, BIG62, 0);
+}
+
+Test(shape, concat_refuses_uncountable_results) {
+    nb_tensor *a = nb_zeros(NB_SHAPE(0, BIG62)), *b = nb_zeros(NB_SHAPE(0, BIG62));
+    cr_expect_null(nb_concat(2, (nb_tensor *[]){a, b}, 1));
+    EXPECT_ERROR("nb_concat: ", "axis 1", "[0,4611686018427387904]");
+    cr_expect(strstr(nb_error(), "-9223372036854775808") == NULL, "%s", nb_error());
+    nb_clear_error();
+    nb_tensor *c = nb_zeros(NB_SHAPE(0, BIG31, BIG31));
+    cr_expect_null(nb_concat(2, (nb_tensor *[]){c, c}, 1));
+    EXPECT_ERROR("nb_concat: ", "[0,4294967296,2147483648]");
+    nb_clear_error();
+    /* countable: a zero-size result, made without a walk over its rows */
+    EXPECT_SHAPE(nb_concat(2, (nb_tensor *[]){a, a}, 0), 0, BIG62);
+    nb_tensor *d = nb_zeros(NB_SHAPE(BIG40, 0));
+    EXPECT_SHAPE(nb_concat(3, (nb_tensor *[]){d, d, d}, 1), BIG40, 0);
+    EXPECT_SHAPE(nb_concat(2, (nb_tensor *[]){c, c}, 0), 0, BIG31, BIG31);
+}
+
+Test(shape, stack_refuses_uncountable_results) {
+    nb_tensor *a = nb_zeros(NB_SHAPE(0, BIG62));
+    cr_expect_null(nb_stack(2, (nb_tensor *[]){a, a}, 0));
+    EXPECT_ERROR("nb_stack: ", "[0,4611686018427387904]", "[2,0,4611686018427387904]");
+    nb_clear_error();
+    cr_expect_null(nb_stack(3, (nb_tensor *[]){a, a, a}, -1));
+    EXPECT_ERROR("nb_stack: ", "[0,4611686018427387904,3]");
+    nb_clear_error();
+    EXPECT_SHAPE(nb_stack(1, (nb_tensor *[]){a}, 2), 0, BIG62, 1);
+}
+
+Test(shape, slice_of_huge_zero_size_tensors) {
+    nb_tensor *x = nb_zeros(NB_SHAPE(BIG40, 0));
+    EXPECT_SHAPE(nb_slice(x, 1, 0, 5, 1), BIG40, 0);
+    EXPECT_SHAPE(nb_slice(x, 0, 1, INT64_MAX, INT64_MAX), 1, 0);
+    EXPECT_SHAPE(nb_slice(x, 0, INT64_MIN, INT64_MAX, 3), 366503875926, 0);
+    nb_tensor *y = nb_zeros(NB_SHAPE(0, BIG62));
+    EXPECT_SHAPE(nb_slice(y, 1, -5, INT64_MAX, 2), 0, 3);
+    EXPECT_SHAPE(nb_slice(y, 1, INT64_MIN, INT64_MIN, 1), 0, 0);
+    EXPECT_SHAPE(nb_slice(y, 1, BIG62 - 1, INT64_MAX, INT64_MAX), 0, 1);
+}
+
+Test(shape, slice_gradient_of_huge_zero_size_tensors) {
+    /* the bounds kept for backward survive beyond 2^53 */
+    nb_tensor *y = nb_set_requires_grad(nb_zeros(NB_SHAPE(0, BIG62 + 5)), true);
+    nb_tensor *s = nb_slice(y, 1, BIG62 + 1, BIG62 + 4, 1);
+    EXPECT_SHAPE(s, 0, 3);
+    nb_tensor *g;
+    cr_assert_eq(nb_grad(1, &s, (nb_tensor *[]){nb_zeros(NB_SHAPE(0, 3))}, 1, &y, &g, NULL), 0,
+                 "%s", nb_error() ? nb_error() : "");
+    EXPECT_SHAPE(g, 0, BIG62 + 5);
+}
