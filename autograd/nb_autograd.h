@@ -347,7 +347,8 @@ bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *cons
 
 /* ---- graph export ----------------------------------------------------------
  * Writes the graph that produced t in Graphviz dot format: one box per
- * tensor with its name, op and shape. Returns 0 or -1 with a message. */
+ * tensor with its name, op and shape (quotes, backslashes and newlines in
+ * names are escaped). Returns 0 or -1 with a message. */
 int nb_export_dot(const nb_tensor *t, FILE *out);
 
 #ifdef __cplusplus
