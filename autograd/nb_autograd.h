@@ -315,8 +315,16 @@ void nb_free(void *p);
  * Checks the analytic gradient of f against central finite differences.
  * f maps the inputs to one output of any shape; gradcheck reduces it with
  * fixed random weights w to L = sum(w * f(x)), in double, and compares
- * dL/dx_i from backward with (L(x + eps) - L(x - eps)) / 2eps for every
- * element of every input that requires grad. */
+ * dL/dx_i from backward with (L(x + h) - L(x - h)) / 2h for every element
+ * of every input that requires grad, where h = eps * max(1, |x_i|) and 2h is
+ * the difference of the two float values actually used.
+ * The inputs are perturbed in place and restored, their versions untouched:
+ * a graph built from them before the check still backwards after it. f runs
+ * with grad mode on and may differentiate itself (nb_grad with create_graph),
+ * so gradgradcheck of a function returning a gradient checks a third
+ * derivative. When the worst element sits at a kink (relu at 0), where the
+ * one-sided slopes differ however small the step, result->at_kink is set and
+ * the message says so: the analytic value there is a subgradient. */
 
 typedef nb_tensor *(*nb_gradcheck_fn)(nb_tensor *const *inputs, void *ctx);
 
@@ -333,7 +341,8 @@ typedef struct nb_gradcheck_result {
     int64_t index;                /* flat index in that input */
     double analytic, numeric;     /* the two values there */
     double error;                 /* |analytic - numeric| - rtol*|numeric| */
-    char message[256];            /* one-line report */
+    bool at_kink;                 /* that element sits where f has no derivative */
+    char message[384];            /* one-line report */
 } nb_gradcheck_result;
 
 /* Returns true when every element agrees. opts and result may be NULL. */
