@@ -78,8 +78,23 @@ nb_tensor *nb_keep(nb_tensor *t);
  * there is none): how a function with its own scope returns a result. */
 nb_tensor *nb_escape(nb_tensor *t);
 /* Gives up your reference to a tensor you own (kept, or made outside any
- * scope). Releasing a scope-owned tensor is an error and does nothing. */
+ * scope). Releasing a scope-owned or container-held tensor is an error and
+ * does nothing. So is releasing a tensor already freed ("nb_release: tensor
+ * was already freed"): a freed tensor's memory is marked dead and held back
+ * from reuse while NB_QUARANTINE (1024) more tensors are freed. Beyond that
+ * the handle may point at a new tensor, and a stale release would free it:
+ * the check catches a double release soon after the first, not every
+ * use of a handle kept for long after its tensor died. */
 void nb_release(nb_tensor *t);
+/* Containers (a module's parameter list, say) that own tensors: nb_adopt
+ * hands t to the container, which takes over your reference (kept, or made
+ * outside scopes) or its scope's, so that t lives until nb_disown. A tensor
+ * belongs to at most one container: adopting it again fails, returning NULL
+ * with a message naming who (the container's function, for its users), as
+ * nb_release of a held tensor does. nb_disown (the container freeing it)
+ * drops the container's reference. Returns t. */
+nb_tensor *nb_adopt(nb_tensor *t, const char *who);
+void nb_disown(nb_tensor *t, const char *who);
 /* Tensors currently alive in the process (for leak tests). */
 int64_t nb_live_tensors(void);
 

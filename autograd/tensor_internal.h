@@ -26,7 +26,13 @@ typedef struct nb_storage {
     float *data;       /* 64-byte aligned, inside the same block */
 } nb_storage;
 
+/* nb_tensor.magic: live from creation until freed, then dead while the
+ * struct waits in the pool's quarantine (see tensor.c). */
+#define NB_TENSOR_LIVE 0x6e61626cu /* "nabl" */
+#define NB_TENSOR_DEAD 0xdeadbeefu
+
 struct nb_tensor {
+    uint32_t magic;
     int ndim;
     int64_t shape[NB_MAX_DIMS];
     int64_t numel;
@@ -35,10 +41,13 @@ struct nb_tensor {
 
     /* ownership: scope_depth > 0 means the scope at that depth of the
      * creating thread holds one reference, in slot scope_slot of its list;
-     * caller_ref means the user holds one (kept, or made outside scopes). */
+     * caller_ref means the user holds one (kept, or made outside scopes);
+     * container_ref means a container (a module's parameters) holds one,
+     * given with nb_adopt and dropped with nb_disown. */
     int scope_depth;
     int64_t scope_slot;
     bool caller_ref;
+    bool container_ref;
 
     /* autograd */
     bool requires_grad;

@@ -69,7 +69,14 @@ nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param)
         m->failed = true;
         return NULL;
     }
-    e->param = nb_keep(nb_set_requires_grad(param, true));
+    /* The module holds the parameter's one reference: a tensor already
+     * held by another module would be released twice. */
+    if (!nb_adopt(nb_set_requires_grad(param, true), "nb_module_add_param")) {
+        m->nentries--;
+        m->failed = true;
+        return NULL;
+    }
+    e->param = param;
     if (!nb_name(param)[0]) nb_set_name(param, name);
     return param;
 }
@@ -189,7 +196,7 @@ void nb_module_free(nb_module *m) {
     if (!m) return;
     if (m->type->destroy) m->type->destroy(m);
     for (int i = 0; i < m->nentries; i++) {
-        nb_release(m->entries[i].param);
+        if (m->entries[i].param) nb_disown(m->entries[i].param, "nb_module_free");
         nb_module_free(m->entries[i].child);
     }
     nb_free(m->entries);

@@ -473,3 +473,50 @@ Test(engine, threads_differentiate_graphs_sharing_a_parameter) {
     cr_assert_eq(jobs[0].wrong + jobs[1].wrong, 0, "%d wrong gradients", jobs[0].wrong + jobs[1].wrong);
     cr_assert_null(nb_grad_of(W));
 }
+
+Test(engine, releasing_a_freed_tensor_is_detected) {
+    int64_t before = nb_live_tensors();
+    nb_tensor *p = nb_keep(nb_zeros(NB_SHAPE(3)));
+    nb_release(p);
+    nb_tensor *q = nb_keep(nb_full(NB_SHAPE(4), 7));
+    cr_assert_neq(p, q, "a just-freed tensor is not handed out again at once");
+    nb_clear_error();
+    nb_release(p); /* the second release of p must not free q */
+    EXPECT_ERROR("nb_release", "already freed");
+    cr_assert_eq(nb_live_tensors(), before + 1);
+    EXPECT_VALUES(q, 0, 7, 7, 7, 7);
+    nb_clear_error();
+    cr_assert_null(nb_keep(p));
+    EXPECT_ERROR("nb_keep", "already freed");
+    nb_release(q);
+    cr_assert_eq(nb_live_tensors(), before);
+}
+
+Test(engine, a_container_holds_a_tensor_alone) {
+    int64_t before = nb_live_tensors();
+    /* a scope-owned tensor: the container takes the scope's reference */
+    nb_tensor *w = nb_set_name(nb_ones(NB_SHAPE(2)), "w");
+    cr_assert_eq(nb_adopt(w, "my_container_add"), w, "%s", nb_error());
+    nb_clear_error();
+    cr_assert_null(nb_adopt(w, "my_container_add"));
+    EXPECT_ERROR("my_container_add", "'w'", "already held by a container");
+    nb_clear_error();
+    nb_release(w);
+    EXPECT_ERROR("nb_release", "'w'", "container");
+    /* a caller-owned tensor: the container takes the caller's reference */
+    nb_tensor *v = nb_keep(nb_ones(NB_SHAPE(2)));
+    cr_assert_eq(nb_adopt(v, "my_container_add"), v);
+    nb_scope_begin();
+    nb_scope_end();
+    cr_assert_eq(nb_live_tensors(), before + 2, "held tensors outlive scopes");
+    nb_disown(w, "my_container_free");
+    nb_disown(v, "my_container_free");
+    cr_assert_eq(nb_live_tensors(), before);
+    nb_clear_error();
+    nb_disown(v, "my_container_free");
+    EXPECT_ERROR("my_container_free", "already freed");
+    nb_tensor *u = nb_ones(NB_SHAPE(1));
+    nb_clear_error();
+    nb_disown(u, "my_container_free");
+    EXPECT_ERROR("my_container_free", "not held by a container");
+}
