@@ -228,11 +228,11 @@ static nb_tensor *alias(nb_tensor *t) {
 }
 
 /* True when the engine holds the only reference to t and to its memory:
- * no scope, no user, no graph, and no view (reshape shares storage) can see
+ * no scope, no user, no container, no graph, and no view (reshape shares storage) can see
  * a change made to it in place. */
 static bool exclusive(const nb_tensor *t) {
     return atomic_load(&t->refcount) == 1 && atomic_load(&t->storage->refcount) == 1 &&
-           !t->caller_ref && t->scope_depth == 0;
+           !t->caller_ref && !t->container_ref && t->scope_depth == 0;
 }
 
 /* acc += g, in place when nobody else can see acc, as a recorded op when a
@@ -646,7 +646,8 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
             if (o.materialize_grads) grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
             continue;
         }
-        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && g->scope_depth == 0) {
+        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && !g->container_ref &&
+            g->scope_depth == 0) {
             nb__scope_adopt(g);
             continue;
         }
