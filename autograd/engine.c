@@ -151,10 +151,13 @@ nb_tensor *nb_retain_grad(nb_tensor *t) {
     return t;
 }
 
+/* .grad is unlinked before it is dropped: freeing a gradient's graph may
+ * reach t, which must not then see a .grad being freed (cycles.c). */
 void nb_clear_grad(nb_tensor *t) {
     if (!t || !t->grad) return;
-    nb__tensor_decref(t->grad);
+    nb_tensor *g = t->grad;
     t->grad = NULL;
+    nb__tensor_decref(g);
 }
 
 void nb_zero_grad(nb_tensor *t) {
@@ -163,7 +166,7 @@ void nb_zero_grad(nb_tensor *t) {
      * replace it rather than overwrite it. */
     if (t->grad->op || atomic_load(&t->grad->refcount) > 1 ||
         atomic_load(&t->grad->storage->refcount) > 1) {
-        nb__tensor_decref(t->grad);
+        nb_clear_grad(t);
         bool was = nb_set_grad_enabled(false);
         t->grad = owned_by_node(nb_zeros(t->ndim, t->shape));
         nb_set_grad_enabled(was);
@@ -405,6 +408,7 @@ static void accumulate_into_grad(nb_tensor *node, nb_tensor *g, bool create_grap
     if (!node->grad) {
         if (create_graph || (exclusive(g) && !g->op)) {
             node->grad = g;
+            g->is_grad = true; /* see cycles.c */
             return;
         }
         /* g is visible elsewhere (a user's grad_output, say): copy it. */
@@ -417,6 +421,7 @@ static void accumulate_into_grad(nb_tensor *node, nb_tensor *g, bool create_grap
     nb_tensor *acc = node->grad;
     node->grad = NULL;
     node->grad = accumulate(acc, g, create_graph);
+    if (node->grad) node->grad->is_grad = true; /* see cycles.c */
     nb__tensor_decref(g);
 }
 

@@ -11,6 +11,16 @@
  * a whole training step frees the step and keeps whatever is still reachable
  * from a kept tensor. Pointers returned by accessors (nb_data, nb_shape,
  * nb_grad_of, nb_name, nb_error) are borrowed: valid while the tensor lives.
+ * A backward with create_graph into a leaf's .grad makes a cycle (the
+ * gradient's graph holds the leaf; PyTorch warns about it). nabla frees it:
+ * when the leaf, or the gradient itself, is left with no owner (scope,
+ * caller or container), nabla walks the graph reachable from it and, if
+ * nothing outside holds any of it, unlinks the .grad of the unreachable
+ * tensors so that all of it is freed. A leaf's .grad stays readable as long
+ * as the leaf or anything holding it lives. Limits: a tensor from inside a
+ * gradient's graph (reached with nb_input) that you keep must be released
+ * before the leaf, or the cycle stays; and that release must not overlap
+ * another thread's use of the same graph (the walk reads reference counts).
  *
  * ERRORS — the one rule:
  *   A function given bad input returns NULL (or -1) and sets a thread-local
@@ -211,7 +221,9 @@ typedef struct nb_backward_opts {
     /* Keep the graph's saved values for another backward through it. */
     bool retain_graph;
     /* Record the backward itself, so that the gradients are graphs and can
-     * be differentiated again (implies retain_graph). */
+     * be differentiated again (implies retain_graph). A leaf's .grad then
+     * holds the leaf: the cycle is freed with the leaf's last owner (see
+     * OWNERSHIP at the top). */
     bool create_graph;
 } nb_backward_opts;
 

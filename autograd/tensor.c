@@ -213,9 +213,16 @@ void nb__release_graph(nb_tensor *t) {
 
 /* Freeing a tensor drops references to its inputs, which may free them in
  * turn. A long chain (100,000 ops) would recurse that deep, so the frees run
- * from an explicit work list instead. */
+ * from an explicit work list instead. A tensor that survives losing a
+ * reference, with no owner left and a .grad that is a graph, may be held
+ * only by that graph: cycles.c checks. */
 void nb__tensor_decref(nb_tensor *t) {
-    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    if (!t) return;
+    bool may_cycle = nb__may_hold_cycle(t);
+    if (atomic_fetch_sub(&t->refcount, 1) != 1) {
+        if (may_cycle) nb__collect_cycle(t);
+        return;
+    }
     nb_tensor *work = t;
     t->next_free = NULL;
     while (work) {
@@ -228,9 +235,12 @@ void nb__tensor_decref(nb_tensor *t) {
         if (cur->grad) children[nchild++] = cur->grad;
         for (int i = 0; i < nchild + cur->ninputs; i++) {
             nb_tensor *c = i < nchild ? children[i] : cur->inputs[i - nchild];
+            may_cycle = nb__may_hold_cycle(c);
             if (atomic_fetch_sub(&c->refcount, 1) == 1) {
                 c->next_free = work;
                 work = c;
+            } else if (may_cycle) {
+                nb__collect_cycle(c);
             }
         }
         if (cur->inputs != cur->inputs_inline) nb_free(cur->inputs);

@@ -54,6 +54,7 @@ struct nb_tensor {
     bool retains_grad;
     bool graph_freed;  /* backward released inputs and saved values */
     nb_tensor *grad;   /* owned */
+    bool is_grad;      /* has been stored as some tensor's .grad (cycles.c) */
     const nb_op *op;   /* NULL for leaves */
     int ninputs;
     nb_tensor **inputs; /* inputs_inline or a heap array, strong refs */
@@ -73,6 +74,17 @@ nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape);
 void nb__tensor_retain(nb_tensor *t);
 void nb__tensor_decref(nb_tensor *t);
 void nb__release_graph(nb_tensor *t); /* drop inputs and saved values */
+
+/* cycles.c: frees the garbage cycles through .grad links that t is on
+ * (see there). Called by nb__tensor_decref for a tensor that survives
+ * losing a reference when nb__may_hold_cycle says it may be kept alive only
+ * by such a cycle: it has no owner left, and either its .grad is a graph or
+ * it is a graph stored as some tensor's .grad. */
+void nb__collect_cycle(nb_tensor *t);
+static inline bool nb__may_hold_cycle(const nb_tensor *t) {
+    return ((t->grad && t->grad->requires_grad) || (t->is_grad && t->requires_grad)) &&
+           !t->caller_ref && !t->container_ref && t->scope_depth == 0;
+}
 
 /* ownership.c */
 void nb__scope_adopt(nb_tensor *t); /* new tensor: give to scope or caller */
