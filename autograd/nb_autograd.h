@@ -82,7 +82,8 @@ int nb_scope_begin(void);
  * Tensors reachable from kept tensors (through a graph or .grad) survive. */
 void nb_scope_end(void);
 /* Takes t out of its scope: t is now yours until nb_release. Returns t.
- * Keeping a tensor you already own does nothing. NULL passes through. */
+ * Keeping a tensor you already own does nothing. NULL passes through; a
+ * tensor already freed gives NULL and an error (see nb_release). */
 nb_tensor *nb_keep(nb_tensor *t);
 /* Moves t from the innermost scope to the scope enclosing it (or to you when
  * there is none): how a function with its own scope returns a result. */
