@@ -152,10 +152,13 @@ nb_tensor *nb_retain_grad(nb_tensor *t) {
     return t;
 }
 
+/* .grad is unlinked before it is dropped: freeing a gradient's graph may
+ * reach t, which must not then see a .grad being freed (cycles.c). */
 void nb_clear_grad(nb_tensor *t) {
     if (!t || !t->grad) return;
-    nb__tensor_decref(t->grad);
+    nb_tensor *g = t->grad;
     t->grad = NULL;
+    nb__tensor_decref(g);
 }
 
 void nb_zero_grad(nb_tensor *t) {
@@ -164,7 +167,7 @@ void nb_zero_grad(nb_tensor *t) {
      * replace it rather than overwrite it. */
     if (t->grad->op || atomic_load(&t->grad->refcount) > 1 ||
         atomic_load(&t->grad->storage->refcount) > 1) {
-        nb__tensor_decref(t->grad);
+        nb_clear_grad(t);
         bool was = nb_set_grad_enabled(false);
         t->grad = owned_by_node(nb_zeros(t->ndim, t->shape));
         nb_set_grad_enabled(was);
@@ -230,11 +233,11 @@ static nb_tensor *alias(nb_tensor *t) {
 }
 
 /* True when the engine holds the only reference to t and to its memory:
- * no scope, no user, no graph, and no view (reshape shares storage) can see
+ * no scope, no user, no container, no graph, and no view (reshape shares storage) can see
  * a change made to it in place. */
 static bool exclusive(const nb_tensor *t) {
     return atomic_load(&t->refcount) == 1 && atomic_load(&t->storage->refcount) == 1 &&
-           !t->caller_ref && t->scope_depth == 0;
+           !t->caller_ref && !t->container_ref && t->scope_depth == 0;
 }
 
 /* acc += g, in place when nobody else can see acc, as a recorded op when a
@@ -456,8 +459,10 @@ static bool commit_grads(buffers *b, int64_t n, bool create_graph) {
         nb_tensor *node = b->nodes[k], *g = b->acc[k];
         if (!g) continue;
         b->acc[k] = NULL;
-        if (node->grad) nb__tensor_decref(node->grad);
+        nb_tensor *old = node->grad; /* unlinked before it is dropped: see nb_clear_grad */
         node->grad = g;
+        g->is_grad = true;           /* see cycles.c */
+        if (old) nb__tensor_decref(old);
     }
     return true;
 }
@@ -689,7 +694,8 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
             if (o.materialize_grads) grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
             continue;
         }
-        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && g->scope_depth == 0) {
+        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && !g->container_ref &&
+            g->scope_depth == 0) {
             nb__scope_adopt(g);
             continue;
         }

@@ -11,6 +11,16 @@
  * a whole training step frees the step and keeps whatever is still reachable
  * from a kept tensor. Pointers returned by accessors (nb_data, nb_shape,
  * nb_grad_of, nb_name, nb_error) are borrowed: valid while the tensor lives.
+ * A backward with create_graph into a leaf's .grad makes a cycle (the
+ * gradient's graph holds the leaf; PyTorch warns about it). nabla frees it:
+ * when the leaf, or the gradient itself, is left with no owner (scope,
+ * caller or container), nabla walks the graph reachable from it and, if
+ * nothing outside holds any of it, unlinks the .grad of the unreachable
+ * tensors so that all of it is freed. A leaf's .grad stays readable as long
+ * as the leaf or anything holding it lives. Limits: a tensor from inside a
+ * gradient's graph (reached with nb_input) that you keep must be released
+ * before the leaf, or the cycle stays; and that release must not overlap
+ * another thread's use of the same graph (the walk reads reference counts).
  *
  * ERRORS — the one rule:
  *   A function given bad input returns NULL (or -1) and sets a thread-local
@@ -72,14 +82,30 @@ int nb_scope_begin(void);
  * Tensors reachable from kept tensors (through a graph or .grad) survive. */
 void nb_scope_end(void);
 /* Takes t out of its scope: t is now yours until nb_release. Returns t.
- * Keeping a tensor you already own does nothing. NULL passes through. */
+ * Keeping a tensor you already own does nothing. NULL passes through; a
+ * tensor already freed gives NULL and an error (see nb_release). */
 nb_tensor *nb_keep(nb_tensor *t);
 /* Moves t from the innermost scope to the scope enclosing it (or to you when
  * there is none): how a function with its own scope returns a result. */
 nb_tensor *nb_escape(nb_tensor *t);
 /* Gives up your reference to a tensor you own (kept, or made outside any
- * scope). Releasing a scope-owned tensor is an error and does nothing. */
+ * scope). Releasing a scope-owned or container-held tensor is an error and
+ * does nothing. So is releasing a tensor already freed ("nb_release: tensor
+ * was already freed"): a freed tensor's memory is marked dead and held back
+ * from reuse while NB_QUARANTINE (1024) more tensors are freed. Beyond that
+ * the handle may point at a new tensor, and a stale release would free it:
+ * the check catches a double release soon after the first, not every
+ * use of a handle kept for long after its tensor died. */
 void nb_release(nb_tensor *t);
+/* Containers (a module's parameter list, say) that own tensors: nb_adopt
+ * hands t to the container, which takes over your reference (kept, or made
+ * outside scopes) or its scope's, so that t lives until nb_disown. A tensor
+ * belongs to at most one container: adopting it again fails, returning NULL
+ * with a message naming who (the container's function, for its users), as
+ * nb_release of a held tensor does. nb_disown (the container freeing it)
+ * drops the container's reference. Returns t. */
+nb_tensor *nb_adopt(nb_tensor *t, const char *who);
+void nb_disown(nb_tensor *t, const char *who);
 /* Tensors currently alive in the process (for leak tests). */
 int64_t nb_live_tensors(void);
 
@@ -201,7 +227,9 @@ typedef struct nb_backward_opts {
     /* Keep the graph's saved values for another backward through it. */
     bool retain_graph;
     /* Record the backward itself, so that the gradients are graphs and can
-     * be differentiated again (implies retain_graph). */
+     * be differentiated again (implies retain_graph). A leaf's .grad then
+     * holds the leaf: the cycle is freed with the leaf's last owner (see
+     * OWNERSHIP at the top). */
     bool create_graph;
 } nb_backward_opts;
 
@@ -330,8 +358,16 @@ void nb_empty_cache(void);
  * Checks the analytic gradient of f against central finite differences.
  * f maps the inputs to one output of any shape; gradcheck reduces it with
  * fixed random weights w to L = sum(w * f(x)), in double, and compares
- * dL/dx_i from backward with (L(x + eps) - L(x - eps)) / 2eps for every
- * element of every input that requires grad. */
+ * dL/dx_i from backward with (L(x + h) - L(x - h)) / 2h for every element
+ * of every input that requires grad, where h = eps * max(1, |x_i|) and 2h is
+ * the difference of the two float values actually used.
+ * The inputs are perturbed in place and restored, their versions untouched:
+ * a graph built from them before the check still backwards after it. f runs
+ * with grad mode on and may differentiate itself (nb_grad with create_graph),
+ * so gradgradcheck of a function returning a gradient checks a third
+ * derivative. When the worst element sits at a kink (relu at 0), where the
+ * one-sided slopes differ however small the step, result->at_kink is set and
+ * the message says so: the analytic value there is a subgradient. */
 
 typedef nb_tensor *(*nb_gradcheck_fn)(nb_tensor *const *inputs, void *ctx);
 
@@ -348,7 +384,8 @@ typedef struct nb_gradcheck_result {
     int64_t index;                /* flat index in that input */
     double analytic, numeric;     /* the two values there */
     double error;                 /* |analytic - numeric| - rtol*|numeric| */
-    char message[256];            /* one-line report */
+    bool at_kink;                 /* that element sits where f has no derivative */
+    char message[384];            /* one-line report */
 } nb_gradcheck_result;
 
 /* Returns true when every element agrees. opts and result may be NULL. */
@@ -362,7 +399,8 @@ bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *cons
 
 /* ---- graph export ----------------------------------------------------------
  * Writes the graph that produced t in Graphviz dot format: one box per
- * tensor with its name, op and shape. Returns 0 or -1 with a message. */
+ * tensor with its name, op and shape (quotes, backslashes and newlines in
+ * names are escaped). Returns 0 or -1 with a message. */
 int nb_export_dot(const nb_tensor *t, FILE *out);
 
 #ifdef __cplusplus

@@ -107,8 +107,22 @@ static bool scope_unlink(nb_tensor *t) {
     return true;
 }
 
+/* A handle to a tensor that was freed: its struct waits in the pool's
+ * quarantine still marked dead (tensor.c). Reports it for who. */
+static bool stale(const nb_tensor *t, const char *who) {
+    if (t->magic == NB_TENSOR_LIVE) return false;
+    nb_set_error("%s: tensor %s%s%swas already freed (released twice, or used after its owner "
+                 "released it)",
+                 who, t->name[0] ? "'" : "", t->name, t->name[0] ? "' " : "");
+    return true;
+}
+
+#define QUOTED_NAME(t) (t)->name[0] ? "'" : "", (t)->name, (t)->name[0] ? "' " : ""
+
 nb_tensor *nb_keep(nb_tensor *t) {
-    if (!t || t->caller_ref) return t;
+    if (!t) return NULL;
+    if (stale(t, "nb_keep")) return NULL;
+    if (t->caller_ref) return t;
     if (scope_unlink(t)) {
         t->caller_ref = true;
         return t;
@@ -147,14 +161,48 @@ nb_tensor *nb_escape(nb_tensor *t) {
 }
 
 void nb_release(nb_tensor *t) {
-    if (!t) return;
+    if (!t || stale(t, "nb_release")) return;
+    if (!t->caller_ref && t->container_ref) {
+        nb_set_error("nb_release: tensor %s%s%sis held by a container (a module's parameters, say), "
+                     "which frees it; nb_keep it first for a reference of your own",
+                     QUOTED_NAME(t));
+        return;
+    }
     if (!t->caller_ref) {
         nb_set_error("nb_release: tensor %s%s%sis owned by a scope or a graph, not by the "
                      "caller; nb_keep it first or let its scope free it",
-                     t->name[0] ? "'" : "", t->name, t->name[0] ? "' " : "");
+                     QUOTED_NAME(t));
         return;
     }
     t->caller_ref = false;
+    nb__tensor_decref(t);
+}
+
+nb_tensor *nb_adopt(nb_tensor *t, const char *who) {
+    if (!who) who = "nb_adopt";
+    if (!t || stale(t, who)) return NULL;
+    if (t->container_ref) {
+        nb_set_error("%s: tensor %s%s%sis already held by a container (a parameter of another "
+                     "module, say); each container needs a tensor of its own",
+                     who, QUOTED_NAME(t));
+        return NULL;
+    }
+    /* Take over the caller's reference, or the scope's; a tensor held only
+     * through a graph or a .grad gets a new one. */
+    if (t->caller_ref) t->caller_ref = false;
+    else if (!scope_unlink(t)) nb__tensor_retain(t);
+    t->container_ref = true;
+    return t;
+}
+
+void nb_disown(nb_tensor *t, const char *who) {
+    if (!who) who = "nb_disown";
+    if (!t || stale(t, who)) return;
+    if (!t->container_ref) {
+        nb_set_error("%s: tensor %s%s%sis not held by a container", who, QUOTED_NAME(t));
+        return;
+    }
+    t->container_ref = false;
     nb__tensor_decref(t);
 }
 

@@ -5,8 +5,13 @@
  * a freed block goes back to its class's free list and the next tensor of
  * that size takes it, so a training loop that makes the same shapes every
  * step stops calling malloc after its first step. Tensor structs are pooled
- * the same way. Both pools are returned to the system at exit, so valgrind
- * sees every byte freed.
+ * the same way, first in first out behind a quarantine: a freed struct is
+ * marked dead and handed out again only after NB_QUARANTINE later frees, so
+ * that a stale handle (a tensor released twice) finds the dead mark and is
+ * reported instead of releasing whichever tensor took the struct over. The
+ * quarantine costs its structs' memory once, not an allocation per step.
+ * Both pools are returned to the system at exit, so valgrind sees every
+ * byte freed.
  */
 #include "tensor_internal.h"
 
@@ -24,7 +29,10 @@
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static nb_storage *storage_free[NB_SIZE_CLASSES];
 static int64_t pool_bytes;
-static nb_tensor *tensor_free;
+/* Freed tensor structs, oldest first; reused only beyond the quarantine. */
+#define NB_QUARANTINE 1024
+static nb_tensor *tensor_free, *tensor_free_last;
+static int64_t tensor_free_count;
 static atomic_llong live_tensors;
 static bool atexit_registered;
 
@@ -44,6 +52,8 @@ static void pool_cleanup(void) {
         tensor_free = t->next_free;
         nb_free(t);
     }
+    tensor_free_last = NULL;
+    tensor_free_count = 0;
     pool_bytes = 0;
     pthread_mutex_unlock(&pool_lock);
 }
@@ -100,12 +110,18 @@ static void storage_release(nb_storage *s) {
 static nb_tensor *tensor_struct_new(void) {
     pthread_mutex_lock(&pool_lock);
     register_cleanup_locked();
-    nb_tensor *t = tensor_free;
-    if (t) tensor_free = t->next_free;
+    nb_tensor *t = NULL;
+    if (tensor_free_count > NB_QUARANTINE) {
+        t = tensor_free;
+        tensor_free = t->next_free;
+        if (!tensor_free) tensor_free_last = NULL;
+        tensor_free_count--;
+    }
     pthread_mutex_unlock(&pool_lock);
     if (!t) t = nb_malloc(sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
+    t->magic = NB_TENSOR_LIVE;
     atomic_init(&t->refcount, 1);
     t->inputs = t->inputs_inline;
     atomic_fetch_add(&live_tensors, 1);
@@ -208,9 +224,16 @@ void nb__release_graph(nb_tensor *t) {
 
 /* Freeing a tensor drops references to its inputs, which may free them in
  * turn. A long chain (100,000 ops) would recurse that deep, so the frees run
- * from an explicit work list instead. */
+ * from an explicit work list instead. A tensor that survives losing a
+ * reference, with no owner left and a .grad that is a graph, may be held
+ * only by that graph: cycles.c checks. */
 void nb__tensor_decref(nb_tensor *t) {
-    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    if (!t) return;
+    bool may_cycle = nb__may_hold_cycle(t);
+    if (atomic_fetch_sub(&t->refcount, 1) != 1) {
+        if (may_cycle) nb__collect_cycle(t);
+        return;
+    }
     nb_tensor *work = t;
     t->next_free = NULL;
     while (work) {
@@ -223,17 +246,24 @@ void nb__tensor_decref(nb_tensor *t) {
         if (cur->grad) children[nchild++] = cur->grad;
         for (int i = 0; i < nchild + cur->ninputs; i++) {
             nb_tensor *c = i < nchild ? children[i] : cur->inputs[i - nchild];
+            may_cycle = nb__may_hold_cycle(c);
             if (atomic_fetch_sub(&c->refcount, 1) == 1) {
                 c->next_free = work;
                 work = c;
+            } else if (may_cycle) {
+                nb__collect_cycle(c);
             }
         }
         if (cur->inputs != cur->inputs_inline) nb_free(cur->inputs);
         storage_release(cur->storage);
         atomic_fetch_sub(&live_tensors, 1);
+        cur->magic = NB_TENSOR_DEAD;
+        cur->next_free = NULL;
         pthread_mutex_lock(&pool_lock);
-        cur->next_free = tensor_free;
-        tensor_free = cur;
+        if (tensor_free_last) tensor_free_last->next_free = cur;
+        else tensor_free = cur;
+        tensor_free_last = cur;
+        tensor_free_count++;
         pthread_mutex_unlock(&pool_lock);
     }
 }

@@ -27,7 +27,13 @@ typedef struct nb_storage {
     float *data;       /* 64-byte aligned, inside the same block */
 } nb_storage;
 
+/* nb_tensor.magic: live from creation until freed, then dead while the
+ * struct waits in the pool's quarantine (see tensor.c). */
+#define NB_TENSOR_LIVE 0x6e61626cu /* "nabl" */
+#define NB_TENSOR_DEAD 0xdeadbeefu
+
 struct nb_tensor {
+    uint32_t magic;
     int ndim;
     int64_t shape[NB_MAX_DIMS];
     int64_t numel;
@@ -36,16 +42,20 @@ struct nb_tensor {
 
     /* ownership: scope_depth > 0 means the scope at that depth of the
      * creating thread holds one reference, in slot scope_slot of its list;
-     * caller_ref means the user holds one (kept, or made outside scopes). */
+     * caller_ref means the user holds one (kept, or made outside scopes);
+     * container_ref means a container (a module's parameters) holds one,
+     * given with nb_adopt and dropped with nb_disown. */
     int scope_depth;
     int64_t scope_slot;
     bool caller_ref;
+    bool container_ref;
 
     /* autograd */
     bool requires_grad;
     bool retains_grad;
     bool graph_freed;  /* backward released inputs and saved values */
     nb_tensor *grad;   /* owned */
+    bool is_grad;      /* has been stored as some tensor's .grad (cycles.c) */
     const nb_op *op;   /* NULL for leaves */
     int ninputs;
     nb_tensor **inputs; /* inputs_inline or a heap array, strong refs */
@@ -65,6 +75,17 @@ nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape);
 void nb__tensor_retain(nb_tensor *t);
 void nb__tensor_decref(nb_tensor *t);
 void nb__release_graph(nb_tensor *t); /* drop inputs and saved values */
+
+/* cycles.c: frees the garbage cycles through .grad links that t is on
+ * (see there). Called by nb__tensor_decref for a tensor that survives
+ * losing a reference when nb__may_hold_cycle says it may be kept alive only
+ * by such a cycle: it has no owner left, and either its .grad is a graph or
+ * it is a graph stored as some tensor's .grad. */
+void nb__collect_cycle(nb_tensor *t);
+static inline bool nb__may_hold_cycle(const nb_tensor *t) {
+    return ((t->grad && t->grad->requires_grad) || (t->is_grad && t->requires_grad)) &&
+           !t->caller_ref && !t->container_ref && t->scope_depth == 0;
+}
 
 /* ownership.c */
 void nb__scope_adopt(nb_tensor *t); /* new tensor: give to scope or caller */

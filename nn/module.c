@@ -89,7 +89,14 @@ nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param)
         m->failed = true;
         return NULL;
     }
-    e->param = nb_keep(nb_set_requires_grad(param, true));
+    /* The module holds the parameter's one reference: a tensor already
+     * held by another module would be released twice. */
+    if (!nb_adopt(nb_set_requires_grad(param, true), "nb_module_add_param")) {
+        m->nentries--;
+        m->failed = true;
+        return NULL;
+    }
+    e->param = param;
     if (!nb_name(param)[0]) nb_set_name(param, name);
     return param;
 }
@@ -235,12 +242,18 @@ void nb_module_zero_grad(nb_module *m) {
     for (int i = 0; p && i < n; i++) nb_zero_grad(p[i]);
 }
 
-static void free_module(nb_module *m) {
-    if (m->type->destroy) m->type->destroy(m);
-    for (int i = 0; i < m->nentries; i++) {
-        nb_release(m->entries[i].param);
+/* Gives back the parameters and frees the children of entries n.. of m. */
+static void drop_entries(nb_module *m, int n) {
+    for (int i = n; i < m->nentries; i++) {
+        if (m->entries[i].param) nb_disown(m->entries[i].param, "nb_module_free");
         if (m->entries[i].child) free_module(m->entries[i].child);
     }
+    m->nentries = n;
+}
+
+static void free_module(nb_module *m) {
+    if (m->type->destroy) m->type->destroy(m);
+    drop_entries(m, 0);
     nb_free(m->entries);
     nb_free(m->params);
     nb_free(m->param_names);
@@ -260,11 +273,7 @@ void nb_module_free(nb_module *m) {
 /* Releases or frees entries n.. of m (a layer undoing a half-made build). */
 void nb__module_truncate(nb_module *m, int n) {
     if (!m || n < 0 || n >= m->nentries) return;
-    for (int i = n; i < m->nentries; i++) {
-        nb_release(m->entries[i].param);
-        if (m->entries[i].child) free_module(m->entries[i].child);
-    }
-    m->nentries = n;
+    drop_entries(m, n);
     changed(m);
 }
 

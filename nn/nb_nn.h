@@ -88,8 +88,9 @@ struct nb_module {
 /* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
  * of the given type, in training mode. */
 nb_module *nb_module_new(const nb_module_type *type, size_t size);
-/* Registers a parameter under name; the module keeps it (nb_keep) and
- * releases it when freed. Marks it as requiring grad. Returns param. */
+/* Registers a parameter under name; the module holds it (nb_adopt) and
+ * releases it when freed. Marks it as requiring grad. Returns param. A
+ * tensor belongs to one module: registering it in a second is refused. */
 nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param);
 /* Registers a child module; the parent frees it. Returns child. A NULL
  * child marks the parent as failed (see nb_module_ok). A child that already

@@ -504,3 +504,145 @@ Test(engine, failed_backward_changes_no_grad) {
     EXPECT_VALUES(nb_grad_of(a), 0, 3, 4);
     cr_assert_null(nb_grad_of(fresh));
 }
+
+Test(engine, releasing_a_freed_tensor_is_detected) {
+    int64_t before = nb_live_tensors();
+    nb_tensor *p = nb_keep(nb_zeros(NB_SHAPE(3)));
+    nb_release(p);
+    nb_tensor *q = nb_keep(nb_full(NB_SHAPE(4), 7));
+    cr_assert_neq(p, q, "a just-freed tensor is not handed out again at once");
+    nb_clear_error();
+    nb_release(p); /* the second release of p must not free q */
+    EXPECT_ERROR("nb_release", "already freed");
+    cr_assert_eq(nb_live_tensors(), before + 1);
+    EXPECT_VALUES(q, 0, 7, 7, 7, 7);
+    nb_clear_error();
+    cr_assert_null(nb_keep(p));
+    EXPECT_ERROR("nb_keep", "already freed");
+    nb_release(q);
+    cr_assert_eq(nb_live_tensors(), before);
+}
+
+Test(engine, a_container_holds_a_tensor_alone) {
+    int64_t before = nb_live_tensors();
+    /* a scope-owned tensor: the container takes the scope's reference */
+    nb_tensor *w = nb_set_name(nb_ones(NB_SHAPE(2)), "w");
+    cr_assert_eq(nb_adopt(w, "my_container_add"), w, "%s", nb_error());
+    nb_clear_error();
+    cr_assert_null(nb_adopt(w, "my_container_add"));
+    EXPECT_ERROR("my_container_add", "'w'", "already held by a container");
+    nb_clear_error();
+    nb_release(w);
+    EXPECT_ERROR("nb_release", "'w'", "container");
+    /* a caller-owned tensor: the container takes the caller's reference */
+    nb_tensor *v = nb_keep(nb_ones(NB_SHAPE(2)));
+    cr_assert_eq(nb_adopt(v, "my_container_add"), v);
+    nb_scope_begin();
+    nb_scope_end();
+    cr_assert_eq(nb_live_tensors(), before + 2, "held tensors outlive scopes");
+    nb_disown(w, "my_container_free");
+    nb_disown(v, "my_container_free");
+    cr_assert_eq(nb_live_tensors(), before);
+    nb_clear_error();
+    nb_disown(v, "my_container_free");
+    EXPECT_ERROR("my_container_free", "already freed");
+    nb_tensor *u = nb_ones(NB_SHAPE(1));
+    nb_clear_error();
+    nb_disown(u, "my_container_free");
+    EXPECT_ERROR("my_container_free", "not held by a container");
+}
+
+/* A backward with create_graph into a leaf makes a cycle: x.grad is a graph
+ * that holds x. The cycle is freed with the leaf's last owner. */
+static nb_tensor *cubed_sum(nb_tensor *x) { return nb_sum(nb_pow_scalar(x, 3), NB_ALL, false); }
+
+Test(engine, create_graph_grad_of_a_released_leaf_is_freed) {
+    int64_t before = nb_live_tensors();
+    nb_scope_begin();
+    nb_tensor *x = nb_keep(nb_set_requires_grad(vec(3, (float[]){1, 2, -0.5f}), true));
+    cr_assert_eq(nb_backward_ex(cubed_sum(x), NULL, &(nb_backward_opts){.create_graph = true}), 0,
+                 "%s", nb_error());
+    nb_scope_end();
+    /* while x lives its .grad is readable and differentiable */
+    nb_tensor *g = nb_grad_of(x);
+    EXPECT_VALUES(g, 1e-5, 3, 12, 0.75f);
+    cr_assert(nb_requires_grad(g));
+    nb_scope_begin();
+    nb_tensor *s = nb_sum(g, NB_ALL, false), *h = NULL;
+    cr_assert_eq(nb_grad(1, &s, NULL, 1, &x, &h, &(nb_grad_opts){.retain_graph = true}), 0, "%s",
+                 nb_error());
+    EXPECT_VALUES(h, 1e-5, 6, 12, -3);
+    nb_scope_end();
+    cr_assert_gt(nb_live_tensors(), before + 1);
+    nb_release(x);
+    cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
+                 (long long)(nb_live_tensors() - before));
+}
+
+Test(engine, create_graph_grad_of_a_scope_owned_leaf_is_freed) {
+    int64_t before = nb_live_tensors();
+    nb_scope_begin();
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1.5f, -2}), true);
+    cr_assert_eq(nb_backward_ex(cubed_sum(x), NULL, &(nb_backward_opts){.create_graph = true}), 0);
+    cr_assert_eq(nb_backward_ex(cubed_sum(x), NULL, &(nb_backward_opts){.create_graph = true}), 0);
+    EXPECT_VALUES(nb_grad_of(x), 1e-5, 13.5f, 24);
+    nb_scope_end();
+    cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
+                 (long long)(nb_live_tensors() - before));
+}
+
+Test(engine, create_graph_grad_cycle_waits_for_every_owner) {
+    int64_t before = nb_live_tensors();
+    /* x held by a kept node y only: freed when y goes */
+    nb_scope_begin();
+    nb_tensor *x = nb_set_requires_grad(vec(2, (float[]){1, 2}), true);
+    nb_tensor *y = nb_keep(nb_mul_scalar(x, 2));
+    cr_assert_eq(nb_backward_ex(cubed_sum(x), NULL, &(nb_backward_opts){.create_graph = true}), 0);
+    nb_scope_end();
+    EXPECT_VALUES(nb_grad_of(nb_input(y, 0)), 1e-5, 3, 12);
+    nb_release(y);
+    cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
+                 (long long)(nb_live_tensors() - before));
+
+    /* two leaves whose gradients hold each other: x.grad = 2xw, w.grad = x^2 */
+    nb_scope_begin();
+    x = nb_keep(nb_set_requires_grad(vec(2, (float[]){1, 2}), true));
+    nb_tensor *w = nb_keep(nb_set_requires_grad(vec(2, (float[]){3, -1}), true));
+    nb_tensor *loss = nb_sum(nb_mul(nb_mul(x, x), w), NB_ALL, false);
+    cr_assert_eq(nb_backward_ex(loss, NULL, &(nb_backward_opts){.create_graph = true}), 0);
+    nb_scope_end();
+    nb_release(x);
+    EXPECT_VALUES(nb_grad_of(w), 1e-5, 1, 4); /* x lives on in w.grad's graph */
+    cr_assert_gt(nb_live_tensors(), before);
+    nb_release(w);
+    cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
+                 (long long)(nb_live_tensors() - before));
+
+    /* a kept .grad keeps its leaf */
+    nb_scope_begin();
+    x = nb_keep(nb_set_requires_grad(vec(2, (float[]){1, 2}), true));
+    cr_assert_eq(nb_backward_ex(cubed_sum(x), NULL, &(nb_backward_opts){.create_graph = true}), 0);
+    nb_scope_end();
+    nb_tensor *g = nb_keep(nb_grad_of(x));
+    nb_release(x);
+    EXPECT_VALUES(g, 1e-5, 3, 12);
+    cr_assert(nb_requires_grad(g));
+    nb_release(g);
+    cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
+                 (long long)(nb_live_tensors() - before));
+}
+
+/* The same with no scope open at all: every tensor is the caller's. */
+Test(noscope, create_graph_grad_of_a_leaf_made_outside_scopes_is_freed) {
+    int64_t before = nb_live_tensors();
+    nb_tensor *x = nb_set_requires_grad(vec(3, (float[]){1, 2, -0.5f}), true);
+    nb_tensor *p = nb_pow_scalar(x, 3), *y = nb_sum(p, NB_ALL, false);
+    cr_assert_eq(nb_backward_ex(y, NULL, &(nb_backward_opts){.create_graph = true}), 0, "%s",
+                 nb_error());
+    nb_release(y);
+    nb_release(p);
+    EXPECT_VALUES(nb_grad_of(x), 1e-5, 3, 12, 0.75f);
+    nb_release(x);
+    cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
+                 (long long)(nb_live_tensors() - before));
+}

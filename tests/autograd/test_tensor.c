@@ -154,3 +154,40 @@ Test(tensor, export_dot) {
     cr_assert(strstr(buf, "digraph") && strstr(buf, "y\\nexp [2]") && strstr(buf, "x\\nleaf [2]") &&
               strstr(buf, "mul [2]"), "%s", buf);
 }
+
+/* Reads the dot string that starts at the first '"' after key, undoing the
+ * escapes \" \\ and \n; NULL when the string is unterminated or a raw
+ * quote, backslash or newline would end or break it. */
+static char *dot_string_after(const char *dot, const char *key, char *out, size_t size) {
+    const char *p = strstr(dot, key);
+    if (!p || !(p = strchr(p, '"'))) return NULL;
+    size_t n = 0;
+    for (p++; *p != '"'; p++) {
+        if (*p == '\0' || *p == '\n' || n + 1 >= size) return NULL;
+        if (*p == '\\') {
+            p++;
+            if (*p == 'n') out[n++] = '\n';
+            else if (*p == '"' || *p == '\\') out[n++] = *p;
+            else return NULL;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+Test(tensor, export_dot_escapes_names) {
+    const char *name = "a \"b\" c\\d\ne";
+    nb_tensor *x = nb_set_name(nb_set_requires_grad(nb_ones(NB_SHAPE(3)), true), name);
+    char buf[2048], label[256];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    cr_assert_eq(nb_export_dot(x, f), 0);
+    fclose(f);
+    cr_assert_not_null(dot_string_after(buf, "label=", label, sizeof label), "%s", buf);
+    char want[256];
+    snprintf(want, sizeof want, "%s\nleaf [3]", name);
+    cr_assert_str_eq(label, want, "%s", buf);
+    /* nothing after the label's string is left over from the name */
+    cr_assert(strstr(buf, "style=filled"), "%s", buf);
+}

@@ -928,3 +928,23 @@ Test(layers, constructors_fail_whole_when_memory_runs_out) {
         cr_expect(succeeded, "case %zu never succeeded", k);
     }
 }
+
+Test(layers, a_parameter_belongs_to_one_module) {
+    /* two modules that both held w would both release it when freed */
+    static const nb_module_type plain = {"Plain", identity_forward, NULL};
+    int64_t before = nb_live_tensors();
+    nb_module *a = nb_module_new(&plain, sizeof(nb_module));
+    nb_module *b = nb_module_new(&plain, sizeof(nb_module));
+    nb_tensor *w = nb_module_add_param(a, "w", nb_randn(NB_SHAPE(2, 3)));
+    cr_assert_not_null(w, "%s", nb_error());
+    nb_clear_error();
+    cr_assert_null(nb_module_add_param(b, "w", w));
+    EXPECT_ERROR("nb_module_add_param", "'w'", "another module");
+    cr_assert_null(nb_module_ok(b), "a module whose parameter was refused is freed");
+    cr_assert_eq(nb_live_tensors(), before + 1);
+    nb_clear_error();
+    nb_release(w);
+    EXPECT_ERROR("nb_release", "container");
+    nb_module_free(a);
+    cr_assert_eq(nb_live_tensors(), before);
+}
