@@ -53,9 +53,7 @@ typedef struct walk {
     int64_t *outside;  /* references from outside the part found */
     bool *alive;
     int64_t count, cap;
-    nb_tensor **keys; /* open addressing: tensor -> index in nodes */
-    int64_t *vals;
-    int64_t table_cap; /* a power of two, more than twice count */
+    nb__tensor_map map; /* tensor -> index in nodes */
 } walk;
 
 static bool owned(const nb_tensor *t) {
@@ -72,61 +70,23 @@ static nb_tensor *link(const nb_tensor *t, int i) {
     return i == 0 ? t->grad : t->inputs[i - 1];
 }
 
-static size_t slot_of(const nb_tensor *t, int64_t table_cap) {
-    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
-    return (size_t)((h ^ (h >> 31)) & (uint64_t)(table_cap - 1));
-}
-
-static int64_t find(const walk *w, const nb_tensor *t) {
-    for (size_t i = slot_of(t, w->table_cap);; i = (i + 1) & (size_t)(w->table_cap - 1)) {
-        if (!w->keys[i]) return -1;
-        if (w->keys[i] == t) return w->vals[i];
-    }
-}
-
-static void put(walk *w, nb_tensor *t, int64_t index) {
-    size_t i = slot_of(t, w->table_cap);
-    while (w->keys[i]) i = (i + 1) & (size_t)(w->table_cap - 1);
-    w->keys[i] = t;
-    w->vals[i] = index;
-}
-
-static bool grow(void **p, int64_t n, size_t size) {
-    void *q = nb_realloc(*p, (size_t)n * size);
-    if (q) *p = q;
-    return q != NULL;
-}
+static int64_t find(const walk *w, const nb_tensor *t) { return nb__map_find(&w->map, t); }
 
 /* Adds t to the part found; false when out of memory. */
 static bool add(walk *w, nb_tensor *t) {
     if (w->count == w->cap) {
         int64_t cap = w->cap ? 2 * w->cap : 64;
-        if (!grow((void **)&w->nodes, cap, sizeof *w->nodes) ||
-            !grow((void **)&w->outside, cap, sizeof *w->outside) ||
-            !grow((void **)&w->alive, cap, sizeof *w->alive))
+        if (!nb__grow((void **)&w->nodes, cap, sizeof *w->nodes) ||
+            !nb__grow((void **)&w->outside, cap, sizeof *w->outside) ||
+            !nb__grow((void **)&w->alive, cap, sizeof *w->alive))
             return false;
         w->cap = cap;
     }
-    if (2 * (w->count + 1) >= w->table_cap) {
-        int64_t cap = w->table_cap ? 2 * w->table_cap : 256;
-        nb_tensor **keys = nb_calloc((size_t)cap, sizeof *keys);
-        int64_t *vals = nb_malloc((size_t)cap * sizeof *vals);
-        if (!keys || !vals) {
-            nb_free(keys);
-            nb_free(vals);
-            return false;
-        }
-        nb_free(w->keys);
-        nb_free(w->vals);
-        w->keys = keys;
-        w->vals = vals;
-        w->table_cap = cap;
-        for (int64_t i = 0; i < w->count; i++) put(w, w->nodes[i], i);
-    }
+    if (!nb__map_reserve(&w->map, w->nodes, w->count, 256)) return false;
     w->nodes[w->count] = t;
     w->outside[w->count] = atomic_load(&t->refcount);
     w->alive[w->count] = false;
-    put(w, t, w->count);
+    nb__map_put(&w->map, t, w->count);
     w->count++;
     return true;
 }
@@ -135,8 +95,7 @@ static void free_walk(walk *w) {
     nb_free(w->nodes);
     nb_free(w->outside);
     nb_free(w->alive);
-    nb_free(w->keys);
-    nb_free(w->vals);
+    nb__map_free(&w->map);
 }
 
 /* Finds the unowned part reachable from t and counts the references from

@@ -280,9 +280,7 @@ typedef struct buffers {
     int64_t *order;    /* visit indices in post-order: inputs before users */
     frame *stack;
     int64_t count, cap;
-    nb_tensor **keys; /* open addressing: node -> visit index */
-    int64_t *vals;
-    int64_t table_cap; /* a power of two, more than twice count */
+    nb__tensor_map map; /* node -> visit index */
 } buffers;
 
 static _Thread_local buffers cached;
@@ -293,8 +291,7 @@ static void free_buffers(buffers *b) {
     nb_free(b->capture);
     nb_free(b->order);
     nb_free(b->stack);
-    nb_free(b->keys);
-    nb_free(b->vals);
+    nb__map_free(&b->map);
     memset(b, 0, sizeof *b);
 }
 
@@ -304,12 +301,12 @@ static buffers take_buffers(void) {
     buffers b = cached;
     memset(&cached, 0, sizeof cached);
     b.count = 0;
-    if (b.keys) memset(b.keys, 0, (size_t)b.table_cap * sizeof *b.keys);
+    nb__map_clear(&b.map);
     return b;
 }
 
 static void give_back_buffers(buffers *b) {
-    if (cached.cap + cached.table_cap > b->cap + b->table_cap) { /* a nested run's are larger */
+    if (cached.cap + cached.map.cap > b->cap + b->map.cap) { /* a nested run's are larger */
         free_buffers(b);
     } else {
         free_buffers(&cached);
@@ -318,63 +315,24 @@ static void give_back_buffers(buffers *b) {
     nb__thread_cache_used();
 }
 
-static size_t slot_of(const nb_tensor *t, int64_t table_cap) {
-    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
-    return (size_t)((h ^ (h >> 31)) & (uint64_t)(table_cap - 1));
-}
-
 /* The visit index of t in this run, or -1 if the run has not reached it. */
-static int64_t find(const buffers *b, const nb_tensor *t) {
-    if (!b->keys) return -1;
-    for (size_t i = slot_of(t, b->table_cap);; i = (i + 1) & (size_t)(b->table_cap - 1)) {
-        if (!b->keys[i]) return -1;
-        if (b->keys[i] == t) return b->vals[i];
-    }
-}
-
-static void table_put(buffers *b, nb_tensor *t, int64_t index) {
-    size_t i = slot_of(t, b->table_cap);
-    while (b->keys[i]) i = (i + 1) & (size_t)(b->table_cap - 1);
-    b->keys[i] = t;
-    b->vals[i] = index;
-}
-
-static bool grow(void **p, int64_t n, size_t size) {
-    void *q = nb_realloc(*p, (size_t)n * size);
-    if (q) *p = q;
-    return q != NULL;
-}
+static int64_t find(const buffers *b, const nb_tensor *t) { return nb__map_find(&b->map, t); }
 
 /* Gives t the next visit index; false when out of memory. */
 static bool visit(buffers *b, nb_tensor *t) {
     if (b->count == b->cap) {
         int64_t cap = b->cap ? 2 * b->cap : 256;
-        if (!grow((void **)&b->nodes, cap, sizeof *b->nodes) || !grow((void **)&b->acc, cap, sizeof *b->acc) ||
-            !grow((void **)&b->capture, cap, sizeof *b->capture) ||
-            !grow((void **)&b->order, cap, sizeof *b->order) || !grow((void **)&b->stack, cap, sizeof *b->stack))
+        if (!nb__grow((void **)&b->nodes, cap, sizeof *b->nodes) || !nb__grow((void **)&b->acc, cap, sizeof *b->acc) ||
+            !nb__grow((void **)&b->capture, cap, sizeof *b->capture) ||
+            !nb__grow((void **)&b->order, cap, sizeof *b->order) || !nb__grow((void **)&b->stack, cap, sizeof *b->stack))
             return false;
         b->cap = cap;
     }
-    if (2 * (b->count + 1) >= b->table_cap) {
-        int64_t cap = b->table_cap ? 2 * b->table_cap : 1024;
-        nb_tensor **keys = nb_calloc((size_t)cap, sizeof *keys);
-        int64_t *vals = nb_malloc((size_t)cap * sizeof *vals);
-        if (!keys || !vals) {
-            nb_free(keys);
-            nb_free(vals);
-            return false;
-        }
-        nb_free(b->keys);
-        nb_free(b->vals);
-        b->keys = keys;
-        b->vals = vals;
-        b->table_cap = cap;
-        for (int64_t i = 0; i < b->count; i++) table_put(b, b->nodes[i], i);
-    }
+    if (!nb__map_reserve(&b->map, b->nodes, b->count, 1024)) return false;
     b->nodes[b->count] = t;
     b->acc[b->count] = NULL;
     b->capture[b->count] = 0;
-    table_put(b, t, b->count);
+    nb__map_put(&b->map, t, b->count);
     b->count++;
     return true;
 }

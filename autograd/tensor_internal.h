@@ -87,6 +87,22 @@ static inline bool nb__may_hold_cycle(const nb_tensor *t) {
            !t->caller_ref && !t->container_ref && t->scope_depth == 0;
 }
 
+/* tensor_map.c: tensor -> index, for traversals (engine.c, cycles.c) */
+typedef struct nb__tensor_map {
+    nb_tensor **keys; /* open addressing on the address */
+    int64_t *vals;
+    int64_t cap; /* a power of two, more than twice the entries */
+} nb__tensor_map;
+int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t); /* -1: absent */
+void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index);
+/* Makes room for entry count + 1: a table too small grows (first_cap at
+ * first) and takes tensors[0 .. count) again. False when out of memory. */
+bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap);
+void nb__map_clear(nb__tensor_map *m); /* no entries, memory kept */
+void nb__map_free(nb__tensor_map *m);
+/* *p resized to n elements of size bytes; false (and *p kept) when out of memory. */
+bool nb__grow(void **p, int64_t n, size_t size);
+
 /* ownership.c */
 void nb__scope_adopt(nb_tensor *t); /* new tensor: give to scope or caller */
 void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit */

@@ -1,0 +1,64 @@
+/* tensor_map.c — a table from tensor to index, for the traversals that keep
+ * their bookkeeping outside the nodes: backward (engine.c) and the search
+ * for create_graph cycles (cycles.c). Open addressing on the tensor's
+ * address, capacity a power of two kept above twice the entries, so that a
+ * lookup is one or two probes. The table grows by rehashing the entries
+ * from the traversal's own list of the tensors it found.
+ */
+#include "tensor_internal.h"
+
+#include <string.h>
+
+static size_t slot_of(const nb_tensor *t, int64_t cap) {
+    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
+    return (size_t)((h ^ (h >> 31)) & (uint64_t)(cap - 1));
+}
+
+int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t) {
+    if (!m->keys) return -1;
+    for (size_t i = slot_of(t, m->cap);; i = (i + 1) & (size_t)(m->cap - 1)) {
+        if (!m->keys[i]) return -1;
+        if (m->keys[i] == t) return m->vals[i];
+    }
+}
+
+void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index) {
+    size_t i = slot_of(t, m->cap);
+    while (m->keys[i]) i = (i + 1) & (size_t)(m->cap - 1);
+    m->keys[i] = t;
+    m->vals[i] = index;
+}
+
+bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap) {
+    if (2 * (count + 1) < m->cap) return true;
+    int64_t cap = m->cap ? 2 * m->cap : first_cap;
+    nb_tensor **keys = nb_calloc((size_t)cap, sizeof *keys);
+    int64_t *vals = nb_malloc((size_t)cap * sizeof *vals);
+    if (!keys || !vals) {
+        nb_free(keys);
+        nb_free(vals);
+        return false;
+    }
+    nb__map_free(m);
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    for (int64_t i = 0; i < count; i++) nb__map_put(m, tensors[i], i);
+    return true;
+}
+
+void nb__map_clear(nb__tensor_map *m) {
+    if (m->keys) memset(m->keys, 0, (size_t)m->cap * sizeof *m->keys);
+}
+
+void nb__map_free(nb__tensor_map *m) {
+    nb_free(m->keys);
+    nb_free(m->vals);
+    *m = (nb__tensor_map){0};
+}
+
+bool nb__grow(void **p, int64_t n, size_t size) {
+    void *q = nb_realloc(*p, (size_t)n * size);
+    if (q) *p = q;
+    return q != NULL;
+}
