@@ -183,6 +183,7 @@ typedef struct huffman {
     uint16_t fast[1 << FAST_BITS];
     uint16_t count[MAX_BITS + 1]; /* codes of each length */
     uint16_t symbol[MAX_LIT];     /* symbols ordered by code */
+    int ncodes;                   /* symbols with a code */
 } huffman;
 
 /* Builds h. Returns 0 for a complete code, > 0 for an incomplete one (codes
@@ -191,7 +192,8 @@ static int build(huffman *h, const uint8_t *lengths, int n) {
     memset(h->count, 0, sizeof h->count);
     for (int s = 0; s < n; s++) h->count[lengths[s]]++;
     memset(h->fast, 0, sizeof h->fast);
-    if (h->count[0] == n) return 0; /* no codes: complete, but decoding any fails */
+    h->ncodes = n - h->count[0];
+    if (h->ncodes == 0) return 0; /* no codes: complete, but decoding any fails */
     int left = 1;
     for (int len = 1; len <= MAX_BITS; len++) {
         left = (left << 1) - h->count[len];
@@ -228,6 +230,7 @@ static int decode_slow(inflater *z, const huffman *h) {
         int count = h->count[len];
         if (code - count < first) return h->symbol[index + (code - first)];
         index += count;
+        if (index == h->ncodes) break; /* no longer codes: these bits match none */
         first = (first + count) << 1;
         code <<= 1;
     }
