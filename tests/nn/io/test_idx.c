@@ -25,7 +25,7 @@ static size_t make_idx(uint8_t *buf, uint32_t magic, int ndim, const uint32_t *d
                        const uint8_t *data, size_t n) {
     be32(buf, magic);
     for (int i = 0; i < ndim; i++) be32(buf + 4 + 4 * i, dims[i]);
-    memcpy(buf + 4 + 4 * ndim, data, n);
+    if (n) memcpy(buf + 4 + 4 * ndim, data, n);
     return 4 + 4 * (size_t)ndim + n;
 }
 
