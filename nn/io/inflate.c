@@ -523,8 +523,8 @@ int nb__inflate(const char *who, const void *in, size_t size, uint8_t **out, siz
     size_t guess = size < SIZE_MAX / 4 ? 4 * size : SIZE_MAX;
     if (format == NB_INFLATE_GZIP && size >= 18) guess = le32((const uint8_t *)in + size - 4);
     if (size < SIZE_MAX / 1032 && guess > 1032 * size) guess = 1032 * size;
-    if (guess > z.max) guess = z.max;
     if (guess < 64) guess = 64;
+    if (guess > z.max) guess = z.max; /* the cap is checked against cap - len: never above max */
     z.out = nb_malloc(guess);
     if (!z.out) {
         nb_set_error("%s: %s: out of memory for %zu bytes of output", who, z.name, guess);

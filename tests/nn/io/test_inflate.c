@@ -578,6 +578,12 @@ Test(inflate, output_cap_stops_zip_bombs) {
     cr_assert_eq(nb_inflate(w->buf, bits_bytes(w), &out, &n,
                             &(nb_inflate_opts){.format = NB_INFLATE_RAW, .max_output = 65536}), -1);
     EXPECT_ERROR("nb_inflate: (memory):", "decompressed data exceeds the limit of 65536 bytes");
+    /* a cap below the first guess at the size */
+    cr_assert_eq(nb_inflate(text_gz, sizeof text_gz, &out, &n, &(nb_inflate_opts){.max_output = 10}), -1);
+    EXPECT_ERROR("exceeds the limit of 10 bytes");
+    cr_assert_eq(nb_inflate(text_gz, sizeof text_gz, &out, &n, &(nb_inflate_opts){.max_output = 940}), 0);
+    nb_free(out);
+    cr_assert_eq(nb_inflate(text_gz, sizeof text_gz, &out, &n, &(nb_inflate_opts){.max_output = 939}), -1);
     free(w);
 }
 
