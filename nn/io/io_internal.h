@@ -1,0 +1,26 @@
+/* io_internal.h — what the readers of nn/io share and keep private: reading
+ * a whole file into memory, and the inflater with the name of the public
+ * function that called it, so that a message about a corrupt .gz inside an
+ * IDX or CSV read starts with nb_read_idx_images or nb_read_csv, not with a
+ * function the user never called.
+ */
+#ifndef NB_IO_INTERNAL_H
+#define NB_IO_INTERNAL_H
+
+#include "nb_io.h"
+
+/* Reads the whole file into a new nb_malloc buffer (never NULL on success,
+ * even when the file is empty). Returns 0, or -1 with a message
+ * "who: path: what". */
+int nb__read_file(const char *who, const char *path, uint8_t **data, size_t *size);
+
+/* nb_inflate, with messages starting "who: ". */
+int nb__inflate(const char *who, const void *in, size_t size, uint8_t **out, size_t *out_size,
+                const nb_inflate_opts *opts);
+
+/* Whether the bytes start like a gzip member (1f 8b). */
+static inline bool nb__is_gzip(const uint8_t *data, size_t size) {
+    return size >= 2 && data[0] == 0x1f && data[1] == 0x8b;
+}
+
+#endif

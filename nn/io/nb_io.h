@@ -1,0 +1,115 @@
+/* nb_io.h — reading data as it is distributed: gzip, zlib and raw deflate
+ * streams (an inflater written from RFCs 1950, 1951 and 1952, since nabla
+ * links nothing but libc), IDX files (MNIST, Fashion-MNIST), and numeric CSV
+ * tables. The readers turn files into tensors ready for nb_model_fit.
+ *
+ * OWNERSHIP: tensors follow the rule of nb_autograd.h (they belong to the
+ * innermost open scope). Byte buffers returned by nb_inflate and
+ * nb_gunzip_file come from nb_malloc and are freed with nb_free.
+ *
+ * ERRORS: every function returns NULL or -1 and sets one message of the form
+ *     "nb_function: file:offset: what"        (binary formats)
+ *     "nb_function: file:line:column: what"   (CSV)
+ * No input, however corrupt or truncated, makes a reader crash, hang, or
+ * read outside its buffer; tests/fuzz holds the harnesses that check this.
+ * On failure the output arguments are set to NULL (and 0) and nothing leaks.
+ */
+#ifndef NB_IO_H
+#define NB_IO_H
+
+#include "nb_autograd.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- inflate (nn/io/inflate.c) ----------------------------------------------------- */
+
+/* Decompressed output larger than this is refused (a zip bomb guard) unless
+ * nb_inflate_opts.max_output says otherwise: 1 GiB. */
+#define NB_INFLATE_MAX_OUTPUT ((size_t)1 << 30)
+
+typedef enum nb_inflate_format {
+    NB_INFLATE_AUTO = 0, /* gzip or zlib, told apart by the header */
+    NB_INFLATE_GZIP,     /* RFC 1952, one member or several (concatenated files) */
+    NB_INFLATE_ZLIB,     /* RFC 1950 */
+    NB_INFLATE_RAW       /* RFC 1951 deflate data without a wrapper */
+} nb_inflate_format;
+
+/* Options; NULL, or a field left zero, means the default. */
+typedef struct nb_inflate_opts {
+    nb_inflate_format format;
+    size_t max_output; /* 0: NB_INFLATE_MAX_OUTPUT */
+    const char *name;  /* what nb_inflate's messages call the input; NULL: "(memory)" */
+} nb_inflate_opts;
+
+/* Decompresses size bytes at in into a new buffer *out of *out_size bytes.
+ * Checks what the format carries: gzip's CRC-32 and ISIZE, zlib's Adler-32.
+ * Bytes after the end of the stream (other than further gzip members) are
+ * an error. Returns 0, or -1 with a message naming the input and the byte
+ * offset where the data went wrong. */
+int nb_inflate(const void *in, size_t size, uint8_t **out, size_t *out_size,
+               const nb_inflate_opts *opts);
+/* Reads and decompresses a whole .gz (or zlib) file. */
+int nb_gunzip_file(const char *path, uint8_t **data, size_t *size, const nb_inflate_opts *opts);
+
+/* Checksums, to be chained: crc = nb_crc32(crc, more, n), starting from 0
+ * (CRC-32 of gzip, PNG, zip) and from 1 (Adler-32 of zlib). */
+uint32_t nb_crc32(uint32_t crc, const void *data, size_t size);
+uint32_t nb_adler32(uint32_t adler, const void *data, size_t size);
+
+/* ---- IDX files (nn/io/idx.c) ---------------------------------------------------------
+ * The format of MNIST and Fashion-MNIST: a big-endian magic (0x00000803 for
+ * images, 0x00000801 for labels), one big-endian uint32 per dimension, then
+ * the unsigned bytes. Files may be gzip-compressed (as distributed) or not;
+ * the reader looks at the first bytes, not at the name. Offsets in messages
+ * about a compressed file are offsets in its decompressed data. */
+
+#define NB_IDX_IMAGES 0x00000803u
+#define NB_IDX_LABELS 0x00000801u
+
+/* Images as a float tensor [N, rows, cols], values scaled to [0, 1], or the
+ * byte values 0..255 when raw is true. */
+nb_tensor *nb_read_idx_images(const char *path, bool raw);
+/* Labels as a float tensor [N] of class indices: the targets that
+ * nb_cross_entropy_loss, nb_nll_loss and nb_sparse_categorical_crossentropy
+ * take. num_classes > 0 makes a label >= num_classes an error; 0: no check. */
+nb_tensor *nb_read_idx_labels(const char *path, int64_t num_classes);
+/* The same from bytes in memory; name is what messages call them. */
+nb_tensor *nb_parse_idx_images(const void *data, size_t size, const char *name, bool raw);
+nb_tensor *nb_parse_idx_labels(const void *data, size_t size, const char *name,
+                               int64_t num_classes);
+
+/* ---- CSV tables (nn/io/csv.c) ---------------------------------------------------------
+ * Numeric tables as RFC 4180 writes them: fields separated by a delimiter,
+ * optionally quoted ("1.5", with "" for a quote inside), lines ending in LF
+ * or CRLF, an optional header line, a final line ending optional. Every
+ * field must be a number (strtod's syntax, spaces around it allowed); a
+ * missing or non-numeric value, a row with too few or too many fields, an
+ * unterminated quote are errors naming the file, line and column. A UTF-8
+ * byte order mark and blank lines at the end of the file are ignored. A
+ * .gz file is decompressed first. */
+
+typedef struct nb_csv_opts {
+    char delimiter;  /* 0: ',' */
+    bool header;     /* the first line names the columns */
+    /* The label columns, which go to y in the order given; every other
+     * column goes to x. Either by 0-based index (negative counts from the
+     * end: -1 is the last column) or, with a header, by name. */
+    int nlabels;
+    const int *label_columns;
+    const char *const *label_names; /* used when label_columns is NULL */
+} nb_csv_opts;
+
+/* Reads a table into *x [rows, features] and *y [rows, nlabels] (y may be
+ * NULL when nlabels is 0; *y is then NULL). Returns 0, or -1 with a message;
+ * on failure *x and *y are NULL. */
+int nb_read_csv(const char *path, const nb_csv_opts *opts, nb_tensor **x, nb_tensor **y);
+/* The same from size bytes of text in memory; name is what messages call it. */
+int nb_parse_csv(const char *text, size_t size, const char *name, const nb_csv_opts *opts,
+                 nb_tensor **x, nb_tensor **y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
