@@ -36,7 +36,8 @@
  * order, so any thread count gives the same bits.
  *
  * Pooling. max_pool2d saves, for each output, the flat index (iy·W + ix) of
- * the selected input in its plane (the first on ties, NaN wins, as PyTorch);
+ * the selected input in its plane (the first on ties; a NaN is taken, the
+ * last one if several, as PyTorch does);
  * its backward scatters g there with scatter_add, whose own gradient is
  * gather. avg_pool2d (padding counted in the divisor, PyTorch's default) is
  * a convolution of each plane with a constant kh x kw kernel of 1/(kh·kw),
@@ -582,32 +583,51 @@ typedef struct pool_job {
     float *out, *idx;
 } pool_job;
 
+/* m, i = v, vi when v > m or v is NaN, with bit masks rather than a branch
+ * (random data would mispredict it half the time) */
+static inline void max_step(float *m, float *i, float v, float vi) {
+    uint32_t mb, ib, vb, vib, take = -(uint32_t)((v > *m) | (v != v));
+    memcpy(&mb, m, 4);
+    memcpy(&ib, i, 4);
+    memcpy(&vb, &v, 4);
+    memcpy(&vib, &vi, 4);
+    mb = (vb & take) | (mb & ~take);
+    ib = (vib & take) | (ib & ~take);
+    memcpy(m, &mb, 4);
+    memcpy(i, &ib, 4);
+}
+
+/* One output row at a time, tap by tap: out and idx start at the first
+ * element of each window, and tap (i, j) of every window of the row is
+ * compared in one loop over ox, which vectorises. Taps are visited in the
+ * window's row-major order, so each window still sees its elements in
+ * PyTorch's order and keeps the first maximum; the comparison
+ * v > m || isnan(v) is PyTorch's too. */
 static void max_pool_planes(void *ctx, int64_t begin, int64_t end) {
     const pool_job *j = ctx;
     const pool_args *a = &j->a;
     for (int64_t p = begin; p < end; p++) {
         const float *x = j->x + p * j->h * j->w;
-        float *out = j->out + p * a->oh * a->ow, *idx = j->idx + p * a->oh * a->ow;
         for (int64_t oy = 0; oy < a->oh; oy++) {
-            int64_t y0 = oy * a->sh - a->ph, y1 = y0 + a->kh;
-            if (y0 < 0) y0 = 0;
-            if (y1 > j->h) y1 = j->h;
+            float *out = j->out + (p * a->oh + oy) * a->ow, *idx = j->idx + (p * a->oh + oy) * a->ow;
+            int64_t y0 = oy * a->sh - a->ph;
+            int64_t fy = y0 < 0 ? 0 : y0; /* first row of the window inside x */
             for (int64_t ox = 0; ox < a->ow; ox++) {
-                int64_t x0 = ox * a->sw - a->pw, x1 = x0 + a->kw;
-                if (x0 < 0) x0 = 0;
-                if (x1 > j->w) x1 = j->w;
-                int64_t best = y0 * j->w + x0;
-                float m = x[best];
-                for (int64_t iy = y0; iy < y1; iy++)
-                    for (int64_t ix = x0; ix < x1; ix++) {
-                        float v = x[iy * j->w + ix];
-                        if (v > m || (isnan(v) && !isnan(m))) {
-                            m = v;
-                            best = iy * j->w + ix;
-                        }
-                    }
-                out[oy * a->ow + ox] = m;
-                idx[oy * a->ow + ox] = (float)best;
+                int64_t x0 = ox * a->sw - a->pw, fx = x0 < 0 ? 0 : x0;
+                out[ox] = x[fy * j->w + fx];
+                idx[ox] = (float)(fy * j->w + fx);
+            }
+            for (int64_t i = 0; i < a->kh; i++) {
+                int64_t iy = y0 + i;
+                if (iy < 0 || iy >= j->h) continue;
+                for (int64_t t = 0; t < a->kw; t++) {
+                    int64_t lo, hi, off = t - a->pw;
+                    tap_range(a->ow, j->w, a->sw, off, &lo, &hi);
+                    const float *xr = x + iy * j->w + off;
+                    float base = (float)(iy * j->w + off);
+                    for (int64_t ox = lo; ox < hi; ox++)
+                        max_step(out + ox, idx + ox, xr[ox * a->sw], base + (float)(ox * a->sw));
+                }
             }
         }
     }
