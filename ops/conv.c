@@ -207,6 +207,7 @@ typedef struct conv_job {
     float *out;
     float *part;     /* weight_grad: one [O, C/G·kh·kw] partial per chunk */
     int64_t nchunk;  /* weight_grad: chunks of the batch */
+    bool transposed; /* weight_grad: partials are [G][C/G·kh·kw][O/G] */
     atomic_bool failed;
 } conv_job;
 
@@ -263,7 +264,10 @@ static void conv_transpose2d_images(void *ctx, int64_t begin, int64_t end) {
 }
 
 /* part[chunk][gr] = sum over the chunk's images of u_n[gr] · col(x_n[gr])ᵀ,
- * in image order (u is the output gradient here) */
+ * in image order (u is the output gradient here). When C/G·kh·kw is
+ * smaller than O/G (a first layer: 9 taps, 32 filters) the product is
+ * formed transposed, col · u_nᵀ [C/G·kh·kw, O/G], which suits the
+ * kernel's tall tiles better; the partials are transposed back when summed. */
 static void weight_grad_chunks(void *ctx, int64_t begin, int64_t end) {
     conv_job *j = ctx;
     const geom *g = &j->g;
@@ -275,10 +279,13 @@ static void weight_grad_chunks(void *ctx, int64_t begin, int64_t end) {
         for (int64_t n = n0; n < n1; n++)
             for (int64_t gr = 0; gr < g->groups; gr++) {
                 const float *xg = j->x + (n * g->c + gr * g->cg) * g->hw;
+                const float *un = j->u + (n * g->o + gr * g->og) * g->ohw, *cn = col ? col : xg;
+                float beta = n == n0 ? 0.0f : 1.0f, *pg = part + gr * g->og * g->k;
                 if (col) im2col(g, xg, col);
-                nb_gemm(false, true, g->og, g->k, g->ohw, j->u + (n * g->o + gr * g->og) * g->ohw,
-                        g->ohw, col ? col : xg, g->ohw, n == n0 ? 0.0f : 1.0f,
-                        part + gr * g->og * g->k, g->k);
+                if (j->transposed)
+                    nb_gemm(false, true, g->k, g->og, g->ohw, cn, g->ohw, un, g->ohw, beta, pg, g->og);
+                else
+                    nb_gemm(false, true, g->og, g->k, g->ohw, un, g->ohw, cn, g->ohw, beta, pg, g->k);
             }
     }
     nb_free(col);
@@ -519,15 +526,22 @@ nb_tensor *nb_conv2d_weight_grad(nb_tensor *x, nb_tensor *gy, int64_t kh, int64_
         if (nchunk * size > CONV_PART_FLOATS) nchunk = CONV_PART_FLOATS / size;
         if (nchunk < 1) nchunk = 1;
         j.nchunk = nchunk;
-        j.part = nchunk == 1 ? dw : nb_malloc(sizeof(float) * (size_t)(nchunk * size));
+        j.transposed = j.g.k < j.g.og;
+        bool direct_out = nchunk == 1 && !j.transposed;
+        j.part = direct_out ? dw : nb_malloc(sizeof(float) * (size_t)(nchunk * size));
         if (!j.part) return failed(who, v);
         run_items(&j, nchunk, j.g.o * j.g.ohw * j.g.k * (j.g.n / nchunk), weight_grad_chunks);
-        if (nchunk > 1) {
-            memcpy(dw, j.part, sizeof(float) * (size_t)size);
-            for (int64_t ch = 1; ch < nchunk; ch++) {
-                const float *p = j.part + ch * size;
-                for (int64_t i = 0; i < size; i++) dw[i] += p[i];
-            }
+        if (!direct_out) {
+            /* dw = the partials summed in chunk order (transposed back) */
+            int64_t og = j.g.og, k = j.g.k;
+            for (int64_t gr = 0; gr < j.g.groups; gr++)
+                for (int64_t o = 0; o < og; o++)
+                    for (int64_t kk = 0; kk < k; kk++) {
+                        int64_t at = gr * og * k + (j.transposed ? kk * og + o : o * k + kk);
+                        float sum = j.part[at];
+                        for (int64_t ch = 1; ch < nchunk; ch++) sum += j.part[ch * size + at];
+                        dw[gr * og * k + o * k + kk] = sum;
+                    }
             nb_free(j.part);
         }
         if (atomic_load(&j.failed)) return failed(who, v);

@@ -319,6 +319,13 @@ Test(conv, layer_sized_against_naive_loop) {
     check_against_naive((cfg){3, 32, 14, 14, 64, 3, 3, {.padding = {1, 1}}, true});
 }
 
+Test(conv, first_layer_against_naive_loop) {
+    /* one input channel, 9 taps and 16 filters: the weight gradient is
+     * formed transposed (taps x filters), on 17 images: 16 chunks */
+    check_against_naive((cfg){17, 1, 12, 11, 16, 3, 3, {.padding = {1, 1}}, true});
+    check_against_naive((cfg){3, 2, 9, 9, 12, 2, 2, {.stride = {2, 2}, .groups = 2}, false});
+}
+
 Test(conv, one_by_one_against_naive_loop) {
     check_against_naive((cfg){2, 5, 6, 7, 4, 1, 1, {.groups = 1}, true});          /* no col matrix */
     check_against_naive((cfg){2, 5, 6, 7, 4, 1, 1, {.stride = {2, 3}}, false});
@@ -342,19 +349,23 @@ static void same_bits(int64_t n) {
     nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(n, 16, 20, 20));
     nb_tensor *w = nb_test_leaf(-1, 1, NB_SHAPE(48, 16, 3, 3));
     nb_tensor *b = nb_test_leaf(-1, 1, NB_SHAPE(48));
-    nb_tensor *out[3][6];
+    nb_tensor *out[3][7];
     for (int r = 0; r < 3; r++) {
         nb_set_num_threads(r + 1);
         nb_tensor *y = nb_conv2d(x, w, b, &(nb_conv2d_opts){.padding = {1, 1}});
         nb_tensor *p = nb_max_pool2d(y, 2, 2, NULL), *in[3] = {x, w, b}, *gr[3];
         nb_tensor *t = nb_conv_transpose2d(y, w, NULL, &(nb_conv2d_opts){.padding = {1, 1}});
+        /* a first layer, whose weight gradient is formed transposed */
+        nb_tensor *f = nb_conv2d_weight_grad(nb_slice(x, 1, 0, 1, 1), y, 3, 3,
+                                             &(nb_conv2d_opts){.padding = {1, 1}});
         cr_assert_eq(nb_grad(1, &p, &p, 3, in, gr, NULL), 0, "%s", nb_error());
         out[r][0] = y, out[r][1] = p, out[r][2] = gr[0], out[r][3] = gr[1], out[r][4] = gr[2];
         out[r][5] = t;
+        out[r][6] = f;
     }
     nb_set_num_threads(was);
     for (int r = 1; r < 3; r++)
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             cr_assert(bitwise_equal(out[0][i], out[r][i]), "result %d differs with %d threads", i,
                       r + 1);
 }
@@ -432,6 +443,9 @@ Test(conv, gradcheck_groups_dilation_stride) {
     check_config((cfg){1, 4, 6, 6, 4, 2, 2,
                        {.stride = {2, 1}, .padding = {1, 0}, .dilation = {2, 1}, .groups = 2},
                        false});
+}
+Test(conv, gradcheck_fewer_taps_than_filters) {
+    check_config((cfg){2, 1, 4, 4, 3, 1, 2, {.padding = {0, 1}}, true});
 }
 Test(conv, gradcheck_one_by_one) {
     check_config((cfg){2, 3, 3, 3, 2, 1, 1, {.groups = 1}, true});
