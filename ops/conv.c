@@ -578,8 +578,9 @@ static bool read_pool(const char *who, const nb_tensor *x, int kh, int kw,
         return false;
     }
     int64_t h = nb_shape(x)[2], w = nb_shape(x)[3];
-    a->oh = h + 2 * a->ph < kh ? 0 : (h + 2 * a->ph - kh) / a->sh + 1;
-    a->ow = w + 2 * a->pw < kw ? 0 : (w + 2 * a->pw - kw) / a->sw + 1;
+    /* an empty plane has no element to select, padding or not */
+    a->oh = h < 1 || h + 2 * a->ph < kh ? 0 : (h + 2 * a->ph - kh) / a->sh + 1;
+    a->ow = w < 1 || w + 2 * a->pw < kw ? 0 : (w + 2 * a->pw - kw) / a->sw + 1;
     if (a->oh < 1 || a->ow < 1) {
         nb_set_error("%s: x %s is smaller than the %dx%d window with padding (%d,%d)", who,
                      SHAPE(x), kh, kw, o->padding[0], o->padding[1]);

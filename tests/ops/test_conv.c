@@ -585,6 +585,9 @@ Test(conv, pool_messages) {
     EXPECT_ERROR("nb_avg_pool2d", "[4,4]", "4-D");
     cr_assert_null(nb_max_pool2d(x, 5, 5, NULL));
     EXPECT_ERROR("nb_max_pool2d", "[1,1,4,4]", "smaller than the 5x5 window");
+    cr_assert_null(nb_max_pool2d(nb_zeros(NB_SHAPE(1, 1, 0, 4)), 2, 2,
+                                 &(nb_pool2d_opts){.padding = {1, 1}}));
+    EXPECT_ERROR("nb_max_pool2d", "[1,1,0,4]", "smaller than the 2x2 window");
     cr_assert_null(nb_adaptive_avg_pool2d(x, 3, 3));
     EXPECT_ERROR("nb_adaptive_avg_pool2d", "[1,1,4,4]", "3x3");
 }
