@@ -534,3 +534,49 @@ Test(data, fit_loader_refuses_bad_arguments) {
     nb_loader_free(ld);
     nb_dataset_free(ds);
 }
+
+/* ---- out of memory ------------------------------------------------------------------- */
+
+typedef struct {
+    long calls, fail_at;
+} alloc_failer;
+
+static bool fail_nth(size_t size, void *user) {
+    (void)size;
+    alloc_failer *f = user;
+    return ++f->calls != f->fail_at;
+}
+
+/* Every allocation of nb_dataset_new, nb_dataset_split and nb_loader_new
+ * failing in turn: NULL (or -1) with a message naming the function and
+ * "out of memory", nothing left behind; and once nothing fails, a loader
+ * that works. */
+Test(data, out_of_memory_while_making) {
+    nb_tensor *x, *y;
+    numbered(9, &x, &y);
+    bool made = false;
+    for (long fail = 1; fail < 200 && !made; fail++) {
+        int64_t live = nb_live_tensors();
+        alloc_failer f = {0, fail};
+        nb_clear_error();
+        nb_set_alloc_hook(fail_nth, &f);
+        nb_dataset *ds = nb_dataset_new(x, y), *train = NULL, *val = NULL;
+        int split = ds ? nb_dataset_split(ds, 0.25f, &train, &val) : -1;
+        nb_loader *ld = split == 0 ? nb_loader_new(train, &(nb_loader_opts){.batch_size = 4, .prefetch = true}) : NULL;
+        nb_set_alloc_hook(NULL, NULL);
+        if (ld) {
+            made = true;
+            int64_t order[9];
+            cr_assert_eq(epoch_order(ld, order, NULL, NULL), 6);
+        } else {
+            EXPECT_ERROR(!ds ? "nb_dataset_new" : split ? "nb_dataset_split" : "nb_loader_new", "out of memory");
+            cr_assert(train == NULL || split == 0);
+        }
+        nb_loader_free(ld);
+        nb_dataset_free(train);
+        nb_dataset_free(val);
+        nb_dataset_free(ds);
+        cr_assert_eq(nb_live_tensors(), live, "allocation %ld: tensors left behind", fail);
+    }
+    cr_assert(made);
+}
