@@ -783,7 +783,8 @@ nb_history *nb_model_fit_loader(nb_model *model, nb_loader *train_loader, nb_loa
     }
     nb_dataset *ds = nb_loader_dataset(train_loader), *vds = nb_loader_dataset(val_loader);
     if (!check_xy(who, model, nb_dataset_x(ds), nb_dataset_y(ds))) return NULL;
-    if (val_loader && !check_xy("nb_model_fit_loader (validation data)", model, nb_dataset_x(vds), nb_dataset_y(vds)))
+    if (val_loader &&
+        !check_xy("nb_model_fit_loader (validation data)", model, nb_dataset_x(vds), nb_dataset_y(vds)))
         return NULL;
     if (nb_loader_num_batches(train_loader) == 0 || (val_loader && nb_loader_num_batches(val_loader) == 0)) {
         nb_set_error("%s: the %s loader gives no batch (fewer samples than batch_size, with drop_last)", who,
