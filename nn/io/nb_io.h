@@ -18,6 +18,7 @@
 #define NB_IO_H
 
 #include "nb_autograd.h"
+#include "nb_nn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -108,6 +109,17 @@ int nb_read_csv(const char *path, const nb_csv_opts *opts, nb_tensor **x, nb_ten
 /* The same from size bytes of text in memory; name is what messages call it. */
 int nb_parse_csv(const char *text, size_t size, const char *name, const nb_csv_opts *opts,
                  nb_tensor **x, nb_tensor **y);
+
+/* ---- the training history as files -------------------------------------------
+ * One row per epoch, one column per key ("epoch,loss,accuracy,val_loss,..."),
+ * like Keras's CSVLogger; and a self-contained SVG chart, one panel per
+ * quantity with its training and (dashed) validation curves, that a browser
+ * opens. The _write forms write to an open FILE; the _save forms replace
+ * path atomically. title may be NULL. Each returns 0 or -1 with a message. */
+int nb_history_write_csv(const nb_history *h, FILE *out);
+int nb_history_write_svg(const nb_history *h, FILE *out, const char *title);
+int nb_history_save_csv(const nb_history *h, const char *path);
+int nb_history_save_svg(const nb_history *h, const char *path, const char *title);
 
 #ifdef __cplusplus
 }
