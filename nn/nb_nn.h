@@ -65,8 +65,9 @@ typedef struct nb_module_type {
 
 typedef struct nb_module_entry {
     char name[32];
-    nb_tensor *param;  /* one of param or child is set */
+    nb_tensor *param;  /* one of param, child or buffer is set */
     nb_module *child;
+    nb_tensor *buffer; /* non-trainable state (nb_module_add_buffer) */
 } nb_module_entry;
 
 struct nb_module {
@@ -83,6 +84,10 @@ struct nb_module {
     nb_tensor **params;
     char (*param_names)[96];
     uint64_t params_version; /* the version the list was built at */
+    int nbuffers;            /* the same for buffers (nb_module_buffers) */
+    nb_tensor **buffers;
+    char (*buffer_names)[96];
+    uint64_t buffers_version;
 };
 
 /* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
@@ -112,6 +117,18 @@ nb_tensor *nb_module_forward(nb_module *m, nb_tensor *x);
 nb_tensor **nb_module_parameters(nb_module *m, int *count);
 const char *nb_module_parameter_name(nb_module *m, int i);
 int64_t nb_module_num_weights(nb_module *m); /* total number of parameter elements */
+/* Buffers: state a module keeps that is not trained (batch norm's running
+ * mean and variance). nb_module_add_buffer registers one under name: the
+ * module holds it (nb_adopt) and releases it when freed, as a parameter,
+ * but it does not require grad and is not among nb_module_parameters, so
+ * no optimizer sees it. nb_module_buffers lists them all, depth first,
+ * named like parameters ("1.running_mean"), for a checkpoint to save and
+ * restore (write into them with nb_data_mut); the array is borrowed and
+ * stays valid under the same rule as nb_module_parameters'. */
+nb_tensor *nb_module_add_buffer(nb_module *m, const char *name, nb_tensor *buffer);
+nb_tensor **nb_module_buffers(nb_module *m, int *count);
+const char *nb_module_buffer_name(nb_module *m, int i);
+int64_t nb_module_num_buffer_elements(nb_module *m); /* total number of buffer elements */
 /* Train or eval mode, for the module and all its children. */
 void nb_module_train(nb_module *m, bool training);
 void nb_module_zero_grad(nb_module *m);
