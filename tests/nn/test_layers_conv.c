@@ -374,3 +374,49 @@ Test(layers_conv, summary_counts_buffers_as_non_trainable) {
     nb_history_free(h);
     nb_model_free(model);
 }
+
+/* ---- out of memory while building -------------------------------------------------- */
+
+static int64_t fail_at, seen;
+static bool fail_nth(size_t size, void *user) {
+    (void)size;
+    (void)user;
+    return seen++ != fail_at;
+}
+
+/* Failing each allocation of a lazy layer's first forward in turn: the
+ * call fails cleanly or succeeds, the layer is built completely or not at
+ * all, nothing leaks, and the next forward works. */
+Test(layers_conv, a_failed_build_leaves_the_layer_unbuilt) {
+    bool failed_somewhere = true;
+    for (fail_at = 0; failed_somewhere; fail_at++) {
+        failed_somewhere = false;
+        nb_module *layers[3] = {nb_conv2d_layer(4, 3, 3, NULL), nb_batch_norm_layer(0.1f, 1e-5f),
+                                nb_layer_norm_layer(1, 1e-5f)};
+        int full_params[3] = {2, 2, 2}, full_buffers[3] = {0, 2, 0};
+        nb_tensor *x = nb_randn(NB_SHAPE(2, 3, 4, 4));
+        for (int i = 0; i < 3; i++) {
+            seen = 0;
+            nb_scope_begin();
+            nb_set_alloc_hook(fail_nth, NULL);
+            nb_tensor *y = nb_module_forward(layers[i], x);
+            nb_set_alloc_hook(NULL, NULL);
+            nb_scope_end();
+            if (seen <= fail_at) {
+                cr_assert_not_null(y, "%s", nb_error());
+                continue;
+            }
+            failed_somewhere = true;
+            int np, nbuf;
+            nb_module_parameters(layers[i], &np);
+            nb_module_buffers(layers[i], &nbuf);
+            cr_assert((np == 0 && nbuf == 0) || (np == full_params[i] && nbuf == full_buffers[i]),
+                      "layer %d half built: %d parameters, %d buffers (allocation %lld failed)", i, np, nbuf,
+                      (long long)fail_at);
+            if (!y) cr_assert_not_null(nb_error());
+            cr_assert_not_null(nb_module_forward(layers[i], x), "%s", nb_error());
+        }
+        for (int i = 0; i < 3; i++) nb_module_free(layers[i]);
+    }
+    cr_assert_gt(fail_at, 3);
+}
