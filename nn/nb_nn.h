@@ -2,8 +2,8 @@
  * layers, initialisers, and a Keras-style model (compile, fit, evaluate,
  * predict, summary).
  *
- * OWNERSHIP in this layer: a module owns its parameters and its child
- * modules, and frees them in nb_module_free; a model owns its layers, its
+ * OWNERSHIP in this layer: a module owns its parameters, its buffers and
+ * its child modules, and frees them in nb_module_free; a model owns its layers, its
  * optimizer and its history entries, and frees them in nb_model_free.
  * A module has at most one parent: a module already added somewhere is
  * refused by every function that adopts one (nb_module_add_child,
