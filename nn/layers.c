@@ -41,6 +41,11 @@ static const activation_entry *find_activation(const char *who, const char *name
     return NULL;
 }
 
+nb__activation_fn nb__activation_by_name(const char *who, const char *name) {
+    const activation_entry *a = find_activation(who, name);
+    return a ? a->apply : NULL;
+}
+
 /* ---- Dense ------------------------------------------------------------------------
  * x (N, in) -> activation(x W + b) (N, units); also any x (..., in). */
 

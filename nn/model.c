@@ -71,14 +71,11 @@ static nb_model *model_new(const char *who, nb_module *m) {
     }
     model->net = m;
     /* A Sequential, however it was made, gets the layer-wise treatment:
-     * nb_model_add, per-layer summary, and its input size from a first
-     * Dense that declares one. */
+     * nb_model_add, per-layer summary, and its input shape from a first
+     * layer that declares one (Dense's input_dim, Conv2D's input_shape). */
     model->sequential = nb__is_sequential(m);
-    int64_t input_dim;
-    if (model->sequential && nb__is_dense(nb_sequential_at(m, 0), NULL, &input_dim) && input_dim > 0) {
-        model->sample_ndim = 1;
-        model->sample_shape[0] = input_dim;
-    }
+    if (model->sequential)
+        nb__layer_input_shape(nb_sequential_at(m, 0), &model->sample_ndim, model->sample_shape);
     return model;
 }
 
@@ -120,13 +117,9 @@ int nb_model_add(nb_model *model, nb_module *layer) {
         nb__module_discard(layer);
         return -1;
     }
-    int64_t units, input_dim;
     bool first = nb_sequential_len(model->net) == 0;
     if (nb__sequential_add("nb_model_add", model->net, layer) != 0) return -1;
-    if (first && nb__is_dense(layer, &units, &input_dim) && input_dim > 0) {
-        model->sample_ndim = 1;
-        model->sample_shape[0] = input_dim;
-    }
+    if (first) nb__layer_input_shape(layer, &model->sample_ndim, model->sample_shape);
     if (model->sample_ndim == 0) return 0; /* shapes unknown until the first fit */
     nb_scope_begin();
     bool fits = probe(model, NULL);
@@ -1084,16 +1077,19 @@ void nb_model_summary(nb_model *model, FILE *out) {
                 snprintf(oshape + len, sizeof oshape - (size_t)len, ")");
             }
         }
-        fprintf(out, " %-28s%-26s%lld\n", name, oshape, (long long)nb_module_num_weights(layer));
+        fprintf(out, " %-28s%-26s%lld\n", name, oshape,
+                (long long)(nb_module_num_weights(layer) + nb_module_num_buffer_elements(layer)));
         if (i + 1 < nlayers) fputc('\n', out);
     }
     nb_module_train(model->net, training);
     nb_set_grad_enabled(was);
     nb_scope_end();
     rule(out, '=');
-    int64_t total = nb_module_num_weights(model->net);
-    fprintf(out, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: 0\n", (long long)total,
-            (long long)total);
+    /* as Keras counts them: buffers (batch norm's running statistics) are
+     * the non-trainable parameters */
+    int64_t trainable = nb_module_num_weights(model->net), fixed = nb_module_num_buffer_elements(model->net);
+    fprintf(out, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: %lld\n",
+            (long long)(trainable + fixed), (long long)trainable, (long long)fixed);
     rule(out, '_');
 }
 

@@ -1,8 +1,8 @@
 /* module.c — the module abstraction every layer is built on, and Sequential.
  *
  * A module is a struct starting with nb_module: a type (name, forward,
- * destroy), a training flag, and a list of named entries, each a parameter
- * or a child module. That list is all the generic code needs: parameters
+ * destroy), a training flag, and a list of named entries, each a parameter,
+ * a buffer (state that is not trained) or a child module. That list is all the generic code needs: parameters
  * are gathered depth first with dotted names ("0.weight", "fc1.bias") as
  * PyTorch names them, train/eval and zero_grad recurse, and freeing releases
  * the parameters and frees the children. Built-in layers use exactly this
@@ -71,7 +71,9 @@ static nb_module_entry *add_entry(nb_module *m, const char *name) {
  * release it twice. */
 static bool registered(const nb_module *m, const nb_tensor *param, const nb_module *child) {
     for (int i = 0; i < m->nentries; i++)
-        if ((param && m->entries[i].param == param) || (child && m->entries[i].child == child)) return true;
+        if ((param && (m->entries[i].param == param || m->entries[i].buffer == param)) ||
+            (child && m->entries[i].child == child))
+            return true;
     return false;
 }
 
@@ -99,6 +101,31 @@ nb_tensor *nb_module_add_param(nb_module *m, const char *name, nb_tensor *param)
     e->param = param;
     if (!nb_name(param)[0]) nb_set_name(param, name);
     return param;
+}
+
+nb_tensor *nb_module_add_buffer(nb_module *m, const char *name, nb_tensor *buffer) {
+    if (!m) return NULL;
+    if (buffer && (!nb_is_leaf(buffer) || nb_requires_grad(buffer) || registered(m, buffer, NULL))) {
+        nb_set_error("nb_module_add_buffer: '%s' %s", name ? name : "",
+                     !nb_is_leaf(buffer) || nb_requires_grad(buffer)
+                         ? "requires grad; a buffer is a plain tensor, not trained"
+                         : "is already registered in this module");
+        buffer = NULL;
+    }
+    nb_module_entry *e = buffer ? add_entry(m, name) : NULL;
+    if (!e) {
+        if (buffer) nb_set_error("nb_module_add_buffer: out of memory");
+        m->failed = true;
+        return NULL;
+    }
+    if (!nb_adopt(buffer, "nb_module_add_buffer")) {
+        m->nentries--;
+        m->failed = true;
+        return NULL;
+    }
+    e->buffer = buffer;
+    if (!nb_name(buffer)[0]) nb_set_name(buffer, name);
+    return buffer;
 }
 
 /* Adds child to m under name; what names the child in messages ("'fc1'",
@@ -165,26 +192,55 @@ nb_tensor *nb_module_forward(nb_module *m, nb_tensor *x) {
 
 /* ---- the flattened parameter list ------------------------------------------- */
 
-static int count_params(const nb_module *m) {
+/* The tensors of one kind (parameters or buffers) under m, depth first. */
+static nb_tensor *entry_tensor(const nb_module_entry *e, bool buffers) {
+    return buffers ? e->buffer : e->param;
+}
+
+static int count_tensors(const nb_module *m, bool buffers) {
     int n = 0;
     for (int i = 0; i < m->nentries; i++)
-        n += m->entries[i].param ? 1 : count_params(m->entries[i].child);
+        n += m->entries[i].child ? count_tensors(m->entries[i].child, buffers)
+                                 : entry_tensor(&m->entries[i], buffers) != NULL;
     return n;
 }
 
-static void collect(nb_module *root, const nb_module *m, const char *prefix, int *k) {
+static void collect(nb_tensor **out, char (*names)[96], const nb_module *m, const char *prefix,
+                    bool buffers, int *k) {
     for (int i = 0; i < m->nentries; i++) {
         const nb_module_entry *e = &m->entries[i];
         char name[96];
         snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] ? "." : "", e->name);
-        if (e->param) {
-            root->params[*k] = e->param;
-            snprintf(root->param_names[*k], sizeof root->param_names[*k], "%s", name);
+        if (e->child) {
+            collect(out, names, e->child, name, buffers, k);
+        } else if (entry_tensor(e, buffers)) {
+            out[*k] = entry_tensor(e, buffers);
+            snprintf(names[*k], sizeof names[*k], "%s", name);
             (*k)++;
-        } else {
-            collect(root, e->child, name, k);
         }
     }
+}
+
+/* Rebuilds the cached list of one kind when m's version moved since. */
+static bool refresh(const char *who, nb_module *m, bool buffers) {
+    uint64_t *built = buffers ? &m->buffers_version : &m->params_version;
+    if (*built == m->version) return true;
+    nb_tensor ***list = buffers ? &m->buffers : &m->params;
+    char(**names)[96] = buffers ? &m->buffer_names : &m->param_names;
+    int n = count_tensors(m, buffers);
+    nb_tensor **p = nb_realloc(*list, (size_t)(n ? n : 1) * sizeof *p);
+    if (p) *list = p;
+    char(*nm)[96] = p ? nb_realloc(*names, (size_t)(n ? n : 1) * sizeof *nm) : NULL;
+    if (nm) *names = nm;
+    if (!p || !nm) {
+        nb_set_error("%s: out of memory", who);
+        return false;
+    }
+    int k = 0;
+    collect(*list, *names, m, "", buffers, &k);
+    *(buffers ? &m->nbuffers : &m->nparams) = n;
+    *built = m->version;
+    return true;
 }
 
 nb_tensor **nb__module_parameters(const char *who, nb_module *m, int *count) {
@@ -193,21 +249,7 @@ nb_tensor **nb__module_parameters(const char *who, nb_module *m, int *count) {
     /* The list is rebuilt only when an entry of m, or of a module under
      * it, changed since it was built (changed() bumps m->version): an
      * array lent earlier stays valid until then. */
-    if (m->params_version != m->version) {
-        int n = count_params(m);
-        nb_tensor **p = nb_realloc(m->params, (size_t)(n ? n : 1) * sizeof *p);
-        char(*names)[96] = p ? nb_realloc(m->param_names, (size_t)(n ? n : 1) * sizeof *names) : NULL;
-        if (p) m->params = p;
-        if (names) m->param_names = names;
-        if (!p || !names) {
-            nb_set_error("%s: out of memory", who);
-            return NULL;
-        }
-        int k = 0;
-        collect(m, m, "", &k);
-        m->nparams = n;
-        m->params_version = m->version;
-    }
+    if (!refresh(who, m, false)) return NULL;
     if (count) *count = m->nparams;
     return m->params;
 }
@@ -230,6 +272,27 @@ int64_t nb_module_num_weights(nb_module *m) {
     return total;
 }
 
+nb_tensor **nb_module_buffers(nb_module *m, int *count) {
+    if (count) *count = 0;
+    if (!m || !refresh("nb_module_buffers", m, true)) return NULL;
+    if (count) *count = m->nbuffers;
+    return m->buffers;
+}
+
+const char *nb_module_buffer_name(nb_module *m, int i) {
+    int n;
+    if (!nb_module_buffers(m, &n) || i < 0 || i >= n) return NULL;
+    return m->buffer_names[i];
+}
+
+int64_t nb_module_num_buffer_elements(nb_module *m) {
+    int n;
+    nb_tensor **b = nb_module_buffers(m, &n);
+    int64_t total = 0;
+    for (int i = 0; b && i < n; i++) total += nb_numel(b[i]);
+    return total;
+}
+
 void nb_module_train(nb_module *m, bool training) {
     if (!m) return;
     m->training = training;
@@ -246,6 +309,7 @@ void nb_module_zero_grad(nb_module *m) {
 static void drop_entries(nb_module *m, int n) {
     for (int i = n; i < m->nentries; i++) {
         if (m->entries[i].param) nb_disown(m->entries[i].param, "nb_module_free");
+        if (m->entries[i].buffer) nb_disown(m->entries[i].buffer, "nb_module_free");
         if (m->entries[i].child) free_module(m->entries[i].child);
     }
     m->nentries = n;
@@ -257,6 +321,8 @@ static void free_module(nb_module *m) {
     nb_free(m->entries);
     nb_free(m->params);
     nb_free(m->param_names);
+    nb_free(m->buffers);
+    nb_free(m->buffer_names);
     nb_free(m);
 }
 

@@ -2,8 +2,8 @@
  * layers, initialisers, and a Keras-style model (compile, fit, evaluate,
  * predict, summary).
  *
- * OWNERSHIP in this layer: a module owns its parameters and its child
- * modules, and frees them in nb_module_free; a model owns its layers, its
+ * OWNERSHIP in this layer: a module owns its parameters, its buffers and
+ * its child modules, and frees them in nb_module_free; a model owns its layers, its
  * optimizer and its history entries, and frees them in nb_model_free.
  * A module has at most one parent: a module already added somewhere is
  * refused by every function that adopts one (nb_module_add_child,
@@ -65,8 +65,9 @@ typedef struct nb_module_type {
 
 typedef struct nb_module_entry {
     char name[32];
-    nb_tensor *param;  /* one of param or child is set */
+    nb_tensor *param;  /* one of param, child or buffer is set */
     nb_module *child;
+    nb_tensor *buffer; /* non-trainable state (nb_module_add_buffer) */
 } nb_module_entry;
 
 struct nb_module {
@@ -83,6 +84,10 @@ struct nb_module {
     nb_tensor **params;
     char (*param_names)[96];
     uint64_t params_version; /* the version the list was built at */
+    int nbuffers;            /* the same for buffers (nb_module_buffers) */
+    nb_tensor **buffers;
+    char (*buffer_names)[96];
+    uint64_t buffers_version;
 };
 
 /* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
@@ -112,6 +117,18 @@ nb_tensor *nb_module_forward(nb_module *m, nb_tensor *x);
 nb_tensor **nb_module_parameters(nb_module *m, int *count);
 const char *nb_module_parameter_name(nb_module *m, int i);
 int64_t nb_module_num_weights(nb_module *m); /* total number of parameter elements */
+/* Buffers: state a module keeps that is not trained (batch norm's running
+ * mean and variance). nb_module_add_buffer registers one under name: the
+ * module holds it (nb_adopt) and releases it when freed, as a parameter,
+ * but it does not require grad and is not among nb_module_parameters, so
+ * no optimizer sees it. nb_module_buffers lists them all, depth first,
+ * named like parameters ("1.running_mean"), for a checkpoint to save and
+ * restore (write into them with nb_data_mut); the array is borrowed and
+ * stays valid under the same rule as nb_module_parameters'. */
+nb_tensor *nb_module_add_buffer(nb_module *m, const char *name, nb_tensor *buffer);
+nb_tensor **nb_module_buffers(nb_module *m, int *count);
+const char *nb_module_buffer_name(nb_module *m, int i);
+int64_t nb_module_num_buffer_elements(nb_module *m); /* total number of buffer elements */
 /* Train or eval mode, for the module and all its children. */
 void nb_module_train(nb_module *m, bool training);
 void nb_module_zero_grad(nb_module *m);
@@ -288,6 +305,63 @@ const char *nb_history_key(const nb_history *h, int i);
 /* Why training stopped early ("" when it ran all epochs). */
 const char *nb_history_stop_reason(const nb_history *h);
 void nb_history_free(nb_history *h);
+
+/* ---- convolution, pooling, normalisation and embedding layers (nn/layers_conv.c)
+ * NCHW, as the ops. Each layer learns what it needs of its input (channels,
+ * normalised shape) from the first input and builds its parameters then,
+ * as Keras does; the summary shows Keras's names and output shapes. */
+
+/* Conv2D options; NULL, or any field left at 0, means the default. */
+typedef struct nb_conv2d_layer_opts {
+    int stride[2];     /* default 1 (index 0 the height, 1 the width) */
+    int padding[2];    /* explicit zero padding, default 0 (Keras's "valid") */
+    /* Keras's padding="same": oH = ceil(H / stride). Split evenly on both
+     * sides, so the total must be even (any odd kernel at stride 1); an odd
+     * total is an error at the forward. Not with explicit padding. */
+    bool same;
+    int dilation[2];   /* default 1 */
+    int groups;        /* default 1; divides the input channels and filters */
+    bool no_bias;      /* Keras's use_bias=False */
+    const char *activation; /* a name as for nb_dense; NULL is "linear" */
+    /* [C,H,W] of one sample (Keras's input_shape): the layer is built at
+     * once, and, first in a model, tells the model its input (for
+     * nb_model_summary before any fit). C alone builds the layer. Zeros:
+     * channels taken from the first input. */
+    int64_t input_shape[3];
+} nb_conv2d_layer_opts;
+
+/* Keras Conv2D(filters, (kh, kw)) over NCHW: x [N,C,H,W] -> [N,filters,oH,oW].
+ * Kernel [filters, C/groups, kh, kw] (PyTorch's layout) initialised
+ * glorot-uniform with Keras's fans (fan_in = C/groups·kh·kw, fan_out =
+ * filters·kh·kw), bias [filters] zeros. */
+nb_module *nb_conv2d_layer(int64_t filters, int kh, int kw, const nb_conv2d_layer_opts *opts);
+/* Keras MaxPooling2D and AveragePooling2D (nb_max_pool2d, nb_avg_pool2d):
+ * opts NULL means stride = the pool size, no padding. */
+nb_module *nb_max_pool2d_layer(int kh, int kw, const nb_pool2d_opts *opts);
+nb_module *nb_avg_pool2d_layer(int kh, int kw, const nb_pool2d_opts *opts);
+/* Keras GlobalAveragePooling2D: [N,C,H,W] -> [N,C]. */
+nb_module *nb_global_avg_pool2d_layer(void);
+/* Batch normalisation over every axis but 1: BatchNorm1d for [N,C] (and
+ * [N,C,L]), BatchNorm2d for [N,C,H,W], by the input's rank. Parameters
+ * weight (ones) and bias (zeros) [C]; buffers running_mean (zeros) and
+ * running_var (ones) [C] (nb_module_buffers), updated in training mode
+ * (nb_module_train(m, true), the default; fit trains, evaluate and predict
+ * do not) and used in eval mode. momentum follows PyTorch:
+ *     running = (1 - momentum)·running + momentum·batch
+ * PyTorch's BatchNorm2d() is nb_batch_norm_layer(0.1f, 1e-5f). Keras's
+ * BatchNormalization() (momentum 0.99 in the opposite convention, epsilon
+ * 1e-3) is nb_batch_norm_layer(0.01f, 1e-3f); Keras normalises its last
+ * axis (channels last), this layer axis 1. */
+nb_module *nb_batch_norm_layer(float momentum, float eps);
+/* Layer normalisation over the last normalized_ndim axes, with weight
+ * (ones) and bias (zeros) of their shape, taken from the first input.
+ * Keras's LayerNormalization() is nb_layer_norm_layer(1, 1e-3f); PyTorch's
+ * LayerNorm(d) is nb_layer_norm_layer(1, 1e-5f). */
+nb_module *nb_layer_norm_layer(int normalized_ndim, float eps);
+/* Keras Embedding(num, dim): indices [...] (integers in [0, num) as
+ * floats) -> [..., dim]; weight [num, dim] uniform in ±0.05 (Keras's
+ * default initialiser). */
+nb_module *nb_embedding_layer(int64_t num, int64_t dim);
 
 #ifdef __cplusplus
 }

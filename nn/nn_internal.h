@@ -25,6 +25,15 @@ nb_module *nb__sequential_pop(nb_module *seq);
 /* True for a Dense layer, with its sizes (input_dim 0 until built). */
 bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim);
 
+/* The function of the activation called name (Keras's names, as nb_dense
+ * takes them); NULL and a message naming who when unknown. */
+typedef nb_tensor *(*nb__activation_fn)(nb_tensor *x);
+nb__activation_fn nb__activation_by_name(const char *who, const char *name);
+/* The shape of one input sample a first layer declares (Dense's
+ * input_dim, Conv2D's input_shape), so that a model knows its input
+ * before the first fit: false when it declares none. */
+bool nb__layer_input_shape(const nb_module *m, int *ndim, int64_t *shape);
+
 /* The metric called name, given the compiled loss ("accuracy" depends on
  * it); *canonical is set to the name history and progress use. */
 nb_metric_fn nb__metric_by_name(const char *name, nb_loss_fn loss, const char **canonical);

@@ -195,6 +195,31 @@ nb_tensor *nb_avg_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opt
  * global average pool. */
 nb_tensor *nb_adaptive_avg_pool2d(nb_tensor *x, int64_t oh, int64_t ow);
 
+/* ---- normalisation and embedding (ops/norm.c) ---------------------------------
+ * PyTorch's semantics. The statistics are the mean and the biased variance
+ * over the normalised axes; y = (x - mean) / sqrt(var + eps) · weight + bias.
+ *
+ * layer_norm normalises over the last normalized_ndim axes of x; weight and
+ * bias (each may be NULL) have the shape of those axes:
+ *     x [..., d1..dk], weight, bias [d1..dk] -> [..., d1..dk]      */
+nb_tensor *nb_layer_norm(nb_tensor *x, int normalized_ndim, nb_tensor *weight, nb_tensor *bias,
+                         float eps);
+/* batch_norm normalises over every axis but 1 (the channels):
+ *     x [N,C] or [N,C,H,W] (any [N,C,...]), the four vectors [C] -> x's shape
+ * training: the batch's statistics, and, when running_mean and running_var
+ * are given, both updated in place (no graph) with PyTorch's convention
+ *     running = (1 - momentum)·running + momentum·batch   (momentum 0.1 in PyTorch)
+ * using the unbiased batch variance for running_var; more than one value per
+ * channel is needed. Keras's momentum is the other way round (its 0.99 is
+ * 0.01 here). Eval: the running statistics (required), which get no
+ * gradient. weight and bias may be NULL. */
+nb_tensor *nb_batch_norm(nb_tensor *x, nb_tensor *running_mean, nb_tensor *running_var,
+                         nb_tensor *weight, nb_tensor *bias, bool training, float momentum, float eps);
+/* weight [V,D], indices of any shape holding integers in [0, V) as floats
+ * -> [..., D] (the rows of weight); the gradient is added into the rows
+ * used (index_add). Another index is an error naming it and V. */
+nb_tensor *nb_embedding(nb_tensor *weight, nb_tensor *indices);
+
 #ifdef __cplusplus
 }
 #endif
