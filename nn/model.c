@@ -15,6 +15,7 @@
  * leaves the model as it was.
  */
 #include "nn_internal.h"
+#include "nb_io.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -40,6 +41,7 @@ struct nb_model {
     int nmetrics;
     nb_metric_fn metrics[MAX_METRICS];
     const char *metric_names[MAX_METRICS];
+    int64_t epochs_done; /* epochs trained, for checkpoints (nb_fit_opts.initial_epoch) */
 };
 
 struct nb_history {
@@ -673,6 +675,11 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     if (!model) return NULL;
     nb_fit_opts o = opts_in ? *opts_in : nb_fit_defaults();
     FILE *out = o.out ? o.out : stdout;
+    if (o.initial_epoch < 0 || o.initial_epoch > o.epochs || o.checkpoint_every < 0) {
+        nb_set_error("nb_model_fit: initial_epoch must be in [0, epochs] (got %d, epochs %d) and "
+                     "checkpoint_every >= 0 (got %d)", o.initial_epoch, o.epochs, o.checkpoint_every);
+        return NULL;
+    }
     if (o.batch_size <= 0 || o.epochs < 0 || !(o.validation_split >= 0 && o.validation_split < 1)) {
         nb_set_error("nb_model_fit: batch_size must be >= 1 (got %d), epochs >= 0 (got %d) and "
                      "validation_split in [0, 1) (got %g)",
@@ -700,7 +707,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     int64_t n_val = o.x_val ? nb_dim(o.x_val, 0) : n - n_train, val_offset = o.x_val ? 0 : n_train;
 
     const char *monitor = o.monitor ? o.monitor : validate ? "val_loss" : "loss";
-    if (o.patience > 0 && !recorded(model, monitor, validate)) {
+    if ((o.patience > 0 || (o.checkpoint_path && o.save_best_only)) && !recorded(model, monitor, validate)) {
         nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
         return NULL;
     }
@@ -724,10 +731,13 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     bool tty = isatty(fileno(out)) == 1;
     double best_value = 0;
     int best_epoch = -1, waited = 0;
+    double best_saved = 0; /* the monitored value at the last save_best_only checkpoint */
+    bool saved_any = false;
     nb_module_train(model->net, true);
 
-    for (int epoch = 0; epoch < o.epochs; epoch++) {
-        if (!history_reserve_epoch(h, model, validate, epoch)) {
+    for (int epoch = o.initial_epoch; epoch < o.epochs; epoch++) {
+        int e = epoch - o.initial_epoch; /* the history's index */
+        if (!history_reserve_epoch(h, model, validate, e)) {
             nb_set_error("nb_model_fit: out of memory recording the history");
             goto fail;
         }
@@ -781,18 +791,19 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             }
         }
         double elapsed = now_seconds() - t0;
-        bool recorded_all = history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
+        model->epochs_done = epoch + 1;
+        bool recorded_all = history_push(h, "loss", e, (float)(loss_sum / (double)seen));
         for (int k = 0; k < model->nmetrics; k++)
-            recorded_all &= history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
+            recorded_all &= history_push(h, model->metric_names[k], e, (float)(metric_sum[k] / (double)seen));
         totals vt;
         if (validate) {
             if (!evaluate_rows("nb_model_fit (validation data)", model, xv, yv, val_idx, n_val, o.batch_size, &vt))
                 goto fail;
-            recorded_all &= history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
+            recorded_all &= history_push(h, "val_loss", e, (float)(vt.loss / (double)vt.rows));
             for (int k = 0; k < model->nmetrics; k++) {
                 char key[64];
                 snprintf(key, sizeof key, "val_%s", model->metric_names[k]);
-                recorded_all &= history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
+                recorded_all &= history_push(h, key, e, (float)(vt.metrics[k] / (double)vt.rows));
             }
         }
         if (!recorded_all) {
@@ -817,14 +828,32 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             fflush(out);
         }
 
-        /* early stopping */
+        /* checkpoints, before early stopping may restore the best weights */
         const float *series = nb_history_get(h, monitor);
+        if (o.checkpoint_path) {
+            int every = o.checkpoint_every > 0 ? o.checkpoint_every : 1;
+            bool due = (epoch + 1) % every == 0;
+            if (o.save_best_only) {
+                double v = series ? series[e] : NAN, sign = higher_is_better(monitor) ? -1 : 1;
+                due = isfinite(v) && (!saved_any || sign * (v - best_saved) < 0);
+                if (due) best_saved = v;
+            }
+            if (due && nb_model_save_checkpoint(model, o.checkpoint_path) != 0) {
+                snprintf(h->stop_reason, sizeof h->stop_reason, "nb_model_fit: saving the checkpoint after epoch %d "
+                         "failed: %s", epoch + 1, nb_error());
+                nb_set_error("%s", h->stop_reason);
+                if (o.verbose) fprintf(out, "%s\n", h->stop_reason);
+                goto done;
+            }
+            saved_any |= due;
+        }
+        /* early stopping */
         if (o.patience > 0) {
             if (!series) {
                 nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
                 goto fail;
             }
-            double v = series[epoch], sign = higher_is_better(monitor) ? -1 : 1;
+            double v = series[e], sign = higher_is_better(monitor) ? -1 : 1;
             if (best_epoch < 0 || sign * (v - best_value) < -(double)o.min_delta) {
                 best_value = v;
                 best_epoch = epoch;
@@ -1000,4 +1029,15 @@ void nb_model_free(nb_model *model) {
     nb_optimizer_free(model->opt);
     nb_module_free(model->net);
     nb_free(model);
+}
+
+/* ---- checkpoints (nn/io/checkpoint.c) ------------------------------------------------------- */
+
+int nb__model_checkpoint_state(const char *who, nb_model *model, nb_optimizer **opt, int64_t **epochs) {
+    *opt = NULL;
+    *epochs = &model->epochs_done;
+    if (!model->opt && !model->opt_name[0]) return 0; /* not compiled: parameters only */
+    if (!ensure_optimizer(who, model)) return -1;
+    *opt = model->opt;
+    return 0;
 }

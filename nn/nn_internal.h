@@ -29,4 +29,10 @@ bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim);
  * it); *canonical is set to the name history and progress use. */
 nb_metric_fn nb__metric_by_name(const char *name, nb_loss_fn loss, const char **canonical);
 
+/* What a checkpoint of the model holds beside its module (nn/io/checkpoint.c):
+ * its optimizer, built first if compile named one (NULL when it has none),
+ * and its count of epochs trained, which the checkpoint sets. 0, or -1
+ * with a message naming who. */
+int nb__model_checkpoint_state(const char *who, nb_model *model, nb_optimizer **opt, int64_t **epochs);
+
 #endif
