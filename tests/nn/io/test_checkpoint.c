@@ -1,0 +1,2 @@
+#include "test_util.h"
+TestSuite(checkpoint, NB_TEST_HOOKS);
