@@ -529,3 +529,63 @@ Test(checkpoint, torch_round_trip, .timeout = 120) {
     nb_module_free(b);
     remove_dir();
 }
+
+/* ---- fit's checkpoint options -------------------------------------------------------------- */
+
+Test(checkpoint, fit_options) {
+    make_dir();
+    nb_tensor *x, *y;
+    data(&x, &y);
+    nb_model *model = make_model();
+    nb_fit_opts o = nb_fit_defaults();
+    o.verbose = 0;
+    o.epochs = 5;
+    o.batch_size = 16;
+    o.checkpoint_path = in_dir("every2.safetensors");
+    o.checkpoint_every = 2;
+    nb_history *h = nb_model_fit(model, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    nb_history_free(h);
+    nb_safetensors *st = nb_safetensors_read(in_dir("every2.safetensors"));
+    cr_assert_not_null(st, "%s", nb_error());
+    cr_assert_str_eq(nb_safetensors_metadata(st, "epoch"), "4");
+    nb_safetensors_free(st);
+
+    /* save_best_only: the file holds the epoch with the lowest loss */
+    o.epochs = 8;
+    o.initial_epoch = 5;
+    o.checkpoint_path = in_dir("best.safetensors");
+    o.checkpoint_every = 0;
+    o.save_best_only = true;
+    h = nb_model_fit(model, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_assert_eq(nb_history_epochs(h), 3);
+    const float *loss = nb_history_get(h, "loss");
+    int best = 0;
+    for (int e = 1; e < 3; e++)
+        if (loss[e] < loss[best]) best = e;
+    nb_history_free(h);
+    st = nb_safetensors_read(in_dir("best.safetensors"));
+    cr_assert_not_null(st, "%s", nb_error());
+    char want[8];
+    snprintf(want, sizeof want, "%d", 5 + best + 1);
+    cr_assert_str_eq(nb_safetensors_metadata(st, "epoch"), want);
+    nb_safetensors_free(st);
+
+    /* bad options, and a save that fails, which stops training */
+    o.initial_epoch = 9;
+    cr_assert_null(nb_model_fit(model, x, y, &o));
+    EXPECT_ERROR("nb_model_fit: initial_epoch must be in [0, epochs] (got 9, epochs 8)");
+    o.initial_epoch = 0;
+    o.save_best_only = false;
+    o.checkpoint_path = "/nonexistent/dir/ckpt.safetensors";
+    h = nb_model_fit(model, x, y, &o);
+    cr_assert_not_null(h);
+    cr_assert_eq(nb_history_epochs(h), 1);
+    cr_assert(strstr(nb_history_stop_reason(h), "saving the checkpoint after epoch 1 failed") &&
+                  strstr(nb_history_stop_reason(h), "cannot create a temporary file"),
+              "%s", nb_history_stop_reason(h));
+    nb_history_free(h);
+    nb_model_free(model);
+    remove_dir();
+}
