@@ -589,3 +589,45 @@ Test(checkpoint, fit_options) {
     nb_model_free(model);
     remove_dir();
 }
+
+Test(checkpoint, training_checkpoints_under_out_of_memory) {
+    make_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s", in_dir("c.safetensors"));
+    run r = make_run();
+    cr_assert_eq(nb_save_checkpoint(path, r.net, r.opt, r.sched, 1), 0, "%s", nb_error());
+    run s = make_run(); /* other parameters, same structure */
+    for (fail_at = 0;; fail_at++) {
+        allocs = 0;
+        nb_set_alloc_hook(fail_nth, NULL);
+        int rc = nb_save_checkpoint(path, s.net, s.opt, s.sched, 2);
+        nb_set_alloc_hook(NULL, NULL);
+        if (rc == 0) break;
+        EXPECT_ERROR("nb_save_checkpoint: ", "out of memory");
+        cr_assert(params_equal_file(r.net, path), "allocation %d failing changed the file", fail_at);
+        cr_assert_eq(others_in_dir("c.safetensors"), 0);
+    }
+    cr_assert(params_equal_file(s.net, path));
+    cr_assert_eq(nb_save_checkpoint(path, r.net, r.opt, r.sched, 1), 0);
+    nb_generator before = *nb_default_generator();
+    nb_generator_next(nb_default_generator()); /* the load must restore it */
+    nb_generator moved = *nb_default_generator();
+    for (fail_at = 0;; fail_at++) {
+        allocs = 0;
+        nb_set_alloc_hook(fail_nth, NULL);
+        int64_t epoch = -1;
+        int rc = nb_load_checkpoint(path, s.net, s.opt, s.sched, &epoch);
+        nb_set_alloc_hook(NULL, NULL);
+        if (rc == 0) {
+            cr_assert_eq(epoch, 1);
+            break;
+        }
+        EXPECT_ERROR("nb_load_checkpoint: ", "out of memory");
+        cr_assert(!same_params(r.net, s.net) && nb_default_generator()->state == moved.state);
+    }
+    cr_assert(same_params(r.net, s.net));
+    cr_assert_eq(nb_default_generator()->state, before.state);
+    free_run(r);
+    free_run(s);
+    remove_dir();
+}
