@@ -4,6 +4,7 @@
  *   nb_ops.h        the differentiable ops
  *   nb_optim.h      optimizers, learning-rate schedules, gradient clipping
  *   nb_nn.h         modules, layers, initialisers, the Keras-style model
+ *   nb_data.h       datasets and batch loaders, fit on a loader
  *   nb_io.h         reading data: gzip/zlib inflate, IDX files, CSV tables
  *
  * It lives in autograd/ because that is where every use of nabla starts;
@@ -17,6 +18,7 @@
 #include "nb_ops.h"
 #include "nb_optim.h"
 #include "nb_nn.h"
+#include "nb_data.h"
 #include "nb_io.h"
 
 #endif

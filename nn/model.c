@@ -12,8 +12,11 @@
  * progress line, callbacks, early stopping and the stop on a non-finite
  * loss. Everything that can be wrong with the arguments is checked before
  * the first step, by running one sample through the model, so a bad call
- * leaves the model as it was.
+ * leaves the model as it was. nb_model_fit (arrays) and nb_model_fit_loader
+ * (nb_data.h) differ only in where the batches come from (`batches`): both
+ * run fit_batches, the one training loop.
  */
+#include "nb_data.h"
 #include "nn_internal.h"
 #include "nb_io.h"
 
@@ -423,6 +426,45 @@ static nb_tensor *take_rows(nb_tensor *t, const int64_t *idx, int64_t n) {
     return out;
 }
 
+/* Where fit and evaluate take their batches from: the rows order[0..rows)
+ * of x and y, batch_size at a time (nb_model_fit shuffles the order of its
+ * training rows at every epoch), or a loader (nb_model_fit_loader). */
+typedef struct batches {
+    nb_loader *loader;
+    nb_tensor *x, *y;
+    int64_t *order, rows, batch_size;
+    bool shuffle;
+} batches;
+
+static int64_t batches_steps(const batches *s) {
+    return s->loader ? nb_loader_num_batches(s->loader) : (s->rows + s->batch_size - 1) / s->batch_size;
+}
+
+/* Starts an epoch: a new permutation when shuffling, from the default
+ * generator (a loader draws from its own, the default unless it was given
+ * one). */
+static void batches_start(batches *s) {
+    if (s->loader) nb_loader_reset(s->loader);
+    else if (s->shuffle) nb_randperm(NULL, s->rows, s->order);
+}
+
+/* The batch after the last one taken since batches_start (number step):
+ * new tensors in the caller's scope, or the loader's, lent; *b its rows.
+ * False after the last batch. */
+static bool batches_next(batches *s, int64_t step, nb_tensor **x, nb_tensor **y, int64_t *b) {
+    if (s->loader) {
+        if (!nb_loader_next(s->loader, x, y)) return false;
+        *b = nb_dim(*x, 0);
+        return true;
+    }
+    int64_t start = step * s->batch_size;
+    if (start >= s->rows) return false;
+    *b = s->rows - start < s->batch_size ? s->rows - start : s->batch_size;
+    *y = take_rows(s->y, s->order + start, *b);
+    *x = take_rows(s->x, s->order + start, *b);
+    return true;
+}
+
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -495,16 +537,20 @@ static bool add_metrics(const char *who, const nb_model *model, nb_tensor *pred,
     return true;
 }
 
-static bool evaluate_rows(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y, const int64_t *idx,
-                          int64_t n, int64_t batch, totals *t) {
+static bool evaluate_batches(const char *who, nb_model *model, batches *s, totals *t) {
     memset(t, 0, sizeof *t);
     bool was = nb_set_grad_enabled(false), training = model->net->training, ok = true;
     nb_module_train(model->net, false);
-    for (int64_t start = 0; start < n && ok; start += batch) {
-        int64_t b = n - start < batch ? n - start : batch;
+    batches_start(s);
+    for (int64_t step = 0; ok; step++) {
+        int64_t b;
+        nb_tensor *xb = NULL, *yb = NULL, *pred, *loss;
         nb_scope_begin();
-        nb_tensor *yb = take_rows(y, idx + start, b), *pred, *loss;
-        ok = forward_and_loss(who, model, take_rows(x, idx + start, b), yb, &pred, &loss);
+        if (!batches_next(s, step, &xb, &yb, &b)) {
+            nb_scope_end();
+            break;
+        }
+        ok = forward_and_loss(who, model, xb, yb, &pred, &loss);
         if (ok) {
             t->loss += (double)nb_item(loss) * (double)b;
             ok = add_metrics(who, model, pred, yb, b, t->metrics);
@@ -640,7 +686,7 @@ static bool check_xy(const char *who, nb_model *model, nb_tensor *x, nb_tensor *
 /* Keras keeps int(n * (1 - split)) rows for training, the split being the
  * decimal the user wrote. As a float, 0.2 is 0.2000000030, and 10 rows
  * would keep 7: the split goes back to its decimal form first. */
-static int64_t training_rows(int64_t n, float split) {
+int64_t nb__training_rows(int64_t n, float split) {
     char decimal[32];
     snprintf(decimal, sizeof decimal, "%.7g", (double)split);
     return (int64_t)((double)n * (1.0 - strtod(decimal, NULL)));
@@ -671,15 +717,12 @@ static void copy_params(nb_model *model, float **saved, bool restore) {
     }
 }
 
+static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_opts *opts, batches *train,
+                               batches *val);
+
 nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_fit_opts *opts_in) {
     if (!model) return NULL;
     nb_fit_opts o = opts_in ? *opts_in : nb_fit_defaults();
-    FILE *out = o.out ? o.out : stdout;
-    if (o.initial_epoch < 0 || o.initial_epoch > o.epochs || o.checkpoint_every < 0) {
-        nb_set_error("nb_model_fit: initial_epoch must be in [0, epochs] (got %d, epochs %d) and "
-                     "checkpoint_every >= 0 (got %d)", o.initial_epoch, o.epochs, o.checkpoint_every);
-        return NULL;
-    }
     if (o.batch_size <= 0 || o.epochs < 0 || !(o.validation_split >= 0 && o.validation_split < 1)) {
         nb_set_error("nb_model_fit: batch_size must be >= 1 (got %d), epochs >= 0 (got %d) and "
                      "validation_split in [0, 1) (got %g)",
@@ -697,7 +740,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
 
     int64_t n = nb_dim(x, 0);
     /* validation data, when given, overrides the split (as in Keras) */
-    int64_t n_train = o.validation_split > 0 && !o.x_val ? training_rows(n, o.validation_split) : n;
+    int64_t n_train = o.validation_split > 0 && !o.x_val ? nb__training_rows(n, o.validation_split) : n;
     if (n_train < 1) {
         nb_set_error("nb_model_fit: validation_split %g leaves no training samples", (double)o.validation_split);
         return NULL;
@@ -706,28 +749,89 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     nb_tensor *xv = o.x_val ? o.x_val : x, *yv = o.x_val ? o.y_val : y;
     int64_t n_val = o.x_val ? nb_dim(o.x_val, 0) : n - n_train, val_offset = o.x_val ? 0 : n_train;
 
+    int64_t *order = nb_malloc(sizeof(int64_t) * (size_t)n_train);
+    int64_t *val_idx = nb_malloc(sizeof(int64_t) * (size_t)(n_val + 1));
+    if (!order || !val_idx) {
+        nb_free(order);
+        nb_free(val_idx);
+        nb_set_error("nb_model_fit: out of memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i < n_train; i++) order[i] = i;
+    for (int64_t i = 0; i < n_val; i++) val_idx[i] = val_offset + i;
+    batches train = {.x = x, .y = y, .order = order, .rows = n_train, .batch_size = o.batch_size,
+                     .shuffle = o.shuffle};
+    batches val = {.x = xv, .y = yv, .order = val_idx, .rows = n_val, .batch_size = o.batch_size};
+    nb_history *h = fit_batches("nb_model_fit", model, &o, &train, validate ? &val : NULL);
+    nb_free(order);
+    nb_free(val_idx);
+    return h;
+}
+
+nb_history *nb_model_fit_loader(nb_model *model, nb_loader *train_loader, nb_loader *val_loader,
+                                const nb_fit_opts *opts_in) {
+    const char *who = "nb_model_fit_loader";
+    if (!model) return NULL;
+    if (!train_loader) {
+        if (!nb_error()) nb_set_error("%s: the training loader is NULL", who);
+        return NULL;
+    }
+    nb_fit_opts o = opts_in ? *opts_in : nb_fit_defaults();
+    if (o.epochs < 0 || o.validation_split != 0 || o.x_val || o.y_val) {
+        nb_set_error("%s: epochs must be >= 0 (got %d), and validation comes from the val loader: "
+                     "validation_split, x_val and y_val must be unset",
+                     who, o.epochs);
+        return NULL;
+    }
+    nb_dataset *ds = nb_loader_dataset(train_loader), *vds = nb_loader_dataset(val_loader);
+    if (!check_xy(who, model, nb_dataset_x(ds), nb_dataset_y(ds))) return NULL;
+    if (val_loader &&
+        !check_xy("nb_model_fit_loader (validation data)", model, nb_dataset_x(vds), nb_dataset_y(vds)))
+        return NULL;
+    if (nb_loader_num_batches(train_loader) == 0 || (val_loader && nb_loader_num_batches(val_loader) == 0)) {
+        nb_set_error("%s: the %s loader gives no batch (fewer samples than batch_size, with drop_last)", who,
+                     nb_loader_num_batches(train_loader) == 0 ? "training" : "validation");
+        return NULL;
+    }
+    if (!ensure_optimizer(who, model)) return NULL;
+    batches train = {.loader = train_loader}, val = {.loader = val_loader};
+    return fit_batches(who, model, &o, &train, val_loader ? &val : NULL);
+}
+
+/* The training loop of nb_model_fit and nb_model_fit_loader, once their
+ * arguments are checked: epochs of training steps over train's batches,
+ * then an evaluation over val's (when not NULL), progress, history, early
+ * stopping and the callback. Messages start with who. */
+static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_opts *opts, batches *train,
+                               batches *val) {
+    nb_fit_opts o = *opts;
+    FILE *out = o.out ? o.out : stdout;
+    bool validate = val != NULL;
     const char *monitor = o.monitor ? o.monitor : validate ? "val_loss" : "loss";
+    if (o.initial_epoch < 0 || o.initial_epoch > o.epochs || o.checkpoint_every < 0) {
+        nb_set_error("%s: initial_epoch must be in [0, epochs] (got %d, epochs %d) and "
+                     "checkpoint_every >= 0 (got %d)", who, o.initial_epoch, o.epochs, o.checkpoint_every);
+        return NULL;
+    }
     if ((o.patience > 0 || (o.checkpoint_path && o.save_best_only)) && !recorded(model, monitor, validate)) {
-        nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
+        nb_set_error("%s: %s monitors '%s', which is not recorded", who,
+                     o.patience > 0 ? "early stopping" : "save_best_only", monitor);
         return NULL;
     }
     int nparams;
-    nb_tensor **params = nb__module_parameters("nb_model_fit", model->net, &nparams);
-    int64_t *order = nb_malloc(sizeof(int64_t) * (size_t)(n > n_val ? n : n_val + 1));
-    int64_t *val_idx = nb_malloc(sizeof(int64_t) * (size_t)(n_val + 1));
+    nb_tensor **params = nb__module_parameters(who, model->net, &nparams);
     bool keep_best = o.restore_best_weights && o.patience > 0;
     float **best = keep_best ? nb_calloc((size_t)nparams, sizeof(float *)) : NULL;
     nb_history *h = history_new();
-    bool ok = order && val_idx && h && (!keep_best || best);
+    bool ok = h && (!keep_best || best);
     for (int i = 0; ok && best && i < nparams; i++)
         ok = (best[i] = nb_malloc(sizeof(float) * (size_t)nb_numel(params[i]))) != NULL;
     if (!ok) {
-        nb_set_error("nb_model_fit: out of memory");
+        nb_set_error("%s: out of memory", who);
         goto fail;
     }
-    for (int64_t i = 0; i < n_val; i++) val_idx[i] = val_offset + i;
 
-    int64_t steps = (n_train + o.batch_size - 1) / o.batch_size;
+    int64_t steps = batches_steps(train);
     bool tty = isatty(fileno(out)) == 1;
     double best_value = 0;
     int best_epoch = -1, waited = 0;
@@ -738,35 +842,34 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
     for (int epoch = o.initial_epoch; epoch < o.epochs; epoch++) {
         int e = epoch - o.initial_epoch; /* the history's index */
         if (!history_reserve_epoch(h, model, validate, e)) {
-            nb_set_error("nb_model_fit: out of memory recording the history");
+            nb_set_error("%s: out of memory recording the history", who);
             goto fail;
         }
         if (o.verbose) fprintf(out, "Epoch %d/%d\n", epoch + 1, o.epochs);
-        if (o.shuffle) nb_randperm(NULL, n_train, order);
-        else
-            for (int64_t i = 0; i < n_train; i++) order[i] = i;
+        batches_start(train);
         double t0 = now_seconds(), loss_sum = 0, metric_sum[MAX_METRICS] = {0};
         int shown = 0; /* length of the progress line on screen */
         int64_t seen = 0;
         for (int64_t s = 0; s < steps; s++) {
-            int64_t start = s * o.batch_size, b = n_train - start < o.batch_size ? n_train - start : o.batch_size;
+            int64_t b = 0;
             nb_scope_begin();
-            nb_tensor *yb = take_rows(y, order + start, b), *pred, *loss;
-            bool computed = forward_and_loss("nb_model_fit", model, take_rows(x, order + start, b), yb, &pred, &loss);
+            nb_tensor *xb = NULL, *yb = NULL, *pred, *loss;
+            batches_next(train, s, &xb, &yb, &b); /* a step short of the end: there is one */
+            bool computed = forward_and_loss(who, model, xb, yb, &pred, &loss);
             float value = computed ? nb_item(loss) : NAN;
             /* Why training cannot go on, if it cannot: the steps made so far
              * stand, the history keeps them and says where and why it ended. */
             char why[200] = "";
             if (computed && !isfinite(value))
-                snprintf(why, sizeof why, "nb_model_fit: loss is %s", isnan(value) ? "nan" : "infinite");
+                snprintf(why, sizeof why, "%s: loss is %s", who, isnan(value) ? "nan" : "infinite");
             else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */
                 snprintf(why, sizeof why, "%s", nb_error());
             else {
                 nb_optimizer_zero_grad(model->opt);
                 if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0)
-                    snprintf(why, sizeof why, "nb_model_fit: the training step failed: %s",
+                    snprintf(why, sizeof why, "%s: the training step failed: %s", who,
                              nb_error() ? nb_error() : "no message");
-                else if (!add_metrics("nb_model_fit", model, pred, yb, b, metric_sum))
+                else if (!add_metrics(who, model, pred, yb, b, metric_sum))
                     snprintf(why, sizeof why, "%s", nb_error());
             }
             if (why[0]) {
@@ -797,8 +900,9 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             recorded_all &= history_push(h, model->metric_names[k], e, (float)(metric_sum[k] / (double)seen));
         totals vt;
         if (validate) {
-            if (!evaluate_rows("nb_model_fit (validation data)", model, xv, yv, val_idx, n_val, o.batch_size, &vt))
-                goto fail;
+            char val_who[64];
+            snprintf(val_who, sizeof val_who, "%s (validation data)", who);
+            if (!evaluate_batches(val_who, model, val, &vt)) goto fail;
             recorded_all &= history_push(h, "val_loss", e, (float)(vt.loss / (double)vt.rows));
             for (int k = 0; k < model->nmetrics; k++) {
                 char key[64];
@@ -807,7 +911,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
             }
         }
         if (!recorded_all) {
-            nb_set_error("nb_model_fit: out of memory recording the history");
+            nb_set_error("%s: out of memory recording the history", who);
             goto fail;
         }
         if (o.verbose) {
@@ -839,8 +943,8 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
                 if (due) best_saved = v;
             }
             if (due && nb_model_save_checkpoint(model, o.checkpoint_path) != 0) {
-                snprintf(h->stop_reason, sizeof h->stop_reason, "nb_model_fit: saving the checkpoint after epoch %d "
-                         "failed: %s", epoch + 1, nb_error());
+                snprintf(h->stop_reason, sizeof h->stop_reason, "%s: saving the checkpoint after epoch %d "
+                         "failed: %s", who, epoch + 1, nb_error());
                 nb_set_error("%s", h->stop_reason);
                 if (o.verbose) fprintf(out, "%s\n", h->stop_reason);
                 goto done;
@@ -850,7 +954,7 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         /* early stopping */
         if (o.patience > 0) {
             if (!series) {
-                nb_set_error("nb_model_fit: early stopping monitors '%s', which is not recorded", monitor);
+                nb_set_error("%s: early stopping monitors '%s', which is not recorded", who, monitor);
                 goto fail;
             }
             double v = series[e], sign = higher_is_better(monitor) ? -1 : 1;
@@ -874,8 +978,6 @@ nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_f
         }
     }
 done:
-    nb_free(order);
-    nb_free(val_idx);
     for (int i = 0; best && i < nparams; i++) nb_free(best[i]);
     nb_free(best);
     return h;
@@ -897,7 +999,8 @@ int nb_model_evaluate(nb_model *model, nb_tensor *x, nb_tensor *y, int batch_siz
     }
     for (int64_t i = 0; i < n; i++) idx[i] = i;
     totals t;
-    bool ok = evaluate_rows("nb_model_evaluate", model, x, y, idx, n, batch_size > 0 ? batch_size : 32, &t);
+    batches all = {.x = x, .y = y, .order = idx, .rows = n, .batch_size = batch_size > 0 ? batch_size : 32};
+    bool ok = evaluate_batches("nb_model_evaluate", model, &all, &t);
     nb_free(idx);
     if (!ok) return -1;
     int written = 0;

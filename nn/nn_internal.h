@@ -29,6 +29,10 @@ bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim);
  * it); *canonical is set to the name history and progress use. */
 nb_metric_fn nb__metric_by_name(const char *name, nb_loss_fn loss, const char **canonical);
 
+/* The rows Keras keeps for training out of n under validation_split split
+ * (model.c): fit's split and nb_dataset_split's are the same. */
+int64_t nb__training_rows(int64_t n, float split);
+
 /* What a checkpoint of the model holds beside its module (nn/io/checkpoint.c):
  * its optimizer, built first if compile named one (NULL when it has none),
  * and its count of epochs trained, which the checkpoint sets. 0, or -1

@@ -152,6 +152,49 @@ nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduct
 /* log_probs [N, C] (or [C]), labels as above: -log_probs[i, labels[i]]. */
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r);
 
+/* ---- convolution and pooling, NCHW (ops/conv.c) ------------------------------
+ * PyTorch's semantics: cross-correlation, zero padding, oH = (H + 2·padding
+ * - dilation·(kH - 1) - 1) / stride + 1 (floor), likewise oW. Options are a
+ * struct with designated initialisers; NULL, or any field left at 0, means
+ * the default (stride 1, padding 0, dilation 1, groups 1):
+ *     nb_conv2d(x, w, b, &(nb_conv2d_opts){.stride = {2, 2}, .padding = {1, 1}})
+ * Index 0 is the height, 1 the width. */
+typedef struct nb_conv2d_opts {
+    int stride[2];
+    int padding[2];
+    int dilation[2];
+    int groups;
+    int output_padding[2]; /* nb_conv_transpose2d only; smaller than stride */
+} nb_conv2d_opts;
+
+/* x [N,C,H,W], w [O,C/groups,kH,kW], b [O] or NULL -> [N,O,oH,oW] */
+nb_tensor *nb_conv2d(nb_tensor *x, nb_tensor *w, nb_tensor *b, const nb_conv2d_opts *opts);
+/* The adjoint of conv2d in x (its input gradient), PyTorch's
+ * conv_transpose2d: x [N,Cin,H,W], w [Cin,Cout/groups,kH,kW], b [Cout] or
+ * NULL -> [N,Cout,(H-1)·stride - 2·padding + dilation·(kH-1) + output_padding + 1, ...] */
+nb_tensor *nb_conv_transpose2d(nb_tensor *x, nb_tensor *w, nb_tensor *b,
+                               const nb_conv2d_opts *opts);
+/* The gradient of sum(grad_y · conv2d(x, w)) with respect to w (PyTorch's
+ * nn.grad.conv2d_weight): x [N,C,H,W], grad_y [N,O,oH,oW] -> [O,C/groups,kH,kW]. */
+nb_tensor *nb_conv2d_weight_grad(nb_tensor *x, nb_tensor *grad_y, int64_t kh, int64_t kw,
+                                 const nb_conv2d_opts *opts);
+
+/* Pooling windows: stride 0 (the default) means the kernel size; padding at
+ * most half the kernel. oH = (H + 2·padding - kH) / stride + 1 (floor). */
+typedef struct nb_pool2d_opts {
+    int stride[2];
+    int padding[2];
+} nb_pool2d_opts;
+
+/* x [N,C,H,W] -> [N,C,oH,oW]. max: padding never wins; the gradient goes to
+ * the first maximum of each window (a NaN is a maximum). avg: padding counts
+ * as zeros in the divisor (PyTorch's count_include_pad). */
+nb_tensor *nb_max_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts);
+nb_tensor *nb_avg_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts);
+/* x [N,C,H,W] -> [N,C,oh,ow], oh dividing H and ow dividing W; (1, 1) is the
+ * global average pool. */
+nb_tensor *nb_adaptive_avg_pool2d(nb_tensor *x, int64_t oh, int64_t ow);
+
 #ifdef __cplusplus
 }
 #endif

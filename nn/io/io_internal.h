@@ -14,6 +14,19 @@
  * "who: path: what". */
 int nb__read_file(const char *who, const char *path, uint8_t **data, size_t *size);
 
+/* Replacing a file atomically: nb__atomic_begin opens a temporary file
+ * beside path (a.f, to write to), nb__atomic_commit makes it durable and
+ * renames it over path, nb__atomic_abort removes it. On any failure (a
+ * message "who: path: what") the old file is intact and nothing is left. */
+typedef struct nb__atomic_file {
+    FILE *f;
+    const char *path;
+    char *tmp, *folder;
+} nb__atomic_file;
+int nb__atomic_begin(const char *who, const char *path, nb__atomic_file *a);
+int nb__atomic_commit(const char *who, nb__atomic_file *a);
+void nb__atomic_abort(nb__atomic_file *a);
+
 /* nb_inflate, with messages starting "who: ". */
 int nb__inflate(const char *who, const void *in, size_t size, uint8_t **out, size_t *out_size,
                 const nb_inflate_opts *opts);

@@ -17,6 +17,7 @@
 #ifndef NB_IO_H
 #define NB_IO_H
 
+#include "nb_autograd.h"
 #include "nb_nn.h"
 
 #ifdef __cplusplus
@@ -109,6 +110,17 @@ int nb_read_csv(const char *path, const nb_csv_opts *opts, nb_tensor **x, nb_ten
 int nb_parse_csv(const char *text, size_t size, const char *name, const nb_csv_opts *opts,
                  nb_tensor **x, nb_tensor **y);
 
+/* ---- the training history as files -------------------------------------------
+ * One row per epoch, one column per key ("epoch,loss,accuracy,val_loss,..."),
+ * like Keras's CSVLogger; and a self-contained SVG chart, one panel per
+ * quantity with its training and (dashed) validation curves, that a browser
+ * opens. The _write forms write to an open FILE; the _save forms replace
+ * path atomically. title may be NULL. Each returns 0 or -1 with a message. */
+int nb_history_write_csv(const nb_history *h, FILE *out);
+int nb_history_write_svg(const nb_history *h, FILE *out, const char *title);
+int nb_history_save_csv(const nb_history *h, const char *path);
+int nb_history_save_svg(const nb_history *h, const char *path, const char *title);
+
 /* ---- safetensors files and checkpoints (nn/io/safetensors.c, nn/io/checkpoint.c) ----
  * The safetensors format: an 8-byte little-endian header length N, N bytes
  * of JSON ({"name": {"dtype": "F32", "shape": [2, 3], "data_offsets":
@@ -191,7 +203,9 @@ int nb_load_parameters(nb_module *m, const char *path, const nb_load_opts *opts)
  * schedule may be NULL. Loading the file into the same module, optimizer
  * and schedule (built the same way) makes training continue exactly as if
  * it had not stopped; it checks everything first and changes nothing
- * unless all of it fits. *epoch (may be NULL) receives the saved epoch. */
+ * unless all of it fits. *epoch (may be NULL) receives the saved epoch.
+ * A generator of one's own (nb_loader_opts.generator, a dropout's) is not
+ * in the file: save and restore it beside, or use the default one. */
 int nb_save_checkpoint(const char *path, nb_module *m, nb_optimizer *optimizer, nb_lr_schedule *schedule,
                        int64_t epoch);
 int nb_load_checkpoint(const char *path, nb_module *m, nb_optimizer *optimizer, nb_lr_schedule *schedule,

@@ -17,19 +17,17 @@
  * serialize): "__metadata__" first, then the tensors sorted by dtype
  * alignment, largest first, then by name (with F32 only, by name), data in
  * that order, the header padded with spaces to a multiple of 8. A file that
- * replaces another is written atomically: to a temporary file in the same
- * folder, flushed and fsync'ed, renamed over the target, the folder
- * fsync'ed; on any failure the old file is left as it was.
+ * replaces another is written atomically (nb__atomic_begin, file.c): to a
+ * temporary file in the same folder, flushed and fsync'ed, renamed over
+ * the target, the folder fsync'ed; on any failure the old file is left as
+ * it was.
  */
 #include "io_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define MAX_HEADER ((uint64_t)100 << 20) /* the reference reader's limit */
 
@@ -844,19 +842,6 @@ static bool write_floats(FILE *f, const float *v, int64_t n) {
     return true;
 }
 
-/* The folder of path ("." when it has none), in a new nb_malloc string. */
-static char *folder_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return dup_string(".");
-    size_t n = slash == path ? 1 : (size_t)(slash - path);
-    char *d = nb_malloc(n + 1);
-    if (d) {
-        memcpy(d, path, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 int nb__safetensors_write(const char *who, const char *path, int n, const char *const *names,
                           nb_tensor *const *tensors, const char *const *metadata) {
     if (!path) {
@@ -892,11 +877,7 @@ int nb__safetensors_write(const char *who, const char *path, int n, const char *
     int rc = -1;
     text h = {0};
     out_tensor *order = nb_malloc(sizeof *order * (size_t)(n ? n : 1));
-    char *folder = folder_of(path), *tmp = nb_malloc(strlen(path) + 16);
-    FILE *f = NULL;
-    int fd = -1;
-    bool created = false;
-    if (!order || !folder || !tmp) goto oom;
+    if (!order) goto oom;
     for (int i = 0; i < n; i++) order[i] = (out_tensor){names[i], tensors[i]};
     qsort(order, (size_t)n, sizeof *order, out_by_name); /* all F32: dtype order is name order */
     for (int i = 1; i < n; i++)
@@ -936,57 +917,25 @@ int nb__safetensors_write(const char *who, const char *path, int n, const char *
     while (!h.oom && h.len % 8) puts_(&h, " ");
     if (h.oom) goto oom;
 
-    /* the temporary file, next to the target so that rename is atomic */
-    snprintf(tmp, strlen(path) + 16, "%s.tmp.XXXXXX", path);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        nb_set_error("%s: %s: cannot create a temporary file in %s: %s", who, path, folder, strerror(errno));
-        goto done;
-    }
-    created = true;
-    (void)fchmod(fd, 0644); /* mkstemp makes it 0600 */
-    f = fdopen(fd, "wb");
-    if (!f) {
-        nb_set_error("%s: %s: cannot open %s: %s", who, path, tmp, strerror(errno));
-        close(fd);
-        goto done;
-    }
+    nb__atomic_file af;
+    if (nb__atomic_begin(who, path, &af) != 0) goto done;
     uint8_t len8[8];
     for (int k = 0; k < 8; k++) len8[k] = (uint8_t)((uint64_t)h.len >> (8 * k));
-    bool ok = write_all(f, len8, 8) && write_all(f, h.s, h.len);
-    for (int i = 0; ok && i < n; i++) ok = write_floats(f, nb_data(order[i].t), nb_numel(order[i].t));
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int saved = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        saved = errno;
-    }
-    f = NULL;
+    bool ok = write_all(af.f, len8, 8) && write_all(af.f, h.s, h.len);
+    for (int i = 0; ok && i < n; i++) ok = write_floats(af.f, nb_data(order[i].t), nb_numel(order[i].t));
     if (!ok) {
-        nb_set_error("%s: %s: cannot write %s: %s", who, path, tmp, strerror(saved));
+        nb_set_error("%s: %s: cannot write %s: %s", who, path, af.tmp, strerror(errno));
+        nb__atomic_abort(&af);
         goto done;
     }
-    if (rename(tmp, path) != 0) {
-        nb_set_error("%s: %s: cannot rename %s over it: %s", who, path, tmp, strerror(errno));
-        goto done;
-    }
-    created = false;
-    /* make the rename itself durable */
-    int dfd = open(folder, O_RDONLY);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
+    if (nb__atomic_commit(who, &af) != 0) goto done;
     rc = 0;
     goto done;
 oom:
     nb_set_error("%s: %s: out of memory", who, path);
 done:
-    if (created) unlink(tmp);
     nb_free(h.s);
     nb_free(order);
-    nb_free(folder);
-    nb_free(tmp);
     return rc;
 }
 

@@ -1,0 +1,712 @@
+/* conv.c — 2-D convolution and pooling over NCHW float32 tensors, with
+ * PyTorch's semantics (zero padding, cross-correlation, grouped channels).
+ *
+ * Three ops close the derivative graph of a convolution. With
+ *   conv2d(x, w)            x [N,C,H,W], w [O,C/G,kh,kw]   -> y [N,O,oH,oW]
+ *   conv_transpose2d(u, w)  u [N,O,oH,oW], same w          -> [N,C,H,W]
+ *   conv2d_weight_grad(x, g) x [N,C,H,W], g [N,O,oH,oW]    -> [O,C/G,kh,kw]
+ * conv2d is linear in x and in w; conv_transpose2d is its adjoint in x and
+ * conv2d_weight_grad its adjoint in w. Each is bilinear, so each one's
+ * gradient is made of the other two, with the same stride, padding,
+ * dilation and groups:
+ *
+ *   y = conv2d(x, w, b)            dx = conv_transpose2d(g, w)
+ *                                  dw = conv2d_weight_grad(x, g)
+ *                                  db = sum(g, axes 0, 2, 3)
+ *   z = conv_transpose2d(u, w, b)  du = conv2d(g, w)
+ *                                  dw = conv2d_weight_grad(g, u)
+ *                                  db = sum(g, axes 0, 2, 3)
+ *   v = conv2d_weight_grad(x, g')  dx = conv_transpose2d(g', g)
+ *                                  dg' = conv2d(x, g)
+ *
+ * so backward with create_graph differentiates to any order.
+ *
+ * Kernels. Each image (and each group) is one GEMM over an im2col matrix:
+ * the column matrix col [C/G·kh·kw, oH·oW] holds, in row (c, i, j), the
+ * input pixel that tap (i, j) of channel c sees at every output position
+ * (zero where it falls in the padding). Then
+ *   conv2d:           y_n = W · col(x_n)                  [O/G, oH·oW]
+ *   conv_transpose2d: z_n = col2im(Wᵀ · u_n)              (col2im adds back)
+ *   weight_grad:      dW  = sum_n g_n · col(x_n)ᵀ         [O/G, C/G·kh·kw]
+ * A 1x1 kernel with stride 1 and no padding needs no col: x_n is col.
+ * Images are independent, so the two first are spread over the thread pool
+ * by image. The weight gradient sums over images: the batch is cut into a
+ * number of chunks that depends on the shape alone, each chunk sums its
+ * images into a partial in image order, and the partials are added in chunk
+ * order, so any thread count gives the same bits.
+ *
+ * Pooling. max_pool2d saves, for each output, the flat index (iy·W + ix) of
+ * the selected input in its plane (the first on ties; a NaN is taken, the
+ * last one if several, as PyTorch does);
+ * its backward scatters g there with scatter_add, whose own gradient is
+ * gather. avg_pool2d (padding counted in the divisor, PyTorch's default) is
+ * a convolution of each plane with a constant kh x kw kernel of 1/(kh·kw),
+ * and adaptive_avg_pool2d a mean or an avg_pool2d, so they need no backward
+ * of their own.
+ */
+#include "ops_internal.h"
+
+#include "gemm.h"
+#include "parallel.h"
+
+#include <stdatomic.h>
+
+/* ---- geometry and options ------------------------------------------------------
+ * Every conv op sees the same picture: an image side [N,C,H,W] (the input of
+ * conv2d) and a column side [N,O,oH,oW] (its output), linked by the kernel
+ * and the options. Attributes 0..6 of every conv node: sh, sw, ph, pw, dh,
+ * dw, groups. */
+
+typedef struct geom {
+    int64_t n, c, h, w;   /* image side */
+    int64_t o, oh, ow;    /* column side */
+    int64_t kh, kw;
+    int64_t sh, sw, ph, pw, dh, dw, groups;
+    int64_t cg, og, k, hw, ohw; /* C/G, O/G, C/G·kh·kw, H·W, oH·oW */
+} geom;
+
+typedef struct conv_args {
+    int64_t s[2], p[2], d[2], op[2], groups;
+} conv_args;
+
+/* Options with the defaults filled in; false and a message naming who
+ * when a value is out of range. */
+static bool read_opts(const char *who, const nb_conv2d_opts *o, conv_args *a) {
+    nb_conv2d_opts z = {0};
+    if (!o) o = &z;
+    bool ok = o->groups >= 0;
+    for (int i = 0; i < 2; i++) {
+        a->s[i] = o->stride[i] ? o->stride[i] : 1;
+        a->d[i] = o->dilation[i] ? o->dilation[i] : 1;
+        a->p[i] = o->padding[i];
+        a->op[i] = o->output_padding[i];
+        ok = ok && a->s[i] > 0 && a->d[i] > 0 && a->p[i] >= 0 && a->op[i] >= 0;
+    }
+    a->groups = o->groups ? o->groups : 1;
+    if (!ok)
+        nb_set_error("%s: stride (%d,%d), dilation (%d,%d) and groups %d must be positive, "
+                     "padding (%d,%d) and output_padding (%d,%d) non-negative",
+                     who, o->stride[0], o->stride[1], o->dilation[0], o->dilation[1], o->groups,
+                     o->padding[0], o->padding[1], o->output_padding[0], o->output_padding[1]);
+    return ok;
+}
+
+static void set_attrs(nb_tensor *out, const conv_args *a) {
+    double v[7] = {(double)a->s[0], (double)a->s[1], (double)a->p[0], (double)a->p[1],
+                   (double)a->d[0], (double)a->d[1], (double)a->groups};
+    for (int i = 0; i < 7; i++) nb_set_attr(out, i, v[i]);
+}
+
+static nb_conv2d_opts opts_of(const nb_tensor *node) {
+    nb_conv2d_opts o = {0};
+    for (int i = 0; i < 2; i++) {
+        o.stride[i] = (int)nb_attr(node, i);
+        o.padding[i] = (int)nb_attr(node, 2 + i);
+        o.dilation[i] = (int)nb_attr(node, 4 + i);
+    }
+    o.groups = (int)nb_attr(node, 6);
+    return o;
+}
+
+/* (in + 2p - d(k-1) - 1) / s + 1, or 0 when the padded input is smaller
+ * than the dilated kernel. */
+static int64_t conv_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+    int64_t span = in + 2 * p - d * (k - 1) - 1;
+    return span < 0 ? 0 : span / s + 1;
+}
+
+static void fill_geom(geom *g, const nb_tensor *img, int64_t o, int64_t kh, int64_t kw,
+                      const conv_args *a) {
+    g->n = nb_shape(img)[0];
+    g->c = nb_shape(img)[1];
+    g->h = nb_shape(img)[2];
+    g->w = nb_shape(img)[3];
+    g->o = o;
+    g->kh = kh;
+    g->kw = kw;
+    g->sh = a->s[0], g->sw = a->s[1], g->ph = a->p[0], g->pw = a->p[1];
+    g->dh = a->d[0], g->dw = a->d[1], g->groups = a->groups;
+    g->oh = conv_out_size(g->h, kh, g->sh, g->ph, g->dh);
+    g->ow = conv_out_size(g->w, kw, g->sw, g->pw, g->dw);
+    g->cg = g->c / g->groups;
+    g->og = o / g->groups;
+    g->k = g->cg * kh * kw;
+    g->hw = g->h * g->w;
+    g->ohw = g->oh * g->ow;
+}
+
+/* The col matrix of x is x itself. */
+static bool is_direct(const geom *g) {
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+}
+
+/* ---- im2col and col2im ----------------------------------------------------------
+ * x [C/G, H, W] (one group of one image) <-> col [C/G·kh·kw, oH·oW]:
+ *   col[(c·kh + i)·kw + j][oy·oW + ox] = x[c][oy·sh - ph + i·dh][ox·sw - pw + j·dw]
+ * (0 outside x). For each tap the valid output columns form one range
+ * [lo, hi), so a row is zeros, a strided copy, zeros. col2im is the adjoint:
+ * it adds every col entry back onto its pixel, in the same order. */
+
+static void tap_range(int64_t out, int64_t in, int64_t s, int64_t off, int64_t *lo, int64_t *hi) {
+    /* ox valid when 0 <= ox·s + off < in */
+    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t h = in - off <= 0 ? 0 : (in - off - 1) / s + 1;
+    if (h > out) h = out;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+static void im2col(const geom *g, const float *x, float *col) {
+    for (int64_t c = 0; c < g->cg; c++)
+        for (int64_t i = 0; i < g->kh; i++)
+            for (int64_t j = 0; j < g->kw; j++) {
+                float *row = col + ((c * g->kh + i) * g->kw + j) * g->ohw;
+                int64_t offx = j * g->dw - g->pw, lo, hi;
+                tap_range(g->ow, g->w, g->sw, offx, &lo, &hi);
+                for (int64_t oy = 0; oy < g->oh; oy++) {
+                    float *r = row + oy * g->ow;
+                    int64_t iy = oy * g->sh - g->ph + i * g->dh;
+                    if (iy < 0 || iy >= g->h) {
+                        memset(r, 0, sizeof(float) * (size_t)g->ow);
+                        continue;
+                    }
+                    const float *xr = x + (c * g->h + iy) * g->w + offx;
+                    for (int64_t ox = 0; ox < lo; ox++) r[ox] = 0;
+                    if (g->sw == 1)
+                        memcpy(r + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = xr[ox * g->sw];
+                    for (int64_t ox = hi; ox < g->ow; ox++) r[ox] = 0;
+                }
+            }
+}
+
+static void col2im(const geom *g, const float *col, float *x) {
+    for (int64_t c = 0; c < g->cg; c++)
+        for (int64_t i = 0; i < g->kh; i++)
+            for (int64_t j = 0; j < g->kw; j++) {
+                const float *row = col + ((c * g->kh + i) * g->kw + j) * g->ohw;
+                int64_t offx = j * g->dw - g->pw, lo, hi;
+                tap_range(g->ow, g->w, g->sw, offx, &lo, &hi);
+                for (int64_t oy = 0; oy < g->oh; oy++) {
+                    int64_t iy = oy * g->sh - g->ph + i * g->dh;
+                    if (iy < 0 || iy >= g->h) continue;
+                    const float *r = row + oy * g->ow;
+                    float *xr = x + (c * g->h + iy) * g->w + offx;
+                    for (int64_t ox = lo; ox < hi; ox++) xr[ox * g->sw] += r[ox];
+                }
+            }
+}
+
+/* ---- the work, image by image ------------------------------------------------------ */
+
+typedef struct conv_job {
+    geom g;
+    const float *x, *w, *u, *bias; /* x image side, u column side */
+    float *out;
+    float *part;     /* weight_grad: one [O, C/G·kh·kw] partial per chunk */
+    int64_t nchunk;  /* weight_grad: chunks of the batch */
+    bool transposed; /* weight_grad: partials are [G][C/G·kh·kw][O/G] */
+    atomic_bool failed;
+} conv_job;
+
+/* Scratch for one col matrix (NULL, without failing, when none is needed). */
+static float *col_alloc(conv_job *j) {
+    if (is_direct(&j->g)) return NULL;
+    float *col = nb_malloc(sizeof(float) * (size_t)(j->g.k * j->g.ohw + 1));
+    if (!col) atomic_store(&j->failed, true);
+    return col;
+}
+
+/* y_n[gr] = W[gr] · col(x_n[gr]), then + b */
+static void conv2d_images(void *ctx, int64_t begin, int64_t end) {
+    conv_job *j = ctx;
+    const geom *g = &j->g;
+    float *col = col_alloc(j);
+    if (!col && !is_direct(g)) return;
+    for (int64_t n = begin; n < end; n++) {
+        float *y = j->out + n * g->o * g->ohw;
+        for (int64_t gr = 0; gr < g->groups; gr++) {
+            const float *xg = j->x + (n * g->c + gr * g->cg) * g->hw;
+            if (col) im2col(g, xg, col);
+            nb_gemm(false, false, g->og, g->ohw, g->k, j->w + gr * g->og * g->k, g->k,
+                    col ? col : xg, g->ohw, 0.0f, y + gr * g->og * g->ohw, g->ohw);
+        }
+        if (j->bias)
+            for (int64_t o = 0; o < g->o; o++)
+                for (int64_t p = 0; p < g->ohw; p++) y[o * g->ohw + p] += j->bias[o];
+    }
+    nb_free(col);
+}
+
+/* z_n[gr] = col2im(W[gr]ᵀ · u_n[gr]), then + b */
+static void conv_transpose2d_images(void *ctx, int64_t begin, int64_t end) {
+    conv_job *j = ctx;
+    const geom *g = &j->g;
+    float *col = col_alloc(j);
+    if (!col && !is_direct(g)) return;
+    for (int64_t n = begin; n < end; n++) {
+        float *z = j->out + n * g->c * g->hw;
+        if (col) memset(z, 0, sizeof(float) * (size_t)(g->c * g->hw));
+        for (int64_t gr = 0; gr < g->groups; gr++) {
+            float *zg = z + gr * g->cg * g->hw;
+            nb_gemm(true, false, g->k, g->ohw, g->og, j->w + gr * g->og * g->k, g->k,
+                    j->u + (n * g->o + gr * g->og) * g->ohw, g->ohw, 0.0f, col ? col : zg,
+                    g->ohw);
+            if (col) col2im(g, col, zg);
+        }
+        if (j->bias)
+            for (int64_t c = 0; c < g->c; c++)
+                for (int64_t p = 0; p < g->hw; p++) z[c * g->hw + p] += j->bias[c];
+    }
+    nb_free(col);
+}
+
+/* part[chunk][gr] = sum over the chunk's images of u_n[gr] · col(x_n[gr])ᵀ,
+ * in image order (u is the output gradient here). When C/G·kh·kw is
+ * smaller than O/G (a first layer: 9 taps, 32 filters) the product is
+ * formed transposed, col · u_nᵀ [C/G·kh·kw, O/G], which suits the
+ * kernel's tall tiles better; the partials are transposed back when summed. */
+static void weight_grad_chunks(void *ctx, int64_t begin, int64_t end) {
+    conv_job *j = ctx;
+    const geom *g = &j->g;
+    float *col = col_alloc(j);
+    if (!col && !is_direct(g)) return;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t n0 = g->n * ch / j->nchunk, n1 = g->n * (ch + 1) / j->nchunk;
+        float *part = j->part + ch * g->o * g->k;
+        for (int64_t n = n0; n < n1; n++)
+            for (int64_t gr = 0; gr < g->groups; gr++) {
+                const float *xg = j->x + (n * g->c + gr * g->cg) * g->hw;
+                const float *un = j->u + (n * g->o + gr * g->og) * g->ohw, *cn = col ? col : xg;
+                float beta = n == n0 ? 0.0f : 1.0f, *pg = part + gr * g->og * g->k;
+                if (col) im2col(g, xg, col);
+                if (j->transposed)
+                    nb_gemm(false, true, g->k, g->og, g->ohw, cn, g->ohw, un, g->ohw, beta, pg, g->og);
+                else
+                    nb_gemm(false, true, g->og, g->k, g->ohw, un, g->ohw, cn, g->ohw, beta, pg, g->k);
+            }
+    }
+    nb_free(col);
+}
+
+/* Items (images or chunks) each costing `work` multiply-adds. Below
+ * CONV_CHUNK multiply-adds a worker is not worth waking. When there are
+ * fewer items than threads and each is a large product, the items run one
+ * after the other so that gemm spreads each over the pool instead. Either
+ * way every item is computed by the same arithmetic. */
+#define CONV_CHUNK ((int64_t)1 << 17)
+#define CONV_GEMM_PARALLEL ((int64_t)96 * 96 * 96)
+
+static void run_items(conv_job *j, int64_t items, int64_t work, nb_parallel_fn fn) {
+    if (items < nb_get_num_threads() && work >= CONV_GEMM_PARALLEL)
+        fn(j, 0, items);
+    else
+        nb_parallel_for(items, CONV_CHUNK / (work + 1) + 1, fn, j);
+}
+
+static nb_tensor *failed(const char *who, nb_tensor *out) {
+    (void)out; /* belongs to the scope: freed with it */
+    nb_set_error("%s: out of memory for the column buffer", who);
+    return NULL;
+}
+
+/* ---- conv2d ---------------------------------------------------------------------------
+ * x [N,C,H,W], w [O,C/G,kh,kw], b [O] or NULL -> y [N,O,oH,oW] */
+
+static void conv2d_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_conv2d_opts o = opts_of(y);
+    nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1);
+    if (!x || !w) return;
+    if (nb_needs_input_grad(y, 0)) {
+        /* the rows and columns of x that the last window did not reach come
+         * back as output_padding */
+        for (int i = 0; i < 2; i++) {
+            int64_t k = nb_shape(w)[2 + i], s = o.stride[i], p = o.padding[i], d = o.dilation[i];
+            int64_t full = (nb_shape(y)[2 + i] - 1) * s - 2 * p + d * (k - 1) + 1;
+            o.output_padding[i] = (int)(nb_shape(x)[2 + i] - full);
+        }
+        gx[0] = nb_conv_transpose2d(g, w, NULL, &o);
+        o.output_padding[0] = o.output_padding[1] = 0;
+    }
+    if (nb_needs_input_grad(y, 1)) gx[1] = nb_conv2d_weight_grad(x, g, nb_dim(w, 2), nb_dim(w, 3), &o);
+    if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum(g, NB_AXES(0, 2, 3), false);
+}
+static const nb_op conv2d_op = {"conv2d", conv2d_backward};
+
+/* Checks a bias of `channels` entries; who and the other shapes for the message. */
+static bool check_bias(const char *who, const nb_tensor *x, const nb_tensor *w, const nb_tensor *b,
+                       int64_t channels) {
+    if (!b || (nb_ndim(b) == 1 && nb_shape(b)[0] == channels)) return true;
+    nb_set_error("%s: x %s, w %s: the bias must have shape [%lld], not %s", who, SHAPE(x), SHAPE(w),
+                 (long long)channels, SHAPE(b));
+    return false;
+}
+
+nb_tensor *nb_conv2d(nb_tensor *x, nb_tensor *w, nb_tensor *b, const nb_conv2d_opts *opts) {
+    static const char who[] = "nb_conv2d";
+    if (!x || !w) return NULL;
+    conv_args a;
+    if (!read_opts(who, opts, &a)) return NULL;
+    if (nb_ndim(x) != 4 || nb_ndim(w) != 4) {
+        nb_set_error("%s: x %s and w %s must both be 4-D: x [N,C,H,W], w [O,C/groups,kH,kW]", who,
+                     SHAPE(x), SHAPE(w));
+        return NULL;
+    }
+    const int64_t *xs = nb_shape(x), *ws = nb_shape(w);
+    if (ws[0] % a.groups != 0 || xs[1] != ws[1] * a.groups || ws[2] < 1 || ws[3] < 1) {
+        nb_set_error("%s: x %s and w %s do not fit groups %lld: x needs w.shape[1]·groups = %lld "
+                     "channels, w.shape[0] must be a multiple of groups, and the kernel non-empty",
+                     who, SHAPE(x), SHAPE(w), (long long)a.groups, (long long)(ws[1] * a.groups));
+        return NULL;
+    }
+    if (a.op[0] || a.op[1]) {
+        nb_set_error("%s: output_padding (%lld,%lld) is for nb_conv_transpose2d only (x %s, w %s)",
+                     who, (long long)a.op[0], (long long)a.op[1], SHAPE(x), SHAPE(w));
+        return NULL;
+    }
+    if (!check_bias(who, x, w, b, ws[0])) return NULL;
+    conv_job j = {.x = nb_data(x), .w = nb_data(w), .bias = b ? nb_data(b) : NULL};
+    fill_geom(&j.g, x, ws[0], ws[2], ws[3], &a);
+    if (j.g.oh < 1 || j.g.ow < 1) {
+        nb_set_error("%s: x %s is smaller than the kernel of w %s with padding (%lld,%lld) and "
+                     "dilation (%lld,%lld): no output position",
+                     who, SHAPE(x), SHAPE(w), (long long)a.p[0], (long long)a.p[1],
+                     (long long)a.d[0], (long long)a.d[1]);
+        return NULL;
+    }
+    nb_tensor *y = nb_empty(NB_SHAPE(j.g.n, j.g.o, j.g.oh, j.g.ow));
+    if (!y) return NULL;
+    j.out = nb_data_mut(y);
+    if (nb_numel(y) > 0) {
+        run_items(&j, j.g.n, j.g.o * j.g.ohw * j.g.k, conv2d_images);
+        if (atomic_load(&j.failed)) return failed(who, y);
+    }
+    nb_tensor *in[3] = {x, w, b};
+    nb_record(y, &conv2d_op, b ? 3 : 2, in);
+    nb_save(y, x);
+    nb_save(y, w);
+    set_attrs(y, &a);
+    return y;
+}
+
+/* ---- conv_transpose2d ---------------------------------------------------------------------
+ * u [N,O,oH,oW], w [O,C/G,kh,kw], b [C] or NULL -> z [N,C,H,W] with
+ *   H = (oH - 1)·sh - 2·ph + dh·(kh - 1) + output_padding + 1
+ * (PyTorch's in_channels is O here, out_channels C). */
+
+static void conv_transpose2d_backward(nb_tensor *z, nb_tensor *g, nb_tensor **gx) {
+    nb_conv2d_opts o = opts_of(z);
+    nb_tensor *u = nb_saved(z, 0), *w = nb_saved(z, 1);
+    if (!u || !w) return;
+    if (nb_needs_input_grad(z, 0)) gx[0] = nb_conv2d(g, w, NULL, &o);
+    if (nb_needs_input_grad(z, 1)) gx[1] = nb_conv2d_weight_grad(g, u, nb_dim(w, 2), nb_dim(w, 3), &o);
+    if (nb_num_inputs(z) > 2 && nb_needs_input_grad(z, 2)) gx[2] = nb_sum(g, NB_AXES(0, 2, 3), false);
+}
+static const nb_op conv_transpose2d_op = {"conv_transpose2d", conv_transpose2d_backward};
+
+nb_tensor *nb_conv_transpose2d(nb_tensor *x, nb_tensor *w, nb_tensor *b,
+                               const nb_conv2d_opts *opts) {
+    static const char who[] = "nb_conv_transpose2d";
+    if (!x || !w) return NULL;
+    conv_args a;
+    if (!read_opts(who, opts, &a)) return NULL;
+    if (nb_ndim(x) != 4 || nb_ndim(w) != 4) {
+        nb_set_error("%s: x %s and w %s must both be 4-D: x [N,Cin,H,W], w [Cin,Cout/groups,kH,kW]",
+                     who, SHAPE(x), SHAPE(w));
+        return NULL;
+    }
+    const int64_t *xs = nb_shape(x), *ws = nb_shape(w);
+    if (xs[1] != ws[0] || ws[0] % a.groups != 0 || ws[2] < 1 || ws[3] < 1) {
+        nb_set_error("%s: x %s and w %s do not fit groups %lld: x needs w.shape[0] = %lld channels, "
+                     "a multiple of groups, and the kernel must be non-empty",
+                     who, SHAPE(x), SHAPE(w), (long long)a.groups, (long long)ws[0]);
+        return NULL;
+    }
+    if (a.op[0] >= a.s[0] || a.op[1] >= a.s[1]) {
+        nb_set_error("%s: x %s, w %s: output_padding (%lld,%lld) must be smaller than the stride "
+                     "(%lld,%lld)",
+                     who, SHAPE(x), SHAPE(w), (long long)a.op[0], (long long)a.op[1],
+                     (long long)a.s[0], (long long)a.s[1]);
+        return NULL;
+    }
+    int64_t c = ws[1] * a.groups;
+    if (!check_bias(who, x, w, b, c)) return NULL;
+    int64_t h = (xs[2] - 1) * a.s[0] - 2 * a.p[0] + a.d[0] * (ws[2] - 1) + a.op[0] + 1;
+    int64_t wd = (xs[3] - 1) * a.s[1] - 2 * a.p[1] + a.d[1] * (ws[3] - 1) + a.op[1] + 1;
+    if (xs[2] < 1 || xs[3] < 1 || h < 1 || wd < 1) {
+        nb_set_error("%s: x %s with w %s, stride (%lld,%lld) and padding (%lld,%lld) gives an "
+                     "output of %lldx%lld: no output position",
+                     who, SHAPE(x), SHAPE(w), (long long)a.s[0], (long long)a.s[1],
+                     (long long)a.p[0], (long long)a.p[1], (long long)h, (long long)wd);
+        return NULL;
+    }
+    nb_tensor *z = nb_empty(NB_SHAPE(xs[0], c, h, wd));
+    if (!z) return NULL;
+    conv_job j = {.u = nb_data(x), .w = nb_data(w), .bias = b ? nb_data(b) : NULL,
+                  .out = nb_data_mut(z)};
+    fill_geom(&j.g, z, ws[0], ws[2], ws[3], &a);
+    if (nb_numel(z) > 0) {
+        run_items(&j, j.g.n, j.g.o * j.g.ohw * j.g.k, conv_transpose2d_images);
+        if (atomic_load(&j.failed)) return failed(who, z);
+    }
+    nb_tensor *in[3] = {x, w, b};
+    nb_record(z, &conv_transpose2d_op, b ? 3 : 2, in);
+    nb_save(z, x);
+    nb_save(z, w);
+    set_attrs(z, &a);
+    return z;
+}
+
+/* ---- conv2d_weight_grad -------------------------------------------------------------------
+ * x [N,C,H,W], gy [N,O,oH,oW] -> dw [O,C/G,kh,kw], the gradient of
+ * sum(gy · conv2d(x, w)) with respect to w. */
+
+static void weight_grad_backward(nb_tensor *v, nb_tensor *g, nb_tensor **gx) {
+    nb_conv2d_opts o = opts_of(v);
+    nb_tensor *x = nb_saved(v, 0), *gy = nb_saved(v, 1);
+    if (!x || !gy) return;
+    if (nb_needs_input_grad(v, 1)) gx[1] = nb_conv2d(x, g, NULL, &o);
+    if (nb_needs_input_grad(v, 0)) {
+        for (int i = 0; i < 2; i++) {
+            int64_t k = nb_shape(v)[2 + i], s = o.stride[i], p = o.padding[i], d = o.dilation[i];
+            int64_t full = (nb_shape(gy)[2 + i] - 1) * s - 2 * p + d * (k - 1) + 1;
+            o.output_padding[i] = (int)(nb_shape(x)[2 + i] - full);
+        }
+        gx[0] = nb_conv_transpose2d(gy, g, NULL, &o);
+    }
+}
+static const nb_op weight_grad_op = {"conv2d_weight_grad", weight_grad_backward};
+
+/* At most this many floats of partial sums, and at most CONV_MAX_CHUNKS
+ * chunks: both depend on the shape only. */
+#define CONV_PART_FLOATS ((int64_t)1 << 22)
+#define CONV_MAX_CHUNKS 16
+
+nb_tensor *nb_conv2d_weight_grad(nb_tensor *x, nb_tensor *gy, int64_t kh, int64_t kw,
+                                 const nb_conv2d_opts *opts) {
+    static const char who[] = "nb_conv2d_weight_grad";
+    if (!x || !gy) return NULL;
+    conv_args a;
+    if (!read_opts(who, opts, &a)) return NULL;
+    if (nb_ndim(x) != 4 || nb_ndim(gy) != 4 || kh < 1 || kw < 1) {
+        nb_set_error("%s: x %s and grad_y %s must both be 4-D ([N,C,H,W], [N,O,oH,oW]) and the "
+                     "kernel %lldx%lld non-empty",
+                     who, SHAPE(x), SHAPE(gy), (long long)kh, (long long)kw);
+        return NULL;
+    }
+    if (a.op[0] || a.op[1]) {
+        nb_set_error("%s: output_padding (%lld,%lld) is for nb_conv_transpose2d only (x %s, "
+                     "grad_y %s)",
+                     who, (long long)a.op[0], (long long)a.op[1], SHAPE(x), SHAPE(gy));
+        return NULL;
+    }
+    const int64_t *xs = nb_shape(x), *gs = nb_shape(gy);
+    conv_job j = {.x = nb_data(x), .u = nb_data(gy)};
+    fill_geom(&j.g, x, gs[1], kh, kw, &a);
+    if (xs[1] % a.groups || gs[1] % a.groups || xs[0] != gs[0] || j.g.oh != gs[2] ||
+        j.g.ow != gs[3] || j.g.oh < 1 || j.g.ow < 1) {
+        nb_set_error("%s: x %s and grad_y %s do not fit a %lldx%lld kernel with stride "
+                     "(%lld,%lld), padding (%lld,%lld), dilation (%lld,%lld) and groups %lld: "
+                     "the batch must match, both channel counts be multiples of groups, and "
+                     "grad_y be %lldx%lld",
+                     who, SHAPE(x), SHAPE(gy), (long long)kh, (long long)kw, (long long)a.s[0],
+                     (long long)a.s[1], (long long)a.p[0], (long long)a.p[1], (long long)a.d[0],
+                     (long long)a.d[1], (long long)a.groups, (long long)j.g.oh, (long long)j.g.ow);
+        return NULL;
+    }
+    nb_tensor *v = nb_empty(NB_SHAPE(j.g.o, j.g.cg, kh, kw));
+    if (!v) return NULL;
+    float *dw = nb_data_mut(v);
+    int64_t size = j.g.o * j.g.k;
+    if (size > 0 && j.g.n == 0) memset(dw, 0, sizeof(float) * (size_t)size);
+    if (size > 0 && j.g.n > 0) {
+        int64_t nchunk = j.g.n < CONV_MAX_CHUNKS ? j.g.n : CONV_MAX_CHUNKS;
+        if (nchunk * size > CONV_PART_FLOATS) nchunk = CONV_PART_FLOATS / size;
+        if (nchunk < 1) nchunk = 1;
+        j.nchunk = nchunk;
+        j.transposed = j.g.k < j.g.og;
+        bool direct_out = nchunk == 1 && !j.transposed;
+        j.part = direct_out ? dw : nb_malloc(sizeof(float) * (size_t)(nchunk * size));
+        if (!j.part) return failed(who, v);
+        run_items(&j, nchunk, j.g.o * j.g.ohw * j.g.k * (j.g.n / nchunk), weight_grad_chunks);
+        if (!direct_out) {
+            /* dw = the partials summed in chunk order (transposed back) */
+            int64_t og = j.g.og, k = j.g.k;
+            for (int64_t gr = 0; gr < j.g.groups; gr++)
+                for (int64_t o = 0; o < og; o++)
+                    for (int64_t kk = 0; kk < k; kk++) {
+                        int64_t at = gr * og * k + (j.transposed ? kk * og + o : o * k + kk);
+                        float sum = j.part[at];
+                        for (int64_t ch = 1; ch < nchunk; ch++) sum += j.part[ch * size + at];
+                        dw[gr * og * k + o * k + kk] = sum;
+                    }
+            nb_free(j.part);
+        }
+        if (atomic_load(&j.failed)) return failed(who, v);
+    }
+    nb_tensor *in[2] = {x, gy};
+    nb_record(v, &weight_grad_op, 2, in);
+    nb_save(v, x);
+    nb_save(v, gy);
+    set_attrs(v, &a);
+    return v;
+}
+
+/* ---- pooling ---------------------------------------------------------------------------
+ * x [N,C,H,W] -> out [N,C,oH,oW], oH = (H + 2·ph - kh) / sh + 1 (floor). */
+
+typedef struct pool_args {
+    int64_t kh, kw, sh, sw, ph, pw, oh, ow;
+} pool_args;
+
+static bool read_pool(const char *who, const nb_tensor *x, int kh, int kw,
+                      const nb_pool2d_opts *o, pool_args *a) {
+    nb_pool2d_opts z = {0};
+    if (!o) o = &z;
+    a->kh = kh, a->kw = kw;
+    a->sh = o->stride[0] ? o->stride[0] : kh;
+    a->sw = o->stride[1] ? o->stride[1] : kw;
+    a->ph = o->padding[0], a->pw = o->padding[1];
+    if (nb_ndim(x) != 4 || kh < 1 || kw < 1 || a->sh < 1 || a->sw < 1 || a->ph < 0 ||
+        a->pw < 0 || 2 * a->ph > kh || 2 * a->pw > kw) {
+        nb_set_error("%s: x %s, kernel %dx%d, stride (%d,%d), padding (%d,%d): x must be 4-D "
+                     "[N,C,H,W], kernel and stride positive, padding at most half the kernel",
+                     who, SHAPE(x), kh, kw, o->stride[0], o->stride[1], o->padding[0],
+                     o->padding[1]);
+        return false;
+    }
+    int64_t h = nb_shape(x)[2], w = nb_shape(x)[3];
+    /* an empty plane has no element to select, padding or not */
+    a->oh = h < 1 || h + 2 * a->ph < kh ? 0 : (h + 2 * a->ph - kh) / a->sh + 1;
+    a->ow = w < 1 || w + 2 * a->pw < kw ? 0 : (w + 2 * a->pw - kw) / a->sw + 1;
+    if (a->oh < 1 || a->ow < 1) {
+        nb_set_error("%s: x %s is smaller than the %dx%d window with padding (%d,%d)", who,
+                     SHAPE(x), kh, kw, o->padding[0], o->padding[1]);
+        return false;
+    }
+    return true;
+}
+
+/* max_pool2d: out[p][oy][ox] = max over the window of x[p] (padding is
+ * -inf: never selected), idx[p][oy·oW + ox] = iy·W + ix of that element. */
+typedef struct pool_job {
+    pool_args a;
+    int64_t h, w;
+    const float *x;
+    float *out, *idx;
+} pool_job;
+
+/* m, i = v, vi when v > m or v is NaN, with bit masks rather than a branch
+ * (random data would mispredict it half the time) */
+static inline void max_step(float *m, float *i, float v, float vi) {
+    uint32_t mb, ib, vb, vib, take = -(uint32_t)((v > *m) | (v != v));
+    memcpy(&mb, m, 4);
+    memcpy(&ib, i, 4);
+    memcpy(&vb, &v, 4);
+    memcpy(&vib, &vi, 4);
+    mb = (vb & take) | (mb & ~take);
+    ib = (vib & take) | (ib & ~take);
+    memcpy(m, &mb, 4);
+    memcpy(i, &ib, 4);
+}
+
+/* One output row at a time, tap by tap: out and idx start at the first
+ * element of each window, and tap (i, j) of every window of the row is
+ * compared in one loop over ox, which vectorises. Taps are visited in the
+ * window's row-major order, so each window still sees its elements in
+ * PyTorch's order and keeps the first maximum; the comparison
+ * v > m || isnan(v) is PyTorch's too. */
+static void max_pool_planes(void *ctx, int64_t begin, int64_t end) {
+    const pool_job *j = ctx;
+    const pool_args *a = &j->a;
+    for (int64_t p = begin; p < end; p++) {
+        const float *x = j->x + p * j->h * j->w;
+        for (int64_t oy = 0; oy < a->oh; oy++) {
+            float *out = j->out + (p * a->oh + oy) * a->ow, *idx = j->idx + (p * a->oh + oy) * a->ow;
+            int64_t y0 = oy * a->sh - a->ph;
+            int64_t fy = y0 < 0 ? 0 : y0; /* first row of the window inside x */
+            for (int64_t ox = 0; ox < a->ow; ox++) {
+                int64_t x0 = ox * a->sw - a->pw, fx = x0 < 0 ? 0 : x0;
+                out[ox] = x[fy * j->w + fx];
+                idx[ox] = (float)(fy * j->w + fx);
+            }
+            for (int64_t i = 0; i < a->kh; i++) {
+                int64_t iy = y0 + i;
+                if (iy < 0 || iy >= j->h) continue;
+                for (int64_t t = 0; t < a->kw; t++) {
+                    int64_t lo, hi, off = t - a->pw;
+                    tap_range(a->ow, j->w, a->sw, off, &lo, &hi);
+                    const float *xr = x + iy * j->w + off;
+                    float base = (float)(iy * j->w + off);
+                    for (int64_t ox = lo; ox < hi; ox++)
+                        max_step(out + ox, idx + ox, xr[ox * a->sw], base + (float)(ox * a->sw));
+                }
+            }
+        }
+    }
+}
+
+/* dx = g scattered to the saved argmax of each window: scatter_add over
+ * the flattened planes [N·C, H·W], whose gradient in g is a gather. */
+static void max_pool2d_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_input(y, 0), *idx = nb_saved(y, 0);
+    if (!idx) return;
+    const int64_t *s = nb_shape(x);
+    nb_tensor *z = nb_zeros(NB_SHAPE(s[0] * s[1], s[2] * s[3]));
+    nb_tensor *gi = nb_scatter_add(z, 1, idx, nb_reshape(g, nb_ndim(idx), nb_shape(idx)));
+    gx[0] = nb_reshape(gi, 4, s);
+}
+static const nb_op max_pool2d_op = {"max_pool2d", max_pool2d_backward};
+
+nb_tensor *nb_max_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts) {
+    if (!x) return NULL;
+    pool_job j;
+    if (!read_pool("nb_max_pool2d", x, kh, kw, opts, &j.a)) return NULL;
+    const int64_t *s = nb_shape(x);
+    j.h = s[2];
+    j.w = s[3];
+    nb_tensor *y = nb_empty(NB_SHAPE(s[0], s[1], j.a.oh, j.a.ow));
+    nb_tensor *idx = nb_empty(NB_SHAPE(s[0] * s[1], j.a.oh * j.a.ow));
+    if (!y || !idx) return NULL;
+    j.x = nb_data(x);
+    j.out = nb_data_mut(y);
+    j.idx = nb_data_mut(idx);
+    int64_t per_plane = j.a.oh * j.a.ow * kh * kw;
+    nb_parallel_for(s[0] * s[1], CONV_CHUNK / (per_plane + 1) + 1, max_pool_planes, &j);
+    nb_record(y, &max_pool2d_op, 1, &x);
+    nb_save(y, idx);
+    return y;
+}
+
+/* avg_pool2d: each plane convolved with a constant kernel of 1/(kh·kw),
+ * zeros in the padding counted (PyTorch's count_include_pad). */
+nb_tensor *nb_avg_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts) {
+    if (!x) return NULL;
+    pool_args a;
+    if (!read_pool("nb_avg_pool2d", x, kh, kw, opts, &a)) return NULL;
+    const int64_t *s = nb_shape(x);
+    nb_composite_begin();
+    nb_tensor *planes = nb_reshape(x, NB_SHAPE(s[0] * s[1], 1, s[2], s[3]));
+    nb_tensor *k = nb_full(NB_SHAPE(1, 1, kh, kw), 1.0f / (float)(kh * kw));
+    nb_conv2d_opts co = {.stride = {(int)a.sh, (int)a.sw}, .padding = {(int)a.ph, (int)a.pw}};
+    nb_tensor *y = nb_conv2d(planes, k, NULL, &co);
+    return nb_composite_end(nb_reshape(y, NB_SHAPE(s[0], s[1], a.oh, a.ow)));
+}
+
+/* adaptive_avg_pool2d: PyTorch's windows [floor(i·H/oH), ceil((i+1)·H/oH));
+ * when oH divides H they are the tiles of an avg_pool2d with kernel and
+ * stride H/oH, the one case provided (1x1, the global average, among them). */
+nb_tensor *nb_adaptive_avg_pool2d(nb_tensor *x, int64_t oh, int64_t ow) {
+    if (!x) return NULL;
+    if (nb_ndim(x) != 4 || oh < 1 || ow < 1 || nb_shape(x)[2] % oh || nb_shape(x)[3] % ow) {
+        nb_set_error("nb_adaptive_avg_pool2d: x %s to %lldx%lld: x must be 4-D [N,C,H,W] and the "
+                     "output size divide H and W (other sizes are not supported)",
+                     SHAPE(x), (long long)oh, (long long)ow);
+        return NULL;
+    }
+    if (oh == 1 && ow == 1) return nb_mean(x, NB_AXES(2, 3), true);
+    int kh = (int)(nb_shape(x)[2] / oh), kw = (int)(nb_shape(x)[3] / ow);
+    return nb_avg_pool2d(x, kh, kw, NULL);
+}
