@@ -204,7 +204,7 @@ int nb_load_parameters(nb_module *m, const char *path, const nb_load_opts *opts)
  * and schedule (built the same way) makes training continue exactly as if
  * it had not stopped; it checks everything first and changes nothing
  * unless all of it fits. *epoch (may be NULL) receives the saved epoch.
- * A generator of one's own (nb_loader_opts.generator, a dropout's) is not
+ * A generator of one's own (nb_loader_opts.generator, say) is not
  * in the file: save and restore it beside, or use the default one. */
 int nb_save_checkpoint(const char *path, nb_module *m, nb_optimizer *optimizer, nb_lr_schedule *schedule,
                        int64_t epoch);
