@@ -18,6 +18,7 @@
  */
 #include "nb_data.h"
 #include "nn_internal.h"
+#include "nb_io.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -43,6 +44,7 @@ struct nb_model {
     int nmetrics;
     nb_metric_fn metrics[MAX_METRICS];
     const char *metric_names[MAX_METRICS];
+    int64_t epochs_done; /* epochs trained, for checkpoints (nb_fit_opts.initial_epoch) */
 };
 
 struct nb_history {
@@ -799,8 +801,14 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
     FILE *out = o.out ? o.out : stdout;
     bool validate = val != NULL;
     const char *monitor = o.monitor ? o.monitor : validate ? "val_loss" : "loss";
-    if (o.patience > 0 && !recorded(model, monitor, validate)) {
-        nb_set_error("%s: early stopping monitors '%s', which is not recorded", who, monitor);
+    if (o.initial_epoch < 0 || o.initial_epoch > o.epochs || o.checkpoint_every < 0) {
+        nb_set_error("%s: initial_epoch must be in [0, epochs] (got %d, epochs %d) and "
+                     "checkpoint_every >= 0 (got %d)", who, o.initial_epoch, o.epochs, o.checkpoint_every);
+        return NULL;
+    }
+    if ((o.patience > 0 || (o.checkpoint_path && o.save_best_only)) && !recorded(model, monitor, validate)) {
+        nb_set_error("%s: %s monitors '%s', which is not recorded", who,
+                     o.patience > 0 ? "early stopping" : "save_best_only", monitor);
         return NULL;
     }
     int nparams;
@@ -820,10 +828,13 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
     bool tty = isatty(fileno(out)) == 1;
     double best_value = 0;
     int best_epoch = -1, waited = 0;
+    double best_saved = 0; /* the monitored value at the last save_best_only checkpoint */
+    bool saved_any = false;
     nb_module_train(model->net, true);
 
-    for (int epoch = 0; epoch < o.epochs; epoch++) {
-        if (!history_reserve_epoch(h, model, validate, epoch)) {
+    for (int epoch = o.initial_epoch; epoch < o.epochs; epoch++) {
+        int e = epoch - o.initial_epoch; /* the history's index */
+        if (!history_reserve_epoch(h, model, validate, e)) {
             nb_set_error("%s: out of memory recording the history", who);
             goto fail;
         }
@@ -876,19 +887,20 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             }
         }
         double elapsed = now_seconds() - t0;
-        bool recorded_all = history_push(h, "loss", epoch, (float)(loss_sum / (double)seen));
+        model->epochs_done = epoch + 1;
+        bool recorded_all = history_push(h, "loss", e, (float)(loss_sum / (double)seen));
         for (int k = 0; k < model->nmetrics; k++)
-            recorded_all &= history_push(h, model->metric_names[k], epoch, (float)(metric_sum[k] / (double)seen));
+            recorded_all &= history_push(h, model->metric_names[k], e, (float)(metric_sum[k] / (double)seen));
         totals vt;
         if (validate) {
             char val_who[64];
             snprintf(val_who, sizeof val_who, "%s (validation data)", who);
             if (!evaluate_batches(val_who, model, val, &vt)) goto fail;
-            recorded_all &= history_push(h, "val_loss", epoch, (float)(vt.loss / (double)vt.rows));
+            recorded_all &= history_push(h, "val_loss", e, (float)(vt.loss / (double)vt.rows));
             for (int k = 0; k < model->nmetrics; k++) {
                 char key[64];
                 snprintf(key, sizeof key, "val_%s", model->metric_names[k]);
-                recorded_all &= history_push(h, key, epoch, (float)(vt.metrics[k] / (double)vt.rows));
+                recorded_all &= history_push(h, key, e, (float)(vt.metrics[k] / (double)vt.rows));
             }
         }
         if (!recorded_all) {
@@ -913,14 +925,32 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             fflush(out);
         }
 
-        /* early stopping */
+        /* checkpoints, before early stopping may restore the best weights */
         const float *series = nb_history_get(h, monitor);
+        if (o.checkpoint_path) {
+            int every = o.checkpoint_every > 0 ? o.checkpoint_every : 1;
+            bool due = (epoch + 1) % every == 0;
+            if (o.save_best_only) {
+                double v = series ? series[e] : NAN, sign = higher_is_better(monitor) ? -1 : 1;
+                due = isfinite(v) && (!saved_any || sign * (v - best_saved) < 0);
+                if (due) best_saved = v;
+            }
+            if (due && nb_model_save_checkpoint(model, o.checkpoint_path) != 0) {
+                snprintf(h->stop_reason, sizeof h->stop_reason, "%s: saving the checkpoint after epoch %d "
+                         "failed: %s", who, epoch + 1, nb_error());
+                nb_set_error("%s", h->stop_reason);
+                if (o.verbose) fprintf(out, "%s\n", h->stop_reason);
+                goto done;
+            }
+            saved_any |= due;
+        }
+        /* early stopping */
         if (o.patience > 0) {
             if (!series) {
                 nb_set_error("%s: early stopping monitors '%s', which is not recorded", who, monitor);
                 goto fail;
             }
-            double v = series[epoch], sign = higher_is_better(monitor) ? -1 : 1;
+            double v = series[e], sign = higher_is_better(monitor) ? -1 : 1;
             if (best_epoch < 0 || sign * (v - best_value) < -(double)o.min_delta) {
                 best_value = v;
                 best_epoch = epoch;
@@ -1098,4 +1128,15 @@ void nb_model_free(nb_model *model) {
     nb_optimizer_free(model->opt);
     nb_module_free(model->net);
     nb_free(model);
+}
+
+/* ---- checkpoints (nn/io/checkpoint.c) ------------------------------------------------------- */
+
+int nb__model_checkpoint_state(const char *who, nb_model *model, nb_optimizer **opt, int64_t **epochs) {
+    *opt = NULL;
+    *epochs = &model->epochs_done;
+    if (!model->opt && !model->opt_name[0]) return 0; /* not compiled: parameters only */
+    if (!ensure_optimizer(who, model)) return -1;
+    *opt = model->opt;
+    return 0;
 }

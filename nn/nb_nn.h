@@ -274,6 +274,19 @@ typedef struct nb_fit_opts {
     bool restore_best_weights; /* when early stopping ends training (as Keras) */
     nb_epoch_callback on_epoch_end;
     void *user;
+    /* Checkpoints (Keras's ModelCheckpoint), written with
+     * nb_model_save_checkpoint (nb_io.h) after every checkpoint_every-th
+     * epoch (0 counts as 1), or with save_best_only only when the monitored
+     * value improved on the best so far in this fit. NULL: none. A save
+     * that fails stops training (history kept, the message says why). */
+    const char *checkpoint_path;
+    int checkpoint_every;
+    bool save_best_only;
+    /* The epoch to start at, as Keras's fit(initial_epoch=): after loading
+     * a checkpoint saved at epoch 4, initial_epoch 4 and epochs 5 train the
+     * fifth epoch only, exactly as an uninterrupted run would have. The
+     * history holds the epochs this call trained. */
+    int initial_epoch;
 } nb_fit_opts;
 
 nb_fit_opts nb_fit_defaults(void);

@@ -42,4 +42,10 @@ nb_metric_fn nb__metric_by_name(const char *name, nb_loss_fn loss, const char **
  * (model.c): fit's split and nb_dataset_split's are the same. */
 int64_t nb__training_rows(int64_t n, float split);
 
+/* What a checkpoint of the model holds beside its module (nn/io/checkpoint.c):
+ * its optimizer, built first if compile named one (NULL when it has none),
+ * and its count of epochs trained, which the checkpoint sets. 0, or -1
+ * with a message naming who. */
+int nb__model_checkpoint_state(const char *who, nb_model *model, nb_optimizer **opt, int64_t **epochs);
+
 #endif

@@ -209,6 +209,25 @@ float nb_clip_grad_norm(int n, nb_tensor *const *params, float max_norm);
  * or NaN clip is an error (message, nothing changed). */
 void nb_clip_grad_value(int n, nb_tensor *const *params, float clip);
 
+/* ---- saving and restoring an optimizer (for checkpoints) -------------------------
+ * What nb_save_checkpoint stores beside the state tensors. */
+
+/* The names of the state an optimizer of this kind may keep per parameter
+ * (k from 0 to nb_optimizer_num_states - 1): "exp_avg", "exp_avg_sq",
+ * "max_exp_avg_sq" for adam, say. nb_optimizer_state(o, i, name) is NULL
+ * for a name the options leave unused. 0 and NULL for NULL or k out of range. */
+int nb_optimizer_num_states(const nb_optimizer *o);
+const char *nb_optimizer_state_name(const nb_optimizer *o, int k);
+/* Sets the step counts nb_optimizer_steps and nb_optimizer_param_steps
+ * report (and the bias corrections use). A negative count or i out of
+ * range is an error: -1, a message, nothing changed. */
+int nb_optimizer_set_steps(nb_optimizer *o, int64_t steps);
+int nb_optimizer_set_param_steps(nb_optimizer *o, int i, int64_t steps);
+/* Moves a schedule to epoch t (>= 0) and sets its optimizer's lr as a
+ * schedule made fresh and stepped t times would. -1 and a message on a
+ * negative t; -1 for NULL. */
+int nb_lr_schedule_set_epoch(nb_lr_schedule *s, int64_t t);
+
 #ifdef __cplusplus
 }
 #endif

@@ -193,3 +193,32 @@ void nb_optimizer_free(nb_optimizer *o) {
     nb_free(o->params);
     nb_free(o);
 }
+
+/* ---- for checkpoints --------------------------------------------------------------- */
+
+int nb_optimizer_num_states(const nb_optimizer *o) { return o ? o->kind->nstate : 0; }
+
+const char *nb_optimizer_state_name(const nb_optimizer *o, int k) {
+    return o && k >= 0 && k < o->kind->nstate ? o->kind->state_names[k] : NULL;
+}
+
+int nb_optimizer_set_steps(nb_optimizer *o, int64_t steps) {
+    if (!o) return -1;
+    if (steps < 0) {
+        nb_set_error("nb_optimizer_set_steps: steps must be >= 0, got %lld", (long long)steps);
+        return -1;
+    }
+    o->steps = steps;
+    return 0;
+}
+
+int nb_optimizer_set_param_steps(nb_optimizer *o, int i, int64_t steps) {
+    if (!o) return -1;
+    if (!check_index("nb_optimizer_set_param_steps", o, i)) return -1;
+    if (steps < 0) {
+        nb_set_error("nb_optimizer_set_param_steps: steps must be >= 0, got %lld", (long long)steps);
+        return -1;
+    }
+    o->param_steps[i] = steps;
+    return 0;
+}

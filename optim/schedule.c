@@ -109,3 +109,14 @@ float nb_lr_schedule_lr(const nb_lr_schedule *s) { return s ? s->lr : NAN; }
 int64_t nb_lr_schedule_epoch(const nb_lr_schedule *s) { return s ? s->t : -1; }
 
 void nb_lr_schedule_free(nb_lr_schedule *s) { nb_free(s); }
+
+int nb_lr_schedule_set_epoch(nb_lr_schedule *s, int64_t t) {
+    if (!s) return -1;
+    if (t < 0) {
+        nb_set_error("nb_lr_schedule_set_epoch: epoch must be >= 0, got %lld", (long long)t);
+        return -1;
+    }
+    s->t = t;
+    apply(s);
+    return 0;
+}

@@ -66,6 +66,8 @@ int nb__atomic_begin(const char *who, const char *path, nb__atomic_file *a) {
     a->folder = nb_malloc(n + 2);
     if (!a->tmp || !a->folder) {
         nb_set_error("%s: %s: out of memory", who, path);
+        nb_free(a->tmp); /* no temporary file yet: nothing to unlink */
+        a->tmp = NULL;
         nb__atomic_abort(a);
         return -1;
     }

@@ -36,4 +36,14 @@ static inline bool nb__is_gzip(const uint8_t *data, size_t size) {
     return size >= 2 && data[0] == 0x1f && data[1] == 0x8b;
 }
 
+/* safetensors with messages starting "who: " (nn/io/safetensors.c). */
+nb_safetensors *nb__safetensors_read(const char *who, const char *path);
+int nb__safetensors_write(const char *who, const char *path, int n, const char *const *names,
+                          nb_tensor *const *tensors, const char *const *metadata);
+/* Converts tensor i's data to n floats at out (n = its element count). */
+int nb__safetensors_copy(const nb_safetensors *st, int i, float *out);
+/* The name messages give the file, and where entry i starts in it. */
+const char *nb__safetensors_file(const nb_safetensors *st);
+size_t nb__safetensors_entry_offset(const nb_safetensors *st, int i);
+
 #endif

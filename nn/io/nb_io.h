@@ -121,6 +121,103 @@ int nb_history_write_svg(const nb_history *h, FILE *out, const char *title);
 int nb_history_save_csv(const nb_history *h, const char *path);
 int nb_history_save_svg(const nb_history *h, const char *path, const char *title);
 
+/* ---- safetensors files and checkpoints (nn/io/safetensors.c, nn/io/checkpoint.c) ----
+ * The safetensors format: an 8-byte little-endian header length N, N bytes
+ * of JSON ({"name": {"dtype": "F32", "shape": [2, 3], "data_offsets":
+ * [begin, end]}, ..., "__metadata__": {"key": "value", ...}}), then the raw
+ * little-endian data, offsets relative to its start. The reader is strict:
+ * a duplicate name or key, offsets that overlap, leave a gap, do not cover
+ * the data exactly or run past it, a size that does not match the shape,
+ * more than 8 dimensions, an unknown dtype, malformed JSON, bytes after it
+ * or a header length beyond the file are errors "who: file:offset: what".
+ * F32 is read as is; F64, F16 and BF16 are converted to float32. nabla
+ * writes F32 only, as the reference writer orders it ("__metadata__"
+ * first, tensors by name, header padded with spaces to a multiple of 8).
+ *
+ * Every write that replaces a file is atomic and durable: the data goes to
+ * a temporary file in the same folder (path.tmp.XXXXXX), is flushed and
+ * fsync'ed, renamed over path, and the folder fsync'ed. On any failure (no
+ * space, out of memory) path is untouched and the temporary removed; a
+ * process killed mid-write may leave a path.tmp.* file behind, never a
+ * torn path. */
+
+typedef struct nb_safetensors nb_safetensors;
+
+/* Reads and checks a whole file, or size bytes in memory (copied; name is
+ * what messages call them). Free the result with nb_safetensors_free. */
+nb_safetensors *nb_safetensors_read(const char *path);
+nb_safetensors *nb_safetensors_parse(const void *data, size_t size, const char *name);
+void nb_safetensors_free(nb_safetensors *st);
+/* Tensors in file order (by data offset); names, dtypes ("F32", "F64",
+ * "F16", "BF16") and shapes are borrowed from st. */
+int nb_safetensors_count(const nb_safetensors *st);
+const char *nb_safetensors_name(const nb_safetensors *st, int i);
+int nb_safetensors_find(const nb_safetensors *st, const char *name); /* index or -1 */
+const char *nb_safetensors_dtype(const nb_safetensors *st, int i);
+const int64_t *nb_safetensors_shape(const nb_safetensors *st, int i, int *ndim);
+/* The tensor called name as a new float32 tensor (ownership rule of
+ * nb_autograd.h), or NULL and a message when there is none. */
+nb_tensor *nb_safetensors_get(const nb_safetensors *st, const char *name);
+/* The "__metadata__" strings: the value of key (borrowed) or NULL. */
+const char *nb_safetensors_metadata(const nb_safetensors *st, const char *key);
+int nb_safetensors_num_metadata(const nb_safetensors *st);
+const char *nb_safetensors_metadata_key(const nb_safetensors *st, int i);
+/* Writes n float32 tensors under names (unique, non-empty, not
+ * "__metadata__") and the metadata, a NULL-terminated list of key, value
+ * pairs ({"epoch", "4", NULL}; NULL for none), atomically. Returns 0 or -1. */
+int nb_safetensors_write(const char *path, int n, const char *const *names, nb_tensor *const *tensors,
+                         const char *const *metadata);
+
+/* A module's parameters under their nb_module_parameter_name names ("0.weight",
+ * "0.bias", ... : nabla's own layout, so a Dense kernel is [in, out] where
+ * PyTorch's Linear.weight is [out, in]; see the README for the two lines of
+ * Python that transpose it). metadata as for nb_safetensors_write. */
+int nb_save_parameters(nb_module *m, const char *path, const char *const *metadata);
+
+typedef struct nb_load_opts {
+    /* true (the default): the file must hold exactly the module's
+     * parameters with their shapes. false: a partial load, which copies
+     * the parameters whose name and shape match and skips the rest. */
+    bool strict;
+    /* When not NULL, receives what a partial load skipped ("" if nothing):
+     * "missing: a, b; unexpected: c; shape differs: d [2,3] in the file,
+     * [3,2] in the module". */
+    char *skipped;
+    size_t skipped_size;
+} nb_load_opts;
+
+nb_load_opts nb_load_defaults(void); /* strict, no report */
+/* Loads the parameters of m from path (opts NULL: the defaults). A strict
+ * load that finds any difference fails with one message listing every one
+ * (missing, unexpected, shape differs); nothing in m changes unless the
+ * whole load succeeds. Returns the number of parameters loaded, or -1. */
+int nb_load_parameters(nb_module *m, const char *path, const nb_load_opts *opts);
+
+/* A training checkpoint, in one safetensors file: the module's parameters
+ * (as nb_save_parameters), the optimizer's state tensors ("optimizer.3.exp_avg":
+ * state exp_avg of the optimizer's parameter 3), and in the metadata, as
+ * decimal strings that read back exactly: the optimizer's name, lr, step
+ * count and per-parameter step counts ("optimizer.3.step"), the schedule's
+ * epoch, the training epoch, and the calling thread's default generator
+ * (nb_generator's fields), which drives shuffling and dropout. optimizer and
+ * schedule may be NULL. Loading the file into the same module, optimizer
+ * and schedule (built the same way) makes training continue exactly as if
+ * it had not stopped; it checks everything first and changes nothing
+ * unless all of it fits. *epoch (may be NULL) receives the saved epoch.
+ * A generator of one's own (nb_loader_opts.generator, say) is not
+ * in the file: save and restore it beside, or use the default one. */
+int nb_save_checkpoint(const char *path, nb_module *m, nb_optimizer *optimizer, nb_lr_schedule *schedule,
+                       int64_t epoch);
+int nb_load_checkpoint(const char *path, nb_module *m, nb_optimizer *optimizer, nb_lr_schedule *schedule,
+                       int64_t *epoch);
+
+/* The same for a compiled model: its module, its optimizer (built now if
+ * compile named one and the parameters exist) and the epochs trained so
+ * far (what nb_fit_opts.initial_epoch takes to resume). nb_model_fit saves
+ * these too when nb_fit_opts.checkpoint_path is set. */
+int nb_model_save_checkpoint(nb_model *model, const char *path);
+int nb_model_load_checkpoint(nb_model *model, const char *path, int *epoch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,7 @@ static char corpus_file[1024];
 #include "../../fuzz/fuzz_csv.c"
 #include "../../fuzz/fuzz_idx.c"
 #include "../../fuzz/fuzz_inflate.c"
+#include "../../fuzz/fuzz_safetensors.c"
 
 TestSuite(corpus, NB_TEST_HOOKS);
 
@@ -53,3 +54,4 @@ static int replay(const char *reader, int (*one)(const uint8_t *, size_t)) {
 Test(corpus, inflate) { cr_expect_geq(replay("inflate", fuzz_inflate_one), 5); }
 Test(corpus, idx) { cr_expect_geq(replay("idx", fuzz_idx_one), 5); }
 Test(corpus, csv) { cr_expect_geq(replay("csv", fuzz_csv_one), 5); }
+Test(corpus, safetensors) { cr_expect_geq(replay("safetensors", fuzz_safetensors_one), 5); }
