@@ -272,11 +272,15 @@ int64_t nb_module_num_weights(nb_module *m) {
     return total;
 }
 
-nb_tensor **nb_module_buffers(nb_module *m, int *count) {
+nb_tensor **nb__module_buffers(const char *who, nb_module *m, int *count) {
     if (count) *count = 0;
-    if (!m || !refresh("nb_module_buffers", m, true)) return NULL;
+    if (!m || !refresh(who, m, true)) return NULL;
     if (count) *count = m->nbuffers;
     return m->buffers;
+}
+
+nb_tensor **nb_module_buffers(nb_module *m, int *count) {
+    return nb__module_buffers("nb_module_buffers", m, count);
 }
 
 const char *nb_module_buffer_name(nb_module *m, int i) {

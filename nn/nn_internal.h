@@ -10,6 +10,8 @@
 nb_module *nb__module_new(const char *who, const nb_module_type *type, size_t size);
 /* nb_module_parameters, with messages naming who. */
 nb_tensor **nb__module_parameters(const char *who, nb_module *m, int *count);
+/* nb_module_buffers, with messages naming who. */
+nb_tensor **nb__module_buffers(const char *who, nb_module *m, int *count);
 /* Frees m unless it belongs to a parent (which will free it); no message.
  * What a function that takes a module does with one it cannot keep. */
 void nb__module_discard(nb_module *m);

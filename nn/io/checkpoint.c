@@ -1,7 +1,9 @@
 /* checkpoint.c — parameters and whole training states in safetensors files.
  *
  * A module's parameters are stored under the names nb_module_parameter_name
- * gives them ("0.weight", "fc1.bias"), in nabla's layout. A training
+ * gives them ("0.weight", "fc1.bias"), in nabla's layout, and its buffers
+ * (running statistics) under theirs ("1.running_mean"), as PyTorch's
+ * state_dict holds both. A training
  * checkpoint adds, in the same file, what a resumed run needs to continue
  * bit for bit: the optimizer's state tensors ("optimizer.<i>.<state>") and,
  * as metadata strings that read back exactly ("%.9g" for a float, "%.17g"
@@ -52,19 +54,65 @@ static void list_add(list *l, const char *fmt, const char *a, const char *b, con
 
 static char *shape_of(int ndim, const int64_t *shape, char *buf) { return nb_shape_str(ndim, shape, buf, 96); }
 
+/* ---- a module's state ------------------------------------------------------------
+ * What a file holds of a module, PyTorch's state_dict: its parameters, then
+ * its buffers (a batch norm's running statistics), each under its dotted
+ * name. The arrays are the caller's (state_free); the tensors and names are
+ * the module's. */
+
+typedef struct state {
+    int n;
+    nb_tensor **t;
+    const char **names;
+} state;
+
+static void state_free(state *s) {
+    nb_free(s->t);
+    nb_free(s->names);
+    *s = (state){0};
+}
+
+static bool module_state(const char *who, const char *path, nb_module *m, state *s) {
+    *s = (state){0};
+    int np, nbuf;
+    uint64_t errors = nb_error_count(); /* the lists are rebuilt, which can fail */
+    nb_tensor **params = nb__module_parameters(who, m, &np);
+    nb_tensor **buffers = nb__module_buffers(who, m, &nbuf);
+    if (nb_error_count() != errors) return false;
+    size_t total = (size_t)np + (size_t)nbuf;
+    s->t = nb_malloc(sizeof *s->t * (total ? total : 1));
+    s->names = nb_malloc(sizeof *s->names * (total ? total : 1));
+    if (!s->t || !s->names) {
+        nb_set_error("%s: %s: out of memory", who, path ? path : "(null)");
+        state_free(s);
+        return false;
+    }
+    for (int i = 0; i < np; i++) {
+        s->t[s->n] = params[i];
+        s->names[s->n++] = nb_module_parameter_name(m, i);
+    }
+    for (int i = 0; i < nbuf; i++) {
+        s->t[s->n] = buffers[i];
+        s->names[s->n++] = nb_module_buffer_name(m, i);
+    }
+    return true;
+}
+
 /* ---- matching a module against a file --------------------------------------------- */
 
-/* Fills src[i] with the file's index of parameter i of m, or -1 when it
- * is skipped (partial load). Names under OPT_PREFIX are left to the
- * optimizer when skip_optimizer is set. Returns the number matched, or -1
- * with a message (strict load and any difference). */
-static int match_params(const char *who, const nb_safetensors *st, nb_module *m, int n, nb_tensor *const *params,
-                        bool strict, bool skip_optimizer, int *src, char *skipped, size_t skipped_size) {
+/* Fills src[i] with the file's index of state tensor i of the module, or
+ * -1 when it is skipped (partial load). Names under OPT_PREFIX are left to
+ * the optimizer when skip_optimizer is set. Returns the number matched, or
+ * -1 with a message (strict load and any difference). */
+static int match_state(const char *who, const nb_safetensors *st, const state *ms, bool strict,
+                       bool skip_optimizer, int *src, char *skipped, size_t skipped_size) {
+    int n = ms->n;
+    nb_tensor *const *params = ms->t;
     list missing = {0}, unexpected = {0}, differs = {0};
     int matched = 0;
     char a[96], b[96];
     for (int i = 0; i < n; i++) {
-        const char *name = nb_module_parameter_name(m, i);
+        const char *name = ms->names[i];
         int j = nb_safetensors_find(st, name);
         src[i] = -1;
         if (j < 0) {
@@ -85,7 +133,7 @@ static int match_params(const char *who, const nb_safetensors *st, nb_module *m,
         const char *name = nb_safetensors_name(st, j);
         if (skip_optimizer && strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0) continue;
         bool known = false;
-        for (int i = 0; i < n && !known; i++) known = strcmp(nb_module_parameter_name(m, i), name) == 0;
+        for (int i = 0; i < n && !known; i++) known = strcmp(ms->names[i], name) == 0;
         if (!known) list_add(&unexpected, "%s%s%s", name, "", "");
     }
     char report[3200];
@@ -113,39 +161,28 @@ int nb_load_parameters(nb_module *m, const char *path, const nb_load_opts *opts_
     const char *who = "nb_load_parameters";
     if (!m) return -1;
     nb_load_opts opts = opts_in ? *opts_in : nb_load_defaults();
-    int n;
-    nb_tensor **params = nb__module_parameters(who, m, &n);
-    if (!params) return -1;
+    state ms;
+    if (!module_state(who, path, m, &ms)) return -1;
     nb_safetensors *st = nb__safetensors_read(who, path);
-    if (!st) return -1;
-    int *src = nb_malloc(sizeof(int) * (size_t)(n ? n : 1));
-    if (!src) {
-        nb_set_error("%s: %s: out of memory", who, path);
-        nb_safetensors_free(st);
-        return -1;
-    }
-    int matched = match_params(who, st, m, n, params, opts.strict, false, src, opts.skipped, opts.skipped_size);
-    for (int i = 0; matched >= 0 && i < n; i++)
-        if (src[i] >= 0) nb__safetensors_copy(st, src[i], nb_data_mut(params[i]));
+    int *src = st ? nb_malloc(sizeof(int) * (size_t)(ms.n ? ms.n : 1)) : NULL;
+    int matched = -1;
+    if (st && !src) nb_set_error("%s: %s: out of memory", who, path);
+    if (src) matched = match_state(who, st, &ms, opts.strict, false, src, opts.skipped, opts.skipped_size);
+    for (int i = 0; matched >= 0 && i < ms.n; i++)
+        if (src[i] >= 0) nb__safetensors_copy(st, src[i], nb_data_mut(ms.t[i]));
     nb_free(src);
     nb_safetensors_free(st);
+    state_free(&ms);
     return matched;
 }
 
 int nb_save_parameters(nb_module *m, const char *path, const char *const *metadata) {
     const char *who = "nb_save_parameters";
     if (!m) return -1;
-    int n;
-    nb_tensor **params = nb__module_parameters(who, m, &n);
-    if (!params) return -1;
-    const char **names = nb_malloc(sizeof(char *) * (size_t)(n ? n : 1));
-    if (!names) {
-        nb_set_error("%s: %s: out of memory", who, path ? path : "(null)");
-        return -1;
-    }
-    for (int i = 0; i < n; i++) names[i] = nb_module_parameter_name(m, i);
-    int rc = nb__safetensors_write(who, path, n, names, params, metadata);
-    nb_free(names);
+    state ms;
+    if (!module_state(who, path, m, &ms)) return -1;
+    int rc = nb__safetensors_write(who, path, ms.n, ms.names, ms.t, metadata);
+    state_free(&ms);
     return rc;
 }
 
@@ -182,9 +219,9 @@ int nb_save_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
         nb_set_error("%s: %s: epoch must be >= 0, got %lld", who, path ? path : "(null)", (long long)epoch);
         return -1;
     }
-    int n;
-    nb_tensor **params = nb__module_parameters(who, m, &n);
-    if (!params) return -1;
+    state ms;
+    if (!module_state(who, path, m, &ms)) return -1;
+    int n = ms.n;
     int nopt = nb_optimizer_num_params(opt), nstates = nb_optimizer_num_states(opt);
     size_t total = (size_t)n + (size_t)nopt * (size_t)nstates;
     const char **names = nb_malloc(sizeof(char *) * (total ? total : 1));
@@ -201,8 +238,8 @@ int nb_save_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
     }
     int count = 0;
     for (int i = 0; i < n; i++) {
-        names[count] = nb_module_parameter_name(m, i);
-        tensors[count++] = params[i];
+        names[count] = ms.names[i];
+        tensors[count++] = ms.t[i];
     }
     for (int i = 0; i < nopt; i++)
         for (int k = 0; k < nstates; k++) {
@@ -238,6 +275,7 @@ int nb_save_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
     pairs[2 * md.n] = NULL;
     rc = nb__safetensors_write(who, path, count, names, tensors, pairs);
 done:
+    state_free(&ms);
     nb_free(names);
     nb_free(tensors);
     nb_free(state_names);
@@ -299,11 +337,14 @@ int nb_load_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
                        int64_t *epoch_out) {
     const char *who = "nb_load_checkpoint";
     if (!m) return -1;
-    int n;
-    nb_tensor **params = nb__module_parameters(who, m, &n);
-    if (!params) return -1;
+    state ms;
+    if (!module_state(who, path, m, &ms)) return -1;
+    int n = ms.n;
     nb_safetensors *st = nb__safetensors_read(who, path);
-    if (!st) return -1;
+    if (!st) {
+        state_free(&ms);
+        return -1;
+    }
     int nopt = nb_optimizer_num_params(opt), nstates = nb_optimizer_num_states(opt);
     int *src = nb_malloc(sizeof(int) * (size_t)(n ? n : 1));
     int *state_src = nb_malloc(sizeof(int) * ((size_t)nopt * (size_t)nstates + 1));
@@ -320,7 +361,7 @@ int nb_load_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
                      format ? format : "missing", format ? "\"" : "");
         goto done;
     }
-    if (match_params(who, st, m, n, params, true, true, src, NULL, 0) < 0) goto done;
+    if (match_state(who, st, &ms, true, true, src, NULL, 0) < 0) goto done;
 
     long long epoch, has_spare, sched_epoch = 0, total_steps = 0;
     uint64_t gstate, ginc;
@@ -396,7 +437,7 @@ int nb_load_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
     }
 
     /* everything fits: commit (plain copies, nothing can fail from here) */
-    for (int i = 0; i < n; i++) nb__safetensors_copy(st, src[i], nb_data_mut(params[i]));
+    for (int i = 0; i < n; i++) nb__safetensors_copy(st, src[i], nb_data_mut(ms.t[i]));
     if (opt) {
         for (int i = 0; i < nopt; i++) {
             for (int k = 0; k < nstates; k++)
@@ -417,6 +458,7 @@ int nb_load_checkpoint(const char *path, nb_module *m, nb_optimizer *opt, nb_lr_
     if (epoch_out) *epoch_out = epoch;
     rc = 0;
 done:
+    state_free(&ms);
     nb_free(src);
     nb_free(state_src);
     nb_free(steps);

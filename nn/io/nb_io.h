@@ -168,7 +168,8 @@ const char *nb_safetensors_metadata_key(const nb_safetensors *st, int i);
 int nb_safetensors_write(const char *path, int n, const char *const *names, nb_tensor *const *tensors,
                          const char *const *metadata);
 
-/* A module's parameters under their nb_module_parameter_name names ("0.weight",
+/* A module's parameters under their nb_module_parameter_name names, and its
+ * buffers (running statistics) under theirs, as PyTorch's state_dict ("0.weight",
  * "0.bias", ... : nabla's own layout, so a Dense kernel is [in, out] where
  * PyTorch's Linear.weight is [out, in]; see the README for the two lines of
  * Python that transpose it). metadata as for nb_safetensors_write. */
@@ -190,7 +191,7 @@ nb_load_opts nb_load_defaults(void); /* strict, no report */
 /* Loads the parameters of m from path (opts NULL: the defaults). A strict
  * load that finds any difference fails with one message listing every one
  * (missing, unexpected, shape differs); nothing in m changes unless the
- * whole load succeeds. Returns the number of parameters loaded, or -1. */
+ * whole load succeeds. Returns the number of tensors loaded, or -1. */
 int nb_load_parameters(nb_module *m, const char *path, const nb_load_opts *opts);
 
 /* A training checkpoint, in one safetensors file: the module's parameters

@@ -119,6 +119,30 @@ Test(checkpoint, parameters_round_trip) {
     remove_dir();
 }
 
+Test(checkpoint, buffers_travel_with_the_parameters) {
+    /* a batch norm's running statistics are state as much as its weights:
+     * like PyTorch's state_dict, the file holds both */
+    make_dir();
+    nb_module *a = nb_sequential(2, (nb_module *[]){nb_linear(3, 4), nb_batch_norm_layer(0.5f, 1e-5f)});
+    nb_module *b = nb_sequential(2, (nb_module *[]){nb_linear(3, 4), nb_batch_norm_layer(0.5f, 1e-5f)});
+    nb_tensor *x = nb_uniform(NULL, -2, 3, NB_SHAPE(6, 3));
+    cr_assert_not_null(nb_module_forward(a, x), "%s", nb_error()); /* training mode: the stats move */
+    cr_assert_not_null(nb_module_forward(b, x), "%s", nb_error());
+    int na, nb;
+    nb_tensor **ba = nb_module_buffers(a, &na), **bb = nb_module_buffers(b, &nb);
+    cr_assert(na == 2 && nb == 2, "%d and %d buffers", na, nb);
+    cr_assert_str_eq(nb_module_buffer_name(a, 0), "1.running_mean");
+    cr_assert_eq(nb_save_parameters(a, in_dir("bn.safetensors"), NULL), 0, "%s", nb_error());
+    cr_assert_eq(nb_load_parameters(b, in_dir("bn.safetensors"), NULL), 6, "%s", nb_error()); /* 4 + 2 */
+    cr_assert(same_params(a, b));
+    for (int i = 0; i < 2; i++)
+        cr_assert(memcmp(nb_data(ba[i]), nb_data(bb[i]), sizeof(float) * (size_t)nb_numel(ba[i])) == 0,
+                  "buffer %s differs after the load", nb_module_buffer_name(b, i));
+    nb_module_free(a);
+    nb_module_free(b);
+    remove_dir();
+}
+
 Test(checkpoint, every_mismatch_in_one_message_and_partial_loads) {
     make_dir();
     /* a file with 0.weight of the wrong shape, 2.bias, and an extra tensor */
