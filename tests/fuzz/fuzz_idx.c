@@ -8,17 +8,7 @@
  * Built with -Dfuzz=true (clang); tests/nn/io/test_corpus.c replays the
  * corpus in tests/fuzz/corpus/idx in the regular build.
  */
-#include <stdlib.h>
-#include <string.h>
-
-#include "nabla.h"
-
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) abort();                                                             \
-    } while (0)
-#endif
+#include "fuzz_util.h"
 
 static int fuzz_idx_one(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
@@ -43,7 +33,4 @@ static int fuzz_idx_one(const uint8_t *data, size_t size) {
     return 0;
 }
 
-#ifndef NB_FUZZ_NO_ENTRY
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_idx_one(data, size); }
-#endif
+NB_FUZZ_ENTRY(fuzz_idx_one)

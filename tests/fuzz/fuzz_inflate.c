@@ -8,17 +8,7 @@
  * corpus in tests/fuzz/corpus/inflate through the same function in the
  * regular build, where FUZZ_CHECK becomes a Criterion assertion.
  */
-#include <stdlib.h>
-#include <string.h>
-
-#include "nabla.h"
-
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) abort();                                                             \
-    } while (0)
-#endif
+#include "fuzz_util.h"
 
 static int fuzz_inflate_one(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
@@ -39,7 +29,4 @@ static int fuzz_inflate_one(const uint8_t *data, size_t size) {
     return 0;
 }
 
-#ifndef NB_FUZZ_NO_ENTRY
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_inflate_one(data, size); }
-#endif
+NB_FUZZ_ENTRY(fuzz_inflate_one)

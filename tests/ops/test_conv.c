@@ -513,7 +513,7 @@ static void check_pool(int kh, int kw, nb_pool2d_opts o) {
     nb_test_gradcheck(pool_fn, &p, 1, &x, true);
 }
 
-Test(conv, pool_gradcheck_default_stride) { check_pool(2, 2, (nb_pool2d_opts){{0}}); }
+Test(conv, pool_gradcheck_default_stride) { check_pool(2, 2, (nb_pool2d_opts){.stride = {0, 0}}); }
 Test(conv, pool_gradcheck_overlapping_padded) {
     check_pool(3, 3, (nb_pool2d_opts){.stride = {2, 2}, .padding = {1, 1}});
 }
