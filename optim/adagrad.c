@@ -22,12 +22,13 @@ static void adagrad_update(nb_optimizer *o, int i, float *restrict p,
     const nb_adagrad_opts *op = &o->opts.adagrad;
     const float clr = (float)((double)o->lr / (1.0 + (double)(step - 1) * (double)op->lr_decay));
     const float eps = op->eps, wd = op->weight_decay;
-    float *s = nb__optim_state(o, i, SUM);
+    float *restrict s = nb__optim_state(o, i, SUM); /* its own array: the loop vectorises */
+    const bool inside = op->eps_inside_sqrt;
     for (int64_t j = 0; j < n; j++) {
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float sj = s[j] + d * d;
         s[j] = sj;
-        p[j] -= op->eps_inside_sqrt ? clr * d / sqrtf(sj + eps) : clr * d / (sqrtf(sj) + eps);
+        p[j] -= inside ? clr * d / sqrtf(sj + eps) : clr * d / (sqrtf(sj) + eps);
     }
 }
 
