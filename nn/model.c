@@ -700,13 +700,24 @@ static bool recorded(const nb_model *model, const char *key, bool validate) {
 /* Keras's early-stopping direction: accuracies grow, everything else falls. */
 static bool higher_is_better(const char *key) { return strstr(key, "acc") != NULL; }
 
+/* What restore_best_weights keeps, as Keras keeps all of a layer's weights:
+ * the parameters, then the buffers (a batch norm's running statistics). */
+static nb_tensor *state_tensor(const char *who, nb_model *model, int i, int *count) {
+    int np, nbuf;
+    nb_tensor **p = nb__module_parameters(who, model->net, &np);
+    nb_tensor **b = nb__module_buffers(who, model->net, &nbuf);
+    if (count) *count = np + nbuf;
+    return i < 0 ? NULL : i < np ? p[i] : i < np + nbuf ? b[i - np] : NULL;
+}
+
 static void copy_params(nb_model *model, float **saved, bool restore) {
     int n;
-    nb_tensor **p = nb__module_parameters("nb_model_fit", model->net, &n);
+    state_tensor("nb_model_fit", model, -1, &n); /* the lists fit made: nothing to fail */
     for (int i = 0; i < n; i++) {
-        size_t bytes = sizeof(float) * (size_t)nb_numel(p[i]);
-        if (restore) memcpy(nb_data_mut(p[i]), saved[i], bytes);
-        else memcpy(saved[i], nb_data(p[i]), bytes);
+        nb_tensor *t = state_tensor("nb_model_fit", model, i, NULL);
+        size_t bytes = sizeof(float) * (size_t)nb_numel(t);
+        if (restore) memcpy(nb_data_mut(t), saved[i], bytes);
+        else memcpy(saved[i], nb_data(t), bytes);
     }
 }
 
@@ -811,14 +822,15 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
                      o.patience > 0 ? "early stopping" : "save_best_only", monitor);
         return NULL;
     }
-    int nparams;
-    nb_tensor **params = nb__module_parameters(who, model->net, &nparams);
+    int nparams; /* parameters and buffers: what restore_best_weights keeps */
+    uint64_t errors = nb_error_count(); /* making the lists can run out of memory */
+    state_tensor(who, model, -1, &nparams);
     bool keep_best = o.restore_best_weights && o.patience > 0;
     float **best = keep_best ? nb_calloc((size_t)nparams, sizeof(float *)) : NULL;
     nb_history *h = history_new();
-    bool ok = h && (!keep_best || best);
+    bool ok = h && (!keep_best || best) && nb_error_count() == errors;
     for (int i = 0; ok && best && i < nparams; i++)
-        ok = (best[i] = nb_malloc(sizeof(float) * (size_t)nb_numel(params[i]))) != NULL;
+        ok = (best[i] = nb_malloc(sizeof(float) * (size_t)nb_numel(state_tensor(who, model, i, NULL)))) != NULL;
     if (!ok) {
         nb_set_error("%s: out of memory", who);
         goto fail;

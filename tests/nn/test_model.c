@@ -1269,3 +1269,62 @@ Test(model, out_of_memory_in_fit_evaluate_predict) {
     }
     cr_expect(failures > 5, "the sweep reached only %d allocations", failures);
 }
+
+/* ---- restore_best_weights keeps the buffers too ------------------------------------- */
+
+typedef struct epoch_buffers {
+    int epochs;
+    float mean[20][8], var[20][8];
+} epoch_buffers;
+
+static bool save_buffers(nb_model *model, int epoch, const nb_history *h, void *user) {
+    (void)h;
+    epoch_buffers *w = user;
+    int n;
+    nb_tensor **b = nb_module_buffers(nb_model_module(model), &n);
+    cr_assert_eq(n, 2);
+    memcpy(w->mean[epoch], nb_data(b[0]), sizeof w->mean[0]);
+    memcpy(w->var[epoch], nb_data(b[1]), sizeof w->var[0]);
+    w->epochs = epoch + 1;
+    return true;
+}
+
+Test(model, early_stopping_restores_the_running_statistics) {
+    /* a batch norm's running statistics are weights in Keras's sense: the
+     * model that restores epoch e's parameters must restore its statistics
+     * of epoch e as well, or its predictions in eval mode mix two epochs */
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    nb_model *m = nb_model_sequential();
+    cr_assert_eq(nb_model_add(m, nb_dense(8, "tanh", 3)), 0, "%s", nb_error());
+    cr_assert_eq(nb_model_add(m, nb_batch_norm_layer(0.5f, 1e-5f)), 0, "%s", nb_error());
+    cr_assert_eq(nb_model_add(m, nb_dense(1, "linear", 0)), 0, "%s", nb_error());
+    cr_assert_eq(nb_model_compile(m, "sgd", "mse", NULL), 0, "%s", nb_error());
+    int n = 0;
+    nb_tensor **p = nb_model_parameters(m, &n);
+    nb_sgd_opts sgd = nb_sgd_defaults();
+    sgd.lr = 1.2f; /* too high: the loss jumps about, so the best epoch is not the last */
+    cr_assert_eq(nb_model_set_optimizer(m, nb_sgd(n, p, &sgd)), 0, "%s", nb_error());
+    epoch_buffers saved = {0};
+    nb_fit_opts o = quiet_fit(20, 8);
+    o.shuffle = false;
+    o.patience = 2;
+    o.restore_best_weights = true;
+    o.on_epoch_end = save_buffers;
+    o.user = &saved;
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    int epochs = nb_history_epochs(h), best = best_epoch(h);
+    cr_assert(epochs < 20 && strstr(nb_history_stop_reason(h), "early stopping"),
+              "training should stop early: %d epochs, reason \"%s\"", epochs, nb_history_stop_reason(h));
+    cr_assert(best < epochs - 1, "the best epoch is not the last one");
+    cr_assert(memcmp(saved.mean[best], saved.mean[epochs - 1], sizeof saved.mean[0]) != 0,
+              "the statistics moved after the best epoch");
+    int nb;
+    nb_tensor **b = nb_module_buffers(nb_model_module(m), &nb);
+    cr_expect(memcmp(nb_data(b[0]), saved.mean[best], sizeof saved.mean[0]) == 0 &&
+                  memcmp(nb_data(b[1]), saved.var[best], sizeof saved.var[0]) == 0,
+              "the running statistics of epoch %d are restored", best + 1);
+    nb_history_free(h);
+    nb_model_free(m);
+}
