@@ -85,6 +85,25 @@ static inline void nb_test_gradcheck(nb_gradcheck_fn f, void *ctx, int n, nb_ten
     if (second) cr_assert(nb_gradgradcheck(f, ctx, n, in, &quiet, &r), "%s", r.message);
 }
 
+/* Failing allocations on purpose: nb_set_alloc_hook(nb_test_alloc_hook, &a)
+ * with nb_test_alloc a = {.fail_at = n} refuses the n-th allocation made from
+ * then on (counting from 1), and with .persistent every one after it too;
+ * a.calls counts them all and a.fired says whether one was refused. With
+ * fail_at 0 the hook refuses nothing and only counts. */
+typedef struct nb_test_alloc {
+    int64_t calls, fail_at;
+    bool persistent, fired;
+} nb_test_alloc;
+
+static inline bool nb_test_alloc_hook(size_t size, void *user) {
+    (void)size;
+    nb_test_alloc *a = user;
+    a->calls++;
+    bool refuse = a->fail_at > 0 && (a->calls == a->fail_at || (a->persistent && a->calls > a->fail_at));
+    a->fired = a->fired || refuse;
+    return !refuse;
+}
+
 /* Asserts that the last error message contains every listed fragment. */
 #define EXPECT_ERROR(...)                                                                \
     do {                                                                                 \

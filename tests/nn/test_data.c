@@ -217,16 +217,6 @@ Test(data, prefetch_loader_freed_mid_epoch) {
 
 /* ---- buffers and allocations --------------------------------------------------------- */
 
-typedef struct {
-    long calls;
-} alloc_count;
-
-static bool count_allocations(size_t size, void *user) {
-    (void)size;
-    ((alloc_count *)user)->calls++;
-    return true;
-}
-
 /* The batches are the loader's own tensors, reused: the same ones every
  * epoch, never released by the caller, and an epoch after the first
  * allocates nothing. The loader alone allocates nothing from its first
@@ -246,10 +236,10 @@ Test(data, no_allocation_in_a_steady_epoch) {
         nb_optimizer *opt = nb_sgd(np, params, NULL);
         nb_tensor *first_x = NULL, *first_last = NULL;
         enum { EPOCHS = 12 };
-        long calls[EPOCHS];
+        int64_t calls[EPOCHS];
         for (int epoch = 0; epoch < EPOCHS; epoch++) {
-            alloc_count c = {0};
-            nb_set_alloc_hook(count_allocations, &c);
+            nb_test_alloc c = {0};
+            nb_set_alloc_hook(nb_test_alloc_hook, &c);
             nb_loader_reset(ld);
             nb_tensor *xb, *yb;
             int64_t k = 0;
@@ -273,7 +263,7 @@ Test(data, no_allocation_in_a_steady_epoch) {
             cr_assert_eq(k, 7);
         }
         for (int epoch = train ? 10 : 0; epoch < EPOCHS; epoch++)
-            cr_expect_eq(calls[epoch], 0, "variant %d: %ld allocations in epoch %d", variant, calls[epoch],
+            cr_expect_eq(calls[epoch], 0, "variant %d: %lld allocations in epoch %d", variant, (long long)calls[epoch],
                          epoch + 1);
         EXPECT_SHAPE(first_last, 2, 4);
         /* lent, not given: releasing a batch is refused */
@@ -537,16 +527,6 @@ Test(data, fit_loader_refuses_bad_arguments) {
 
 /* ---- out of memory ------------------------------------------------------------------- */
 
-typedef struct {
-    long calls, fail_at;
-} alloc_failer;
-
-static bool fail_nth(size_t size, void *user) {
-    (void)size;
-    alloc_failer *f = user;
-    return ++f->calls != f->fail_at;
-}
-
 /* Every allocation of nb_dataset_new, nb_dataset_split and nb_loader_new
  * failing in turn: NULL (or -1) with a message naming the function and
  * "out of memory", nothing left behind; and once nothing fails, a loader
@@ -557,9 +537,9 @@ Test(data, out_of_memory_while_making) {
     bool made = false;
     for (long fail = 1; fail < 200 && !made; fail++) {
         int64_t live = nb_live_tensors();
-        alloc_failer f = {0, fail};
+        nb_test_alloc f = {.fail_at = fail};
         nb_clear_error();
-        nb_set_alloc_hook(fail_nth, &f);
+        nb_set_alloc_hook(nb_test_alloc_hook, &f);
         nb_dataset *ds = nb_dataset_new(x, y), *train = NULL, *val = NULL;
         int split = ds ? nb_dataset_split(ds, 0.25f, &train, &val) : -1;
         nb_loader *ld = split == 0 ? nb_loader_new(train, &(nb_loader_opts){.batch_size = 4, .prefetch = true}) : NULL;

@@ -729,16 +729,6 @@ Test(layers, a_module_refuses_duplicates_and_non_leaf_parameters) {
  * fail_nth fails the n-th allocation from now on (1 = the next one) and
  * counts every allocation asked for, failed or not. */
 
-typedef struct alloc_counter {
-    long calls, fail_at;
-} alloc_counter;
-
-static bool count_and_fail(size_t size, void *user) {
-    (void)size;
-    alloc_counter *c = user;
-    return ++c->calls != c->fail_at;
-}
-
 /* ---- the parameter list a module lends -------------------------------------------------------- */
 
 Test(layers, parameters_stay_valid_until_the_module_changes) {
@@ -750,12 +740,12 @@ Test(layers, parameters_stay_valid_until_the_module_changes) {
     /* a module made elsewhere changes nothing under net: asking net again
      * must neither rebuild nor move the array it lent */
     nb_module *other = nb_dense(2, NULL, 2);
-    alloc_counter c = {0, 0};
-    nb_set_alloc_hook(count_and_fail, &c);
+    nb_test_alloc c = {0};
+    nb_set_alloc_hook(nb_test_alloc_hook, &c);
     int64_t weights = nb_module_num_weights(net);
     nb_tensor **again = nb_module_parameters(net, &n);
     nb_set_alloc_hook(NULL, NULL);
-    cr_expect_eq(c.calls, 0, "asking an unchanged module for its parameters allocated %ld times", c.calls);
+    cr_expect_eq(c.calls, 0, "asking an unchanged module for its parameters allocated %lld times", (long long)c.calls);
     cr_expect_eq(again, p);
     cr_expect_eq(weights, 2 * 3 + 3 + 3 * 1 + 1);
     cr_expect_eq(nb_numel(p[0]), 6);
@@ -904,9 +894,9 @@ Test(layers, constructors_fail_whole_when_memory_runs_out) {
         bool succeeded = false;
         for (long fail = 1; fail < 200 && !succeeded; fail++) {
             int64_t live = nb_live_tensors();
-            alloc_counter c = {0, fail};
+            nb_test_alloc c = {.fail_at = fail};
             nb_clear_error();
-            nb_set_alloc_hook(count_and_fail, &c);
+            nb_set_alloc_hook(nb_test_alloc_hook, &c);
             nb_module *m = cases[k].make();
             nb_set_alloc_hook(NULL, NULL);
             if (!m) {

@@ -1183,25 +1183,15 @@ Test(model, compile_names_use_keras_defaults) {
 
 /* ---- constructors under allocation failure ----------------------------------------------------- */
 
-typedef struct alloc_counter {
-    long calls, fail_at;
-} alloc_counter;
-
-static bool count_and_fail(size_t size, void *user) {
-    (void)size;
-    alloc_counter *c = user;
-    return ++c->calls != c->fail_at;
-}
-
 Test(model, model_constructors_fail_whole) {
     for (int which = 0; which < 2; which++) {
         bool made = false;
         for (long fail = 1; fail < 100 && !made; fail++) {
             int64_t live = nb_live_tensors();
-            alloc_counter c = {0, fail};
+            nb_test_alloc c = {.fail_at = fail};
             nb_module *net = which ? nb_sequential(1, (nb_module *[]){nb_dense(2, NULL, 2)}) : NULL;
             nb_clear_error();
-            nb_set_alloc_hook(count_and_fail, &c);
+            nb_set_alloc_hook(nb_test_alloc_hook, &c);
             nb_model *m = which ? nb_model_from_module(net) : nb_model_sequential();
             nb_set_alloc_hook(NULL, NULL);
             if (!m) {
@@ -1230,10 +1220,10 @@ Test(model, out_of_memory_in_fit_evaluate_predict) {
     for (long fail = 1; fail < 400; fail++) {
         nb_model *m = small_model();
         int64_t live = nb_live_tensors();
-        alloc_counter c = {0, fail};
+        nb_test_alloc c = {.fail_at = fail};
         nb_scope_begin();
         nb_clear_error();
-        nb_set_alloc_hook(count_and_fail, &c);
+        nb_set_alloc_hook(nb_test_alloc_hook, &c);
         int compiled = nb_model_compile(m, "adam", "mse", "mae");
         nb_fit_opts o = quiet_fit(2, 5);
         o.validation_split = 0.25f;
@@ -1246,7 +1236,7 @@ Test(model, out_of_memory_in_fit_evaluate_predict) {
         bool whole = trained && got == 2 && pred;
         if (!whole) {
             failures++;
-            cr_assert_not_null(nb_error(), "allocation %ld of %ld failed without a message", fail, c.calls);
+            cr_assert_not_null(nb_error(), "allocation %ld of %lld failed without a message", fail, (long long)c.calls);
             const char *who = compiled != 0 ? "nb_model_compile"
                               : !h          ? "nb_model_fit"
                               : nb_history_stop_reason(h)[0] ? "nb_model_fit"
@@ -1263,7 +1253,7 @@ Test(model, out_of_memory_in_fit_evaluate_predict) {
         nb_model_free(m);
         cr_expect_eq(nb_live_tensors(), live - 4, "allocation %ld: tensors left behind", fail);
         if (whole) {
-            cr_expect_lt(c.calls, fail, "the run that succeeded had every allocation (fail %ld calls %ld)", fail, c.calls);
+            cr_expect_lt(c.calls, fail, "the run that succeeded had every allocation (fail %ld calls %lld)", fail, (long long)c.calls);
             break;
         }
     }

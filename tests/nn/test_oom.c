@@ -27,26 +27,8 @@
 
 TestSuite(oom, NB_TEST_HOOKS);
 
-/* ---- the failing allocator ------------------------------------------------------- */
-
-typedef struct injection {
-    int64_t calls;   /* allocations asked for since the hook was installed */
-    int64_t fail_at; /* the first one to fail */
-    bool persistent; /* fail every one from fail_at on */
-    bool fired;      /* some allocation was failed */
-} injection;
-static injection inject;
-
-static bool failing_hook(size_t size, void *user) {
-    (void)size;
-    (void)user;
-    inject.calls++;
-    if (inject.calls == inject.fail_at || (inject.persistent && inject.calls > inject.fail_at)) {
-        inject.fired = true;
-        return false;
-    }
-    return true;
-}
+/* The failing allocator is nb_test_alloc_hook (tests/test_util.h). */
+static nb_test_alloc inject;
 
 /* What one piece of work does; returns 0 on success, -1 on failure. */
 typedef int (*work_fn)(void *ctx);
@@ -68,11 +50,8 @@ static int64_t walk(const char *what, reset_fn reset, work_fn work, after_fn aft
             nb_empty_cache();
             int64_t live = nb_live_tensors();
             nb_clear_error();
-            inject.calls = 0;
-            inject.fail_at = n;
-            inject.persistent = persistent;
-            inject.fired = false;
-            nb_set_alloc_hook(failing_hook, NULL);
+            inject = (nb_test_alloc){.fail_at = n, .persistent = persistent};
+            nb_set_alloc_hook(nb_test_alloc_hook, &inject);
             int rc = work(ctx);
             nb_set_alloc_hook(NULL, NULL);
             if (rc != 0 && after_failure) after_failure(ctx, (int)n);
@@ -274,11 +253,11 @@ Test(oom, the_hook_sees_every_allocation) {
     /* a hook that refuses everything: creating a tensor from empty caches
      * fails cleanly, and removing the hook makes it work again */
     nb_empty_cache();
-    inject = (injection){.fail_at = 1, .persistent = true};
-    nb_alloc_hook previous = nb_set_alloc_hook(failing_hook, NULL);
+    inject = (nb_test_alloc){.fail_at = 1, .persistent = true};
+    nb_alloc_hook previous = nb_set_alloc_hook(nb_test_alloc_hook, &inject);
     cr_assert_null(previous);
     nb_tensor *t = nb_zeros(NB_SHAPE(1000));
-    cr_assert_eq(nb_set_alloc_hook(NULL, NULL), failing_hook);
+    cr_assert_eq(nb_set_alloc_hook(NULL, NULL), nb_test_alloc_hook);
     cr_assert_null(t);
     EXPECT_ERROR("nb_zeros", "out of memory");
     cr_assert(inject.fired);

@@ -184,14 +184,6 @@ Test(checkpoint, every_mismatch_in_one_message_and_partial_loads) {
 
 /* ---- failing saves ------------------------------------------------------------------- */
 
-static int fail_at, allocs;
-
-static bool fail_nth(size_t size, void *user) {
-    (void)size;
-    (void)user;
-    return allocs++ != fail_at;
-}
-
 Test(checkpoint, out_of_memory_at_every_allocation_leaves_the_old_file) {
     make_dir();
     nb_module *a = mlp(4, 8, 3), *b = mlp(4, 8, 3);
@@ -199,15 +191,15 @@ Test(checkpoint, out_of_memory_at_every_allocation_leaves_the_old_file) {
     snprintf(path, sizeof path, "%s", in_dir("p.safetensors"));
     cr_assert_eq(nb_save_parameters(a, path, NULL), 0);
     int failures = 0;
-    for (fail_at = 0;; fail_at++) {
-        allocs = 0;
-        nb_set_alloc_hook(fail_nth, NULL);
+    for (int64_t fail = 1;; fail++) {
+        nb_test_alloc f = {.fail_at = fail};
+        nb_set_alloc_hook(nb_test_alloc_hook, &f);
         int rc = nb_save_parameters(b, path, (const char *[]){"k", "v", NULL});
         nb_set_alloc_hook(NULL, NULL);
         if (rc == 0) break;
         failures++;
         EXPECT_ERROR("nb_save_parameters: ", "out of memory");
-        cr_assert(params_equal_file(a, path), "allocation %d failing changed the file", fail_at);
+        cr_assert(params_equal_file(a, path), "allocation %lld failing changed the file", (long long)fail);
         cr_assert_eq(others_in_dir("p.safetensors"), 0, "a temporary file was left behind");
     }
     cr_assert_geq(failures, 3);
@@ -215,14 +207,14 @@ Test(checkpoint, out_of_memory_at_every_allocation_leaves_the_old_file) {
     /* and a load failing anywhere leaves the module as it was */
     cr_assert_eq(nb_save_parameters(a, path, NULL), 0);
     nb_module *c = mlp(4, 8, 3);
-    for (fail_at = 0;; fail_at++) {
-        allocs = 0;
-        nb_set_alloc_hook(fail_nth, NULL);
+    for (int64_t fail = 1;; fail++) {
+        nb_test_alloc f = {.fail_at = fail};
+        nb_set_alloc_hook(nb_test_alloc_hook, &f);
         int rc = nb_load_parameters(b, path, NULL);
         nb_set_alloc_hook(NULL, NULL);
         if (rc >= 0) break;
         EXPECT_ERROR("nb_load_parameters: ", "out of memory");
-        cr_assert(!same_params(a, b), "a load failing at allocation %d changed the module", fail_at);
+        cr_assert(!same_params(a, b), "a load failing at allocation %lld changed the module", (long long)fail);
     }
     cr_assert(same_params(a, b));
     nb_module_free(a);
@@ -621,14 +613,14 @@ Test(checkpoint, training_checkpoints_under_out_of_memory) {
     run r = make_run();
     cr_assert_eq(nb_save_checkpoint(path, r.net, r.opt, r.sched, 1), 0, "%s", nb_error());
     run s = make_run(); /* other parameters, same structure */
-    for (fail_at = 0;; fail_at++) {
-        allocs = 0;
-        nb_set_alloc_hook(fail_nth, NULL);
+    for (int64_t fail = 1;; fail++) {
+        nb_test_alloc f = {.fail_at = fail};
+        nb_set_alloc_hook(nb_test_alloc_hook, &f);
         int rc = nb_save_checkpoint(path, s.net, s.opt, s.sched, 2);
         nb_set_alloc_hook(NULL, NULL);
         if (rc == 0) break;
         EXPECT_ERROR("nb_save_checkpoint: ", "out of memory");
-        cr_assert(params_equal_file(r.net, path), "allocation %d failing changed the file", fail_at);
+        cr_assert(params_equal_file(r.net, path), "allocation %lld failing changed the file", (long long)fail);
         cr_assert_eq(others_in_dir("c.safetensors"), 0);
     }
     cr_assert(params_equal_file(s.net, path));
@@ -636,9 +628,9 @@ Test(checkpoint, training_checkpoints_under_out_of_memory) {
     nb_generator before = *nb_default_generator();
     nb_generator_next(nb_default_generator()); /* the load must restore it */
     nb_generator moved = *nb_default_generator();
-    for (fail_at = 0;; fail_at++) {
-        allocs = 0;
-        nb_set_alloc_hook(fail_nth, NULL);
+    for (int64_t fail = 1;; fail++) {
+        nb_test_alloc f = {.fail_at = fail};
+        nb_set_alloc_hook(nb_test_alloc_hook, &f);
         int64_t epoch = -1;
         int rc = nb_load_checkpoint(path, s.net, s.opt, s.sched, &epoch);
         nb_set_alloc_hook(NULL, NULL);

@@ -173,13 +173,6 @@ Test(csv, bad_options) {
     EXPECT_ERROR("NULL argument");
 }
 
-static int64_t calls, fail_at;
-static bool failing_hook(size_t size, void *user) {
-    (void)size;
-    (void)user;
-    return ++calls != fail_at;
-}
-
 Test(csv, out_of_memory_at_every_allocation) {
     /* enough values to grow the value array, a long field, a header */
     static char t[20000];
@@ -187,11 +180,12 @@ Test(csv, out_of_memory_at_every_allocation) {
     for (int i = 0; i < 1500; i++) k += (size_t)snprintf(t + k, sizeof t - k, "%d,%d\n", i, -i);
     nb_csv_opts o = {.header = true, .nlabels = 1, .label_names = (const char *[]){"b"}};
     nb_empty_cache();
+    int64_t fail_at;
     for (fail_at = 1;; fail_at++) {
-        calls = 0;
+        nb_test_alloc a = {.fail_at = fail_at};
         nb_clear_error();
         nb_tensor *x, *y;
-        nb_set_alloc_hook(failing_hook, NULL);
+        nb_set_alloc_hook(nb_test_alloc_hook, &a);
         int err = nb_parse_csv(t, k, "t.csv", &o, &x, &y);
         nb_set_alloc_hook(NULL, NULL);
         if (err == 0) {
@@ -199,7 +193,7 @@ Test(csv, out_of_memory_at_every_allocation) {
             cr_assert_eq(nb_data(y)[1499], -1499.0f);
             nb_release(nb_keep(x)); /* see test_idx.c: freed whoever owns them */
             nb_release(nb_keep(y));
-            if (calls < fail_at) break;
+            if (!a.fired) break;
             continue;
         }
         cr_assert_null(x);

@@ -96,12 +96,6 @@ Test(history, svg_has_a_panel_per_quantity) {
     nb_history_free(h);
 }
 
-static bool refuse(size_t size, void *user) {
-    (void)size;
-    (void)user;
-    return false;
-}
-
 Test(history, a_failed_save_leaves_the_old_file) {
     nb_history *h = short_history(2);
     cr_assert_eq(nb_history_save_svg(h, "/nonexistent-folder/h.svg", NULL), -1);
@@ -112,7 +106,7 @@ Test(history, a_failed_save_leaves_the_old_file) {
     cr_assert_eq(write(fd, "old", 3), 3);
     close(fd);
     /* out of memory: the old file stays as it was, and no temporary is left */
-    nb_set_alloc_hook(refuse, NULL);
+    nb_set_alloc_hook(nb_test_alloc_hook, &(nb_test_alloc){.fail_at = 1, .persistent = true});
     int rc = nb_history_save_csv(h, path);
     nb_set_alloc_hook(NULL, NULL);
     cr_assert_eq(rc, -1);

@@ -180,23 +180,17 @@ Test(idx, corrupt_gzip_and_missing_files) {
     EXPECT_ERROR("nb_parse_idx_images: (memory): data is NULL");
 }
 
-static int64_t calls, fail_at;
-static bool failing_hook(size_t size, void *user) {
-    (void)size;
-    (void)user;
-    return ++calls != fail_at;
-}
-
 Test(idx, out_of_memory_at_every_allocation) {
     uint8_t f[64], gz[128];
     size_t n = make_idx(f, NB_IDX_IMAGES, 3, two_2x3, pixels, 12);
     size_t gn = make_gzip(gz, f, n);
     const char *path = write_tmp(gz, gn);
     nb_empty_cache();
+    int64_t fail_at;
     for (fail_at = 1;; fail_at++) {
-        calls = 0;
+        nb_test_alloc a = {.fail_at = fail_at};
         nb_clear_error();
-        nb_set_alloc_hook(failing_hook, NULL);
+        nb_set_alloc_hook(nb_test_alloc_hook, &a);
         nb_tensor *x = nb_read_idx_images(path, true);
         nb_set_alloc_hook(NULL, NULL);
         if (x) {
@@ -204,7 +198,7 @@ Test(idx, out_of_memory_at_every_allocation) {
             /* when the scope could not take x (its list failed to grow), x
              * is the caller's: keep-and-release frees it either way */
             nb_release(nb_keep(x));
-            if (calls < fail_at) break;
+            if (!a.fired) break;
             continue;
         }
         EXPECT_ERROR("nb_read_idx_images: ", "out of memory");
