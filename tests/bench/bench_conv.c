@@ -17,23 +17,13 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "nabla.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 enum { RUNS = 15, REPS = 10 };
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static nb_tensor *x, *h, *w1, *b1, *w2, *b2;
 static const nb_conv2d_opts pad1 = {.padding = {1, 1}};
@@ -64,8 +54,7 @@ static double median_ms(int (*step)(void)) {
         for (int k = 0; k < REPS; k++) step();
         t[r] = (now() - t0) / REPS;
     }
-    qsort(t, RUNS, sizeof(double), cmp);
-    return t[RUNS / 2] * 1e3;
+    return median(t, RUNS) * 1e3;
 }
 
 int main(int argc, char **argv) {

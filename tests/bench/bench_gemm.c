@@ -11,21 +11,11 @@
 
 #include "gemm.h"
 #include "parallel.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     nb_set_num_threads(argc > 1 ? atoi(argv[1]) : 1);
@@ -50,8 +40,7 @@ int main(int argc, char **argv) {
                 nb_gemm(false, false, n, n, n, a, n, b, n, 0.0f, c, n);
             t[r] = (now() - t0) / reps;
         }
-        qsort(t, 9, sizeof(double), cmp);
-        printf(" %.1f", 2.0 * n * n * n / t[4] / 1e9);
+        printf(" %.1f", 2.0 * n * n * n / median(t, 9) / 1e9);
         fflush(stdout);
         free(a);
         free(b);

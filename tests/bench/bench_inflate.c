@@ -13,17 +13,7 @@
 #include <time.h>
 
 #include "nabla.h"
-
-static double clock_of(clockid_t id) {
-    struct timespec t;
-    clock_gettime(id, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_util.h"
 
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1]
@@ -39,7 +29,7 @@ int main(int argc, char **argv) {
         double wall[RUNS], cpu[RUNS];
         size_t n = 0;
         for (int r = 0; r < RUNS; r++) {
-            double w0 = clock_of(CLOCK_MONOTONIC), c0 = clock_of(CLOCK_PROCESS_CPUTIME_ID);
+            double w0 = bench_clock(CLOCK_MONOTONIC), c0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
             if (what == 0) {
                 uint8_t *data;
                 if (nb_gunzip_file(path, &data, &n, NULL)) {
@@ -56,14 +46,12 @@ int main(int argc, char **argv) {
                 n = (size_t)nb_numel(x);
                 nb_release(x);
             }
-            wall[r] = clock_of(CLOCK_MONOTONIC) - w0;
-            cpu[r] = clock_of(CLOCK_PROCESS_CPUTIME_ID) - c0;
+            wall[r] = bench_clock(CLOCK_MONOTONIC) - w0;
+            cpu[r] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
         }
-        qsort(wall, RUNS, sizeof *wall, cmp);
-        qsort(cpu, RUNS, sizeof *cpu, cmp);
         printf("%-20s %zu %s: %.3f s wall, %.3f s CPU (medians of %d)\n",
                what ? "nb_read_idx_images" : "nb_gunzip_file", n, what ? "floats" : "bytes",
-               wall[RUNS / 2], cpu[RUNS / 2], RUNS);
+               median(wall, RUNS), median(cpu, RUNS), RUNS);
     }
     return 0;
 }

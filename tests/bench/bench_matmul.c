@@ -10,23 +10,13 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "nabla.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 enum { RUNS = 15, REPS = 10 };
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* One forward and backward in its own scope, so every temporary is freed. */
 static int step(nb_tensor *x, nb_tensor *w, nb_tensor *g) {
@@ -53,9 +43,9 @@ int main(int argc, char **argv) {
         for (int k = 0; k < REPS; k++) step(x, w, g);
         t[r] = (now() - t0) / REPS;
     }
-    qsort(t, RUNS, sizeof(double), cmp);
+    double mid = median(t, RUNS);
     double flops = 3.0 * 2.0 * 64 * 784 * 512;
-    printf("matmul_fwd_bwd_ms %.3f %.1f\n", t[RUNS / 2] * 1e3, flops / t[RUNS / 2] / 1e9);
+    printf("matmul_fwd_bwd_ms %.3f %.1f\n", mid * 1e3, flops / mid / 1e9);
     nb_release(x);
     nb_release(w);
     nb_release(g);

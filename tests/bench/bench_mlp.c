@@ -13,19 +13,9 @@
 #include <time.h>
 
 #include "nabla.h"
+#include "bench_util.h"
 
 #define DATA "/usr/share/datasets/fashion-mnist/"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static nb_tensor *cross_entropy(nb_tensor *logits, nb_tensor *labels) {
     return nb_cross_entropy_loss(logits, labels, NB_REDUCE_MEAN);
@@ -90,10 +80,7 @@ int main(int argc, char **argv) {
     nb_tensor *pred = nb_model_predict(model, xt, 1000);
     nb_tensor *hit = nb_eq(nb_argmax(pred, 1, false), yt);
     float acc = nb_item(nb_mean(hit, NB_ALL, false));
-    double med[100];
-    for (int e = 0; e < epochs; e++) med[e] = t[e];
-    qsort(med, (size_t)epochs, sizeof *med, cmp);
-    printf("] median %.3f; test acc %.2f%%\n", med[epochs / 2], 100.0 * acc);
+    printf("] median %.3f; test acc %.2f%%\n", median(t, epochs), 100.0 * acc);
     nb_model_free(model);
     nb_scope_end();
     return 0;

@@ -12,17 +12,7 @@
 #include <time.h>
 
 #include "nabla.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_util.h"
 
 int main(void) {
     nb_manual_seed(0);
@@ -50,9 +40,9 @@ int main(void) {
             for (int s = 0; s < 50; s++) nb_optimizer_step(o);
             t[r] = (now() - t0) / 50;
         }
-        qsort(t, 9, sizeof *t, cmp);
+        double mid = median(t, 9);
         printf("%-8s step over %lld parameters: %7.1f us median, %.1f GB/s\n", names[which], (long long)total,
-               t[4] * 1e6, (double)total * arrays[which] * sizeof(float) / t[4] * 1e-9);
+               mid * 1e6, (double)total * arrays[which] * sizeof(float) / mid * 1e-9);
         nb_optimizer_free(o);
     }
     for (int k = 0; k < 4; k++) nb_release(p[k]);

@@ -11,17 +11,7 @@
 #include <time.h>
 
 #include "nabla.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_util.h"
 
 /* one training run with nb_model_fit; returns seconds, *loss the last epoch's */
 static double run_fit(float *loss) {
@@ -91,11 +81,10 @@ int main(int argc, char **argv) {
         fit[r] = run_fit(&fit_loss);
         loop[r] = run_loop(&loop_loss);
     }
-    qsort(fit, 7, sizeof(double), cmp);
-    qsort(loop, 7, sizeof(double), cmp);
-    printf("seed fit:  final epoch loss %.5f; train %.1f ms; %.1f us/step\n", (double)fit_loss,
-           fit[3] * 1e3, fit[3] / 1000 * 1e6);
-    printf("seed loop: final epoch loss %.5f; train %.1f ms; %.1f us/step\n", (double)loop_loss,
-           loop[3] * 1e3, loop[3] / 1000 * 1e6);
+    double f = median(fit, 7), l = median(loop, 7);
+    printf("seed fit:  final epoch loss %.5f; train %.1f ms; %.1f us/step\n", (double)fit_loss, f * 1e3,
+           f / 1000 * 1e6);
+    printf("seed loop: final epoch loss %.5f; train %.1f ms; %.1f us/step\n", (double)loop_loss, l * 1e3,
+           l / 1000 * 1e6);
     return 0;
 }
