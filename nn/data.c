@@ -84,19 +84,22 @@ static nb_dataset *dataset_make(const char *who, nb_tensor *x, nb_tensor *y, int
     return ds;
 }
 
+bool nb__same_rows(const char *who, const nb_tensor *x, const nb_tensor *y) {
+    if (nb_ndim(x) >= 1 && nb_ndim(y) >= 1 && nb_dim(x, 0) == nb_dim(y, 0)) return true;
+    char a[96], b[96];
+    nb_set_error("%s: x %s and y %s must have the same number of rows", who,
+                 nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a), nb_shape_str(nb_ndim(y), nb_shape(y), b, sizeof b));
+    return false;
+}
+
 nb_dataset *nb_dataset_new(nb_tensor *x, nb_tensor *y) {
     const char *who = "nb_dataset_new";
     if (!x || !y) {
         null_argument(who, x ? "y" : "x");
         return NULL;
     }
-    char a[96], b[96];
-    if (nb_ndim(x) < 1 || nb_ndim(y) < 1 || nb_dim(x, 0) != nb_dim(y, 0)) {
-        nb_set_error("%s: x %s and y %s must have the same number of rows", who,
-                     nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
-                     nb_shape_str(nb_ndim(y), nb_shape(y), b, sizeof b));
-        return NULL;
-    }
+    if (!nb__same_rows(who, x, y)) return NULL;
+    char a[96];
     if (nb_dim(x, 0) == 0) {
         nb_set_error("%s: no samples (x %s)", who, nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a));
         return NULL;

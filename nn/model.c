@@ -622,14 +622,8 @@ nb_fit_opts nb_fit_defaults(void) {
 }
 
 static bool check_xy(const char *who, nb_model *model, nb_tensor *x, nb_tensor *y) {
-    if (!x || !y) return false;
+    if (!x || !y || !nb__same_rows(who, x, y)) return false;
     char a[96], b[96];
-    if (nb_ndim(x) < 1 || nb_ndim(y) < 1 || nb_dim(x, 0) != nb_dim(y, 0)) {
-        nb_set_error("%s: x %s and y %s must have the same number of rows", who,
-                     nb_shape_str(nb_ndim(x), nb_shape(x), a, sizeof a),
-                     nb_shape_str(nb_ndim(y), nb_shape(y), b, sizeof b));
-        return false;
-    }
     if (nb_dim(x, 0) == 0) {
         nb_set_error("%s: no samples", who);
         return false;

@@ -40,6 +40,10 @@ bool nb__layer_input_shape(const nb_module *m, int *ndim, int64_t *shape);
  * it); *canonical is set to the name history and progress use. */
 nb_metric_fn nb__metric_by_name(const char *name, nb_loss_fn loss, const char **canonical);
 
+/* Whether x and y (both not NULL) have at least one axis and the same
+ * number of rows; false with a message naming who and the shapes. */
+bool nb__same_rows(const char *who, const nb_tensor *x, const nb_tensor *y);
+
 /* The rows Keras keeps for training out of n under validation_split split
  * (model.c): fit's split and nb_dataset_split's are the same. */
 int64_t nb__training_rows(int64_t n, float split);
