@@ -139,6 +139,9 @@ int main(void) {
         const float *g = nb_data(nb_grad_of(params[k]));
         int64_t cols = nb_ndim(params[k]) == 2 ? nb_dim(params[k], 1) : 0;
         for (int64_t i = 0; i < nb_numel(params[k]); i++) {
+            /* in double, a step of 1e-6 leaves errors near 1e-9 (truncation
+             * ~step^2, rounding ~1e-16/step); no h[n,j] is within 1e-6 of the
+             * ReLU's kink here, else the difference would straddle it */
             const double step = 1e-6, keep = w[k][i];
             w[k][i] = keep + step;
             double up = f_double(px, py, w);
