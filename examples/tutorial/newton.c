@@ -91,6 +91,8 @@ int main(void) {
         nb_tensor *g = grad_of(f, w, true);
         if (!g) {
             fprintf(stderr, "newton: %s\n", nb_error());
+            nb_scope_end();
+            nb_release(w);
             return 1;
         }
         const float *pw = nb_data(w), *pg = nb_data(g);
