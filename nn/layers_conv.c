@@ -220,12 +220,18 @@ static const nb_module_type avg_pool_type = {"AveragePooling2D", avg_pool_forwar
 
 static nb_module *pool_new(const char *who, const nb_module_type *type, int kh, int kw,
                            const nb_pool2d_opts *opts) {
-    nb_pool2d_opts o = opts ? *opts : (nb_pool2d_opts){{0}, {0}};
+    nb_pool2d_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    bool avg = type == &avg_pool_type;
     if (kh <= 0 || kw <= 0 || o.stride[0] < 0 || o.stride[1] < 0 || o.padding[0] < 0 ||
-        o.padding[1] < 0 || 2 * o.padding[0] > kh || 2 * o.padding[1] > kw) {
-        nb_set_error("%s: pool %dx%d, stride %d,%d, padding %d,%d: the pool must be positive, the stride "
-                     ">= 0 (0: the pool size) and the padding at most half the pool",
-                     who, kh, kw, o.stride[0], o.stride[1], o.padding[0], o.padding[1]);
+        o.padding[1] < 0 || 2 * o.padding[0] > kh || 2 * o.padding[1] > kw || o.dilation[0] < 0 ||
+        o.dilation[1] < 0 || (avg && (o.dilation[0] > 1 || o.dilation[1] > 1))) {
+        nb_set_error("%s: pool %dx%d, stride %d,%d, padding %d,%d, dilation %d,%d: the pool must be "
+                     "positive, the stride and dilation >= 0 (0: the pool size, 1), the padding at "
+                     "most half the pool%s",
+                     who, kh, kw, o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.dilation[0],
+                     o.dilation[1], avg ? ", and average pooling has no dilation" : "");
         return NULL;
     }
     pool_layer *p = (pool_layer *)nb__module_new(who, type, sizeof *p);
