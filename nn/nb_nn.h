@@ -399,7 +399,7 @@ nb_module *nb_gru_layer(int64_t units, const nb_rnn_opts *opts);
  * backpropagation through time: h0 and c0 [batch, units] (NULL: zeros) are
  * the initial state; the final state is written to *h_n and *c_n when they
  * are not NULL (c_n is the LSTM's cell state). The return value is the
- * forward's output. Everything returned belongs to the innermost open
+ * forward's output (without return_sequences, the same tensor as *h_n). Everything returned belongs to the innermost open
  * scope, as any op's result (a model step inside a scope frees it all);
  * keep a final state with nb_keep to carry it past the scope, and cut the
  * graph behind it with nb_detach for truncated BPTT. On bad input (a module

@@ -289,6 +289,33 @@ Test(layers_rnn, detaching_the_carried_state_cuts_the_graph) {
     }
 }
 
+Test(layers_rnn, results_do_not_depend_on_the_thread_count) {
+    /* large enough that matmul splits its work between threads (from
+     * m·n·k = 96³ on): the projection [96, 64]·[64, 384] and each step's
+     * [32, 96]·[96, 384] */
+    enum { NX = 32 * 3 * 64, NW = 384 * 96 };
+    nb_module *m = nb_lstm_layer(96, &(nb_rnn_opts){.input_size = 64, .return_sequences = true});
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(32, 3, 64));
+    int n, before = nb_get_num_threads();
+    nb_tensor **p = nb_module_parameters(m, &n);
+    float *seen[2][3] = {{NULL}};
+    for (int run = 0; run < 2; run++) {
+        nb_set_num_threads(run + 1);
+        nb_tensor *g[2], *y = nb_module_forward(m, x);
+        nb_tensor *loss = nb_sum(nb_square(y), NB_ALL, false);
+        cr_assert_eq(nb_grad(1, &loss, NULL, 2, (nb_tensor *[]){x, p[1]}, g, NULL), 0, "%s", nb_error());
+        seen[run][0] = memcpy(malloc(sizeof(float) * NX), nb_data(g[0]), sizeof(float) * NX);
+        seen[run][1] = memcpy(malloc(sizeof(float) * NW), nb_data(g[1]), sizeof(float) * NW);
+        seen[run][2] = memcpy(malloc(sizeof(float) * 32 * 3 * 96), nb_data(y), sizeof(float) * 32 * 3 * 96);
+    }
+    nb_set_num_threads(before);
+    cr_expect_eq(memcmp(seen[0][0], seen[1][0], sizeof(float) * NX), 0);
+    cr_expect_eq(memcmp(seen[0][1], seen[1][1], sizeof(float) * NW), 0);
+    cr_expect_eq(memcmp(seen[0][2], seen[1][2], sizeof(float) * 32 * 3 * 96), 0);
+    for (int i = 0; i < 6; i++) free(seen[i / 3][i % 3]);
+    nb_module_free(m);
+}
+
 /* ---- in a model --------------------------------------------------------------------------- */
 
 typedef struct capture {
