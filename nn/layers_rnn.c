@@ -153,9 +153,11 @@ static nb_tensor *rnn_run(const char *fn, nb_module *m, cell_kind kind, nb_tenso
         return NULL;
     }
     nb_scope_begin();
-    /* time-major, so that each step's rows are one contiguous slice */
     nb_tensor *wih_t = nb_transpose(r->weight_ih, 0, 1), *whh_t = nb_transpose(r->weight_hh, 0, 1);
+    /* b_hh joins b_ih in the projection, except the GRU's, which the reset
+     * gate multiplies */
     nb_tensor *bias = kind == CELL_GRU ? r->bias_ih : nb_add(r->bias_ih, r->bias_hh);
+    /* time-major, so that each step's rows are one contiguous slice */
     nb_tensor *xs = nb_reshape(nb_transpose(x, 0, 1), NB_SHAPE(steps * batch, in));
     nb_tensor *proj = nb_reshape(nb_add(nb_matmul(xs, wih_t), bias), NB_SHAPE(steps, batch, g));
     nb_tensor *h = h0, *c = c0;
