@@ -404,6 +404,22 @@ Test(layers_rnn, checkpoint_round_trip) {
     cr_assert_geq(nb_safetensors_find(st, "weight_ih"), 0);
     cr_assert_geq(nb_safetensors_find(st, "bias_hh"), 0);
     nb_safetensors_free(st);
+    /* a training checkpoint (parameters and Adam's state) too */
+    int n;
+    nb_tensor **pa = nb_module_parameters(a, &n);
+    nb_optimizer *opt = nb_adam(n, pa, NULL);
+    nb_backward(nb_sum(nb_module_forward(a, x), NB_ALL, false));
+    nb_optimizer_step(opt);
+    ya = nb_module_forward(a, x);
+    snprintf(path, sizeof path, "%s/step.safetensors", dir);
+    cr_assert_eq(nb_save_checkpoint(path, a, opt, NULL, 1), 0, "%s", nb_error());
+    int64_t epoch = 0;
+    cr_assert_eq(nb_load_checkpoint(path, b, NULL, NULL, &epoch), 0, "%s", nb_error());
+    cr_assert_eq(epoch, 1);
+    expect_same(nb_module_forward(b, x), ya);
+    nb_optimizer_free(opt);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lstm.safetensors", dir);
     /* a GRU's weights do not fit an LSTM */
     nb_module *g = nb_gru_layer(3, &(nb_rnn_opts){.input_size = 2});
     cr_assert_eq(nb_load_parameters(g, path, NULL), -1);
