@@ -376,6 +376,52 @@ nb_module *nb_layer_norm_layer(int normalized_ndim, float eps);
  * default initialiser). */
 nb_module *nb_embedding_layer(int64_t num, int64_t dim);
 
+/* ---- recurrent layers (nn/layers_rnn.c) ---------------------------------------------
+ * SimpleRNN (tanh), LSTM and GRU over batch-first sequences x [batch, time,
+ * input] (time >= 1). PyTorch's equations, gate order (LSTM i, f, g, o; GRU
+ * r, z, n, the reset gate applied to W_hn h + b_hn, which is Keras's
+ * reset_after=True), parameters and initialisation: weight_ih [gates·units,
+ * input], weight_hh [gates·units, units], bias_ih and bias_hh [gates·units],
+ * all U(±1/sqrt(units)); the names are those of torch.nn.LSTMCell (and
+ * RNNCell, GRUCell); torch.nn.LSTM calls them weight_ih_l0 and so on.
+ * The forward (nb_module_forward, a model) starts from zero states and
+ * gives, as Keras, the last step's h [batch, units], or every step's
+ * [batch, time, units] with return_sequences. */
+typedef struct nb_rnn_opts {
+    int64_t input_size;    /* features per step; 0: taken from the first input */
+    bool return_sequences; /* default false: the last step only */
+} nb_rnn_opts;
+
+nb_module *nb_rnn_layer(int64_t units, const nb_rnn_opts *opts);  /* opts NULL: defaults */
+nb_module *nb_lstm_layer(int64_t units, const nb_rnn_opts *opts);
+nb_module *nb_gru_layer(int64_t units, const nb_rnn_opts *opts);
+/* The forward with the state in and out, for generation and truncated
+ * backpropagation through time: h0 and c0 [batch, units] (NULL: zeros) are
+ * the initial state; the final state is written to *h_n and *c_n when they
+ * are not NULL (c_n is the LSTM's cell state). The return value is the
+ * forward's output (without return_sequences, the same tensor as *h_n). Everything returned belongs to the innermost open
+ * scope, as any op's result (a model step inside a scope frees it all);
+ * keep a final state with nb_keep to carry it past the scope, and cut the
+ * graph behind it with nb_detach for truncated BPTT. On bad input (a module
+ * of another type, wrong shapes) NULL with a message, and *h_n, *c_n NULL. */
+nb_tensor *nb_rnn_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor **h_n);
+nb_tensor *nb_lstm_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor *c0, nb_tensor **h_n,
+                       nb_tensor **c_n);
+nb_tensor *nb_gru_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor **h_n);
+
+/* ---- sampling (nn/sample.c) ---------------------------------------------------------- */
+
+/* Draws one class index per row of logits [..., V] with nabla's seeded generator
+ * (gen NULL = the global one): softmax(logits / temperature) restricted to the top_k
+ * largest logits (top_k <= 0 or >= V: all). temperature 0 = argmax. Returns a float
+ * tensor of the leading shape holding the indices (nabla's class-label convention);
+ * NULL + message on bad input (temperature < 0, non-finite logits row, ...).
+ * Details: -inf logits are allowed (probability 0; a row all -inf is an error),
+ * NaN and +inf are not; logits tied with the top_k-th largest are all kept; argmax
+ * takes the first maximum; each row draws one uniform from the generator, except
+ * under argmax, which draws none. The result records no graph. */
+nb_tensor *nb_sample_logits(nb_tensor *logits, float temperature, int top_k, nb_generator *gen);
+
 #ifdef __cplusplus
 }
 #endif
