@@ -81,9 +81,8 @@ static int mpi_failed(nb_dist *d, const char *who, const char *what, int code) {
 
 static int timed_out(nb_dist *d, const char *who, const char *what) {
     d->failed = true;
-    nb_set_error("%s: %s did not complete within %g s on rank %d of %d: another rank has died or stopped "
-                 "answering (nb_dist_opts.timeout); the job must stop (nb_dist_finalize aborts it)",
-                 who, what, d->timeout, d->rank, d->size);
+    nb_set_error("%s: %s did not complete within %g s on rank %d of %d: a rank died or stopped answering; "
+                 "the job must stop", who, what, d->timeout, d->rank, d->size);
     return -1;
 }
 
@@ -576,12 +575,7 @@ int nb_dist_reducer_wait(nb_dist_reducer *r) {
         if (!left) break;
         if (moved) continue;
         if (now_seconds() > deadline) {
-            int j = 0;
-            while (r->b[j].state == DONE) j++;
-            char what[160];
-            snprintf(what, sizeof what, "averaging the gradients (%d of %d buckets unfinished, the first of "
-                     "%lld floats)", left, r->nbuckets, (long long)r->b[j].numel);
-            return timed_out(r->d, who, what);
+            return timed_out(r->d, who, "averaging the gradients");
         }
         pause_briefly();
     }

@@ -121,6 +121,8 @@ nb_history *nb_dist_fit(nb_dist *d, nb_model *model, nb_tensor *x, nb_tensor *y,
         fo.checkpoint_path = NULL;
     }
     h = nb_model_fit_loader(model, train_ld, val_ld, &fo);
+    if (h && nb_dist_failed(d)) /* name the call the user made */
+        nb_set_error("%s: %s", who, nb_history_stop_reason(h));
 done:
     if (!h && nb_error() && strncmp(nb_error(), who, strlen(who)) != 0) {
         char why[400];
