@@ -12,6 +12,8 @@
  *       one process, plain steps of 64 (for the time per epoch)
  *   options: --epochs N  --limit N (the first N training images)  --threads N
  *            --save FILE (rank 0 writes the final weights)  --data DIR
+ *            --time-average K (after training: time K gradient averages
+ *            alone, the communication of one step, and print the median)
  *
  * Every rank reads the data itself; only rank 0 prints. The last line is a
  * checksum (FNV-1a over the bytes of every weight) to compare runs with.
@@ -26,7 +28,7 @@
 
 typedef struct options {
     bool cnn;
-    int epochs, batch, micro, threads;
+    int epochs, batch, micro, threads, time_average;
     int64_t limit;
     const char *data, *save;
 } options;
@@ -47,13 +49,14 @@ static int parse(int argc, char **argv, options *o) {
         else if (strcmp(a, "--limit") == 0) o->limit = atoll(v);
         else if (strcmp(a, "--data") == 0) o->data = v;
         else if (strcmp(a, "--save") == 0) o->save = v;
+        else if (strcmp(a, "--time-average") == 0) o->time_average = atoi(v);
         else break;
         i++;
         continue;
     }
     if (o->epochs < 1 || o->batch < 1 || o->micro < 0) {
         fprintf(stderr, "usage: fashion_mnist_dist [--cnn] [--epochs N] [--batch B] [--micro-batches K] "
-                        "[--limit N] [--threads N] [--save FILE] [--data DIR]\n");
+                        "[--limit N] [--threads N] [--save FILE] [--data DIR] [--time-average K]\n");
         return 2;
     }
     return 0;
@@ -182,6 +185,37 @@ static int train_micro_batches(nb_model *m, nb_tensor *x, nb_tensor *y, const op
     return rc;
 }
 
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The gradient average alone, as a step does it after backward: every
+ * rank starts together (a collective first), so that the time is the
+ * communication's and not one rank waiting for another's compute. */
+static int time_average(nb_dist *d, nb_model *model, int k) {
+    int np;
+    nb_tensor **p = nb_model_parameters(model, &np);
+    nb_dist_reducer *r = nb_dist_reducer_new(d, np, p);
+    double *t = calloc((size_t)k, sizeof *t), sync = 0;
+    int rc = r && t ? 0 : -1;
+    for (int i = 0; i < k && rc == 0; i++) {
+        rc = nb_dist_sum(d, 1, &sync);
+        double t0 = now_seconds();
+        if (rc == 0) rc = nb_dist_reducer_wait(r);
+        t[i] = now_seconds() - t0;
+    }
+    if (rc == 0 && nb_dist_rank(d) == 0) {
+        qsort(t, (size_t)k, sizeof *t, by_value);
+        printf("averaging %.2f MB of gradients over %d rank(s): median %.3f ms, fastest %.3f ms (of %d)\n",
+               4e-6 * (double)nb_module_num_weights(nb_model_module(model)), nb_dist_world_size(d), 1e3 * t[k / 2],
+               1e3 * t[0], k);
+    }
+    free(t);
+    nb_dist_reducer_free(r);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     options o;
     if (parse(argc, argv, &o) != 0) return 2;
@@ -251,6 +285,7 @@ int main(int argc, char **argv) {
         nb_history_free(h);
         if (!ok) goto failed;
     }
+    if (o.time_average > 0 && time_average(d, model, o.time_average) != 0) goto failed;
     if (rank == 0) {
         float out[2] = {0, 0};
         if (nb_model_evaluate(model, xt, yt, 500, out, 2) != 2) goto failed;

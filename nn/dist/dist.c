@@ -24,6 +24,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 
 #define DEFAULT_TIMEOUT 300.0
@@ -49,10 +50,17 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Between two polls that found nothing to do: give the core to the other
- * ranks and threads (two ranks often share a machine's cores) without
- * sleeping long enough to matter next to a training step. */
-static void pause_briefly(void) {
+/* Between two polls that found nothing to do. Open MPI moves a large
+ * message on one fragment per MPI_Test, so while a collective is young the
+ * polls come back to back (yielding the core to the other ranks and
+ * threads that may share it); a collective still unfinished after a few
+ * milliseconds waits for another rank's compute, and polls then sleep a
+ * little so as not to take a core from it. */
+static void pause_briefly(double waited) {
+    if (waited < 5e-3) {
+        sched_yield();
+        return;
+    }
     struct timespec ts = {0, 20000};
     nanosleep(&ts, NULL);
 }
@@ -88,13 +96,14 @@ static int timed_out(nb_dist *d, const char *who, const char *what) {
 
 /* Polls req until it completes (0) or the deadline passes (-1, message). */
 static int wait_for(nb_dist *d, const char *who, const char *what, MPI_Request *req) {
-    double deadline = now_seconds() + d->timeout;
+    double start = now_seconds();
     for (;;) {
         int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_failed(d, who, what, rc);
         if (done) return 0;
-        if (now_seconds() > deadline) return timed_out(d, who, what);
-        pause_briefly();
+        double waited = now_seconds() - start;
+        if (waited > d->timeout) return timed_out(d, who, what);
+        pause_briefly(waited);
     }
 }
 
@@ -567,17 +576,18 @@ int nb_dist_reducer_wait(nb_dist_reducer *r) {
     if (!r || !usable(who, r->d)) return -1;
     for (int k = 0; k < r->n; k++)
         if (mark_ready(r, k) != 0) return -1;
-    double deadline = now_seconds() + r->d->timeout;
+    double start = now_seconds();
     for (;;) {
         int moved = advance_all(r), left = 0;
         if (moved < 0) return -1;
         for (int j = 0; j < r->nbuckets; j++) left += r->b[j].state != DONE;
         if (!left) break;
         if (moved) continue;
-        if (now_seconds() > deadline) {
+        double waited = now_seconds() - start;
+        if (waited > r->d->timeout) {
             return timed_out(r->d, who, "averaging the gradients");
         }
-        pause_briefly();
+        pause_briefly(waited);
     }
     for (int j = 0; j < r->nbuckets; j++) {
         r->b[j].state = IDLE;
