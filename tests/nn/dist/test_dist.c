@@ -15,6 +15,9 @@
  *     default buckets and the optimizers compile names;
  *   - resuming: every rank loads rank 0's checkpoint after two epochs and
  *     trains the third; the weights equal an uninterrupted three-epoch run.
+ *   - bad arguments are refused with a message naming the function; a
+ *     broadcast whose tensors differ on one rank fails on every rank and
+ *     leaves the nb_dist usable.
  *
  * A plain program, not Criterion: Criterion runs each test in a forked
  * child, and an MPI process cannot be forked. A failed check prints the
@@ -204,6 +207,10 @@ static void test_loop(nb_dist *d, nb_dataset *ds, const char *optimizer) {
             nb_scope_begin();
             nb_optimizer_zero_grad(opt);
             CHECK(nb_backward(mse(net, xb, yb)) == 0, "backward");
+            /* as a gradient hook would: each parameter once its gradient
+             * is final, the last first; wait then finishes the buckets */
+            for (int i = np - 1; i >= 0 && strcmp(optimizer, "adam") == 0; i--)
+                CHECK(nb_dist_reducer_ready(red, i) == 0, "ready");
             CHECK(nb_dist_reducer_wait(red) == 0, "average");
             CHECK(nb_optimizer_step(opt) == 0, "step");
             nb_scope_end();
@@ -300,6 +307,56 @@ static void test_resume(nb_dist *d, nb_tensor *x, nb_tensor *y) {
     if (rank == 0) remove(path);
 }
 
+/* ---- bad arguments ------------------------------------------------------------------------------ */
+
+static void expect_error(const char *who, const char *fragment) {
+    CHECK(nb_error() && strstr(nb_error(), who) && strstr(nb_error(), fragment), "expected an error from %s with "
+          "\"%s\"", who, fragment);
+    nb_clear_error();
+}
+
+static int no_change(nb_model *model, void *user) {
+    (void)model, (void)user;
+    return 0;
+}
+
+static void test_errors(nb_dist *d, nb_tensor *x, nb_tensor *y) {
+    nb_scope_begin();
+    CHECK(!nb_dist_reducer_new(d, 0, NULL), "a reducer of nothing");
+    expect_error("nb_dist_reducer_new", "n >= 1");
+    nb_module *net = make_net(1);
+    int np;
+    nb_tensor **p = nb_module_parameters(net, &np);
+    nb_dist_reducer *red = nb_dist_reducer_new(d, np, p);
+    CHECK(red && nb_dist_reducer_ready(red, np) == -1, "a parameter out of range");
+    expect_error("nb_dist_reducer_ready", "parameter 4 is not in [0, 4)");
+    nb_dist_reducer_free(red);
+    CHECK(nb_dist_set_timeout(d, -1) == -1, "a negative timeout");
+    expect_error("nb_dist_set_timeout", "got -1");
+
+    /* a list that differs on one rank fails on every rank, and leaves the
+     * nb_dist usable */
+    nb_tensor *t = nb_zeros(1, (int64_t[]){rank == nranks - 1 && nranks > 1 ? 4 : 3});
+    CHECK(nb_dist_broadcast(d, 1, &t) == (nranks > 1 ? -1 : 0), "broadcasting tensors of different sizes");
+    if (nranks > 1) expect_error("nb_dist_broadcast", "different tensors");
+    CHECK(!nb_dist_failed(d) && nb_dist_broadcast(d, np, p) == 0, "a broadcast after the refused one");
+
+    nb_model *model = nb_model_from_module(net);
+    nb_model_compile(model, "sgd", "mse", NULL);
+    nb_fit_opts o = nb_fit_defaults();
+    o.on_gradients = no_change;
+    CHECK(!nb_dist_fit(d, model, x, y, &o), "fit with on_gradients set");
+    expect_error("nb_dist_fit", "on_gradients must be NULL");
+    o = nb_fit_defaults();
+    o.patience = 2;
+    CHECK(!nb_dist_fit(d, model, x, y, &o), "early stopping on each rank's own loss");
+    expect_error("nb_dist_fit", "must monitor a validation value");
+    CHECK(!nb_dist_fit(d, model, NULL, y, &o), "x NULL");
+    expect_error("nb_dist_fit", "x is NULL");
+    nb_model_free(model);
+    nb_scope_end();
+}
+
 int main(int argc, char **argv) {
     /* buckets of 100 bytes: one or two parameters each, so several buckets
      * are in flight at once */
@@ -323,6 +380,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) test_loop(d, ds, optimizers[i]);
     nb_dataset_free(ds);
     for (int i = 0; i < 3; i++) test_fit(one_bucket, x, y, optimizers[i]);
+    test_errors(one_bucket, x, y);
     test_resume(one_bucket, x, y);
     nb_release(x);
     nb_release(y);
