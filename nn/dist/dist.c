@@ -372,6 +372,7 @@ typedef struct bucket {
 struct nb_dist_reducer {
     nb_dist *d;
     int n, nbuckets;
+    int next_start;     /* buckets start in order: 0 .. next_start-1 have */
     nb_tensor **list;   /* the parameters, last one first: the order backward finishes them */
     int64_t *offset;    /* list[k]'s place in its bucket */
     int *bucket_of;     /* by list index */
@@ -554,8 +555,12 @@ static int advance_all(nb_dist_reducer *r) {
 static int mark_ready(nb_dist_reducer *r, int k) {
     if (r->ready[k]) return 0;
     r->ready[k] = true;
-    bucket *bk = &r->b[r->bucket_of[k]];
-    if (++bk->ready == bk->count && bucket_start(r, bk) != 0) return -1;
+    r->b[r->bucket_of[k]].ready++;
+    /* Every rank must start the scatters in the same order, whatever order
+     * its gradients became ready in: a full bucket waits for those before
+     * it (in reverse parameter order, the order backward finishes them). */
+    while (r->next_start < r->nbuckets && r->b[r->next_start].ready == r->b[r->next_start].count)
+        if (bucket_start(r, &r->b[r->next_start++]) != 0) return -1;
     /* Open MPI moves non-blocking collectives on only inside MPI calls:
      * poll the buckets in flight while backward still runs. */
     return advance_all(r) < 0 ? -1 : 0;
@@ -594,5 +599,6 @@ int nb_dist_reducer_wait(nb_dist_reducer *r) {
         r->b[j].ready = 0;
     }
     memset(r->ready, 0, sizeof(bool) * (size_t)r->n);
+    r->next_start = 0;
     return 0;
 }

@@ -77,8 +77,13 @@ nb_history *nb_dist_fit(nb_dist *d, nb_model *model, nb_tensor *x, nb_tensor *y,
                      "the same on every rank, not '%s' (each rank's own shard)", who, monitor);
         return NULL;
     }
-    if (!nb__same_rows(who, x, y) || !build(who, model, x) || nb_dist_broadcast_model(d, model) != 0)
+    if (!nb__same_rows(who, x, y) || !build(who, model, x)) return NULL;
+    if (nb_dist_broadcast_model(d, model) != 0) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "no message");
+        nb_set_error("%s: %s", who, why);
         return NULL;
+    }
 
     nb_history *h = NULL;
     nb_dataset *all = nb_dataset_new(x, y), *train = NULL, *val = NULL;

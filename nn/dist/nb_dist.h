@@ -119,14 +119,18 @@ int nb_dist_sum(nb_dist *d, int n, double *value);
  *     nb_dist_reducer_wait(red);        every .grad is now the average
  *     nb_optimizer_step(opt);
  *
- * A parameter whose .grad is NULL on a rank counts as a zero gradient
- * there; its .grad stays NULL (and the optimizer skips it) only when it is
- * NULL on that rank, so give every rank the same graph. */
+ * A parameter whose .grad is NULL on a rank counts there as a zero
+ * gradient in the others' averages, but that rank has no .grad to write
+ * its own average into, so its weights part from the others': give every
+ * rank the same graph. */
 nb_dist_reducer *nb_dist_reducer_new(nb_dist *d, int n, nb_tensor *const *params);
 /* Parameter i's gradient is final: its bucket starts as soon as all of its
  * parameters are ready, while backward goes on with the others. A gradient
  * hook of the backward engine would call this; without one,
- * nb_dist_reducer_wait marks every parameter ready itself. */
+ * nb_dist_reducer_wait marks every parameter ready itself. Buckets start
+ * in their order (the parameters' reverse order) whatever order the
+ * parameters are marked in, as every rank must start its collectives in
+ * the same order. */
 int nb_dist_reducer_ready(nb_dist_reducer *r, int i);
 /* Marks the parameters not yet ready, finishes every bucket and writes the
  * averages into the .grads; the next step starts afresh. -1 and a message

@@ -211,6 +211,9 @@ static void test_loop(nb_dist *d, nb_dataset *ds, const char *optimizer) {
              * is final, the last first; wait then finishes the buckets */
             for (int i = np - 1; i >= 0 && strcmp(optimizer, "adam") == 0; i--)
                 CHECK(nb_dist_reducer_ready(red, i) == 0, "ready");
+            /* in the opposite order: full buckets wait for those before them */
+            for (int i = 0; i < np && strcmp(optimizer, "rmsprop") == 0; i++)
+                CHECK(nb_dist_reducer_ready(red, i) == 0, "ready");
             CHECK(nb_dist_reducer_wait(red) == 0, "average");
             CHECK(nb_optimizer_step(opt) == 0, "step");
             nb_scope_end();
