@@ -190,27 +190,30 @@ static int same_everywhere(nb_dist *d, const char *who, int n, const int64_t *si
     }
     theirs[0] = n;
     memcpy(theirs + 1, sizes, sizeof(int64_t) * (size_t)n);
-    int mine[2] = {0, n}, anywrong[2];
+    int mine = 0, anywrong = 0;
     MPI_Request req;
     /* first the count, so that no rank reads past a shorter list */
     int rc = MPI_Ibcast(theirs, 1, MPI_INT64_T, 0, d->comm, &req);
     if (rc != MPI_SUCCESS || wait_for(d, who, "broadcasting the tensor count", &req) != 0) goto failed;
-    mine[0] = theirs[0] != n;
-    rc = MPI_Iallreduce(mine, anywrong, 1, MPI_INT, MPI_MAX, d->comm, &req);
+    mine = theirs[0] != n;
+    rc = MPI_Iallreduce(&mine, &anywrong, 1, MPI_INT, MPI_MAX, d->comm, &req);
     if (rc != MPI_SUCCESS || wait_for(d, who, "comparing the tensor counts", &req) != 0) goto failed;
-    if (!anywrong[0]) {
+    if (!anywrong) {
         memcpy(theirs + 1, sizes, sizeof(int64_t) * (size_t)n);
         rc = MPI_Ibcast(theirs + 1, n, MPI_INT64_T, 0, d->comm, &req);
         if (rc != MPI_SUCCESS || wait_for(d, who, "broadcasting the tensor sizes", &req) != 0) goto failed;
-        mine[0] = memcmp(theirs + 1, sizes, sizeof(int64_t) * (size_t)n) != 0;
-        rc = MPI_Iallreduce(mine, anywrong, 1, MPI_INT, MPI_MAX, d->comm, &req);
+        mine = memcmp(theirs + 1, sizes, sizeof(int64_t) * (size_t)n) != 0;
+        rc = MPI_Iallreduce(&mine, &anywrong, 1, MPI_INT, MPI_MAX, d->comm, &req);
         if (rc != MPI_SUCCESS || wait_for(d, who, "comparing the tensor sizes", &req) != 0) goto failed;
     }
     nb_free(theirs);
-    if (anywrong[0])
-        nb_set_error("%s: the ranks passed different tensors (rank %d's %s rank 0's); every rank must pass "
-                     "the same list", who, d->rank, mine[0] ? "differ from" : "match, another's differs from");
-    return !anywrong[0];
+    if (anywrong && mine)
+        nb_set_error("%s: the ranks passed different tensors (rank %d's differ from rank 0's in number or "
+                     "size); every rank must pass the same list", who, d->rank);
+    else if (anywrong)
+        nb_set_error("%s: the ranks passed different tensors (another rank's differ from rank 0's in number or "
+                     "size); every rank must pass the same list", who);
+    return !anywrong;
 failed:
     nb_free(theirs);
     if (rc != MPI_SUCCESS) return mpi_failed(d, who, "a broadcast", rc);

@@ -95,7 +95,9 @@ int nb_dist_set_timeout(nb_dist *d, double seconds);
 /* True once a collective has failed (timed out): see FAILURE. */
 bool nb_dist_failed(const nb_dist *d);
 /* Ends MPI: MPI_Finalize (when nb_dist_init started it), or MPI_Abort with
- * exit code 1 for every rank when a collective failed. Frees d. */
+ * exit code 1 for every rank when a collective failed. Frees d. With
+ * several nb_dists open, finalize the first one made (which started MPI)
+ * last. */
 void nb_dist_finalize(nb_dist *d);
 
 /* Copies the values of rank 0's tensors into every rank's (same shapes on
