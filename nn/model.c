@@ -865,7 +865,9 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
                 snprintf(why, sizeof why, "%s", nb_error());
             else {
                 nb_optimizer_zero_grad(model->opt);
-                if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0)
+                if (nb_backward(loss) != 0 ||
+                    (o.on_gradients && o.on_gradients(model, o.gradients_user) != 0) ||
+                    nb_optimizer_step(model->opt) != 0)
                     snprintf(why, sizeof why, "%s: the training step failed: %s", who,
                              nb_error() ? nb_error() : "no message");
                 else if (!add_metrics(who, model, pred, yb, b, metric_sum))

@@ -287,6 +287,13 @@ typedef struct nb_fit_opts {
      * fifth epoch only, exactly as an uninterrupted run would have. The
      * history holds the epochs this call trained. */
     int initial_epoch;
+    /* Called at every training step after backward, before the optimizer
+     * step, with the gradients in each parameter's .grad: the place to
+     * change them (nn/dist averages them across processes there). Return
+     * 0, or -1 with a message (nb_set_error) to stop training as a failed
+     * step does. NULL: none. */
+    int (*on_gradients)(nb_model *model, void *user);
+    void *gradients_user;
 } nb_fit_opts;
 
 nb_fit_opts nb_fit_defaults(void);
