@@ -51,7 +51,7 @@ struct nb_history {
     int epochs, cap, nkeys;
     char keys[MAX_KEYS][56];
     float *values[MAX_KEYS];
-    char stop_reason[256];
+    char stop_reason[640]; /* an error message (up to 511 characters) and where it happened */
 };
 
 /* ---- building ------------------------------------------------------------------- */
@@ -858,7 +858,7 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             float value = computed ? nb_item(loss) : NAN;
             /* Why training cannot go on, if it cannot: the steps made so far
              * stand, the history keeps them and says where and why it ended. */
-            char why[200] = "";
+            char why[512] = "";
             if (computed && !isfinite(value))
                 snprintf(why, sizeof why, "%s: loss is %s", who, isnan(value) ? "nan" : "infinite");
             else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */
