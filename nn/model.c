@@ -89,7 +89,6 @@ nb_model *nb_model_sequential(void) {
 }
 
 nb_module *nb_model_module(nb_model *model) { return model ? model->net : NULL; }
-nb_optimizer *nb_model_optimizer(nb_model *model) { return model ? model->opt : NULL; }
 
 nb_tensor **nb_model_parameters(nb_model *model, int *count) {
     return nb__module_parameters("nb_model_parameters", model ? model->net : NULL, count);
@@ -231,6 +230,21 @@ static bool ensure_optimizer(const char *who, nb_model *model) {
         nb_set_error("%s: cannot make the '%s' optimizer: %s", who, model->opt_name, why);
     }
     return model->opt != NULL;
+}
+
+/* A model compiled by name before its layers had parameters gets its
+ * optimizer here, once they exist; until then there is none to return. */
+nb_optimizer *nb_model_optimizer(nb_model *model) {
+    if (!model) return NULL;
+    if (model->opt) return model->opt;
+    int n;
+    if (model->opt_name[0] && nb__module_parameters("nb_model_optimizer", model->net, &n) && n == 0) {
+        nb_set_error("nb_model_optimizer: the model's layers have no parameters yet (they are "
+                     "built by the first input: fit, predict or evaluate); the '%s' optimizer is "
+                     "made with them", model->opt_name);
+        return NULL;
+    }
+    return ensure_optimizer("nb_model_optimizer", model) ? model->opt : NULL;
 }
 
 int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, const char *metrics) {

@@ -253,6 +253,9 @@ int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt);
  * message naming the loss and the shape it returned. A loss that returns
  * NULL should set a message (nb_set_error); fit and evaluate pass it on. */
 int nb_model_set_loss(nb_model *model, const char *name, nb_loss_fn loss);
+/* The model's optimizer (the model's: do not free it). A model compiled by
+ * name before its layers were built gets it as soon as they are; until
+ * then NULL and a message, as for a model not compiled. */
 nb_optimizer *nb_model_optimizer(nb_model *model);
 nb_module *nb_model_module(nb_model *model);
 nb_tensor **nb_model_parameters(nb_model *model, int *count);
