@@ -25,6 +25,8 @@
 
 nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs) {
     if (!out) return NULL;
+    /* trace and anomaly mode (debug.c) see every op, with or without grad */
+    if (op && nb__debugging() && !nb__debug_record(out, op, ninputs, inputs)) return NULL;
     if (!nb_is_grad_enabled() || !op) return out;
     bool any = false;
     for (int i = 0; i < ninputs; i++) {
@@ -495,8 +497,13 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     }
     uint64_t errors = nb_error_count();
     nb_scope_begin();
+    bool debugging = nb__debugging();
+    double started = debugging ? nb__debug_clock() : 0;
+    const nb_tensor *outer = nb__backward_node; /* a backward inside a backward formula */
+    nb__backward_node = node;
     node->op->backward(node, g, gin);
     bool ok = nb_error_count() == errors;
+    if (ok && debugging) ok = nb__debug_backward(node, g, gin, started, r->who);
     for (int i = 0; ok && i < node->ninputs; i++) {
         nb_tensor *in = node->inputs[i];
         if (!in->requires_grad || !gin[i]) continue;
@@ -515,6 +522,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
         if (*acc != gin[i]) nb__tensor_decref(gin[i]);
         if (!*acc) ok = false;
     }
+    nb__backward_node = outer;
     nb_scope_end();
     if (gin != gin_inline) nb_free(gin);
     return ok;
@@ -563,7 +571,12 @@ static int run_backward(run *r) {
         nb_tensor *node = b.nodes[k], *g = b.acc[k];
         if (!g) continue; /* no gradient reached it */
         b.acc[k] = NULL;
+        if (node->hooks && !(g = nb__run_hooks(node, g, r->who))) {
+            ok = false;
+            break;
+        }
         if (node->op) ok = backprop_node(node, g, r);
+        else if (nb__debugging()) nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
         if (ok && b.capture[k]) {
             nb__tensor_retain(g);
             r->grads[b.capture[k] - 1] = g;
