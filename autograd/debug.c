@@ -30,21 +30,23 @@ atomic_bool nb__anomaly_on;
 _Atomic(FILE *) nb__trace_out;
 atomic_int nb__trace_what;
 _Thread_local const nb_tensor *nb__backward_node;
+_Thread_local const char *nb__backward_who;
 
 /* ---- source locations --------------------------------------------------------- */
 
 #define WHERE_DEPTH 64
 
 typedef struct where {
-    const char *file;
+    const char *function, *file;
     int line;
 } where;
 
 static _Thread_local where where_stack[WHERE_DEPTH];
 static _Thread_local int where_depth; /* may exceed WHERE_DEPTH: then unknown */
 
-void nb__where_push(const char *file, int line) {
-    if (where_depth >= 0 && where_depth < WHERE_DEPTH) where_stack[where_depth] = (where){file, line};
+void nb__where_push(const char *function, const char *file, int line) {
+    if (where_depth >= 0 && where_depth < WHERE_DEPTH)
+        where_stack[where_depth] = (where){function, file, line};
     where_depth++;
 }
 
@@ -58,9 +60,12 @@ int nb__where_pop_int(int rc) {
     return rc;
 }
 
-/* " at file.c:12", or advice when the op was called without the macros. */
-static const char *describe_where(const nb_tensor *t, char *buf, size_t size) {
-    if (t && t->where_file)
+/* " at file.c:12" (" by nb_mse_loss at file.c:12" when by is set and the
+ * function is known), or advice when the op was called without the macros. */
+static const char *describe_where(const nb_tensor *t, bool by, char *buf, size_t size) {
+    if (t && t->where_file && by && t->where_function)
+        snprintf(buf, size, " by %s at %s:%d", t->where_function, t->where_file, t->where_line);
+    else if (t && t->where_file)
         snprintf(buf, size, " at %s:%d", t->where_file, t->where_line);
     else
         snprintf(buf, size, " (compile with -DNB_LOCATIONS to see where)");
@@ -123,6 +128,7 @@ static double seconds_now(void) {
 bool nb__debug_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs) {
     bool anomaly = nb_is_anomaly_enabled();
     if (anomaly && where_depth > 0 && where_depth <= WHERE_DEPTH) {
+        out->where_function = where_stack[where_depth - 1].function;
         out->where_file = where_stack[where_depth - 1].file;
         out->where_line = where_stack[where_depth - 1].line;
     }
@@ -138,19 +144,23 @@ bool nb__debug_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *c
     if (bad < 0) return true;
     nb_shape_str(out->ndim, out->shape, s, sizeof s);
     input_shapes(ninputs, inputs, shapes, sizeof shapes);
-    describe_where(out, at, sizeof at);
+    describe_where(out, false, at, sizeof at);
     const nb_tensor *node = nb__backward_node;
     if (node) {
         char at2[160], shapes2[256];
-        nb_set_error("anomaly detection: in the backward of '%s' (input shapes %s), created%s: op "
-                     "'%s' produced %s at element %lld of its output %s (input shapes %s)",
-                     node->op->name, input_shapes(node->ninputs, node->inputs, shapes2, sizeof shapes2),
-                     describe_where(node, at2, sizeof at2), op->name, kind_of(nb_data(out)[bad]),
-                     (long long)bad, s, shapes);
+        nb_set_error("%s: anomaly detection: in the backward of '%s' (input shapes %s), created%s: "
+                     "op '%s' produced %s at element %lld of its output %s (input shapes %s)",
+                     nb__backward_who, node->op->name,
+                     input_shapes(node->ninputs, node->inputs, shapes2, sizeof shapes2),
+                     describe_where(node, true, at2, sizeof at2), op->name,
+                     kind_of(nb_data(out)[bad]), (long long)bad, s, shapes);
     } else {
-        nb_set_error("anomaly detection: op '%s' produced %s at element %lld of its output %s "
+        /* the message starts with the function the user called, when known */
+        const char *fn = out->where_function;
+        nb_set_error("%s%sanomaly detection: op '%s' produced %s at element %lld of its output %s "
                      "(input shapes %s)%s",
-                     op->name, kind_of(nb_data(out)[bad]), (long long)bad, s, shapes, at);
+                     fn ? fn : "", fn ? ": " : "", op->name, kind_of(nb_data(out)[bad]),
+                     (long long)bad, s, shapes, at);
     }
     return false;
 }
@@ -186,7 +196,7 @@ bool nb__debug_backward(const nb_tensor *node, const nb_tensor *g, nb_tensor *co
         nb_set_error("%s: anomaly detection: the backward of '%s' (input shapes %s), created%s, "
                      "produced %s at element %lld of the gradient of input %d (shape %s)",
                      who, node->op->name, input_shapes(node->ninputs, node->inputs, shapes, sizeof shapes),
-                     describe_where(node, at, sizeof at), kind_of(nb_data(gin[i])[bad]),
+                     describe_where(node, true, at, sizeof at), kind_of(nb_data(gin[i])[bad]),
                      (long long)bad, i, nb_shape_str(gin[i]->ndim, gin[i]->shape, s, sizeof s));
         return false;
     }

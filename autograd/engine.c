@@ -500,7 +500,9 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     bool debugging = nb__debugging();
     double started = debugging ? nb__debug_clock() : 0;
     const nb_tensor *outer = nb__backward_node; /* a backward inside a backward formula */
+    const char *outer_who = nb__backward_who;
     nb__backward_node = node;
+    nb__backward_who = r->who;
     node->op->backward(node, g, gin);
     bool ok = nb_error_count() == errors;
     if (ok && debugging) ok = nb__debug_backward(node, g, gin, started, r->who);
@@ -523,6 +525,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
         if (!*acc) ok = false;
     }
     nb__backward_node = outer;
+    nb__backward_who = outer_who;
     nb_scope_end();
     if (gin != gin_inline) nb_free(gin);
     return ok;

@@ -44,17 +44,18 @@ static const char *given_name(const nb_tensor *t, const nb_export_opts *o) {
     return NULL;
 }
 
-/* "\n= [1, 2.5]" for a small tensor, "\n|grad| 3.2" style norm otherwise. */
-static void put_values(FILE *out, const char *what, const nb_tensor *t, int max_values) {
+/* A new line of the label: "= [1, 2.5]" for a small tensor, "norm 3.2"
+ * otherwise; "grad [...]" and "grad norm ..." for a gradient. */
+static void put_values(FILE *out, bool is_grad, const nb_tensor *t, int max_values) {
     const float *d = nb_data(t);
     if (t->numel <= max_values) {
-        fprintf(out, "\\n%s [", what);
+        fputs(is_grad ? "\\ngrad [" : "\\n= [", out);
         for (int64_t i = 0; i < t->numel; i++) fprintf(out, "%s%.4g", i ? ", " : "", (double)d[i]);
         fputc(']', out);
     } else {
         double s = 0;
         for (int64_t i = 0; i < t->numel; i++) s += (double)d[i] * (double)d[i];
-        fprintf(out, "\\n|%s| %.4g", what, sqrt(s));
+        fprintf(out, "\\n%snorm %.4g", is_grad ? "grad " : "", sqrt(s));
     }
 }
 
@@ -96,8 +97,8 @@ static void put_node(FILE *out, int64_t k, const nb_tensor *t, const nb_export_o
     if (name[0]) fputs("\\n", out);
     put_escaped(out, kind);
     fprintf(out, " %s", shape);
-    if (o->values) put_values(out, "=", t, o->max_values);
-    if (o->grads && t->grad) put_values(out, "grad", t->grad, o->max_values);
+    if (o->values) put_values(out, false, t, o->max_values);
+    if (o->grads && t->grad) put_values(out, true, t->grad, o->max_values);
     fprintf(out, "\", style=filled, fillcolor=%s];\n", color);
 }
 

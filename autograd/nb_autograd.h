@@ -490,7 +490,7 @@ int nb_register_hook_ex(nb_tensor *t, nb_grad_hook hook, void *user, void (*free
 int nb_remove_hook(nb_tensor *t, int handle);
 
 /* Used by the macros of nb_locations.h; not to be called directly. */
-void nb__where_push(const char *file, int line);
+void nb__where_push(const char *function, const char *file, int line);
 nb_tensor *nb__where_pop(nb_tensor *t);
 int nb__where_pop_int(int rc);
 

@@ -71,6 +71,7 @@ struct nb_tensor {
     /* debug.c: gradient hooks (NULL: none, the usual case), and where the
      * user's code called the op that made this node (anomaly mode only) */
     struct nb__hook *hooks;
+    const char *where_function; /* the function the user called, or NULL */
     const char *where_file;
     int where_line;
 };
@@ -122,6 +123,7 @@ void nb__engine_thread_exit(void);
 extern atomic_bool nb__anomaly_on;
 extern _Atomic(FILE *) nb__trace_out;
 extern _Thread_local const nb_tensor *nb__backward_node; /* whose formula runs */
+extern _Thread_local const char *nb__backward_who;        /* nb_backward or nb_grad */
 static inline bool nb__debugging(void) {
     return atomic_load_explicit(&nb__anomaly_on, memory_order_relaxed) ||
            atomic_load_explicit(&nb__trace_out, memory_order_relaxed);
