@@ -7,17 +7,18 @@
  * They live here, not in engine.c, so that the engine stays a topological
  * sort and one loop: it calls in at three points (nb_record, around each
  * node's backward formula, and before a node's gradient moves on), and only
- * when a tool is on. With every tool off the cost is one relaxed atomic load
- * per recorded op and a NULL test per node of a backward.
+ * when a tool is on. With every tool off the cost is two relaxed atomic
+ * loads per recorded op and per node of a backward, and a NULL test (the
+ * node's hooks) per node of a backward.
  *
  * Locations come from an opt-in macro layer (nb_locations.h, turned on by
  * compiling the user's files with -DNB_LOCATIONS): each op name becomes a
- * macro that pushes __FILE__ and __LINE__ on a small per-thread stack, calls
- * the real function and pops. A stack rather than one slot, so that in
- * nb_relu(nb_matmul(x, w)) written over two lines the relu is placed on its
- * own line after the matmul's push and pop. The node copies the location
- * when anomaly mode is on: two pointers' worth of work per op, and nothing
- * when it is off.
+ * macro that pushes its own name, __FILE__ and __LINE__ on a small
+ * per-thread stack, calls the real function and pops. A stack rather than
+ * one slot, so that in nb_relu(nb_matmul(x, w)) written over two lines the
+ * relu is placed on its own line after the matmul's push and pop. The node
+ * copies the top of the stack when anomaly mode is on (three stores per
+ * op), and not at all when it is off.
  */
 #include "tensor_internal.h"
 
@@ -55,11 +56,6 @@ nb_tensor *nb__where_pop(nb_tensor *t) {
     return t;
 }
 
-int nb__where_pop_int(int rc) {
-    nb__where_pop(NULL);
-    return rc;
-}
-
 /* " at file.c:12" (" by nb_mse_loss at file.c:12" when by is set and the
  * function is known), or advice when the op was called without the macros. */
 static const char *describe_where(const nb_tensor *t, bool by, char *buf, size_t size) {
@@ -84,8 +80,8 @@ FILE *nb_set_trace(FILE *out, int what) {
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-/* The Euclidean norm, in double so that the trace reads the same whatever
- * the order of the terms would do in float. */
+/* The Euclidean norm, summed in double: a large tensor's norm in float
+ * would lose the small terms. */
 static double norm2(const nb_tensor *t) {
     const float *d = nb_data(t);
     double s = 0;
@@ -190,7 +186,7 @@ bool nb__debug_backward(const nb_tensor *node, const nb_tensor *g, nb_tensor *co
     }
     if (!nb_is_anomaly_enabled() || !node->op) return true;
     for (int i = 0; i < node->ninputs; i++) {
-        int64_t bad = gin[i] ? first_nonfinite(gin[i]) : -1;
+        int64_t bad = gin[i] && node->inputs[i]->requires_grad ? first_nonfinite(gin[i]) : -1;
         if (bad < 0) continue;
         char s[NB_SHAPE_CHARS], shapes[256], at[160];
         nb_set_error("%s: anomaly detection: the backward of '%s' (input shapes %s), created%s, "

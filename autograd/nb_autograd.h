@@ -465,7 +465,9 @@ FILE *nb_set_trace(FILE *out, int what);
  * are known for code compiled with -DNB_LOCATIONS (see nb_locations.h),
  * for ops recorded while anomaly mode was on. An op written with the op
  * API must return what nb_record returns for this to reach its caller.
- * Off, it costs one load per op. Returns the previous mode. */
+ * Infinities that are meant (a mask of -inf) are reported too: turn the
+ * mode on to find a problem, not to train. Off, it costs a load per op.
+ * Returns the previous mode. */
 bool nb_set_detect_anomaly(bool enabled);
 bool nb_is_anomaly_enabled(void);
 
@@ -492,7 +494,6 @@ int nb_remove_hook(nb_tensor *t, int handle);
 /* Used by the macros of nb_locations.h; not to be called directly. */
 void nb__where_push(const char *function, const char *file, int line);
 nb_tensor *nb__where_pop(nb_tensor *t);
-int nb__where_pop_int(int rc);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
  */
 #include "nn_internal.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 /* ---- hooks ------------------------------------------------------------------------ */
@@ -24,7 +25,7 @@ struct nb__module_hook {
     struct nb__module_hook *next;
 };
 
-static int next_id = 1; /* module hooks are registered from one thread at a time */
+static atomic_int next_id = 1;
 
 static int add_hook(const char *who, nb_module *m, struct nb__module_hook h) {
     if (!m) return -1;
@@ -38,7 +39,7 @@ static int add_hook(const char *who, nb_module *m, struct nb__module_hook h) {
         return -1;
     }
     *n = h;
-    n->id = next_id++;
+    n->id = atomic_fetch_add(&next_id, 1);
     n->next = NULL;
     struct nb__module_hook **end = &m->hooks;
     while (*end) end = &(*end)->next;

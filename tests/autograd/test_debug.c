@@ -464,3 +464,19 @@ Test(debug, hook_returning_wrong_shape_fails_backward) {
     EXPECT_ERROR("nb_backward", "hook on the tensor 'x' of shape [2] returned a gradient of shape [3]");
     cr_assert_null(nb_grad_of(x));
 }
+
+Test(debug, hook_out_of_memory_frees_user_data) {
+    hook_log log = {.scale = 1};
+    hook_arg a = {&log, 'a'};
+    nb_tensor *x = leaf(1, (float[]){1}, "x");
+    nb_test_alloc fail = {.fail_at = 1};
+    nb_set_alloc_hook(nb_test_alloc_hook, &fail);
+    int h = nb_register_hook_ex(x, scaling_hook, &a, count_free);
+    nb_set_alloc_hook(NULL, NULL);
+    cr_assert_eq(h, -1);
+    EXPECT_ERROR("nb_register_hook: out of memory");
+    cr_assert_eq(log.freed, 1);
+    /* and x has no hook: backward runs as without */
+    cr_assert_eq(nb_backward(nb_sum(x, NB_ALL, false)), 0);
+    cr_assert_str_eq(log.order, "");
+}

@@ -1,11 +1,15 @@
 /* test_debug.c — looking inside modules: forward and backward hooks (the
  * order they fire in, their effect, removal), the graph drawn with the
- * parameters' names, and gradcheck over all of a module's parameters,
- * tried on a module whose op has a deliberately wrong backward.
+ * parameters' names, gradcheck over all of a module's parameters, tried on
+ * a module whose op has a deliberately wrong backward, and anomaly mode
+ * placing a layer's ops at the line that called the layer.
  */
 #include <string.h>
 
 #include "test_util.h"
+/* source locations for anomaly mode, the other way to turn them on than
+ * -DNB_LOCATIONS: the header, after nabla.h */
+#include "nb_locations.h"
 
 TestSuite(nn_debug, NB_TEST_HOOKS);
 
@@ -223,4 +227,57 @@ Test(nn_debug, module_gradcheck_restores_buffers_and_reports_errors) {
     nb_module_free(seq);
     cr_assert_not(nb_module_gradcheck(NULL, NULL, NULL, &r));
     cr_assert(strstr(r.message, "the module is NULL"), "%s", r.message);
+}
+
+/* ---- anomaly mode through a layer -------------------------------------------------------- */
+
+Test(nn_debug, anomaly_inside_a_layer_names_the_calling_line) {
+    /* an infinite input makes Dense's matmul produce infinities; the place
+     * is the line that ran the layer */
+    nb_module *dense = nb_dense(2, "linear", 2);
+    nb_tensor *x = nb_from_array(NB_SHAPE(1, 2), (float[]){INFINITY, 1});
+    nb_set_detect_anomaly(true);
+    int line = __LINE__ + 1;
+    nb_tensor *y = nb_module_forward(dense, x);
+    nb_set_detect_anomaly(false);
+    cr_assert_null(y);
+    char where[64];
+    snprintf(where, sizeof where, "test_debug.c:%d", line);
+    EXPECT_ERROR("nb_module_forward: anomaly detection: op 'matmul' produced", "input shapes [1,2] [2,2]",
+                 where);
+    nb_module_free(dense);
+}
+
+Test(nn_debug, hooks_out_of_memory) {
+    nb_module *dense = nb_dense(2, "linear", 2);
+    nb_test_alloc a = {.fail_at = 1};
+    nb_set_alloc_hook(nb_test_alloc_hook, &a);
+    int h = nb_module_register_backward_hook(dense, back, NULL);
+    nb_set_alloc_hook(NULL, NULL);
+    cr_assert_eq(h, -1);
+    EXPECT_ERROR("nb_module_register_backward_hook: out of memory");
+    /* the closure a forward makes for a backward hook */
+    hook_log log = {.scale = 1};
+    tagged t = {&log, 'b'};
+    cr_assert_gt(nb_module_register_backward_hook(dense, back, &t), 0);
+    nb_tensor *x = nb_ones(NB_SHAPE(1, 2));
+    for (int64_t fail = 1;; fail++) {
+        nb_clear_error();
+        a = (nb_test_alloc){.fail_at = fail};
+        nb_scope_begin();
+        nb_set_alloc_hook(nb_test_alloc_hook, &a);
+        nb_tensor *y = nb_module_forward(dense, x);
+        nb_set_alloc_hook(NULL, NULL);
+        if (!a.fired) {
+            cr_assert_not_null(y, "%s", nb_error());
+            cr_assert_eq(nb_backward(nb_sum(y, NB_ALL, false)), 0);
+            cr_assert_str_eq(log.order, "b");
+            nb_scope_end();
+            break;
+        }
+        cr_assert_null(y, "allocation %lld failed, yet forward succeeded", (long long)fail);
+        cr_assert(strstr(nb_error(), "out of memory"), "%s", nb_error());
+        nb_scope_end();
+    }
+    nb_module_free(dense);
 }
