@@ -44,11 +44,17 @@ typedef struct where {
 
 static _Thread_local where where_stack[WHERE_DEPTH];
 static _Thread_local int where_depth; /* may exceed WHERE_DEPTH: then unknown */
+/* When the last forward trace line was printed, or the last op was called
+ * through the macros: a forward line's time is measured from it. */
+static _Thread_local double forward_mark;
+
+static double seconds_now(void);
 
 void nb__where_push(const char *function, const char *file, int line) {
     if (where_depth >= 0 && where_depth < WHERE_DEPTH)
         where_stack[where_depth] = (where){function, file, line};
     where_depth++;
+    if (atomic_load_explicit(&nb__trace_out, memory_order_relaxed)) forward_mark = seconds_now();
 }
 
 nb_tensor *nb__where_pop(nb_tensor *t) {
@@ -132,8 +138,10 @@ bool nb__debug_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *c
     FILE *trace = atomic_load(&nb__trace_out);
     if (trace && (atomic_load(&nb__trace_what) & NB_TRACE_FORWARD) && !nb__backward_node) {
         nb_shape_str(out->ndim, out->shape, s, sizeof s);
-        fprintf(trace, "forward %s %s |y| %.6g <- %s\n", op->name, s, norm2(out),
-                input_shapes(ninputs, inputs, shapes, sizeof shapes));
+        double t = seconds_now(), us = forward_mark > 0 ? 1e6 * (t - forward_mark) : 0;
+        fprintf(trace, "forward %s %s |y| %.6g <- %s +%.1f us\n", op->name, s, norm2(out),
+                input_shapes(ninputs, inputs, shapes, sizeof shapes), us);
+        forward_mark = seconds_now(); /* after the printing, which is not the next op's time */
     }
     if (!anomaly) return true;
     int64_t bad = first_nonfinite(out);

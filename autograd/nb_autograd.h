@@ -446,10 +446,13 @@ int nb_export_dot_ex(const nb_tensor *t, FILE *out, const nb_export_opts *opts);
  *     name, the norm of the gradient arriving at the node, the norm of the
  *     gradient sent to each input ("-" for an input that gets none) and
  *     the time the node's formula took; leaves print the first four only.
- *   forward matmul [4,1] |y| 2.5 <- [4,3] [3,1]
+ *   forward matmul [4,1] |y| 2.5 <- [4,3] [3,1] +2.0 us
  *     one line per op as it records: op, output shape, the norm of the
- *     output and the shapes of the inputs (no time: an op is timed by the
- *     caller). Ops that run inside backward formulas are not listed.
+ *     output, the shapes of the inputs and the time since the previous
+ *     forward line, or since the op was called when the caller is compiled
+ *     with -DNB_LOCATIONS (nb_locations.h): the op's own time when ops
+ *     follow one another, with the caller's own work between them
+ *     otherwise. Ops that run inside backward formulas are not listed.
  * Returns the previous out. */
 #define NB_TRACE_BACKWARD 1
 #define NB_TRACE_FORWARD 2
