@@ -5,9 +5,9 @@
  *
  *   1. sort the nodes reachable from the outputs topologically, with an
  *      explicit stack (a chain of 100,000 ops needs no deep recursion);
- *   2. visit them outputs-first; at each node call its op's backward with the
- *      gradient accumulated so far, and add what it returns into the
- *      gradients of the node's inputs;
+ *   2. visit them outputs-first; at each node pass the gradient accumulated
+ *      so far through the node's hooks (if any), call its op's backward with
+ *      it, and add what it returns into the gradients of the node's inputs;
  *   3. leaves (and nodes asked to retain_grad) add their gradient into .grad,
  *      all at the end, so that a backward that fails changes no .grad.
  *
@@ -15,6 +15,8 @@
  * graph and the gradient can be differentiated again. Each node's formula
  * runs inside its own scope: the temporaries it makes are freed as soon as
  * the node is done, and a gradient is freed as soon as its node is done.
+ * The tools for looking inside (trace, anomaly mode, hooks) are in debug.c;
+ * the engine calls them only when one is on.
  */
 #include "tensor_internal.h"
 

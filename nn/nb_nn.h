@@ -179,7 +179,8 @@ int nb_module_export_dot(nb_module *m, const nb_tensor *t, FILE *out, const nb_e
  * it as "1.weight[3]". m runs in the mode it is in: put a module with
  * dropout in eval mode first. Buffers (batch norm's running statistics)
  * are restored after the check (a layer that builds itself on its first
- * input: as that first forward left them). opts and result may be NULL. */
+ * input: as that first forward left them). opts and result may be NULL.
+ * For a model: nb_module_gradcheck(nb_model_module(model), x, ...). */
 bool nb_module_gradcheck(nb_module *m, nb_tensor *x, const nb_gradcheck_opts *opts,
                          nb_gradcheck_result *result);
 
