@@ -453,7 +453,8 @@ int nb_export_dot_ex(const nb_tensor *t, FILE *out, const nb_export_opts *opts);
  *     with -DNB_LOCATIONS (nb_locations.h): the op's own time when ops
  *     follow one another, with the caller's own work between them
  *     otherwise. Ops that run inside backward formulas are not listed.
- * Returns the previous out. */
+ * Returns the previous out. The FILE stays yours: nabla never closes it,
+ * so turn the trace off before you close it. */
 #define NB_TRACE_BACKWARD 1
 #define NB_TRACE_FORWARD 2
 FILE *nb_set_trace(FILE *out, int what);
@@ -487,7 +488,8 @@ bool nb_is_anomaly_enabled(void);
  * sets an error makes the backward fail. Returns a handle (> 0) for
  * nb_remove_hook, or -1 with a message. nb_register_hook_ex also takes
  * free_user, called on user when the hook is removed or t is freed (and at
- * once if registering fails). */
+ * once if registering fails). Register and remove a tensor's hooks while no
+ * backward runs through it. */
 typedef nb_tensor *(*nb_grad_hook)(nb_tensor *grad, void *user);
 int nb_register_hook(nb_tensor *t, nb_grad_hook hook, void *user);
 int nb_register_hook_ex(nb_tensor *t, nb_grad_hook hook, void *user, void (*free_user)(void *));

@@ -245,6 +245,50 @@ Test(debug, trace_backward_order_and_norms) {
     free(text);
 }
 
+/* The position of the line named name, or -1. */
+static int line_of(const trace_line *lines, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(lines[i].name, name)) return i;
+    return -1;
+}
+
+Test(debug, trace_diamond_in_reverse_topological_order) {
+    /* a = 2x, b = exp(x), c = a*b, s = c + a, y = sum(s): a is used twice
+     * and must come after both its users (c and s); x after a and b. At
+     * x = [0, 0]: a = 0, b = 1; dy/ds = 1, dy/dc = 1, dy/da = b + 1 = 2,
+     * dy/db = a = 0, dy/dx = 2*2 + 0*b = 4, per element: norm 4*sqrt(2). */
+    nb_tensor *x = leaf(2, (float[]){0, 0}, "x");
+    nb_tensor *a = nb_set_name(nb_mul_scalar(x, 2), "a");
+    nb_tensor *b = nb_set_name(nb_exp(x), "b");
+    nb_tensor *c = nb_set_name(nb_mul(a, b), "c");
+    nb_tensor *s = nb_set_name(nb_add(c, a), "s");
+    nb_tensor *y = nb_set_name(nb_sum(s, NB_ALL, false), "y");
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    nb_set_trace(f, NB_TRACE_BACKWARD);
+    int rc = nb_backward(y);
+    nb_set_trace(NULL, 0);
+    fclose(f);
+    cr_assert_eq(rc, 0, "%s", nb_error());
+    trace_line lines[8];
+    int n = parse_trace(text, lines, 8);
+    cr_assert_eq(n, 6, "%s", text);
+    /* every edge user -> input: the user's line comes first */
+    const char *edges[][2] = {{"y", "s"}, {"s", "c"}, {"s", "a"}, {"c", "a"},
+                              {"c", "b"}, {"a", "x"}, {"b", "x"}};
+    for (int e = 0; e < 7; e++) {
+        int user = line_of(lines, n, edges[e][0]), input = line_of(lines, n, edges[e][1]);
+        cr_assert(user >= 0 && input >= 0 && user < input, "%s listed after its input %s:\n%s",
+                  edges[e][0], edges[e][1], text);
+    }
+    /* a receives its two contributions summed, once: dy/da = [2, 2] */
+    cr_assert_float_eq(lines[line_of(lines, n, "a")].grad, 2 * sqrt(2), 1e-5, "%s", text);
+    cr_assert_float_eq(lines[line_of(lines, n, "b")].grad, 0, 1e-6, "%s", text);
+    cr_assert_float_eq(lines[line_of(lines, n, "x")].grad, 4 * sqrt(2), 1e-5, "%s", text);
+    free(text);
+}
+
 Test(debug, trace_input_without_gradient_and_forward) {
     /* y = sum(x * c), c a constant: mul sends x's gradient c = [3, 4]
      * (norm 5) and nothing ("-") to c. Forward lines give the output norm
