@@ -236,12 +236,26 @@ bool nb_module_gradcheck(nb_module *m, nb_tensor *x, const nb_gradcheck_opts *op
     bool ok = true, have = false;
     for (int start = 0; start < n; start += GROUP) {
         int k = n - start < GROUP ? n - start : GROUP;
-        params = nb__module_parameters("nb_module_gradcheck", m, &n);
-        memcpy(list, params + start, (size_t)k * sizeof *list);
+        int now_n;
+        params = nb__module_parameters("nb_module_gradcheck", m, &now_n);
         nb_gradcheck_result r;
-        bool passed = nb_gradcheck(forward_of, &mi, k, list, &o, &r);
-        if (r.input < 0) { /* the check itself could not run */
+        bool passed = false;
+        if (!params || now_n != n) {
+            snprintf(r.message, sizeof r.message, "nb_gradcheck: %s",
+                     params ? "the module's parameters changed during the check" : "out of memory");
+            r.input = -1;
+        } else {
+            memcpy(list, params + start, (size_t)k * sizeof *list);
+            passed = nb_gradcheck(forward_of, &mi, k, list, &o, &r);
+        }
+        /* the check itself could not run (the forward failed, say): its
+         * message says why */
+        bool ran = strstr(r.message, ": passed;") || strstr(r.message, ": FAILED;");
+        if (!ran || r.input < 0) {
             worst = r;
+            worst.input = worst.index = -1;
+            snprintf(worst.message, sizeof worst.message, "nb_module_gradcheck: %.360s",
+                     strncmp(r.message, "nb_gradcheck: ", 14) ? r.message : r.message + 14);
             ok = false;
             have = false;
             break;

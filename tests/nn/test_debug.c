@@ -281,3 +281,25 @@ Test(nn_debug, hooks_out_of_memory) {
     }
     nb_module_free(dense);
 }
+
+static nb_tensor *fail_third_call(nb_module *m, nb_tensor *x, nb_tensor *y, void *user) {
+    (void)m, (void)x, (void)y;
+    if (++*(int *)user == 3) nb_set_error("my_hook: refused");
+    return NULL;
+}
+
+Test(nn_debug, module_gradcheck_reports_a_forward_that_fails) {
+    nb_module *dense = nb_dense(2, "tanh", 2);
+    int calls = 0;
+    nb_module_register_forward_hook(dense, fail_third_call, &calls);
+    nb_gradcheck_result r;
+    cr_assert_not(nb_module_gradcheck(dense, nb_ones(NB_SHAPE(1, 2)), &(nb_gradcheck_opts){.quiet = true}, &r));
+    cr_assert_eq(r.input, -1);
+    cr_assert(strstr(r.message, "nb_module_gradcheck: ") == r.message && strstr(r.message, "my_hook: refused"),
+              "%s", r.message);
+    /* and a wrong input shape, in the first forward */
+    calls = -100;
+    cr_assert_not(nb_module_gradcheck(dense, nb_ones(NB_SHAPE(1, 5)), &(nb_gradcheck_opts){.quiet = true}, &r));
+    cr_assert(strstr(r.message, "nb_module_gradcheck: the forward failed: "), "%s", r.message);
+    nb_module_free(dense);
+}
