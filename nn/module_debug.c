@@ -107,11 +107,15 @@ nb_tensor *nb__module_forward_hooked(nb_module *m, nb_tensor *x) {
     }
     nb_tensor *y = m->type->forward(m, x);
     for (struct nb__module_hook *h = m->hooks; h && y; h = h->next) {
-        if (h->kind == FORWARD) {
-            nb_tensor *r = h->forward(m, x, y, h->user);
-            if (nb_error_count() != errors) return NULL;
-            if (r) y = r;
-        } else if (h->kind == BACKWARD && nb_requires_grad(y)) {
+        if (h->kind != FORWARD) continue;
+        nb_tensor *r = h->forward(m, x, y, h->user);
+        if (nb_error_count() != errors) return NULL;
+        if (r) y = r;
+    }
+    /* backward hooks go on the output the forward hooks settled on; the
+     * closure is the one allocation per forward, made only with such hooks */
+    for (struct nb__module_hook *h = m->hooks; h && y; h = h->next) {
+        if (h->kind == BACKWARD && nb_requires_grad(y)) {
             backward_closure *c = nb_malloc(sizeof *c);
             if (!c) {
                 nb_set_error("nb_module_forward: out of memory for a backward hook of a %s",

@@ -303,3 +303,23 @@ Test(nn_debug, module_gradcheck_reports_a_forward_that_fails) {
     cr_assert(strstr(r.message, "nb_module_gradcheck: the forward failed: "), "%s", r.message);
     nb_module_free(dense);
 }
+
+static nb_tensor *record_grad(nb_module *m, nb_tensor *g, void *user) {
+    (void)m;
+    *(float *)user = nb_data(g)[0];
+    return NULL;
+}
+
+Test(nn_debug, backward_hook_sees_the_output_forward_hooks_settled_on) {
+    /* y' = 3y by a forward hook registered after the backward hook: the
+     * backward hook sits on y', whose gradient in sum(y') is 1 (on y it
+     * would be 3) */
+    nb_module *dense = nb_dense(1, "linear", 2);
+    float seen = 0;
+    nb_module_register_backward_hook(dense, record_grad, &seen);
+    nb_module_register_forward_hook(dense, tripling, NULL);
+    nb_tensor *y = nb_module_forward(dense, nb_ones(NB_SHAPE(1, 2)));
+    cr_assert_eq(nb_backward(nb_sum(y, NB_ALL, false)), 0, "%s", nb_error());
+    cr_assert_float_eq(seen, 1, 1e-6);
+    nb_module_free(dense);
+}
