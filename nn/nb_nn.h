@@ -88,6 +88,7 @@ struct nb_module {
     nb_tensor **buffers;
     char (*buffer_names)[96];
     uint64_t buffers_version;
+    struct nb__module_hook *hooks; /* module_debug.c; NULL: none */
 };
 
 /* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
@@ -136,6 +137,52 @@ void nb_module_zero_grad(nb_module *m);
  * parent is freed by that parent: freeing it directly is refused with a
  * message. NULL is fine. */
 void nb_module_free(nb_module *m);
+
+/* ---- looking inside a module (see also nb_autograd.h) ---------------------------
+ * Hooks (PyTorch's register_forward_pre_hook, register_forward_hook and
+ * register_full_backward_hook, reduced to one input and one output):
+ *   pre      called with the input before forward; may return a tensor to
+ *            use instead (NULL: keep x);
+ *   forward  called with input and output after forward; may return a
+ *            tensor to use as the output instead (NULL: keep y);
+ *   backward called during backward with the gradient arriving at the
+ *            module's output (a gradient hook, nb_register_hook, put on
+ *            each output as forward makes it); may return one of the same
+ *            shape to use instead (NULL: keep it).
+ * A tensor a hook returns follows the ownership rule (pre and forward hooks
+ * run in the caller's scope; a backward hook's result is the engine's, as
+ * for nb_register_hook); the tensors passed in are borrowed. A hook that
+ * sets an error makes the forward return NULL (or the backward fail).
+ * Hooks of a kind fire in the order registered. Each returns a handle (> 0)
+ * for nb_module_remove_hook, or -1 with a message. Removing a backward hook
+ * stops it for outputs made after the removal; outputs made before keep it
+ * until they are freed, and must not be backpropagated after m is freed. */
+typedef nb_tensor *(*nb_forward_pre_hook)(nb_module *m, nb_tensor *x, void *user);
+typedef nb_tensor *(*nb_forward_hook)(nb_module *m, nb_tensor *x, nb_tensor *y, void *user);
+typedef nb_tensor *(*nb_module_backward_hook)(nb_module *m, nb_tensor *grad_output, void *user);
+int nb_module_register_forward_pre_hook(nb_module *m, nb_forward_pre_hook hook, void *user);
+int nb_module_register_forward_hook(nb_module *m, nb_forward_hook hook, void *user);
+int nb_module_register_backward_hook(nb_module *m, nb_module_backward_hook hook, void *user);
+/* 0, or -1 with a message when m has no hook with this handle. */
+int nb_module_remove_hook(nb_module *m, int handle);
+
+/* nb_export_dot (nb_autograd.h) with the parameters of m named as
+ * nb_module_parameters names them ("0.weight") and boxed by module, on top
+ * of opts (NULL: nb_export_defaults()). For a model: nb_model_module. */
+int nb_module_export_dot(nb_module *m, const nb_tensor *t, FILE *out, const nb_export_opts *opts);
+
+/* Gradcheck of a whole module: the gradient of sum(w * m(x)), for fixed
+ * random weights w, with respect to every parameter at once, against
+ * finite differences (nb_gradcheck, with its options and tolerances).
+ * result->input is the index of the worst parameter in
+ * nb_module_parameters, result->index the element, and the message names
+ * it as "1.weight[3]". m runs in the mode it is in: put a module with
+ * dropout in eval mode first. Buffers (batch norm's running statistics)
+ * are restored after the check (a layer that builds itself on its first
+ * input: as that first forward left them). opts and result may be NULL.
+ * For a model: nb_module_gradcheck(nb_model_module(model), x, ...). */
+bool nb_module_gradcheck(nb_module *m, nb_tensor *x, const nb_gradcheck_opts *opts,
+                         nb_gradcheck_result *result);
 
 /* ---- layers ---------------------------------------------------------------------
  * Activations are named as in Keras and mean what Keras's activations of
