@@ -365,3 +365,26 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
     if (nbd > 1) shape[n++] = nb_dim(c, -1);
     return nb_composite_end(nb_reshape(c, n, shape));
 }
+
+/* ---- nb_matmul_t: the op itself, transpose flags exposed ------------------------------
+ * op(a)·op(b) for a and b of at least two axes, op(t) the transpose of the
+ * last two axes when asked: attention's q·kᵀ without copying k. */
+nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b) {
+    if (!a || !b) return NULL;
+    if (nb_ndim(a) < 2 || nb_ndim(b) < 2) {
+        nb_set_error("nb_matmul_t: cannot multiply %s by %s: both operands need at least two axes",
+                     SHAPE(a), SHAPE(b));
+        return NULL;
+    }
+    int na = nb_ndim(a), nbd = nb_ndim(b), nd;
+    int64_t ka = nb_shape(a)[na - (trans_a ? 2 : 1)], kb = nb_shape(b)[nbd - (trans_b ? 1 : 2)];
+    int64_t bshape[NB_MAX_DIMS];
+    if (ka != kb || !batch_shape(a, b, &nd, bshape)) {
+        nb_set_error("nb_matmul_t: cannot multiply %s%s by %s%s: inner dimensions %lld and %lld, "
+                     "batch dimensions must broadcast",
+                     SHAPE(a), trans_a ? " transposed" : "", SHAPE(b), trans_b ? " transposed" : "",
+                     (long long)ka, (long long)kb);
+        return NULL;
+    }
+    return mm(a, b, trans_a, trans_b);
+}
