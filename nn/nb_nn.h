@@ -376,6 +376,17 @@ nb_module *nb_layer_norm_layer(int normalized_ndim, float eps);
  * default initialiser). */
 nb_module *nb_embedding_layer(int64_t num, int64_t dim);
 
+/* ---- attention layers (nn/layers_attention.c) ----------------------------------------
+ * x [B,T,C] -> [B,T,C], C = embed_dim, a positive multiple of num_heads;
+ * causal: each position attends to itself and the earlier ones only.
+ * Multi-head self-attention: children qkv (Linear(C, 3C), q, k and v side
+ * by side) and proj (Linear(C, C)), scale 1/sqrt(C/num_heads). */
+nb_module *nb_multi_head_attention(int64_t embed_dim, int num_heads, bool causal);
+/* GPT-2's pre-LayerNorm block: x + proj(attention(ln1(x))), then
+ * x + out(gelu(fc(ln2(x)))); children ln1, qkv, proj, ln2 (LayerNorm(C),
+ * eps 1e-5), fc (Linear(C, 4C)), out (Linear(4C, C)), all built at once. */
+nb_module *nb_transformer_block(int64_t embed_dim, int num_heads, bool causal);
+
 #ifdef __cplusplus
 }
 #endif
