@@ -387,6 +387,19 @@ nb_module *nb_multi_head_attention(int64_t embed_dim, int num_heads, bool causal
  * eps 1e-5), fc (Linear(C, 4C)), out (Linear(4C, C)), all built at once. */
 nb_module *nb_transformer_block(int64_t embed_dim, int num_heads, bool causal);
 
+/* ---- sampling (nn/sample.c) ---------------------------------------------------------- */
+
+/* Draws one class index per row of logits [..., V] with nabla's seeded generator
+ * (gen NULL = the global one): softmax(logits / temperature) restricted to the top_k
+ * largest logits (top_k <= 0 or >= V: all). temperature 0 = argmax. Returns a float
+ * tensor of the leading shape holding the indices (nabla's class-label convention);
+ * NULL + message on bad input (temperature < 0, non-finite logits row, ...).
+ * Details: -inf logits are allowed (probability 0; a row all -inf is an error),
+ * NaN and +inf are not; logits tied with the top_k-th largest are all kept; argmax
+ * takes the first maximum; each row draws one uniform from the generator, except
+ * under argmax, which draws none. The result records no graph. */
+nb_tensor *nb_sample_logits(nb_tensor *logits, float temperature, int top_k, nb_generator *gen);
+
 #ifdef __cplusplus
 }
 #endif
