@@ -112,6 +112,9 @@ int nb_get_num_threads(void);
 /* op(a)·op(b) where op transposes the last two axes when its flag is set,
  * without copying: a, b at least 2-D, batch axes broadcast as in matmul. */
 nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b);
+/* x [..., in]·w [in, out] + b [out] (b may be NULL) -> [..., out], one op:
+ * the bias is the GEMM's starting value, so a dense layer is one pass. */
+nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b);
 
 /* ---- shape (ops/shape.c) -------------------------------------------------------
  * reshape and its relatives share storage with x; the others copy. */
