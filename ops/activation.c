@@ -20,6 +20,7 @@
  * almost everywhere, so second derivatives stay right away from the kinks.
  */
 #include "ops_internal.h"
+#include "parallel.h"
 
 #define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
@@ -145,14 +146,35 @@ static const nb_op gelu_grad_op = {"gelu_grad", gelu_grad_backward};
 
 /* Phi(x) + x phi(x), with cdf = Phi(x) given (a plain tensor, not an input:
  * the op's only input is x). */
+/* Both loops (gelu and gelu_grad) are spread over the thread pool: each
+ * element on its own, so any split gives the same bits. */
+#define GELU_GRAIN 16384
+typedef struct gelu_job {
+    const float *x;
+    float *y, *cdf;
+    bool grad; /* gelu_grad: y = cdf + x phi(x), cdf given */
+} gelu_job;
+
+static void gelu_items(void *ctx, int64_t begin, int64_t end) {
+    const gelu_job *j = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        float v = j->x[i];
+        if (j->grad) {
+            j->y[i] = j->cdf[i] + v * INV_SQRT_2PI * expf(-0.5f * v * v);
+        } else {
+            float c = 0.5f * (1.0f + erff(v * INV_SQRT2));
+            j->y[i] = v * c;
+            if (j->cdf) j->cdf[i] = c;
+        }
+    }
+}
+
 static nb_tensor *gelu_grad(nb_tensor *x, nb_tensor *cdf) {
     if (!x || !cdf) return NULL;
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
-    const float *px = nb_data(x), *pc = nb_data(cdf);
-    float *py = nb_data_mut(y);
-    for (int64_t i = 0, n = nb_numel(x); i < n; i++)
-        py[i] = pc[i] + px[i] * INV_SQRT_2PI * expf(-0.5f * px[i] * px[i]);
+    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = (float *)nb_data(cdf), .grad = true};
+    nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     nb_record(y, &gelu_grad_op, 1, &x);
     nb_save(y, x);
     return y;
@@ -170,14 +192,9 @@ nb_tensor *nb_gelu(nb_tensor *x) {
     nb_record(y, &gelu_op, 1, &x);
     /* Phi(x) is kept for the backward only when there will be one */
     nb_tensor *cdf = nb_op_of(y) ? nb_empty_like(x) : NULL;
-    const float *px = nb_data(x);
-    float *py = nb_data_mut(y), *pc = cdf ? nb_data_mut(cdf) : NULL;
-    for (int64_t i = 0, n = nb_numel(x); i < n; i++) {
-        float c = 0.5f * (1.0f + erff(px[i] * INV_SQRT2));
-        py[i] = px[i] * c;
-        if (pc) pc[i] = c;
-    }
     if (nb_op_of(y) && !cdf) return NULL; /* out of memory, message set */
+    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = cdf ? nb_data_mut(cdf) : NULL};
+    nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     nb_save(y, x);
     nb_save(y, cdf);
     return y;
