@@ -18,9 +18,10 @@
  *            --seed N  --data DIR
  *
  * It prints the training loss and ms/step as it goes, the validation loss
- * (mean over 20 batches) every --eval-every steps and at the end, saves a
- * checkpoint (parameters, AdamW state, step count and the batch generator)
- * that --resume continues exactly, and samples text from the prompt.
+ * (mean over the same 20 batches each time) every --eval-every steps and at
+ * the end, saves a checkpoint (parameters, AdamW state, step count and the
+ * batch generator) that --resume continues exactly, and samples text from
+ * the prompt.
  */
 #include <dirent.h>
 #include <math.h>
@@ -189,9 +190,8 @@ static nb_module *gpt_new(int64_t vocab) {
 
 /* ---- batches ------------------------------------------------------------------------- */
 
-/* x, y [BATCH, CTX]: windows of ids at random offsets, y shifted by one. */
-static void make_batch(const unsigned char *ids, size_t n, float *x, float *y) {
-    nb_generator *g = nb_default_generator();
+/* x, y [BATCH, CTX]: windows of ids at offsets drawn from g, y shifted by one. */
+static void make_batch(nb_generator *g, const unsigned char *ids, size_t n, float *x, float *y) {
     for (int b = 0; b < BATCH; b++) {
         size_t start = (size_t)(nb_generator_uniform(g) * (double)(n - CTX - 1));
         for (int t = 0; t < CTX; t++) {
@@ -201,14 +201,19 @@ static void make_batch(const unsigned char *ids, size_t n, float *x, float *y) {
     }
 }
 
-/* Mean cross-entropy over EVAL_BATCHES validation batches, without a graph. */
+/* Mean cross-entropy over EVAL_BATCHES validation batches, without a graph.
+ * The batches come from a generator of their own, seeded the same each
+ * time: every evaluation sees the same batches (so the figures compare),
+ * and training's generator, which a checkpoint saves, is left alone. */
 static float evaluate(nb_module *m, const unsigned char *ids, size_t n, float *x, float *y) {
+    nb_generator gen;
+    nb_generator_seed(&gen, 12345);
     bool was = nb_set_grad_enabled(false);
     nb_module_train(m, false);
     double total = 0;
     for (int i = 0; i < EVAL_BATCHES; i++) {
         nb_scope_begin();
-        make_batch(ids, n, x, y);
+        make_batch(&gen, ids, n, x, y);
         nb_tensor *logits = nb_module_forward(m, nb_from_array(NB_SHAPE(BATCH, CTX), x));
         total += nb_item(nb_cross_entropy_loss(logits, nb_from_array(NB_SHAPE(BATCH, CTX), y), NB_REDUCE_MEAN));
         nb_scope_end();
@@ -326,7 +331,7 @@ int main(int argc, char **argv) {
     float loss_value = NAN;
     int timed = 0;
     for (int step = 0; step < o.steps; step++) {
-        make_batch(train, ntrain, x, y);
+        make_batch(nb_default_generator(), train, ntrain, x, y);
         double t0 = now_ms();
         nb_scope_begin();
         nb_tensor *logits = nb_module_forward(model, nb_from_array(NB_SHAPE(BATCH, CTX), x));
