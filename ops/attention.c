@@ -12,8 +12,8 @@
  * where() for the causal mask, leaves the masked scores in the graph.
  *
  * masked_softmax(s, mask) = softmax(scale·s + mask) over the last axis,
- * with key j hidden from query i when causal and j > i (PyTorch's is_causal,
- * the upper-left triangle). Its gradient, with dz = y·(g − sum(g·y)) the
+ * with key j hidden from query i when causal and j > i (PyTorch's is_causal:
+ * the lower triangle kept, aligned at the top left). Its gradient, with dz = y·(g − sum(g·y)) the
  * gradient of softmax at z = scale·s + mask:
  *
  *   s: scale·dz       mask: dz (summed over the axes it was broadcast along)
