@@ -275,3 +275,33 @@ Test(layers_attention, training_is_bitwise_identical_at_one_and_two_threads) {
     nb_module_free(m[0]);
     nb_module_free(m[1]);
 }
+
+/* Every allocation failing in turn, building a block and running a forward
+ * and backward through it: NULL and a message, never a crash or a leak. */
+Test(layers_attention, allocation_failures_are_reported_and_leak_nothing) {
+    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(2, 3, 8));
+    for (int64_t n = 1; n < 100000; n++) {
+        nb_empty_cache();
+        int64_t live = nb_live_tensors();
+        nb_clear_error();
+        nb_test_alloc a = {.fail_at = n};
+        nb_set_alloc_hook(nb_test_alloc_hook, &a);
+        nb_module *b = nb_transformer_block(8, 2, true);
+        int rc = -1;
+        if (b) {
+            nb_scope_begin();
+            nb_tensor *y = nb_module_forward(b, x);
+            rc = y ? nb_backward(nb_sum(y, NB_ALL, false)) : -1;
+            nb_scope_end();
+        }
+        nb_set_alloc_hook(NULL, NULL);
+        nb_module_free(b);
+        cr_assert_eq(nb_live_tensors(), live, "allocation %lld failing leaks tensors", (long long)n);
+        if (!a.fired) {
+            cr_assert_eq(rc, 0, "failed with no allocation failing: %s", nb_error() ? nb_error() : "");
+            return;
+        }
+        if (rc != 0) cr_assert_not_null(nb_error(), "allocation %lld failing: no message", (long long)n);
+    }
+    cr_assert_fail("the walk does not end");
+}
