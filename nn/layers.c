@@ -101,7 +101,7 @@ static nb_tensor *dense_forward(nb_module *m, nb_tensor *x) {
         nb_set_grad_enabled(was);
         if (!ok) return NULL;
     }
-    return d->act->apply(nb_add(nb_matmul(x, d->weight), d->bias));
+    return d->act->apply(nb_linear_map(x, d->weight, d->bias));
 }
 
 static const nb_module_type dense_type = {"Dense", dense_forward, NULL};

@@ -466,6 +466,17 @@ nb_tensor *nb_lstm_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor *c0,
                        nb_tensor **c_n);
 nb_tensor *nb_gru_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor **h_n);
 
+/* ---- attention layers (nn/layers_attention.c) ----------------------------------------
+ * x [B,T,C] -> [B,T,C], C = embed_dim, a positive multiple of num_heads;
+ * causal: each position attends to itself and the earlier ones only.
+ * Multi-head self-attention: children qkv (Linear(C, 3C), q, k and v side
+ * by side) and proj (Linear(C, C)), scale 1/sqrt(C/num_heads). */
+nb_module *nb_multi_head_attention(int64_t embed_dim, int num_heads, bool causal);
+/* GPT-2's pre-LayerNorm block: x + proj(attention(ln1(x))), then
+ * x + out(gelu(fc(ln2(x)))); children ln1, qkv, proj, ln2 (LayerNorm(C),
+ * eps 1e-5), fc (Linear(C, 4C)), out (Linear(4C, C)), all built at once. */
+nb_module *nb_transformer_block(int64_t embed_dim, int num_heads, bool causal);
+
 /* ---- sampling (nn/sample.c) ---------------------------------------------------------- */
 
 /* Draws one class index per row of logits [..., V] with nabla's seeded generator

@@ -365,3 +365,80 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
     if (nbd > 1) shape[n++] = nb_dim(c, -1);
     return nb_composite_end(nb_reshape(c, n, shape));
 }
+
+/* ---- nb_matmul_t: the op itself, transpose flags exposed ------------------------------
+ * op(a)·op(b) for a and b of at least two axes, op(t) the transpose of the
+ * last two axes when asked: attention's q·kᵀ without copying k. */
+nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b) {
+    if (!a || !b) return NULL;
+    if (nb_ndim(a) < 2 || nb_ndim(b) < 2) {
+        nb_set_error("nb_matmul_t: cannot multiply %s by %s: both operands need at least two axes",
+                     SHAPE(a), SHAPE(b));
+        return NULL;
+    }
+    int na = nb_ndim(a), nbd = nb_ndim(b), nd;
+    int64_t ka = nb_shape(a)[na - (trans_a ? 2 : 1)], kb = nb_shape(b)[nbd - (trans_b ? 1 : 2)];
+    int64_t bshape[NB_MAX_DIMS];
+    if (ka != kb || !batch_shape(a, b, &nd, bshape)) {
+        nb_set_error("nb_matmul_t: cannot multiply %s%s by %s%s: inner dimensions %lld and %lld, "
+                     "batch dimensions must broadcast",
+                     SHAPE(a), trans_a ? " transposed" : "", SHAPE(b), trans_b ? " transposed" : "",
+                     (long long)ka, (long long)kb);
+        return NULL;
+    }
+    return mm(a, b, trans_a, trans_b);
+}
+
+/* ---- nb_linear_map: x·W + b in one op --------------------------------------------------
+ * x [..., in], w [in, out], b [out] or NULL -> [..., out]. The bias is
+ * written into the output first and the product accumulated onto it by the
+ * GEMM (beta 1), so a dense layer makes one pass over its output instead of
+ * two (the product, then a broadcasting add). Backward, with g [..., out]
+ * seen as rows [M, out] and x as [M, in]:
+ *   x: g·wᵀ       w: xᵀ·g       b: sum of g over the rows
+ * each a recorded op, so it differentiates again. */
+static void linear_map_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1);
+    int64_t in = nb_dim(w, 0), out = nb_dim(w, 1);
+    int64_t m = 1; /* the rows: every axis of g but the last */
+    for (int d = 0; d < nb_ndim(g) - 1; d++) m *= nb_shape(g)[d];
+    nb_tensor *rows = nb_reshape(g, NB_SHAPE(m, out));
+    if (nb_needs_input_grad(y, 0))
+        gx[0] = nb_reshape(nb_matmul_t(rows, w, false, true), nb_ndim(x), nb_shape(x));
+    if (nb_needs_input_grad(y, 1))
+        gx[1] = nb_matmul_t(nb_reshape(x, NB_SHAPE(m, in)), rows, true, false);
+    if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum_to(g, NB_SHAPE(out));
+}
+static const nb_op linear_map_op = {"linear_map", linear_map_backward};
+
+nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
+    if (!x || !w) return NULL;
+    int nd = nb_ndim(x);
+    if (nd < 1 || nb_ndim(w) != 2 || nb_dim(x, -1) != nb_dim(w, 0) ||
+        (b && (nb_ndim(b) != 1 || nb_dim(b, 0) != nb_dim(w, 1)))) {
+        nb_set_error("nb_linear_map: x %s, w %s, b %s: expected x [..., in], w [in, out] and b [out]",
+                     SHAPE(x), SHAPE(w), b ? SHAPE(b) : "NULL");
+        return NULL;
+    }
+    int64_t in = nb_dim(w, 0), out = nb_dim(w, 1), rows = in ? nb_numel(x) / in : 0, shape[NB_MAX_DIMS];
+    memcpy(shape, nb_shape(x), sizeof(int64_t) * (size_t)nd);
+    shape[nd - 1] = out;
+    if (in == 0) { /* no rows to read: the product is 0, the size comes from x's shape */
+        rows = 1;
+        for (int d = 0; d < nd - 1; d++) rows *= shape[d];
+    }
+    nb_tensor *y = nb__empty_for("nb_linear_map", nd, shape);
+    if (!y) return NULL;
+    float *c = nb_data_mut(y);
+    for (int64_t r = 0; r < rows; r++) {
+        if (b) memcpy(c + r * out, nb_data(b), sizeof(float) * (size_t)out);
+        else memset(c + r * out, 0, sizeof(float) * (size_t)out);
+    }
+    if (rows > 0 && out > 0 && in > 0)
+        nb_gemm(false, false, rows, out, in, nb_data(x), in, nb_data(w), out, 1.0f, c, out);
+    nb_tensor *inputs[3] = {x, w, b};
+    y = nb_record(y, &linear_map_op, b ? 3 : 2, inputs);
+    nb_save(y, x);
+    nb_save(y, w);
+    return y;
+}

@@ -154,21 +154,23 @@ nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_redu
  * function takes (what: "logits" or "log-probabilities"). */
 
 static bool check_class_inputs(const char *who, const char *what, nb_tensor *scores,
-                               nb_tensor *labels, nb_reduction r) {
+                               nb_tensor *labels, nb_reduction r, bool ignore, int64_t ignore_index) {
     if (!valid_reduction(who, r)) return false;
-    bool batched = nb_ndim(scores) == 2 && nb_ndim(labels) == 1 &&
-                   nb_dim(labels, 0) == nb_dim(scores, 0);
+    /* [N,C] with [N], or a sequence [B,T,C] with [B,T] (any leading axes) */
+    bool batched = nb_ndim(scores) >= 2 && nb_ndim(labels) == nb_ndim(scores) - 1 &&
+                   memcmp(nb_shape(labels), nb_shape(scores), sizeof(int64_t) * (size_t)nb_ndim(labels)) == 0;
     bool one = nb_ndim(scores) == 1 && nb_ndim(labels) <= 1 && nb_numel(labels) == 1;
     if (!batched && !one) {
-        nb_set_error("%s: expected %s [N,C] and labels [N] (or one sample: [C] and one label), "
-                     "got %s and %s",
+        nb_set_error("%s: expected %s [N,C] and labels [N], or [N,...,C] and [N,...] (or one "
+                     "sample: [C] and one label), got %s and %s",
                      who, what, SHAPE(scores), SHAPE(labels));
         return false;
     }
     int64_t c = nb_dim(scores, -1);
     const float *lab = nb_data(labels);
     for (int64_t i = 0; i < nb_numel(labels); i++)
-        if (!(lab[i] >= 0 && lab[i] < (float)c) || lab[i] != floorf(lab[i])) {
+        if ((!(lab[i] >= 0 && lab[i] < (float)c) || lab[i] != floorf(lab[i])) &&
+            !(ignore && lab[i] == (float)ignore_index)) {
             nb_set_error("%s: label %g at position %lld is not a class index in [0, %lld)", who,
                          (double)lab[i], (long long)i, (long long)c);
             return false;
@@ -179,7 +181,7 @@ static bool check_class_inputs(const char *who, const char *what, nb_tensor *sco
 /* -log_probs[i, labels[i]], reduced; inputs already checked. */
 static nb_tensor *nll(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) {
     int64_t n = nb_numel(labels);
-    nb_tensor *rows = nb_ndim(log_probs) == 1 ? nb_unsqueeze(log_probs, 0) : log_probs;
+    nb_tensor *rows = nb_reshape(log_probs, NB_SHAPE(-1, nb_dim(log_probs, -1)));
     nb_tensor *picked = nb_gather(rows, 1, nb_reshape(labels, NB_SHAPE(n, 1)));
     nb_tensor *loss = nb_neg(nb_reshape(picked, nb_ndim(labels), nb_shape(labels)));
     return reduce(loss, r);
@@ -187,14 +189,43 @@ static nb_tensor *nll(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) {
 
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) {
     if (!log_probs || !labels) return NULL;
-    if (!check_class_inputs("nb_nll_loss", "log-probabilities", log_probs, labels, r)) return NULL;
+    if (!check_class_inputs("nb_nll_loss", "log-probabilities", log_probs, labels, r, false, 0)) return NULL;
     nb_composite_begin();
     return nb_composite_end(nll(log_probs, labels, r));
 }
 
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r) {
     if (!logits || !labels) return NULL;
-    if (!check_class_inputs("nb_cross_entropy_loss", "logits", logits, labels, r)) return NULL;
+    if (!check_class_inputs("nb_cross_entropy_loss", "logits", logits, labels, r, false, 0)) return NULL;
     nb_composite_begin();
     return nb_composite_end(nll(nb_log_softmax(logits, -1), labels, r));
+}
+
+/* Labels equal to ignore_index (PyTorch's -100 by default, or a padding
+ * token) count for nothing: their loss is 0, they get no gradient, and the
+ * mean is over the others only, as in PyTorch. When every label is ignored
+ * that mean is 0/0 = NaN, as in PyTorch. The picked log-probabilities are
+ * multiplied by a constant mask of 0 and 1, the ignored labels first
+ * replaced by class 0 so that the gather stays in range. */
+nb_tensor *nb_cross_entropy_loss_ignore(nb_tensor *logits, nb_tensor *labels, int64_t ignore_index,
+                                        nb_reduction r) {
+    const char *who = "nb_cross_entropy_loss_ignore";
+    if (!logits || !labels) return NULL;
+    if (!check_class_inputs(who, "logits", logits, labels, r, true, ignore_index)) return NULL;
+    nb_composite_begin();
+    int64_t n = nb_numel(labels), kept = 0;
+    nb_tensor *keep = nb_empty_like(labels), *safe = nb_empty_like(labels);
+    if (!keep || !safe) return nb_composite_end(NULL);
+    const float *lab = nb_data(labels);
+    float *pk = nb_data_mut(keep), *ps = nb_data_mut(safe);
+    for (int64_t i = 0; i < n; i++) {
+        bool ignored = lab[i] == (float)ignore_index;
+        pk[i] = ignored ? 0.0f : 1.0f;
+        ps[i] = ignored ? 0.0f : lab[i];
+        kept += !ignored;
+    }
+    nb_tensor *loss = nb_mul(nll(nb_log_softmax(logits, -1), safe, NB_REDUCE_NONE), keep);
+    if (r == NB_REDUCE_MEAN) loss = nb_div_scalar(nb_sum(loss, NB_ALL, false), (float)kept);
+    else if (r == NB_REDUCE_SUM) loss = nb_sum(loss, NB_ALL, false);
+    return nb_composite_end(loss);
 }

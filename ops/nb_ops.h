@@ -109,6 +109,12 @@ nb_tensor *nb_permute(nb_tensor *x, const int *perm); /* perm has ndim entries *
  * Results are bitwise identical whatever the count. */
 void nb_set_num_threads(int n);
 int nb_get_num_threads(void);
+/* op(a)·op(b) where op transposes the last two axes when its flag is set,
+ * without copying: a, b at least 2-D, batch axes broadcast as in matmul. */
+nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b);
+/* x [..., in]·w [in, out] + b [out] (b may be NULL) -> [..., out], one op:
+ * the bias is the GEMM's starting value, so a dense layer is one pass. */
+nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b);
 
 /* ---- shape (ops/shape.c) -------------------------------------------------------
  * reshape and its relatives share storage with x; the others copy. */
@@ -149,6 +155,12 @@ nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target, nb_redu
  * logits [C] and one label. Without reduction the result has the labels'
  * shape: [N], or 0-d for one sample with a 0-d label, as in PyTorch. */
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r);
+/* Sequences too, for both class losses: logits [N,...,C] with labels [N,...]
+ * (a language model's [B,T,V] and [B,T]); the mean is over every label.
+ * cross_entropy_loss_ignore skips labels equal to ignore_index (loss 0, no
+ * gradient, left out of the mean's count), as PyTorch's ignore_index. */
+nb_tensor *nb_cross_entropy_loss_ignore(nb_tensor *logits, nb_tensor *labels, int64_t ignore_index,
+                                        nb_reduction r);
 /* log_probs [N, C] (or [C]), labels as above: -log_probs[i, labels[i]]. */
 nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r);
 
@@ -225,6 +237,20 @@ nb_tensor *nb_batch_norm(nb_tensor *x, nb_tensor *running_mean, nb_tensor *runni
  * -> [..., D] (the rows of weight); the gradient is added into the rows
  * used (index_add). Another index is an error naming it and V. */
 nb_tensor *nb_embedding(nb_tensor *weight, nb_tensor *indices);
+
+/* ---- attention (ops/attention.c) ---------------------------------------------------------
+ * q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv] (same leading axes)
+ *   -> softmax(scale·q·kᵀ + mask)·v  [..., Tq, Dv]
+ * scale 0 means 1/sqrt(D). mask: NULL, or additive scores (-INFINITY hides
+ * a key) broadcasting to [..., Tq, Tk]; it receives a gradient if it
+ * requires one. causal hides key j from query i when j > i (PyTorch's
+ * is_causal). A query whose every key is hidden gets weights 0, so an
+ * output of 0 and no gradient (PyTorch gives NaN). */
+nb_tensor *nb_scaled_dot_product_attention(nb_tensor *q, nb_tensor *k, nb_tensor *v,
+                                           nb_tensor *mask, bool causal, float scale);
+/* The fused middle step: softmax(scale·scores + mask) over the last axis,
+ * with the same mask and causal rules. scores [..., Tq, Tk]. */
+nb_tensor *nb_masked_softmax(nb_tensor *scores, nb_tensor *mask, bool causal, float scale);
 
 #ifdef __cplusplus
 }

@@ -8,9 +8,8 @@
  *
  * layer_norm keeps the leading axes (lo = 0, hi = ndim - k) and batch_norm
  * keeps the channel axis (lo = 1, hi = 2). The forward is one fused loop;
- * the backward is made of ops, recomputing mean and r from x with ops, so
- * that it is itself differentiable in x and create_graph gives the second
- * derivative:
+ * so is the backward, normalize_grad, an op of x and g whose own backward
+ * is made of ops, so that create_graph gives the second derivative:
  *
  *   dx = r · (g - mean(g) - xhat · mean(g · xhat))    (means over the normalised axes)
  *
@@ -98,20 +97,100 @@ static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
     return n;
 }
 
-/* x [..] -> xhat [..]; attributes lo, hi, eps.
- * dx = r·(g - mean(g) - xhat·mean(g·xhat)), mean and r recomputed with ops. */
-static void normalize_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *x = nb_saved(y, 0);
-    if (!x) return;
+/* ---- normalize_grad: normalize's backward, fused --------------------------------------
+ * dx = r·P(g), P(v) = v - mean(v) - xhat·mean(v·xhat) (means over the
+ * normalised axes), as one op of x and g: written with ops it was fifteen
+ * passes over the tensor (mean and r recomputed, then the formula), and a
+ * transformer step backs through nine layer norms. Its own backward, for
+ * second order, is written with ops. With u the gradient arriving at dx,
+ * m = mean(g·xhat), a = mean(u·xhat) and K = mean(u·g) - mean(u)·mean(g) - m·a
+ * (P is symmetric, and d xhat/dx = r·P, d r/dx = -r²·xhat/n):
+ *   g: r·P(u)        x: -r²·(K·xhat + a·P(g) + m·P(u))
+ * Attributes lo, hi, eps as normalize's. */
+
+/* dx for x and g viewed as [A, B, C], statistics per b as normalize_kernel
+ * computes them (the same float mean and r, so the same xhat). */
+static void normalize_grad_kernel(const float *x, const float *g, float *dx, norm_view v, double eps) {
+    double n = (double)(v.a * v.c);
+    for (int64_t j = 0; j < v.b; j++) {
+        double s = 0, ss = 0, unused = 0;
+        for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, 0, &s, &unused);
+        double mean = s / n;
+        s = 0;
+        for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, (float)mean, &s, &ss);
+        double dm = s / n - (double)(float)mean, var = ss / n - dm * dm;
+        var = var > 0 ? var : 0;
+        float fm = (float)mean, r = (float)(1.0 / sqrt(var + eps));
+        double sg = 0, sgx = 0;
+        for (int64_t i = 0; i < v.a; i++) {
+            const float *p = x + (i * v.b + j) * v.c, *q = g + (i * v.b + j) * v.c;
+            float a8[8] = {0}, b8[8] = {0};
+            int64_t k = 0;
+            for (; k + 8 <= v.c; k += 8)
+                for (int l = 0; l < 8; l++) {
+                    a8[l] += q[k + l];
+                    b8[l] += q[k + l] * ((p[k + l] - fm) * r);
+                }
+            for (int l = 0; l < 8; l++) sg += a8[l], sgx += b8[l];
+            for (; k < v.c; k++) {
+                sg += q[k];
+                sgx += (double)q[k] * ((p[k] - fm) * r);
+            }
+        }
+        float gmean = (float)(sg / n), m = (float)(sgx / n);
+        for (int64_t i = 0; i < v.a; i++) {
+            const float *p = x + (i * v.b + j) * v.c, *q = g + (i * v.b + j) * v.c;
+            float *o = dx + (i * v.b + j) * v.c;
+            for (int64_t k = 0; k < v.c; k++) o[k] = r * (q[k] - gmean - (p[k] - fm) * r * m);
+        }
+    }
+}
+
+static nb_tensor *normalize_grad(nb_tensor *x, nb_tensor *g, int lo, int hi, float eps);
+
+static void normalize_grad_backward(nb_tensor *y, nb_tensor *u, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0), *g = nb_saved(y, 1);
+    if (!x || !g) return;
     int axes[NB_MAX_DIMS];
     int n = normalized_axes(x, (int)nb_attr(y, 0), (int)nb_attr(y, 1), axes);
     float eps = (float)nb_attr(y, 2);
-    nb_tensor *xc = nb_sub(x, nb_mean(x, n, axes, true));
-    nb_tensor *r = nb_pow_scalar(nb_add_scalar(nb_mean(nb_square(xc), n, axes, true), eps), -0.5f);
+#define MEAN(t) nb_mean((t), n, axes, true)
+    nb_tensor *xc = nb_sub(x, MEAN(x));
+    nb_tensor *r = nb_pow_scalar(nb_add_scalar(MEAN(nb_square(xc)), eps), -0.5f);
     nb_tensor *xhat = nb_mul(xc, r);
-    nb_tensor *inner = nb_sub(nb_sub(g, nb_mean(g, n, axes, true)),
-                              nb_mul(xhat, nb_mean(nb_mul(g, xhat), n, axes, true)));
-    gx[0] = nb_mul(r, inner);
+    nb_tensor *a = MEAN(nb_mul(u, xhat));
+    nb_tensor *pu = nb_sub(nb_sub(u, MEAN(u)), nb_mul(xhat, a));
+    if (nb_needs_input_grad(y, 1)) gx[1] = nb_mul(r, pu);
+    if (nb_needs_input_grad(y, 0)) {
+        nb_tensor *m = MEAN(nb_mul(g, xhat));
+        nb_tensor *pg = nb_sub(nb_sub(g, MEAN(g)), nb_mul(xhat, m));
+        nb_tensor *k = nb_sub(nb_sub(MEAN(nb_mul(u, g)), nb_mul(MEAN(u), MEAN(g))), nb_mul(m, a));
+        nb_tensor *sum = nb_add(nb_add(nb_mul(k, xhat), nb_mul(a, pg)), nb_mul(m, pu));
+        gx[0] = nb_neg(nb_mul(nb_square(r), sum));
+    }
+#undef MEAN
+}
+static const nb_op normalize_grad_op = {"normalize_grad", normalize_grad_backward};
+
+static nb_tensor *normalize_grad(nb_tensor *x, nb_tensor *g, int lo, int hi, float eps) {
+    if (!x || !g) return NULL;
+    nb_tensor *dx = nb_empty_like(x);
+    if (!dx) return NULL;
+    normalize_grad_kernel(nb_data(x), nb_data(g), nb_data_mut(dx), view_of(x, lo, hi), eps);
+    nb_tensor *in[2] = {x, g};
+    dx = nb_record(dx, &normalize_grad_op, 2, in);
+    nb_save(dx, x);
+    nb_save(dx, g);
+    nb_set_attr(dx, 0, lo);
+    nb_set_attr(dx, 1, hi);
+    nb_set_attr(dx, 2, eps);
+    return dx;
+}
+
+/* x [..] -> xhat [..]; attributes lo, hi, eps. dx = normalize_grad(x, g). */
+static void normalize_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(y, 0);
+    gx[0] = normalize_grad(x, g, (int)nb_attr(y, 0), (int)nb_attr(y, 1), (float)nb_attr(y, 2));
 }
 static const nb_op layer_norm_op = {"layer_norm", normalize_backward};
 static const nb_op batch_norm_op = {"batch_norm", normalize_backward};

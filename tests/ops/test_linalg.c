@@ -436,3 +436,37 @@ Test(linalg, null_propagates_silently) {
     cr_assert_null(nb_permute(NULL, (const int[]){1, 0}));
     cr_assert_null(nb_error());
 }
+
+/* ---- linear_map: x·W + b in one op ------------------------------------------------------ */
+
+Test(linalg, linear_map_values_by_hand) {
+    /* x [2,2,3]: rows [1,2,3], [0,1,0], [1,0,0], [0,0,1]; W [3,2]; b [2] */
+    nb_tensor *x = nb_from_array(NB_SHAPE(2, 2, 3), (float[]){1, 2, 3, 0, 1, 0, 1, 0, 0, 0, 0, 1});
+    nb_tensor *w = nb_from_array(NB_SHAPE(3, 2), (float[]){1, 2, 3, 4, 5, 6});
+    nb_tensor *b = nb_from_array(NB_SHAPE(2), (float[]){0.5f, -1});
+    nb_tensor *y = nb_linear_map(x, w, b);
+    EXPECT_SHAPE(y, 2, 2, 2);
+    /* [1,2,3]·W = [22, 28]; the unit rows pick W's rows */
+    EXPECT_VALUES(y, 0, 22.5f, 27, 3.5f, 3, 1.5f, 1, 5.5f, 5);
+    EXPECT_VALUES(nb_linear_map(x, w, NULL), 0, 22, 28, 3, 4, 1, 2, 5, 6);
+    cr_assert_null(nb_linear_map(x, nb_zeros(NB_SHAPE(2, 2)), NULL));
+    EXPECT_ERROR("nb_linear_map", "[2,2,3]", "[2,2]");
+    cr_assert_null(nb_linear_map(x, w, nb_zeros(NB_SHAPE(3))));
+    EXPECT_ERROR("nb_linear_map", "b [3]");
+    nb_clear_error();
+    cr_assert_null(nb_linear_map(NULL, w, b));
+    cr_assert_null(nb_error());
+}
+
+static nb_tensor *f_linear_map(nb_tensor *const *in, void *ctx) {
+    return nb_linear_map(in[0], in[1], ctx ? in[2] : NULL);
+}
+
+Test(linalg, linear_map_gradcheck_first_and_second_order) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(2, 3, 4)), nb_test_leaf(-1, 1, NB_SHAPE(4, 5)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(5))};
+    nb_test_gradcheck(f_linear_map, in, 3, in, true);
+    nb_test_gradcheck(f_linear_map, NULL, 2, in, true);
+    nb_tensor *v[2] = {nb_test_leaf(-1, 1, NB_SHAPE(4)), in[1]}; /* one sample, 1-D */
+    nb_test_gradcheck(f_linear_map, NULL, 2, v, true);
+}

@@ -330,3 +330,68 @@ Test(loss, l1_and_huber_at_the_kinks) {
     cr_assert_eq(nb_backward(nb_huber_loss(p, t, 1, NB_REDUCE_MEAN)), 0, "%s", nb_error());
     EXPECT_VALUES(nb_grad_of(p), 0, 0, 0.25f, -0.25f, 0.25f);
 }
+
+/* ---- cross-entropy over sequences, and ignore_index ------------------------------------
+ * logits [B,T,V] and labels [B,T], as a language model has them. By hand:
+ * -log softmax(1,2,3)[2] = 0.40760596, [1] = 1.40760596, and over equal
+ * logits -log(1/3) = 1.09861229. */
+
+static nb_tensor *seq_logits(void) {
+    return nb_from_array(NB_SHAPE(2, 2, 3), (float[]){1, 2, 3, 1, 1, 1, 1, 2, 3, 0, 0, 0});
+}
+
+Test(loss, cross_entropy_over_sequences_by_hand) {
+    nb_tensor *z = seq_logits(), *y = nb_from_array(NB_SHAPE(2, 2), (float[]){2, 0, 1, 1});
+    nb_tensor *none = nb_cross_entropy_loss(z, y, NB_REDUCE_NONE);
+    EXPECT_SHAPE(none, 2, 2);
+    EXPECT_VALUES(none, 1e-6, 0.40760596f, 1.09861229f, 1.40760596f, 1.09861229f);
+    EXPECT_VALUES(nb_cross_entropy_loss(z, y, NB_REDUCE_MEAN), 1e-6, 1.00310913f);
+    EXPECT_VALUES(nb_nll_loss(nb_log_softmax(z, -1), y, NB_REDUCE_SUM), 1e-5, 4.0124365f);
+    /* the leading shapes must agree */
+    cr_assert_null(nb_cross_entropy_loss(z, nb_zeros(NB_SHAPE(2, 3)), NB_REDUCE_MEAN));
+    EXPECT_ERROR("nb_cross_entropy_loss", "[2,2,3]", "[2,3]");
+}
+
+Test(loss, cross_entropy_ignore_index_by_hand) {
+    nb_tensor *z = nb_set_requires_grad(seq_logits(), true);
+    nb_tensor *y = nb_from_array(NB_SHAPE(2, 2), (float[]){2, -100, 1, -100});
+    EXPECT_VALUES(nb_cross_entropy_loss_ignore(z, y, -100, NB_REDUCE_NONE), 1e-6, 0.40760596f, 0,
+                  1.40760596f, 0);
+    EXPECT_VALUES(nb_cross_entropy_loss_ignore(z, y, -100, NB_REDUCE_SUM), 1e-5, 1.81521192f);
+    /* the mean is over the two labels kept */
+    nb_tensor *loss = nb_cross_entropy_loss_ignore(z, y, -100, NB_REDUCE_MEAN);
+    EXPECT_VALUES(loss, 1e-6, 0.90760596f);
+    /* gradient (softmax - onehot) / 2 on the kept rows, 0 on the ignored */
+    cr_assert_eq(nb_backward(loss), 0, "%s", nb_error());
+    EXPECT_VALUES(nb_grad_of(z), 1e-6, 0.09003057f / 2, 0.24472847f / 2, (0.66524096f - 1) / 2, 0, 0,
+                  0, 0.09003057f / 2, (0.24472847f - 1) / 2, 0.66524096f / 2, 0, 0, 0);
+    /* an ignore_index that is a class: class 1 is skipped */
+    nb_tensor *y1 = nb_from_array(NB_SHAPE(2, 2), (float[]){2, 0, 1, 1});
+    EXPECT_VALUES(nb_cross_entropy_loss_ignore(seq_logits(), y1, 1, NB_REDUCE_MEAN), 1e-6,
+                  (0.40760596f + 1.09861229f) / 2);
+    /* every label ignored: 0/0, NaN as in PyTorch */
+    nb_tensor *all = nb_full(NB_SHAPE(2, 2), -1);
+    cr_assert(isnan(nb_item(nb_cross_entropy_loss_ignore(seq_logits(), all, -1, NB_REDUCE_MEAN))));
+}
+
+static nb_tensor *ce_ignore(nb_tensor *const *in, void *ctx) {
+    return nb_cross_entropy_loss_ignore(in[0], (nb_tensor *)ctx, -100, NB_REDUCE_MEAN);
+}
+
+Test(loss, cross_entropy_ignore_index_gradcheck) {
+    nb_tensor *z = nb_test_leaf(-3, 3, NB_SHAPE(2, 3, 4));
+    nb_tensor *labels = nb_from_array(NB_SHAPE(2, 3), (float[]){0, -100, 3, 2, 2, -100});
+    nb_test_gradcheck(ce_ignore, labels, 1, &z, true);
+}
+
+Test(loss, cross_entropy_ignore_index_bad_input) {
+    nb_tensor *z = seq_logits();
+    cr_assert_null(nb_cross_entropy_loss_ignore(z, nb_from_array(NB_SHAPE(2, 2), (float[]){0, 3, 1, -100}),
+                                                -100, NB_REDUCE_MEAN));
+    EXPECT_ERROR("nb_cross_entropy_loss_ignore", "label 3", "position 1");
+    cr_assert_null(nb_cross_entropy_loss_ignore(z, nb_zeros(NB_SHAPE(4)), -100, NB_REDUCE_MEAN));
+    EXPECT_ERROR("nb_cross_entropy_loss_ignore", "[2,2,3]", "[4]");
+    nb_clear_error();
+    cr_assert_null(nb_cross_entropy_loss_ignore(NULL, nb_zeros(NB_SHAPE(4)), -100, NB_REDUCE_MEAN));
+    cr_assert_null(nb_error());
+}

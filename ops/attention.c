@@ -1,0 +1,163 @@
+/* attention.c — scaled dot-product attention, the core of a transformer:
+ *
+ *   attention(q, k, v) = softmax(scale · q·kᵀ + mask) · v
+ *   q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv] -> [..., Tq, Dv]
+ *
+ * It is a composite of three ops: a matmul with k transposed by the GEMM's
+ * flags (no copy of k), one fused op for scale, mask and softmax, and a
+ * matmul by v. The two products already have their gradients (linalg.c);
+ * the fused op is here because the step between them, done with separate
+ * ops, makes four passes and three [..., Tq, Tk] temporaries (scale, add
+ * mask, softmax) where one pass and one output do, and, written with
+ * where() for the causal mask, leaves the masked scores in the graph.
+ *
+ * masked_softmax(s, mask) = softmax(scale·s + mask) over the last axis,
+ * with key j hidden from query i when causal and j > i (PyTorch's is_causal:
+ * the lower triangle kept, aligned at the top left). Its gradient, with dz = y·(g − sum(g·y)) the
+ * gradient of softmax at z = scale·s + mask:
+ *
+ *   s: scale·dz       mask: dz (summed over the axes it was broadcast along)
+ *
+ * written with ops on the saved output y, so it is differentiable again.
+ * A row whose every key is hidden (all −inf) has no softmax; PyTorch gives
+ * NaN there. nabla gives weights of 0, so the row's attention output is 0
+ * and no gradient flows through it: a padded query attends to nothing
+ * instead of poisoning the batch. Rows are independent, so they are spread
+ * over the thread pool with results identical at any thread count.
+ */
+#include "ops_internal.h"
+#include "parallel.h"
+
+/* ---- masked_softmax: the fused op ----------------------------------------------------
+ * scores [..., Tq, Tk], mask NULL or of the same shape -> weights, same shape.
+ * Attributes: 0 = scale, 1 = causal. */
+
+typedef struct msm_job {
+    const float *s, *mask;
+    float *y;
+    int64_t tq, tk;
+    float scale;
+    bool causal;
+} msm_job;
+
+static void msm_rows(void *ctx, int64_t begin, int64_t end) {
+    const msm_job *j = ctx;
+    for (int64_t r = begin; r < end; r++) {
+        const float *s = j->s + r * j->tk, *m = j->mask ? j->mask + r * j->tk : NULL;
+        float *y = j->y + r * j->tk;
+        /* keys past the query's position are hidden when causal */
+        int64_t n = j->causal ? (r % j->tq) + 1 : j->tk;
+        if (n > j->tk) n = j->tk;
+        float mx = -INFINITY;
+        for (int64_t c = 0; c < n; c++) {
+            float z = j->scale * s[c] + (m ? m[c] : 0.0f);
+            y[c] = z;
+            mx = z > mx ? z : mx;
+        }
+        if (mx == -INFINITY) { /* every key hidden: weights 0 (see the top) */
+            memset(y, 0, sizeof(float) * (size_t)j->tk);
+            continue;
+        }
+        float sum = 0;
+        for (int64_t c = 0; c < n; c++) {
+            float e = expf(y[c] - mx);
+            y[c] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int64_t c = 0; c < n; c++) y[c] *= inv;
+        for (int64_t c = n; c < j->tk; c++) y[c] = 0;
+    }
+}
+
+static void masked_softmax_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *y = nb_saved(node, 0);
+    float scale = (float)nb_attr(node, 0);
+    nb_tensor *dz = nb_mul(y, nb_sub(g, nb_sum(nb_mul(g, y), NB_AXES(-1), true)));
+    if (nb_needs_input_grad(node, 0)) gx[0] = nb_mul_scalar(dz, scale);
+    if (nb_num_inputs(node) > 1 && nb_needs_input_grad(node, 1)) gx[1] = dz;
+}
+static const nb_op masked_softmax_op = {"masked_softmax", masked_softmax_backward};
+
+/* The fused op proper; the mask, when given, already has the scores' shape. */
+static nb_tensor *masked_softmax(nb_tensor *s, nb_tensor *mask, bool causal, float scale) {
+    nb_tensor *y = nb_empty_like(s);
+    if (!y) return NULL;
+    int64_t tk = nb_dim(s, -1), rows = tk ? nb_numel(s) / tk : 0;
+    msm_job job = {.s = nb_data(s), .mask = mask ? nb_data(mask) : NULL, .y = nb_data_mut(y),
+                   .tq = nb_dim(s, -2), .tk = tk, .scale = scale, .causal = causal};
+    if (rows > 0) nb_parallel_for(rows, 4096 / (tk + 1) + 1, msm_rows, &job);
+    nb_tensor *in[2] = {s, mask};
+    y = nb_record(y, &masked_softmax_op, mask ? 2 : 1, in);
+    nb_save(y, y);
+    nb_set_attr(y, 0, scale);
+    nb_set_attr(y, 1, causal);
+    return y;
+}
+
+/* Whether mask broadcasts to the scores' shape (nd axes, shape); a message
+ * naming who when it does not. */
+static bool mask_fits(const char *who, const nb_tensor *mask, int nd, const int64_t *shape) {
+    int mnd = nb_ndim(mask);
+    bool fits = mnd <= nd;
+    for (int i = 0; fits && i < mnd; i++) {
+        int64_t m = nb_shape(mask)[mnd - 1 - i], s = shape[nd - 1 - i];
+        fits = m == s || m == 1;
+    }
+    if (!fits) {
+        char ss[NB_SHAPE_BUF];
+        nb_set_error("%s: the mask %s does not broadcast to the scores %s", who, SHAPE(mask),
+                     nb_shape_str(nd, shape, ss, sizeof ss));
+    }
+    return fits;
+}
+
+/* The fused op after the checks, the mask broadcast to the scores' shape
+ * first (the expand is recorded, so the mask's gradient is summed back). */
+static nb_tensor *masked_softmax_any(nb_tensor *s, nb_tensor *mask, bool causal, float scale) {
+    if (!s) return NULL;
+    nb_tensor *m = mask && !nb_same_shape(mask, s) ? nb_expand(mask, nb_ndim(s), nb_shape(s)) : mask;
+    if (mask && !m) return NULL;
+    return masked_softmax(s, m, causal, scale);
+}
+
+nb_tensor *nb_masked_softmax(nb_tensor *scores, nb_tensor *mask, bool causal, float scale) {
+    const char *who = "nb_masked_softmax";
+    if (!scores) return NULL;
+    if (nb_ndim(scores) < 2 || !isfinite(scale)) {
+        nb_set_error("%s: scores %s must have at least 2 axes [..., Tq, Tk] and scale %g be finite",
+                     who, SHAPE(scores), (double)scale);
+        return NULL;
+    }
+    if (mask && !mask_fits(who, mask, nb_ndim(scores), nb_shape(scores))) return NULL;
+    nb_composite_begin();
+    return nb_composite_end(masked_softmax_any(scores, mask, causal, scale));
+}
+
+/* ---- scaled dot-product attention --------------------------------------------------- */
+
+nb_tensor *nb_scaled_dot_product_attention(nb_tensor *q, nb_tensor *k, nb_tensor *v,
+                                           nb_tensor *mask, bool causal, float scale) {
+    const char *who = "nb_scaled_dot_product_attention";
+    if (!q || !k || !v) return NULL;
+    int nd = nb_ndim(q);
+    bool ok = nd >= 2 && nb_ndim(k) == nd && nb_ndim(v) == nd && isfinite(scale) && scale >= 0;
+    for (int d = 0; ok && d < nd - 2; d++)
+        ok = nb_shape(k)[d] == nb_shape(q)[d] && nb_shape(v)[d] == nb_shape(q)[d];
+    ok = ok && nb_dim(k, -1) == nb_dim(q, -1) && nb_dim(v, -2) == nb_dim(k, -2);
+    if (!ok) {
+        nb_set_error("%s: q %s, k %s, v %s, scale %g: expected q [..., Tq, D], k [..., Tk, D] and "
+                     "v [..., Tk, Dv] with the same leading axes, and a scale >= 0 (0: 1/sqrt(D))",
+                     who, SHAPE(q), SHAPE(k), SHAPE(v), (double)scale);
+        return NULL;
+    }
+    int64_t d = nb_dim(q, -1);
+    if (scale == 0) scale = d > 0 ? (float)(1.0 / sqrt((double)d)) : 1.0f;
+    int64_t sshape[NB_MAX_DIMS]; /* the scores' shape [..., Tq, Tk] */
+    memcpy(sshape, nb_shape(q), sizeof(int64_t) * (size_t)nd);
+    sshape[nd - 1] = nb_dim(k, -2);
+    if (mask && !mask_fits(who, mask, nd, sshape)) return NULL;
+    nb_composite_begin();
+    nb_tensor *s = nb_matmul_t(q, k, false, true);
+    return nb_composite_end(nb_matmul(masked_softmax_any(s, mask, causal, scale), v));
+}
