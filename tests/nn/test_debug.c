@@ -232,7 +232,7 @@ Test(nn_debug, module_gradcheck_restores_buffers_and_reports_errors) {
 /* ---- anomaly mode through a layer -------------------------------------------------------- */
 
 Test(nn_debug, anomaly_inside_a_layer_names_the_calling_line) {
-    /* an infinite input makes Dense's matmul produce infinities; the place
+    /* an infinite input makes Dense's x·W + b (linear_map) produce infinities; the place
      * is the line that ran the layer */
     nb_module *dense = nb_dense(2, "linear", 2);
     nb_tensor *x = nb_from_array(NB_SHAPE(1, 2), (float[]){INFINITY, 1});
@@ -243,7 +243,7 @@ Test(nn_debug, anomaly_inside_a_layer_names_the_calling_line) {
     cr_assert_null(y);
     char where[64];
     snprintf(where, sizeof where, "test_debug.c:%d", line);
-    EXPECT_ERROR("nb_module_forward: anomaly detection: op 'matmul' produced", "input shapes [1,2] [2,2]",
+    EXPECT_ERROR("nb_module_forward: anomaly detection: op 'linear_map' produced", "input shapes [1,2] [2,2]",
                  where);
     nb_module_free(dense);
 }
