@@ -174,6 +174,16 @@ nb_module *nb_sequential(int n, nb_module *const *layers);
 int nb_sequential_add(nb_module *seq, nb_module *layer);
 int nb_sequential_len(const nb_module *seq);
 nb_module *nb_sequential_at(const nb_module *seq, int i);
+/* seq's forward in `segments` runs of consecutive layers, each but the last
+ * under nb_checkpoint (PyTorch's checkpoint_sequential): about sqrt(layers)
+ * segments keep memory of order sqrt(layers) layers' intermediates, for
+ * one more forward of all but the last segment during backward; gradients
+ * are those of nb_module_forward(seq, x), bitwise. Dropout draws the same
+ * masks when recomputed; a layer with running statistics (batch norm in
+ * training mode) updates them again when recomputed, as in PyTorch. Every
+ * layer must have its parameters already (input_dim given, or one plain
+ * forward run). NULL with a message on error. */
+nb_tensor *nb_sequential_checkpoint(nb_module *seq, int segments, nb_tensor *x);
 
 /* ---- initialisers (nn/init.c) ---------------------------------------------------
  * Fill an existing tensor in place from gen (NULL: the default generator).
