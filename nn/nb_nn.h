@@ -386,6 +386,30 @@ nb_module *nb_layer_norm_layer(int normalized_ndim, float eps);
  * default initialiser). */
 nb_module *nb_embedding_layer(int64_t num, int64_t dim);
 
+/* ---- per-sample gradients (nn/per_sample.c) -------------------------------------
+ * grads[i] = the gradient of each example's loss with respect to parameter
+ * i of m (the order of nb_module_parameters), shaped [N, ...parameter's
+ * shape]; NULL for a parameter that does not require grad. Example k's
+ * loss is the mean of loss(pred_k, y_k, NB_REDUCE_NONE) over its elements,
+ * so that the mean over k of grads[i][k] is the gradient of the batch's
+ * NB_REDUCE_MEAN loss. Any op loss fits: nb_mse_loss, nb_cross_entropy_loss.
+ * *losses (unless losses is NULL) gets the N example losses, without graph.
+ * m is a Sequential or a single layer; Dense, Linear, Conv2D and Embedding
+ * layers use the outer-product rule (one forward and one backward for the
+ * batch); with any other layer that has parameters, or with opts->loop,
+ * every example runs its own forward and backward. Layers without
+ * parameters must treat examples independently (batch norm in training
+ * mode does not: it has parameters and takes the loop, where each example
+ * is a batch of one). Dropout draws one mask for the batch on the fast path
+ * and one per example on the loop. Layers must be built. Returns 0, or -1
+ * with a message. Results follow the ownership rule. */
+typedef nb_tensor *(*nb_reduced_loss_fn)(nb_tensor *pred, nb_tensor *target, nb_reduction r);
+typedef struct nb_per_sample_opts {
+    bool loop; /* one backward per example even where a rule exists */
+} nb_per_sample_opts;
+int nb_per_sample_grads(nb_module *m, nb_reduced_loss_fn loss, nb_tensor *x, nb_tensor *y,
+                        nb_tensor **grads, nb_tensor **losses, const nb_per_sample_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif
