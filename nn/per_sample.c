@@ -153,16 +153,22 @@ static bool fast_path(const char *who, nb_module *m, nb_reduced_loss_fn loss, nb
         case NB__LINEAR_CONV2D: r->z = nb_conv2d(h, p->weight, p->bias, &p->conv); break;
         case NB__LINEAR_EMBEDDING: r->z = nb_embedding(p->weight, h); break;
         }
-        zs[nrec++] = r->z;
         h = r->z ? p->act(r->z) : NULL;
+        nrec++;
     }
     nb_tensor *per = h ? per_example_loss(who, loss, h, y, n) : NULL;
     nb_tensor *total = nb_sum(per, NB_ALL, false);
-    bool ok = total && (nrec == 0 || nb_grad(1, &total, NULL, nrec, zs, gz,
-                                             &(nb_grad_opts){.materialize_grads = true}) == 0);
-    for (int k = 0; ok && k < nrec; k++) {
+    /* a layer whose parameters are all frozen, before any that learns, has
+     * a z without graph: it is left out */
+    int nz = 0;
+    for (int k = 0; k < nrec; k++)
+        if (nb_requires_grad(rec[k].z)) zs[nz++] = rec[k].z;
+    bool ok = total && (nz == 0 || nb_grad(1, &total, NULL, nz, zs, gz,
+                                           &(nb_grad_opts){.materialize_grads = true}) == 0);
+    for (int k = 0, j = 0; ok && k < nrec; k++) {
+        if (!nb_requires_grad(rec[k].z)) continue;
         nb_tensor *gw = NULL, *gb = NULL;
-        ok = layer_grads(&rec[k], gz[k], n, &gw, &gb);
+        ok = layer_grads(&rec[k], gz[j++], n, &gw, &gb);
         int iw = ok ? param_index(params, count, rec[k].parts.weight) : -1;
         int ib = ok && gb ? param_index(params, count, rec[k].parts.bias) : -1;
         if (iw >= 0 && nb_requires_grad(params[iw])) grads[iw] = gw;

@@ -79,10 +79,10 @@ Test(per_sample, cnn_matches_the_loop) {
         nb_max_pool2d_layer(2, 2, NULL),
         nb_conv2d_layer(2, 2, 2, &(nb_conv2d_layer_opts){.stride = {2, 1}, .no_bias = true,
                                                          .input_shape = {3}}),
-        nb_flatten_layer(), nb_dense(3, NULL, 2 * 1 * 2)});
+        nb_flatten_layer(), nb_dense(3, NULL, 2 * 1 * 1)});
     cr_assert_not_null(m, "%s", nb_error());
-    nb_tensor *labels = nb_from_array(NB_SHAPE(5), (float[]){0, 2, 1, 1, 0});
-    check_model(m, nb_cross_entropy_loss, nb_randn(NB_SHAPE(5, 2, 6, 6)), labels, 1e-5);
+    nb_tensor *labels = nb_from_array(NB_SHAPE(3), (float[]){0, 2, 1});
+    check_model(m, nb_cross_entropy_loss, nb_randn(NB_SHAPE(3, 2, 5, 5)), labels, 1e-5);
     nb_module_free(m);
 }
 
@@ -108,6 +108,23 @@ Test(per_sample, layers_without_a_rule_take_the_loop) {
     nb_tensor *x = nb_randn(NB_SHAPE(4, 3));
     nb_module_forward(m, x); /* builds the layer norm */
     check_model(m, nb_mse_loss, x, nb_randn(NB_SHAPE(4, 2)), 1e-5);
+    nb_module_free(m);
+}
+
+Test(per_sample, a_frozen_first_layer) {
+    nb_module *m = nb_sequential(2, (nb_module *[]){nb_dense(3, "tanh", 2), nb_dense(1, NULL, 3)});
+    int count;
+    nb_tensor **p = nb_module_parameters(m, &count);
+    nb_set_requires_grad(p[0], false);
+    nb_set_requires_grad(p[1], false);
+    nb_tensor *fast[4], *loop[4], *x = nb_randn(NB_SHAPE(3, 2)), *y = nb_randn(NB_SHAPE(3, 1));
+    cr_assert_eq(nb_per_sample_grads(m, nb_mse_loss, x, y, fast, NULL, NULL), 0, "%s", nb_error());
+    cr_assert_eq(nb_per_sample_grads(m, nb_mse_loss, x, y, loop, NULL, &(nb_per_sample_opts){.loop = true}),
+                 0, "%s", nb_error());
+    cr_assert_null(fast[0]);
+    cr_assert_null(fast[1]);
+    expect_close(fast[2], loop[2], 1e-6);
+    expect_close(fast[3], loop[3], 1e-6);
     nb_module_free(m);
 }
 

