@@ -108,9 +108,13 @@ static void checkpoint_backward(nb_tensor *node, nb_tensor *gy, nb_tensor **gx) 
         bool was = nb_set_grad_enabled(true);
         nb_generator *g = nb_default_generator(), now = *g;
         *g = c.rng;
+        uint64_t errors = nb_error_count();
         y = c.f(args, c.ctx_size ? (void *)(bytes + ctx_offset(n)) : c.ctx);
         *g = now;
         nb_set_grad_enabled(was);
+        /* the engine tells failure by a message: a silent NULL needs one */
+        if (!y && nb_error_count() == errors)
+            nb_set_error("nb_backward: the checkpointed function returned NULL when recomputed");
     }
     if (y && !nb_same_shape(y, node)) {
         nb_set_error("nb_backward: the checkpointed function returned shape %s when recomputed, %s "

@@ -205,6 +205,21 @@ Test(checkpoint, without_grad_it_is_a_plain_call) {
     cr_assert_not(nb_requires_grad(y));
 }
 
+/* NULL, silently, on its second call: the recomputation */
+static nb_tensor *fails_when_recomputed(nb_tensor *const *in, void *ctx) {
+    int *calls = ctx;
+    return ++*calls > 1 ? NULL : nb_mul_scalar(in[0], 2.0f);
+}
+
+Test(checkpoint, a_recomputation_that_fails_fails_the_backward) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3));
+    int calls = 0;
+    nb_tensor *y = nb_sum(nb_checkpoint(fails_when_recomputed, &calls, 0, 1, &x), NB_ALL, false);
+    cr_assert_eq(nb_backward(y), -1);
+    EXPECT_ERROR("checkpointed function returned NULL");
+    cr_assert_null(nb_grad_of(x));
+}
+
 Test(checkpoint, errors) {
     nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), *w = nb_test_leaf(-1, 1, NB_SHAPE(3, 3));
     cr_assert_null(nb_checkpoint(NULL, NULL, 0, 1, &x));
