@@ -8,11 +8,12 @@
  * rebuilt from two tensors that backward does keep per example: the
  * layer's input a and the gradient gz at its linear output z. For Dense,
  * z_n = a_n W + b, so dL_n/dW = a_n^T gz_n (an outer product per example,
- * summed over any middle axes) and dL_n/db = gz_n; Conv2D's is
- * conv2d_weight_grad on each example; Embedding's adds each example's rows
- * of gz into a [V, D] block of its own. The forward runs once, the loss is
- * the sum of the examples' losses (each example's gradient at z is then
- * that example's own), and one backward gives every gz.
+ * summed over any middle axes, one batched matmul) and dL_n/db = gz_n;
+ * Conv2D's is conv2d_weight_grad on each example; Embedding's adds each
+ * example's rows of gz at its indices into a [V, D] block of its own. The
+ * forward runs once, the loss is the sum of the examples' losses (each
+ * example's gradient at z is then that example's own), and one backward
+ * gives every gz.
  *
  * Any other layer with parameters (normalisation, a custom module) falls
  * back to one forward and backward per example, which is always right and
@@ -85,29 +86,29 @@ static bool layer_grads(const layer_record *r, nb_tensor *gz, int64_t n, nb_tens
         *gb = nb_sum(g3, NB_AXES(1), false);         /* [n, out] */
         break;
     }
-    case NB__LINEAR_CONV2D: {
+    case NB__LINEAR_CONV2D:
+    case NB__LINEAR_EMBEDDING: {
+        /* one op per example: conv2d's weight gradient, or example k's rows
+         * of gz added at its indices into a [V, D] block of its own (index
+         * values stay exact in float, which an index shifted by k·V would
+         * not beyond 2^24) */
         nb_tensor *rows_inline[INLINE_LAYERS], **rows = rows_inline;
         if (n > INLINE_LAYERS && !(rows = nb_malloc((size_t)n * sizeof *rows))) {
             nb_set_error("nb_per_sample_grads: out of memory");
             return false;
         }
-        for (int64_t k = 0; k < n; k++)
-            rows[k] = nb_conv2d_weight_grad(nb_slice(a, 0, k, k + 1, 1), nb_slice(gz, 0, k, k + 1, 1),
-                                            p->kh, p->kw, &p->conv);
+        int64_t d = nb_dim(p->weight, -1);
+        for (int64_t k = 0; k < n; k++) {
+            nb_tensor *ak = nb_slice(a, 0, k, k + 1, 1), *gk = nb_slice(gz, 0, k, k + 1, 1);
+            rows[k] = p->kind == NB__LINEAR_CONV2D
+                          ? nb_conv2d_weight_grad(ak, gk, p->kh, p->kw, &p->conv)
+                          : nb_index_add(nb_zeros_like(p->weight), 0, nb_reshape(ak, NB_SHAPE(-1)),
+                                         nb_reshape(gk, NB_SHAPE(-1, d)));
+        }
         *gw = nb_stack((int)n, rows, 0);
         if (rows != rows_inline) nb_free(rows);
-        *gb = p->bias ? nb_sum(gz, NB_AXES(2, 3), false) : NULL; /* [n, filters] */
-        break;
-    }
-    case NB__LINEAR_EMBEDDING: {
-        /* example k's indices shifted by k·V land in a [V, D] block of its own */
-        int64_t v = nb_dim(p->weight, 0), d = nb_dim(p->weight, 1);
-        nb_tensor *shift = nb_reshape(nb_arange(0, (double)(n * v), (double)v), NB_SHAPE(n, 1));
-        nb_tensor *index = nb_reshape(nb_add(nb_reshape(a, NB_SHAPE(n, -1)), shift), NB_SHAPE(-1));
-        nb_tensor *blocks = nb_index_add(nb_zeros(NB_SHAPE(n * v, d)), 0, index,
-                                         nb_reshape(gz, NB_SHAPE(-1, d)));
-        *gw = nb_reshape(blocks, NB_SHAPE(n, v, d));
-        *gb = NULL;
+        /* conv2d's bias: [n, filters] */
+        *gb = p->bias ? nb_sum(gz, NB_AXES(2, 3), false) : NULL;
         break;
     }
     }
