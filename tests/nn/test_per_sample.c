@@ -166,3 +166,38 @@ Test(per_sample, errors) {
     nb_module_free(lazy);
     nb_module_free(m);
 }
+
+/* Example k's loss alone, for finite differences. */
+static float example_loss(nb_module *m, nb_tensor *x, nb_tensor *y, int64_t k) {
+    nb_scope_begin();
+    bool was = nb_set_grad_enabled(false);
+    nb_tensor *pred = nb_module_forward(m, nb_slice(x, 0, k, k + 1, 1));
+    float l = nb_item(nb_mse_loss(pred, nb_slice(y, 0, k, k + 1, 1), NB_REDUCE_MEAN));
+    nb_set_grad_enabled(was);
+    nb_scope_end();
+    return l;
+}
+
+Test(per_sample, against_finite_differences) {
+    nb_module *m = nb_sequential(2, (nb_module *[]){nb_dense(4, "tanh", 3), nb_dense(2, "sigmoid", 4)});
+    int count;
+    nb_tensor **p = nb_module_parameters(m, &count), *g[4];
+    nb_tensor *x = nb_randn(NB_SHAPE(3, 3)), *y = nb_randn(NB_SHAPE(3, 2));
+    cr_assert_eq(nb_per_sample_grads(m, nb_mse_loss, x, y, g, NULL, NULL), 0, "%s", nb_error());
+    const float h = 1e-2f;
+    for (int i = 0; i < count; i++)
+        for (int64_t e = 0; e < nb_numel(p[i]); e += 3)
+            for (int64_t k = 0; k < 3; k++) {
+                float orig = nb_data(p[i])[e];
+                nb_data_mut(p[i])[e] = orig + h;
+                double lp = example_loss(m, x, y, k);
+                nb_data_mut(p[i])[e] = orig - h;
+                double lm = example_loss(m, x, y, k);
+                nb_data_mut(p[i])[e] = orig;
+                double fd = (lp - lm) / (2.0 * h);
+                float got = nb_data(g[i])[k * nb_numel(p[i]) + e];
+                cr_assert_float_eq(got, fd, 2e-3, "parameter %d element %lld example %lld: %g, "
+                                   "differences %g", i, (long long)e, (long long)k, (double)got, fd);
+            }
+    nb_module_free(m);
+}
