@@ -666,17 +666,27 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
         }
         if (!g) { /* unused: allowed, or run_backward would have failed */
             if (o.materialize_grads) grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
+            if (o.materialize_grads && !grads[i]) rc = -1;
             continue;
         }
         if (atomic_load(&g->refcount) == 1 && !g->caller_ref && !g->container_ref &&
             g->scope_depth == 0) {
-            nb__scope_adopt(g);
+            if (nb__scope_adopt(g)) continue;
+            nb__tensor_decref(g);
+            grads[i] = NULL;
+            nb_set_error("nb_grad: out of memory");
+            rc = -1;
             continue;
         }
         bool was = nb_set_grad_enabled(create_graph);
         grads[i] = alias(g);
         nb_set_grad_enabled(was);
         nb__tensor_decref(g);
+        if (!grads[i]) rc = -1;
     }
+    /* On failure no gradient is handed out: those already given to the
+     * scope are released when it closes. */
+    if (rc != 0)
+        for (int i = 0; i < ninputs; i++) grads[i] = NULL;
     return rc;
 }

@@ -91,9 +91,14 @@ static bool scope_push(nb_tensor *t) {
     return true;
 }
 
-void nb__scope_adopt(nb_tensor *t) {
-    if (scopes.depth > 0 && scope_push(t)) return;
-    t->caller_ref = true;
+bool nb__scope_adopt(nb_tensor *t) {
+    if (scopes.depth == 0) {
+        t->caller_ref = true;
+        return true;
+    }
+    /* Handing the tensor to the caller instead would leak it in code that
+     * relies on the scope, so creation fails with the caller's message. */
+    return scope_push(t);
 }
 
 /* A tensor owned by a scope of this thread: clears its slot. Returns false

@@ -187,7 +187,11 @@ nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->numel = numel;
     t->storage = s;
-    nb__scope_adopt(t);
+    if (!nb__scope_adopt(t)) {
+        nb__tensor_decref(t);
+        nb_set_error("%s: out of memory", who);
+        return NULL;
+    }
     return t;
 }
 
@@ -206,7 +210,11 @@ nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape) {
     t->numel = base->numel;
     t->storage = base->storage;
     atomic_fetch_add(&t->storage->refcount, 1);
-    nb__scope_adopt(t);
+    if (!nb__scope_adopt(t)) {
+        nb__tensor_decref(t);
+        nb_set_error("nb_reshape: out of memory");
+        return NULL;
+    }
     return t;
 }
 

@@ -104,7 +104,9 @@ void nb__map_free(nb__tensor_map *m);
 bool nb__grow(void **p, int64_t n, size_t size);
 
 /* ownership.c */
-void nb__scope_adopt(nb_tensor *t); /* new tensor: give to scope or caller */
+/* New tensor: given to the innermost open scope, or to the caller when none is
+ * open. False when the scope's list cannot grow: the caller frees t and fails. */
+bool nb__scope_adopt(nb_tensor *t);
 void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit */
 
 /* engine.c */

@@ -36,14 +36,16 @@ typedef struct nb__linear_parts {
     nb__linear_kind kind;
     nb_tensor *weight, *bias; /* bias NULL when there is none */
     nb_tensor *(*act)(nb_tensor *z);
-    nb_conv2d_opts conv;      /* Conv2D: the options for this input ("same" resolved) */
+    nb_conv2d_opts conv;      /* Conv2D: the options for its input ("same" resolved) */
     int kh, kw;
 } nb__linear_parts;
-/* Fills *p for a built Dense, Conv2D or Embedding about to see x; false
- * for any other module (or one not built yet), or with a message when x
- * does not fit. */
+/* Fill *p for a built Dense, Conv2D or Embedding; false for any other
+ * module or one not built yet. For Conv2D with "same" padding *x is the
+ * input it is about to see, replaced by that input with the odd row or
+ * column of padding added (as the layer's forward does); x may be NULL
+ * when only the type matters. */
 bool nb__dense_parts(const nb_module *m, nb__linear_parts *p);
-bool nb__conv2d_parts(const nb_module *m, const nb_tensor *x, nb__linear_parts *p);
+bool nb__conv2d_parts(const nb_module *m, nb_tensor **x, nb__linear_parts *p);
 bool nb__embedding_parts(const nb_module *m, nb__linear_parts *p);
 
 /* The function of the activation called name (Keras's names, as nb_dense

@@ -34,7 +34,9 @@ typedef struct layer_record {
     nb_tensor *a, *z;
 } layer_record;
 
-static bool linear_parts(nb_module *layer, const nb_tensor *x, nb__linear_parts *p) {
+/* *x may be replaced by the input the layer's op really sees (Conv2D's
+ * "same" padding with an odd total adds a row or column). */
+static bool linear_parts(nb_module *layer, nb_tensor **x, nb__linear_parts *p) {
     return nb__dense_parts(layer, p) || nb__conv2d_parts(layer, x, p) || nb__embedding_parts(layer, p);
 }
 
@@ -143,11 +145,12 @@ static bool fast_path(const char *who, nb_module *m, nb_reduced_loss_fn loss, nb
     for (int i = 0; i < nlayers && h; i++) {
         nb_module *layer = layer_at(m, i);
         layer_record *r = &rec[nrec];
-        if (!linear_parts(layer, h, &r->parts)) {
+        if (!linear_parts(layer, &h, &r->parts)) {
             h = nb_module_forward(layer, h);
             continue;
         }
         const nb__linear_parts *p = &r->parts;
+        if (!h) break; /* the padding failed: its message is set */
         r->a = h;
         switch (p->kind) {
         case NB__LINEAR_DENSE: r->z = nb_add(nb_matmul(h, p->weight), p->bias); break;

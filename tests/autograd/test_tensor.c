@@ -191,3 +191,31 @@ Test(tensor, export_dot_escapes_names) {
     /* nothing after the label's string is left over from the name */
     cr_assert(strstr(buf, "style=filled"), "%s", buf);
 }
+
+/* The scope's list of tensors grows by doubling from 1024 entries; refusing
+ * exactly that growth makes the next new tensor find no room in its scope. */
+static bool refuse_scope_list(size_t size, void *user) {
+    (void)user;
+    return size != 1024 * sizeof(nb_tensor *);
+}
+
+/* A new tensor the scope cannot take must not go to the caller instead: code
+ * that relies on the scope would never release it. Creation fails. */
+Test(tensor, no_room_in_the_scope_fails_creation) {
+    nb_scope_end(); /* the test's own scope: x below is made with none open */
+    nb_tensor *x = nb_ones(NB_SHAPE(2));
+    int64_t live = nb_live_tensors();
+    nb_scope_begin();
+    nb_alloc_hook old = nb_set_alloc_hook(refuse_scope_list, NULL);
+    nb_tensor *z = nb_zeros(NB_SHAPE(1));
+    cr_assert_null(z);
+    EXPECT_ERROR("nb_zeros", "out of memory");
+    nb_clear_error();
+    cr_assert_null(nb_detach(x));
+    EXPECT_ERROR("out of memory");
+    cr_assert_eq(nb_live_tensors(), live, "a tensor nobody owns is alive");
+    nb_set_alloc_hook(old, NULL);
+    nb_scope_end();
+    nb_release(x);
+    nb_scope_begin();
+}

@@ -1,11 +1,13 @@
 /* test_per_sample.c — per-sample gradients (nb_per_sample_grads).
  *
  * The outer-product rules (Dense, Conv2D, Embedding) are checked against a
- * gradient worked out by hand for a one-unit Linear, and against the loop
- * of one forward and backward per example (opts.loop) on an MLP, a CNN
- * with "same" padding, stride and pooling, an embedding model and a Dense
- * over 3-D inputs; the mean of the per-example gradients must be the batch
- * gradient of the mean loss. Layers without a rule take the loop.
+ * gradient worked out by hand for a one-unit Linear, against finite
+ * differences of each example's loss, and against the loop of one forward
+ * and backward per example (opts.loop) on an MLP, a CNN with "same"
+ * padding (an even kernel among them), stride and pooling, an embedding
+ * model and a Dense over 3-D inputs; the mean of the per-example gradients
+ * must be the batch gradient of the mean loss. Layers without a rule take
+ * the loop.
  */
 #include <string.h>
 
@@ -74,7 +76,8 @@ Test(per_sample, dense_over_a_sequence_sums_the_middle_axis) {
 
 Test(per_sample, cnn_matches_the_loop) {
     nb_module *m = nb_sequential(5, (nb_module *[]){
-        nb_conv2d_layer(3, 3, 3, &(nb_conv2d_layer_opts){.same = true, .activation = "relu",
+        /* an even kernel height: "same" pads one more row at the bottom */
+        nb_conv2d_layer(3, 2, 3, &(nb_conv2d_layer_opts){.same = true, .activation = "relu",
                                                          .input_shape = {2}}),
         nb_max_pool2d_layer(2, 2, NULL),
         nb_conv2d_layer(2, 2, 2, &(nb_conv2d_layer_opts){.stride = {2, 1}, .no_bias = true,

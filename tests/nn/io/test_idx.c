@@ -195,8 +195,6 @@ Test(idx, out_of_memory_at_every_allocation) {
         nb_set_alloc_hook(NULL, NULL);
         if (x) {
             EXPECT_VALUES(x, 0, 0, 51, 102, 153, 204, 255, 1, 2, 3, 4, 5, 6);
-            /* when the scope could not take x (its list failed to grow), x
-             * is the caller's: keep-and-release frees it either way */
             nb_release(nb_keep(x));
             if (!a.fired) break;
             continue;
