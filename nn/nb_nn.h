@@ -499,8 +499,9 @@ nb_tensor *nb_sample_logits(nb_tensor *logits, float temperature, int top_k, nb_
  * *losses (unless losses is NULL) gets the N example losses, without graph.
  * m is a Sequential or a single layer; Dense, Linear, Conv2D and Embedding
  * layers use the outer-product rule (one forward and one backward for the
- * batch); with any other layer that has parameters, or with opts->loop,
- * every example runs its own forward and backward. Layers without
+ * batch); with any other layer that has parameters, a module or layer
+ * with hooks, or opts->loop, every example runs its own forward and
+ * backward. Layers without
  * parameters must treat examples independently (batch norm in training
  * mode does not: it has parameters and takes the loop, where each example
  * is a batch of one). Dropout draws one mask for the batch on the fast path

@@ -19,7 +19,8 @@
  * back to one forward and backward per example, which is always right and
  * is what the tests compare the fast path against. Layers without
  * parameters (activations, dropout, pooling, flatten) are assumed, as in
- * Opacus, to treat examples independently.
+ * Opacus, to treat examples independently. A module with hooks takes the
+ * loop too, so that its hooks see what they would see in its forward.
  */
 #include "nn_internal.h"
 
@@ -47,8 +48,12 @@ static nb_module *layer_at(nb_module *m, int i) { return nb__is_sequential(m) ? 
 /* Whether every layer with parameters has a rule (Dense, Conv2D, Embedding,
  * built). Checked on the layer types alone, before any forward. */
 static bool fast_path_applies(nb_module *m) {
+    /* a module with hooks is run as it is, hooks and all, by the loop: the
+     * fast path computes the layers of a rule from their parts */
+    if (m->hooks) return false;
     for (int i = 0; i < num_layers(m); i++) {
         nb_module *layer = layer_at(m, i);
+        if (layer->hooks) return false;
         int count = 0;
         nb_module_parameters(layer, &count);
         nb__linear_parts p;

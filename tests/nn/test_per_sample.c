@@ -131,6 +131,25 @@ Test(per_sample, a_frozen_first_layer) {
     nb_module_free(m);
 }
 
+/* doubles the layer's output */
+static nb_tensor *double_output(nb_module *m, nb_tensor *x, nb_tensor *y, void *user) {
+    (void)m, (void)x, (void)user;
+    return nb_mul_scalar(y, 2.0f);
+}
+
+Test(per_sample, a_forward_hook_is_honoured) {
+    nb_module *m = nb_sequential(2, (nb_module *[]){nb_dense(3, "tanh", 2), nb_dense(1, NULL, 3)});
+    nb_tensor *x = nb_randn(NB_SHAPE(3, 2)), *y = nb_randn(NB_SHAPE(3, 1)), *plain[4], *hooked[4];
+    cr_assert_eq(nb_per_sample_grads(m, nb_mse_loss, x, y, plain, NULL, NULL), 0, "%s", nb_error());
+    cr_assert_gt(nb_module_register_forward_hook(nb_sequential_at(m, 0), double_output, NULL), 0);
+    check_model(m, nb_mse_loss, x, y, 1e-5);
+    cr_assert_eq(nb_per_sample_grads(m, nb_mse_loss, x, y, hooked, NULL, NULL), 0, "%s", nb_error());
+    bool differ = false;
+    for (int64_t i = 0; i < nb_numel(plain[2]); i++) differ |= nb_data(plain[2])[i] != nb_data(hooked[2])[i];
+    cr_assert(differ, "the hook changed nothing");
+    nb_module_free(m);
+}
+
 Test(per_sample, frozen_parameters_get_null) {
     nb_module *m = nb_linear(3, 2);
     nb_tensor **p = nb_module_parameters(m, &(int){0});
