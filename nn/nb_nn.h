@@ -227,7 +227,8 @@ nb_module *nb_sequential_at(const nb_module *seq, int i);
  * one more forward of all but the last segment during backward; gradients
  * are those of nb_module_forward(seq, x), bitwise. Dropout draws the same
  * masks when recomputed; a layer with running statistics (batch norm in
- * training mode) updates them again when recomputed, as in PyTorch. Every
+ * training mode) updates them again when recomputed, and the layers'
+ * forward hooks run again, as in PyTorch (seq's own hooks do not run). Every
  * layer must have its parameters already (input_dim given, or one plain
  * forward run). NULL with a message on error. */
 nb_tensor *nb_sequential_checkpoint(nb_module *seq, int segments, nb_tensor *x);
