@@ -281,6 +281,7 @@ typedef struct buffers {
     nb_tensor **nodes; /* by visit index */
     nb_tensor **acc;   /* the gradient accumulated so far, by visit index */
     int *capture;      /* nb_grad input index + 1, by visit index */
+    bool *runs;        /* nb_grad: a gradient through the node reaches an input */
     int64_t *order;    /* visit indices in post-order: inputs before users */
     frame *stack;
     int64_t count, cap;
@@ -293,6 +294,7 @@ static void free_buffers(buffers *b) {
     nb_free(b->nodes);
     nb_free(b->acc);
     nb_free(b->capture);
+    nb_free(b->runs);
     nb_free(b->order);
     nb_free(b->stack);
     nb__map_free(&b->map);
@@ -328,6 +330,7 @@ static bool visit(buffers *b, nb_tensor *t) {
         int64_t cap = b->cap ? 2 * b->cap : 256;
         if (!nb__grow((void **)&b->nodes, cap, sizeof *b->nodes) || !nb__grow((void **)&b->acc, cap, sizeof *b->acc) ||
             !nb__grow((void **)&b->capture, cap, sizeof *b->capture) ||
+            !nb__grow((void **)&b->runs, cap, sizeof *b->runs) ||
             !nb__grow((void **)&b->order, cap, sizeof *b->order) || !nb__grow((void **)&b->stack, cap, sizeof *b->stack))
             return false;
         b->cap = cap;
@@ -336,6 +339,7 @@ static bool visit(buffers *b, nb_tensor *t) {
     b->nodes[b->count] = t;
     b->acc[b->count] = NULL;
     b->capture[b->count] = 0;
+    b->runs[b->count] = false;
     nb__map_put(&b->map, t, b->count);
     b->count++;
     return true;
@@ -550,6 +554,18 @@ static int run_backward(run *r) {
         int64_t k = find(&b, r->inputs[i]);
         if (k >= 0) b.capture[k] = i + 1;
     }
+    /* nb_grad runs only the nodes through which a gradient reaches one of
+     * its inputs, as PyTorch's engine does: the graph above the inputs (the
+     * enclosing computation, when a checkpoint recomputes a segment from
+     * inside a backward) is sorted but neither run nor freed. The
+     * post-order puts a node's inputs before it. */
+    for (int64_t i = 0; r->ninputs > 0 && i < n; i++) {
+        nb_tensor *node = b.nodes[b.order[i]];
+        for (int j = 0; j < node->ninputs && !b.runs[b.order[i]]; j++) {
+            int64_t c = node->inputs[j]->requires_grad ? find(&b, node->inputs[j]) : -1;
+            b.runs[b.order[i]] = c >= 0 && (b.capture[c] || b.runs[c]);
+        }
+    }
     bool was = nb_set_grad_enabled(r->create_graph);
     bool ok = true;
 
@@ -580,8 +596,10 @@ static int run_backward(run *r) {
             ok = false;
             break;
         }
-        if (node->op) ok = backprop_node(node, g, r);
-        else if (nb__debugging()) nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
+        if (node->op) {
+            if (r->ninputs == 0 || b.runs[k]) ok = backprop_node(node, g, r);
+        } else if (nb__debugging())
+            nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
         if (ok && b.capture[k]) {
             nb__tensor_retain(g);
             r->grads[b.capture[k] - 1] = g;
@@ -619,7 +637,7 @@ static int run_backward(run *r) {
     if (ok && !r->retain_graph && !r->create_graph) {
         for (int64_t k = 0; k < n; k++) {
             nb_tensor *node = b.nodes[k];
-            if (!node->op) continue;
+            if (!node->op || (r->ninputs > 0 && !b.runs[k])) continue;
             nb__release_graph(node);
             node->graph_freed = true;
         }

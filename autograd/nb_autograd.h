@@ -399,6 +399,32 @@ bool nb_gradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *i
 bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
                       const nb_gradcheck_opts *opts, nb_gradcheck_result *result);
 
+/* ---- gradient checkpointing (autograd/checkpoint.c) ------------------------
+ * PyTorch's torch.utils.checkpoint: y = f(inputs) computed without keeping
+ * f's intermediates; backward runs f again (with grad) and differentiates
+ * the recomputed segment, so memory holds one segment's intermediates at a
+ * time in exchange for a second forward of each segment. The gradients are
+ * those of the plain y = f(inputs), bitwise when f is deterministic; with
+ * create_graph the gradient is a graph as usual, and higher derivatives
+ * agree with the plain ones to rounding (summed in another order). The
+ * default generator's state is saved at the forward and replayed at the
+ * recomputation, so random ops drawing from it (dropout) draw the same
+ * values; a generator of your own passed through ctx is not replayed.
+ * inputs lists every tensor f reads that should get a gradient and is not
+ * a leaf: f must read those from the array it is given. Leaves (a module's
+ * parameters) may be read directly, but must be listed too to get their
+ * gradient. f runs twice, so it must compute the same thing both times
+ * (the inputs modified in place in between are reported by backward). It
+ * returns one tensor, or NULL having set a message. ctx_size 0 passes ctx
+ * itself to f, and it must stay valid until the backward; ctx_size > 0
+ * copies that many bytes of ctx (up to 1 MiB) with the node and gives f the
+ * copy, so a struct on your stack will do:
+ *     struct seg s = {...};
+ *     y = nb_checkpoint(seg_forward, &s, sizeof s, 3, (nb_tensor *[]){x, w, b}); */
+typedef nb_tensor *(*nb_checkpoint_fn)(nb_tensor *const *inputs, void *ctx);
+nb_tensor *nb_checkpoint(nb_checkpoint_fn f, void *ctx, size_t ctx_size, int ninputs,
+                         nb_tensor *const *inputs);
+
 /* ---- graph export ----------------------------------------------------------
  * Writes the graph that produced t in Graphviz dot format (render it with
  * `dot -Tsvg graph.dot > graph.svg`): one box per tensor with its name, its

@@ -153,6 +153,14 @@ bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim) {
     return true;
 }
 
+bool nb__dense_parts(const nb_module *m, nb__linear_parts *p) {
+    if (!m || m->type != &dense_type || !((const dense *)m)->weight) return false;
+    const dense *d = (const dense *)m;
+    *p = (nb__linear_parts){.kind = NB__LINEAR_DENSE, .weight = d->weight, .bias = d->bias,
+                            .act = d->act->apply};
+    return true;
+}
+
 /* ---- activation layers ----------------------------------------------------------- */
 
 typedef struct activation_layer {

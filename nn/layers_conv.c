@@ -373,6 +373,27 @@ nb_module *nb_layer_norm_layer(int normalized_ndim, float eps) {
     return &l->base;
 }
 
+bool nb__conv2d_parts(const nb_module *m, nb_tensor **x, nb__linear_parts *p) {
+    if (!m || m->type != &conv_type || !((const conv_layer *)m)->weight) return false;
+    const conv_layer *c = (const conv_layer *)m;
+    *p = (nb__linear_parts){.kind = NB__LINEAR_CONV2D, .weight = c->weight, .bias = c->bias,
+                            .act = c->act, .kh = c->kh, .kw = c->kw,
+                            .conv = {.stride = {c->o.stride[0], c->o.stride[1]},
+                                     .padding = {c->o.padding[0], c->o.padding[1]},
+                                     .dilation = {c->o.dilation[0], c->o.dilation[1]},
+                                     .groups = c->o.groups}};
+    /* "same" as conv_forward applies it: the odd row or column of padding
+     * becomes part of the input */
+    if (c->o.same && x && nb_ndim(*x) == 4)
+        for (int a = 0; a < 2; a++) {
+            bool extra;
+            same_padding(nb_shape(*x)[2 + a], p->conv.stride[a], a ? c->kw : c->kh,
+                         p->conv.dilation[a], &p->conv.padding[a], &extra);
+            if (extra) *x = pad_end(*x, 2 + a);
+        }
+    return true;
+}
+
 /* ---- Embedding ----------------------------------------------------------------------
  * indices [...] -> [..., dim]; weight [num, dim] uniform in ±0.05, Keras's
  * default (PyTorch's nn.Embedding draws N(0, 1)). */
@@ -387,6 +408,15 @@ static nb_tensor *embedding_forward(nb_module *m, nb_tensor *x) {
 }
 
 static const nb_module_type embedding_type = {"Embedding", embedding_forward, NULL};
+
+static nb_tensor *embedding_identity(nb_tensor *z) { return z; }
+
+bool nb__embedding_parts(const nb_module *m, nb__linear_parts *p) {
+    if (!m || m->type != &embedding_type) return false;
+    *p = (nb__linear_parts){.kind = NB__LINEAR_EMBEDDING, .weight = ((const embedding_layer *)m)->weight,
+                            .act = embedding_identity};
+    return true;
+}
 
 nb_module *nb_embedding_layer(int64_t num, int64_t dim) {
     const char *who = "nb_embedding_layer";

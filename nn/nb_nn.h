@@ -221,6 +221,17 @@ nb_module *nb_sequential(int n, nb_module *const *layers);
 int nb_sequential_add(nb_module *seq, nb_module *layer);
 int nb_sequential_len(const nb_module *seq);
 nb_module *nb_sequential_at(const nb_module *seq, int i);
+/* seq's forward in `segments` runs of consecutive layers, each but the last
+ * under nb_checkpoint (PyTorch's checkpoint_sequential): about sqrt(layers)
+ * segments keep memory of order sqrt(layers) layers' intermediates, for
+ * one more forward of all but the last segment during backward; gradients
+ * are those of nb_module_forward(seq, x), bitwise. Dropout draws the same
+ * masks when recomputed; a layer with running statistics (batch norm in
+ * training mode) updates them again when recomputed, and the layers'
+ * forward hooks run again, as in PyTorch (seq's own hooks do not run). Every
+ * layer must have its parameters already (input_dim given, or one plain
+ * forward run). NULL with a message on error. */
+nb_tensor *nb_sequential_checkpoint(nb_module *seq, int segments, nb_tensor *x);
 
 /* ---- initialisers (nn/init.c) ---------------------------------------------------
  * Fill an existing tensor in place from gen (NULL: the default generator).
@@ -489,6 +500,31 @@ nb_module *nb_transformer_block(int64_t embed_dim, int num_heads, bool causal);
  * takes the first maximum; each row draws one uniform from the generator, except
  * under argmax, which draws none. The result records no graph. */
 nb_tensor *nb_sample_logits(nb_tensor *logits, float temperature, int top_k, nb_generator *gen);
+
+/* ---- per-sample gradients (nn/per_sample.c) -------------------------------------
+ * grads[i] = the gradient of each example's loss with respect to parameter
+ * i of m (the order of nb_module_parameters), shaped [N, ...parameter's
+ * shape]; NULL for a parameter that does not require grad. Example k's
+ * loss is the mean of loss(pred_k, y_k, NB_REDUCE_NONE) over its elements,
+ * so that the mean over k of grads[i][k] is the gradient of the batch's
+ * NB_REDUCE_MEAN loss. Any op loss fits: nb_mse_loss, nb_cross_entropy_loss.
+ * *losses (unless losses is NULL) gets the N example losses, without graph.
+ * m is a Sequential or a single layer; Dense, Linear, Conv2D and Embedding
+ * layers use the outer-product rule (one forward and one backward for the
+ * batch); with any other layer that has parameters, a module or layer
+ * with hooks, or opts->loop, every example runs its own forward and
+ * backward. Layers without
+ * parameters must treat examples independently (batch norm in training
+ * mode does not: it has parameters and takes the loop, where each example
+ * is a batch of one). Dropout draws one mask for the batch on the fast path
+ * and one per example on the loop. Layers must be built. Returns 0, or -1
+ * with a message. Results follow the ownership rule. */
+typedef nb_tensor *(*nb_reduced_loss_fn)(nb_tensor *pred, nb_tensor *target, nb_reduction r);
+typedef struct nb_per_sample_opts {
+    bool loop; /* one backward per example even where a rule exists */
+} nb_per_sample_opts;
+int nb_per_sample_grads(nb_module *m, nb_reduced_loss_fn loss, nb_tensor *x, nb_tensor *y,
+                        nb_tensor **grads, nb_tensor **losses, const nb_per_sample_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,27 @@ nb_module *nb__sequential_pop(nb_module *seq);
 /* True for a Dense layer, with its sizes (input_dim 0 until built). */
 bool nb__is_dense(const nb_module *m, int64_t *units, int64_t *input_dim);
 
+/* A layer whose parameters act through one op linear in them, then an
+ * activation: Dense (z = x W + b), Conv2D (z = conv2d(x, W) + b) and
+ * Embedding (z = W[x]). Per-sample gradients (nn/per_sample.c) recompute z
+ * from these parts and need the gradient at z. */
+typedef enum nb__linear_kind { NB__LINEAR_DENSE, NB__LINEAR_CONV2D, NB__LINEAR_EMBEDDING } nb__linear_kind;
+typedef struct nb__linear_parts {
+    nb__linear_kind kind;
+    nb_tensor *weight, *bias; /* bias NULL when there is none */
+    nb_tensor *(*act)(nb_tensor *z);
+    nb_conv2d_opts conv;      /* Conv2D: the options for its input ("same" resolved) */
+    int kh, kw;
+} nb__linear_parts;
+/* Fill *p for a built Dense, Conv2D or Embedding; false for any other
+ * module or one not built yet. For Conv2D with "same" padding *x is the
+ * input it is about to see, replaced by that input with the odd row or
+ * column of padding added (as the layer's forward does); x may be NULL
+ * when only the type matters. */
+bool nb__dense_parts(const nb_module *m, nb__linear_parts *p);
+bool nb__conv2d_parts(const nb_module *m, nb_tensor **x, nb__linear_parts *p);
+bool nb__embedding_parts(const nb_module *m, nb__linear_parts *p);
+
 /* The function of the activation called name (Keras's names, as nb_dense
  * takes them); NULL and a message naming who when unknown. */
 typedef nb_tensor *(*nb__activation_fn)(nb_tensor *x);

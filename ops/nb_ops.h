@@ -252,6 +252,52 @@ nb_tensor *nb_scaled_dot_product_attention(nb_tensor *q, nb_tensor *k, nb_tensor
  * with the same mask and causal rules. scores [..., Tq, Tk]. */
 nb_tensor *nb_masked_softmax(nb_tensor *scores, nb_tensor *mask, bool causal, float scale);
 
+/* ---- whole derivatives (ops/functional.c) ------------------------------------
+ * PyTorch's torch.autograd.functional, in reverse mode. f is called with
+ * grad mode on, on copies of the inputs that require grad (or, with
+ * create_graph, on the inputs themselves when they require grad, so that
+ * the results are graphs that can be differentiated again). Inputs need
+ * not require grad. Each function returns 0, or -1 with a message and
+ * every result NULL; results follow the ownership rule. */
+typedef enum nb_jacobian_strategy {
+    NB_JACOBIAN_AUTO,    /* the cheaper strategy: reverse, until forward mode exists */
+    NB_JACOBIAN_REVERSE, /* one backward per output element */
+} nb_jacobian_strategy;
+
+typedef struct nb_functional_opts {
+    bool create_graph;             /* results with a graph (higher derivatives) */
+    nb_jacobian_strategy strategy; /* nb_jacobian only */
+} nb_functional_opts;
+
+/* jac[i] = d f(x) / d inputs[i], shaped f(x).shape + inputs[i].shape, for
+ * i < ninputs (PyTorch's jacobian(f, inputs)); an input f does not use, or
+ * an output that does not depend on the inputs, gives zeros. */
+int nb_jacobian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                nb_tensor **jac, const nb_functional_opts *opts);
+/* A function of several outputs: writes outputs[0..noutputs) and returns 0,
+ * or -1 having set a message. */
+typedef int (*nb_multi_fn)(nb_tensor *const *inputs, nb_tensor **outputs, void *ctx);
+/* jac[o·ninputs + i] = d outputs[o] / d inputs[i], shaped
+ * outputs[o].shape + inputs[i].shape. At most 64 inputs and 64 outputs. */
+int nb_jacobian_multi(nb_multi_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+                      int noutputs, nb_tensor **jac, const nb_functional_opts *opts);
+/* For f returning one value: hess[i·ninputs + j] = d^2 f / d inputs[i]
+ * d inputs[j], shaped inputs[i].shape + inputs[j].shape (PyTorch's
+ * hessian(f, inputs)[i][j]). */
+int nb_hessian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+               nb_tensor **hess, const nb_functional_opts *opts);
+/* For f returning one value and v one tensor per input, shaped like it:
+ * vhp[i] = (v^T H)_i, the gradient of <grad f, v>, by reverse over reverse;
+ * *value = f(inputs) unless value is NULL. hvp computes H v the same way:
+ * as in PyTorch, H v = (v^T H)^T holds when H is symmetric, which it is
+ * for f twice continuously differentiable (not at a kink such as relu's).
+ * nb_hvp is kept as its own name so that a forward-over-reverse H v can
+ * replace it without changing callers. */
+int nb_vhp(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+           nb_tensor *const *v, nb_tensor **value, nb_tensor **vhp, const nb_functional_opts *opts);
+int nb_hvp(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+           nb_tensor *const *v, nb_tensor **value, nb_tensor **hvp, const nb_functional_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,350 @@
+/* test_checkpoint.c — gradient checkpointing (nb_checkpoint,
+ * nb_sequential_checkpoint).
+ *
+ * A checkpointed computation must give the gradients of the plain one,
+ * bit for bit (the same ops run on the same values), and its second
+ * derivatives to rounding;
+ * it is gradchecked to the second order through a non-leaf input (the path
+ * that detaches and the path that keeps the graph). Random ops draw the
+ * same values when recomputed, however the generator moved in between, and
+ * the generator is left where it was. The point of it all, memory, is
+ * checked by counting the tensors a forward leaves alive. Errors: bad
+ * arguments, an input changed in place before the backward, a lazy layer
+ * building itself inside a segment, and every allocation failing in turn.
+ */
+#include <string.h>
+
+#include "test_util.h"
+
+TestSuite(checkpoint, NB_TEST_HOOKS);
+
+/* A segment with weights: tanh(x @ w) * sigmoid(x @ w + 1), x [B, D], w [D, D]. */
+static nb_tensor *segment(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *h = nb_matmul(in[0], in[1]);
+    return nb_mul(nb_tanh(h), nb_sigmoid(nb_add_scalar(h, 1.0f)));
+}
+
+/* Dropout-like: x * (u < 0.5) * 2 with u drawn from the default generator. */
+static nb_tensor *random_segment(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *u = nb_rand(nb_ndim(in[0]), nb_shape(in[0]));
+    return nb_mul(nb_sin(in[0]), nb_mul_scalar(nb_lt_scalar(u, 0.5f), 2.0f));
+}
+
+static void expect_bitwise(const nb_tensor *a, const nb_tensor *b) {
+    cr_assert_not_null(a, "%s", nb_error() ? nb_error() : "");
+    cr_assert_not_null(b, "%s", nb_error() ? nb_error() : "");
+    cr_assert(nb_same_shape(a, b));
+    cr_assert(memcmp(nb_data(a), nb_data(b), (size_t)nb_numel(a) * sizeof(float)) == 0,
+              "gradients differ");
+}
+
+/* loss = sum(segment(segment(2x, w1), w2)), the middle one checkpointed or not */
+static nb_tensor *two_segments(nb_tensor *const *in, void *ctx) {
+    bool ckpt = ctx != NULL;
+    nb_tensor *h = nb_mul_scalar(in[0], 2.0f);
+    nb_tensor *a[2] = {h, in[1]};
+    h = ckpt ? nb_checkpoint(segment, NULL, 0, 2, a) : segment(a, NULL);
+    nb_tensor *b[2] = {h, in[2]};
+    h = ckpt ? nb_checkpoint(segment, NULL, 0, 2, b) : segment(b, NULL);
+    return nb_sum(h, NB_ALL, false);
+}
+
+Test(checkpoint, gradients_are_those_of_the_plain_run_bitwise) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(4, 5)), nb_test_leaf(-1, 1, NB_SHAPE(5, 5)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(5, 5))};
+    nb_tensor *plain[3], *ckpt[3];
+    nb_tensor *y0 = two_segments(in, NULL), *y1 = two_segments(in, "checkpoint");
+    cr_assert_eq(nb_item(y0), nb_item(y1), "the forward values differ");
+    cr_assert_eq(nb_grad(1, &y0, NULL, 3, in, plain, NULL), 0, "%s", nb_error());
+    cr_assert_eq(nb_grad(1, &y1, NULL, 3, in, ckpt, NULL), 0, "%s", nb_error());
+    for (int i = 0; i < 3; i++) expect_bitwise(plain[i], ckpt[i]);
+    /* and through .grad, with nb_backward */
+    y1 = two_segments(in, "checkpoint");
+    cr_assert_eq(nb_backward(y1), 0, "%s", nb_error());
+    for (int i = 0; i < 3; i++) expect_bitwise(plain[i], nb_grad_of(in[i]));
+    for (int i = 0; i < 3; i++) nb_clear_grad(in[i]);
+}
+
+/* Second derivatives agree to rounding, not bitwise: the graph of the
+ * gradient is built from the segment's own nb_grad, so its sums are taken
+ * in another order than in the plain graph. */
+Test(checkpoint, second_derivatives_match_the_plain_run) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(3, 4)), nb_test_leaf(-1, 1, NB_SHAPE(4, 4)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(4, 4))};
+    nb_tensor *g[3], *gg_plain[3], *gg_ckpt[3];
+    for (int run = 0; run < 2; run++) {
+        nb_tensor *y = two_segments(in, run ? "checkpoint" : NULL);
+        cr_assert_eq(nb_grad(1, &y, NULL, 3, in, g, &(nb_grad_opts){.create_graph = true}), 0, "%s",
+                     nb_error());
+        /* d/d(in) of sum(g[0]^2 + g[1]) */
+        nb_tensor *s = nb_add(nb_sum(nb_square(g[0]), NB_ALL, false), nb_sum(g[1], NB_ALL, false));
+        cr_assert_eq(nb_grad(1, &s, NULL, 3, in, run ? gg_ckpt : gg_plain, NULL), 0, "%s", nb_error());
+    }
+    for (int i = 0; i < 3; i++)
+        for (int64_t k = 0; k < nb_numel(gg_plain[i]); k++)
+            cr_assert_float_eq(nb_data(gg_plain[i])[k], nb_data(gg_ckpt[i])[k], 1e-5,
+                               "input %d element %lld: %.9g plain, %.9g checkpointed", i,
+                               (long long)k, (double)nb_data(gg_plain[i])[k],
+                               (double)nb_data(gg_ckpt[i])[k]);
+}
+
+Test(checkpoint, gradcheck_first_and_second_order) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), nb_test_leaf(-1, 1, NB_SHAPE(3, 3)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(3, 3))};
+    nb_test_gradcheck(two_segments, "checkpoint", 3, in, true);
+}
+
+/* The plain value of f at x: tanh(x @ w) * sigmoid(x @ w + 1), by hand for a
+ * 1x1 case: x = 0.5, w = 2 gives tanh(1) * sigmoid(2). */
+Test(checkpoint, forward_value_by_hand) {
+    nb_tensor *in[2] = {nb_scalar(0.5f), nb_set_requires_grad(nb_scalar(2.0f), true)};
+    in[0] = nb_reshape(in[0], NB_SHAPE(1, 1));
+    in[1] = nb_reshape(in[1], NB_SHAPE(1, 1));
+    nb_tensor *y = nb_checkpoint(segment, NULL, 0, 2, in);
+    EXPECT_VALUES(y, 1e-6, (float)(tanh(1.0) / (1.0 + exp(-2.0))));
+    cr_assert(nb_requires_grad(y));
+}
+
+Test(checkpoint, random_ops_are_replayed) {
+    nb_tensor *x = nb_test_leaf(-2, 2, NB_SHAPE(64));
+    nb_manual_seed(7);
+    nb_tensor *y = nb_sum(random_segment(&x, NULL), NB_ALL, false), *plain;
+    cr_assert_eq(nb_grad(1, &y, NULL, 1, &x, &plain, NULL), 0, "%s", nb_error());
+
+    nb_manual_seed(7);
+    nb_tensor *yc = nb_sum(nb_checkpoint(random_segment, NULL, 0, 1, &x), NB_ALL, false), *g;
+    cr_assert_eq(nb_item(y), nb_item(yc));
+    nb_rand(NB_SHAPE(10)); /* the generator moves on before the backward */
+    nb_generator before = *nb_default_generator();
+    cr_assert_eq(nb_grad(1, &yc, NULL, 1, &x, &g, NULL), 0, "%s", nb_error());
+    expect_bitwise(plain, g);
+    cr_assert(memcmp(&before, nb_default_generator(), sizeof before) == 0,
+              "the backward left the generator moved");
+    /* the masks are not all ones: the test can fail */
+    int zeros = 0;
+    for (int i = 0; i < 64; i++) zeros += nb_data(g)[i] == 0.0f;
+    cr_assert(zeros > 10 && zeros < 54);
+}
+
+/* A checkpointed chain keeps only the tensors entering each segment. */
+static nb_tensor *deep(nb_tensor *x, nb_tensor *w, int layers, bool ckpt) {
+    for (int i = 0; i < layers; i++) {
+        nb_tensor *a[2] = {x, w};
+        x = ckpt ? nb_checkpoint(segment, NULL, 0, 2, a) : segment(a, NULL);
+    }
+    return x;
+}
+
+Test(checkpoint, keeps_fewer_tensors_alive) {
+    nb_tensor *w = nb_keep(nb_test_leaf(-1, 1, NB_SHAPE(4, 4)));
+    nb_tensor *x = nb_keep(nb_rand(NB_SHAPE(2, 4)));
+    int64_t alive[2];
+    nb_tensor *g[2];
+    for (int ckpt = 0; ckpt < 2; ckpt++) {
+        nb_scope_begin();
+        int64_t before = nb_live_tensors();
+        nb_tensor *y = nb_keep(nb_sum(deep(x, w, 10, ckpt), NB_ALL, false));
+        nb_scope_end(); /* what is still alive is what the graph holds */
+        alive[ckpt] = nb_live_tensors() - before;
+        nb_grad(1, &y, NULL, 1, &w, &g[ckpt], NULL);
+        nb_keep(g[ckpt]);
+        nb_release(y);
+    }
+    /* plain: h, tanh, h+1, sigmoid and the product per layer, and more;
+     * checkpointed: the output and its saved closure per layer */
+    cr_assert(alive[0] >= 50, "plain run keeps %lld", (long long)alive[0]);
+    cr_assert(alive[1] <= 2 * 10 + 2, "checkpointed run keeps %lld", (long long)alive[1]);
+    expect_bitwise(g[0], g[1]);
+    nb_release(g[0]);
+    nb_release(g[1]);
+    nb_release(w);
+    nb_release(x);
+}
+
+static nb_tensor *identity(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return in[0];
+}
+
+Test(checkpoint, a_function_returning_its_input) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3));
+    nb_tensor *y = nb_checkpoint(identity, NULL, 0, 1, &x), *g;
+    cr_assert_not_null(y, "%s", nb_error());
+    cr_assert_neq(y, x);
+    cr_assert_eq(nb_grad(1, &y, (nb_tensor *[]){nb_full(NB_SHAPE(3), 2.0f)}, 1, &x, &g, NULL), 0,
+                 "%s", nb_error());
+    EXPECT_VALUES(g, 0, 2, 2, 2);
+}
+
+typedef struct scale_ctx {
+    float factor;
+} scale_ctx;
+
+static nb_tensor *scale(nb_tensor *const *in, void *ctx) {
+    return nb_mul_scalar(in[0], ((scale_ctx *)ctx)->factor);
+}
+
+Test(checkpoint, the_context_is_copied_when_asked) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2)), *g;
+    scale_ctx c = {3.0f};
+    nb_tensor *y = nb_checkpoint(scale, &c, sizeof c, 1, &x);
+    c.factor = 100.0f; /* the copy is what the recomputation sees */
+    cr_assert_eq(nb_grad(1, &y, (nb_tensor *[]){nb_ones(NB_SHAPE(2))}, 1, &x, &g, NULL), 0, "%s",
+                 nb_error());
+    EXPECT_VALUES(g, 0, 3, 3);
+}
+
+Test(checkpoint, without_grad_it_is_a_plain_call) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), *w = nb_test_leaf(-1, 1, NB_SHAPE(3, 3));
+    bool was = nb_set_grad_enabled(false);
+    nb_tensor *y = nb_checkpoint(segment, NULL, 0, 2, (nb_tensor *[]){x, w});
+    nb_set_grad_enabled(was);
+    cr_assert_not_null(y);
+    cr_assert_not(nb_requires_grad(y));
+}
+
+/* NULL, silently, on its second call: the recomputation */
+static nb_tensor *fails_when_recomputed(nb_tensor *const *in, void *ctx) {
+    int *calls = ctx;
+    return ++*calls > 1 ? NULL : nb_mul_scalar(in[0], 2.0f);
+}
+
+Test(checkpoint, a_recomputation_that_fails_fails_the_backward) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3));
+    int calls = 0;
+    nb_tensor *y = nb_sum(nb_checkpoint(fails_when_recomputed, &calls, 0, 1, &x), NB_ALL, false);
+    cr_assert_eq(nb_backward(y), -1);
+    EXPECT_ERROR("checkpointed function returned NULL");
+    cr_assert_null(nb_grad_of(x));
+}
+
+Test(checkpoint, errors) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), *w = nb_test_leaf(-1, 1, NB_SHAPE(3, 3));
+    cr_assert_null(nb_checkpoint(NULL, NULL, 0, 1, &x));
+    EXPECT_ERROR("nb_checkpoint");
+    cr_assert_null(nb_checkpoint(segment, NULL, 8, 1, &x));
+    EXPECT_ERROR("nb_checkpoint", "8 bytes");
+    nb_clear_error();
+    cr_assert_null(nb_checkpoint(segment, NULL, 0, 2, (nb_tensor *[]){NULL, w}));
+    cr_assert_null(nb_error(), "NULL input, no second message");
+    /* an input changed in place between forward and backward */
+    nb_tensor *h = nb_mul_scalar(x, 2.0f);
+    nb_tensor *y = nb_sum(nb_checkpoint(segment, NULL, 0, 2, (nb_tensor *[]){h, w}), NB_ALL, false);
+    nb_data_mut(h)[0] = 5.0f;
+    cr_assert_eq(nb_backward(y), -1);
+    EXPECT_ERROR("checkpoint", "modified in place", "[2,3]");
+    cr_assert_null(nb_grad_of(w));
+}
+
+/* ---- nb_sequential_checkpoint ------------------------------------------------------ */
+
+static nb_module *mlp(int layers, float dropout) {
+    nb_module *l[16];
+    int n = 0;
+    for (int i = 0; i < layers; i++) {
+        l[n++] = nb_dense(6, i + 1 < layers ? "tanh" : "linear", 6);
+        if (dropout > 0 && i % 2 == 0) l[n++] = nb_dropout(dropout);
+    }
+    return nb_sequential(n, l);
+}
+
+Test(checkpoint, sequential_gradients_bitwise_for_every_segment_count) {
+    nb_module *seq = mlp(6, 0.3f);
+    cr_assert_not_null(seq, "%s", nb_error());
+    int n;
+    nb_tensor **p = nb_module_parameters(seq, &n);
+    nb_tensor *x = nb_randn(NB_SHAPE(4, 6));
+    nb_tensor *plain[12], *g[12];
+    nb_manual_seed(3);
+    nb_tensor *y = nb_sum(nb_square(nb_module_forward(seq, x)), NB_ALL, false);
+    cr_assert_eq(nb_grad(1, &y, NULL, n, p, plain, NULL), 0, "%s", nb_error());
+    for (int segments = 1; segments <= 10; segments += 3) {
+        nb_manual_seed(3);
+        nb_tensor *yc = nb_sum(nb_square(nb_sequential_checkpoint(seq, segments, x)), NB_ALL, false);
+        cr_assert_not_null(yc, "%s", nb_error());
+        cr_assert_eq(nb_item(y), nb_item(yc));
+        nb_rand(NB_SHAPE(5));
+        cr_assert_eq(nb_grad(1, &yc, NULL, n, p, g, NULL), 0, "%s", nb_error());
+        for (int i = 0; i < n; i++) expect_bitwise(plain[i], g[i]);
+    }
+    nb_module_free(seq);
+}
+
+static nb_tensor *f_seq(nb_tensor *const *in, void *ctx) {
+    return nb_sum(nb_square(nb_sequential_checkpoint(ctx, 2, in[0])), NB_ALL, false);
+}
+
+Test(checkpoint, sequential_gradcheck_second_order) {
+    nb_module *seq = mlp(2, 0);
+    int n;
+    nb_tensor **p = nb_module_parameters(seq, &n);
+    nb_tensor *in[8] = {nb_test_leaf(-1, 1, NB_SHAPE(2, 6))};
+    for (int i = 0; i < n; i++) in[i + 1] = p[i];
+    nb_test_gradcheck(f_seq, seq, n + 1, in, true);
+    nb_module_free(seq);
+}
+
+Test(checkpoint, sequential_errors) {
+    nb_module *lazy = nb_sequential(2, (nb_module *[]){nb_dense(3, "tanh", 0), nb_dense(2, NULL, 0)});
+    nb_tensor *x = nb_randn(NB_SHAPE(2, 4));
+    cr_assert_null(nb_sequential_checkpoint(lazy, 2, x));
+    EXPECT_ERROR("nb_sequential_checkpoint", "input_dim");
+    /* after one plain forward the layers are built */
+    nb_module_forward(lazy, x);
+    cr_assert_not_null(nb_sequential_checkpoint(lazy, 2, x), "%s", nb_error());
+    cr_assert_null(nb_sequential_checkpoint(lazy, 0, x));
+    EXPECT_ERROR("nb_sequential_checkpoint", "segment");
+    nb_module *dense = nb_dense(2, NULL, 4);
+    cr_assert_null(nb_sequential_checkpoint(dense, 2, x));
+    EXPECT_ERROR("nb_sequential_checkpoint", "Dense");
+    nb_clear_error();
+    cr_assert_null(nb_sequential_checkpoint(lazy, 2, NULL));
+    cr_assert_null(nb_error());
+    nb_module_free(dense);
+    nb_module_free(lazy);
+}
+
+/* Every allocation of a checkpointed forward and backward failing in turn:
+ * no crash, no leak, an out-of-memory message on failure. */
+Test(checkpoint, allocation_failures) {
+    nb_tensor *w = nb_keep(nb_test_leaf(-1, 1, NB_SHAPE(3, 3)));
+    nb_tensor *x = nb_keep(nb_test_leaf(-1, 1, NB_SHAPE(2, 3)));
+    for (int persistent = 0; persistent < 2; persistent++)
+        for (int64_t n = 1;; n++) {
+            cr_assert(n < 100000);
+            nb_empty_cache();
+            int64_t live = nb_live_tensors();
+            nb_clear_error();
+            nb_test_alloc a = {.fail_at = n, .persistent = persistent};
+            nb_set_alloc_hook(nb_test_alloc_hook, &a);
+            nb_scope_begin();
+            nb_tensor *h = nb_mul_scalar(x, 2.0f), *g[2] = {0};
+            nb_tensor *y = nb_sum(deep(h, w, 2, true), NB_ALL, false);
+            int rc = y ? nb_grad(1, &y, NULL, 2, (nb_tensor *[]){x, w}, g, NULL) : -1;
+            nb_scope_end();
+            nb_set_alloc_hook(NULL, NULL);
+            cr_assert_eq(nb_live_tensors(), live, "leak at allocation %lld", (long long)n);
+            if (!a.fired) {
+                cr_assert_eq(rc, 0, "%s", nb_error());
+                break;
+            }
+            if (rc != 0) EXPECT_ERROR("out of memory");
+        }
+    nb_release(w);
+    nb_release(x);
+}
+
+/* What checkpointing with create_graph relies on: nb_grad runs (and frees)
+ * only the part of the graph between its outputs and its inputs. */
+Test(checkpoint, nb_grad_leaves_the_graph_above_its_inputs_alone) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3));
+    nb_tensor *h = nb_mul_scalar(x, 2.0f);
+    nb_tensor *y = nb_sum(nb_square(h), NB_ALL, false), *gh, *gx;
+    cr_assert_eq(nb_grad(1, &y, NULL, 1, &h, &gh, NULL), 0, "%s", nb_error());
+    /* h's own graph was neither run nor freed: it still differentiates */
+    cr_assert_eq(nb_grad(1, &h, (nb_tensor *[]){gh}, 1, &x, &gx, NULL), 0, "%s", nb_error());
+    const float *px = nb_data(x);
+    EXPECT_VALUES(gx, 1e-6, 8 * px[0], 8 * px[1], 8 * px[2]);
+}
