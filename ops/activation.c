@@ -18,6 +18,10 @@
  * The piecewise-constant factors (relu's, leaky_relu's, clamp's) are masks:
  * constants built by a loop or a comparison, whose own derivative is zero
  * almost everywhere, so second derivatives stay right away from the kinks.
+ *
+ * Forward mode: each Jacobian is diagonal, hence symmetric, so each op's jvp
+ * rule is its backward applied to the tangent (nb_symmetric_jvp): the
+ * column above with g read as dx gives dy.
  */
 #include "ops_internal.h"
 
@@ -29,7 +33,7 @@
 static void tanh_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul(g, nb_rsub_scalar(nb_square(nb_saved(y, 0)), 1.0f));
 }
-static const nb_op tanh_op = {"tanh", tanh_backward};
+static const nb_op tanh_op = {"tanh", tanh_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_tanh(nb_tensor *x) {
     if (!x) return NULL;
@@ -52,7 +56,7 @@ static void sigmoid_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *s = nb_saved(y, 0);
     gx[0] = nb_mul(g, nb_mul(s, nb_rsub_scalar(s, 1.0f)));
 }
-static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward};
+static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_sigmoid(nb_tensor *x) {
     if (!x) return NULL;
@@ -69,7 +73,7 @@ nb_tensor *nb_sigmoid(nb_tensor *x) {
 static void relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul(g, nb_gt_scalar(nb_saved(y, 0), 0.0f));
 }
-static const nb_op relu_op = {"relu", relu_backward};
+static const nb_op relu_op = {"relu", relu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_relu(nb_tensor *x) {
     if (!x) return NULL;
@@ -93,7 +97,7 @@ static void leaky_relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     }
     gx[0] = nb_mul(g, m);
 }
-static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward};
+static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_leaky_relu(nb_tensor *x, float negative_slope) {
     if (!x) return NULL;
@@ -115,7 +119,7 @@ static void elu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *d = nb_where(nb_gt_scalar(x, 0.0f), nb_scalar(1.0f), nb_add_scalar(out, alpha));
     gx[0] = nb_mul(g, d);
 }
-static const nb_op elu_op = {"elu", elu_backward};
+static const nb_op elu_op = {"elu", elu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_elu(nb_tensor *x, float alpha) {
     if (!x) return NULL;
@@ -137,7 +141,7 @@ static void gelu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
     gx[0] = nb_mul(g, nb_add(cdf, nb_mul(x, pdf)));
 }
-static const nb_op gelu_op = {"gelu", gelu_backward};
+static const nb_op gelu_op = {"gelu", gelu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_gelu(nb_tensor *x) {
     if (!x) return NULL;
@@ -154,7 +158,7 @@ nb_tensor *nb_gelu(nb_tensor *x) {
 static void softplus_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul(g, nb_sigmoid(nb_saved(y, 0)));
 }
-static const nb_op softplus_op = {"softplus", softplus_backward};
+static const nb_op softplus_op = {"softplus", softplus_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_softplus(nb_tensor *x) {
     if (!x) return NULL;
@@ -179,7 +183,7 @@ static void clamp_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     }
     gx[0] = nb_mul(g, m);
 }
-static const nb_op clamp_op = {"clamp", clamp_backward};
+static const nb_op clamp_op = {"clamp", clamp_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_clamp(nb_tensor *x, float min, float max) {
     if (!x) return NULL;

@@ -101,7 +101,12 @@ static void permute_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     for (int d = 0; d < n; d++) inv[(int)nb_attr(out, d)] = d;
     gx[0] = nb_permute(g, inv);
 }
-static const nb_op permute_op = {"permute", permute_backward};
+static nb_tensor *permute_jvp(nb_tensor *out, nb_tensor *const *t) {
+    int n = nb_ndim(out), perm[NB_MAX_DIMS];
+    for (int d = 0; d < n; d++) perm[d] = (int)nb_attr(out, d);
+    return t[0] ? nb_permute(t[0], perm) : NULL;
+}
+static const nb_op permute_op = {"permute", permute_backward, permute_jvp};
 
 nb_tensor *nb_permute(nb_tensor *x, const int *perm) {
     if (!x) return NULL;
@@ -248,7 +253,14 @@ static void matmul_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
         gx[1] = nb_sum_to(db, nb_ndim(ib), nb_shape(ib));
     }
 }
-static const nb_op matmul_op = {"matmul", matmul_backward};
+/* Forward mode: d(op(A)·op(B)) = op(dA)·op(B) + op(A)·op(dB). */
+static nb_tensor *matmul_jvp(nb_tensor *out, nb_tensor *const *t) {
+    bool ta = nb_attr(out, 0) != 0, tb = nb_attr(out, 1) != 0;
+    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1);
+    nb_tensor *da = t[0] ? mm(t[0], b, ta, tb) : NULL, *db = t[1] ? mm(a, t[1], ta, tb) : NULL;
+    return da && db ? nb_add(da, db) : da ? da : db;
+}
+static const nb_op matmul_op = {"matmul", matmul_backward, matmul_jvp};
 
 /* A stack of products each smaller than MM_SMALL multiply-adds (where gemm
  * itself stays on one thread) is spread over the pool by batch entry, in
