@@ -113,8 +113,10 @@ static void normalize_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
                               nb_mul(xhat, nb_mean(nb_mul(g, xhat), n, axes, true)));
     gx[0] = nb_mul(r, inner);
 }
-static const nb_op layer_norm_op = {"layer_norm", normalize_backward};
-static const nb_op batch_norm_op = {"batch_norm", normalize_backward};
+/* The Jacobian r·(I - 11ᵀ/n - xhat xhatᵀ/n) (per kept index) is symmetric,
+ * so the forward rule is the backward applied to the tangent. */
+static const nb_op layer_norm_op = {"layer_norm", normalize_backward, nb_symmetric_jvp};
+static const nb_op batch_norm_op = {"batch_norm", normalize_backward, nb_symmetric_jvp};
 
 static nb_tensor *normalize(const char *who, const nb_op *op, nb_tensor *x, int lo, int hi, float eps,
                             double *mean_out, double *var_out) {
