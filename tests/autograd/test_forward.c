@@ -136,6 +136,7 @@ typedef struct fcase {
     int n;
     shape in[3];
     float lo, hi; /* inputs drawn uniformly from [lo, hi) */
+    void *ctx;    /* passed to f */
 } fcase;
 
 static const fcase elementwise_cases[] = {
@@ -249,7 +250,7 @@ static const fcase conv_cases[] = {
 
 static int call_case(nb_tensor *const *in, nb_tensor **out, void *ctx) {
     const fcase *c = ctx;
-    out[0] = c->f(in, NULL);
+    out[0] = c->f(in, c->ctx);
     return out[0] ? 0 : -1;
 }
 
@@ -271,7 +272,7 @@ static double dot(const nb_tensor *a, const nb_tensor *b) {
 static void jv_by_rows(const fcase *c, nb_tensor *const *x, nb_tensor *const *v, double *jv) {
     nb_tensor *xr[3], *g[3];
     for (int i = 0; i < c->n; i++) xr[i] = nb_set_requires_grad(moved(x[i], v[i], 0.0f), true);
-    nb_tensor *y = c->f(xr, NULL);
+    nb_tensor *y = c->f(xr, c->ctx);
     cr_assert_not_null(y, "%s: %s", c->name, nb_error());
     nb_tensor *e = nb_zeros(nb_ndim(y), nb_shape(y));
     for (int64_t k = 0; k < nb_numel(y); k++) {
@@ -296,9 +297,9 @@ static bool smooth_along(const fcase *c, nb_tensor *const *x, nb_tensor *const *
         xp[i] = moved(x[i], v[i], FD_STEP);
         xm[i] = moved(x[i], v[i], -FD_STEP);
     }
-    nb_tensor *y0 = c->f(x, NULL);
-    *yp = c->f(xp, NULL);
-    *ym = c->f(xm, NULL);
+    nb_tensor *y0 = c->f(x, c->ctx);
+    *yp = c->f(xp, c->ctx);
+    *ym = c->f(xm, c->ctx);
     for (int64_t k = 0; k < nb_numel(y0); k++) {
         double up = ((double)nb_data(*yp)[k] - nb_data(y0)[k]) / FD_STEP;
         double down = ((double)nb_data(y0)[k] - nb_data(*ym)[k]) / FD_STEP;
@@ -324,11 +325,12 @@ static void check_case(const fcase *c, bool requires_grad) {
     int rc = nb_jvp(call_case, (void *)c, c->n, x, v, 1, &y, &jv);
     cr_assert_eq(rc, 0, "%s (%s): %s", c->name, mode, nb_error() ? nb_error() : "");
     cr_assert(nb_same_shape(y, jv), "%s: tangent shape differs from the output's", c->name);
-    cr_assert_eq(nb_requires_grad(y), requires_grad, "%s (%s): requires_grad of the output",
-                 c->name, mode);
+    /* (a layer's parameters require grad whatever its input does) */
+    cr_assert(requires_grad ? nb_requires_grad(y) : c->ctx || !nb_requires_grad(y),
+              "%s (%s): requires_grad of the output", c->name, mode);
 
     /* the primal is f(x), bit for bit */
-    nb_tensor *y0 = c->f(x, NULL);
+    nb_tensor *y0 = c->f(x, c->ctx);
     cr_assert(nb_same_shape(y, y0) &&
               memcmp(nb_data(y), nb_data(y0), sizeof(float) * (size_t)nb_numel(y)) == 0,
               "%s: the output of nb_jvp differs from f(x)", c->name);
@@ -368,6 +370,35 @@ Test(forward, linalg_and_shape) { CHECK_TABLE(linalg_shape_cases); }
 Test(forward, compare_and_losses) { CHECK_TABLE(compare_loss_cases); }
 Test(forward, index_norm_embedding) { CHECK_TABLE(index_norm_cases); }
 Test(forward, conv_and_pooling) { CHECK_TABLE(conv_cases); }
+
+/* ---- layers: built from ops, they need no rule of their own ---------------------------
+ * The tangent is along the layer's input; the parameters are constants here
+ * (pass them as nb_jvp inputs through a function of one's own for theirs). */
+
+static nb_tensor *f_layer(nb_tensor *const *in, void *ctx) { return nb_module_forward(ctx, in[0]); }
+
+Test(forward, layers) {
+    nb_module *seq = nb_sequential(4, (nb_module *[]){nb_dense(5, "tanh", 3), nb_dropout(0.5f),
+                                                      nb_dense(4, "softmax", 0), nb_linear(4, 2)});
+    nb_module_train(seq, false); /* dropout: the identity, as FD needs a function */
+    nb_module *conv = nb_sequential(5, (nb_module *[]){
+        nb_conv2d_layer(3, 3, 3, &(nb_conv2d_layer_opts){.activation = "relu", .padding = {1, 1}}),
+        nb_batch_norm_layer(0.1f, 1e-5f), nb_max_pool2d_layer(2, 2, NULL),
+        nb_global_avg_pool2d_layer(), nb_dense(2, "gelu", 0)});
+    nb_module *acts = nb_sequential(6, (nb_module *[]){nb_flatten_layer(), nb_layer_norm_layer(1, 1e-5f),
+                                                       nb_sigmoid_layer(), nb_leaky_relu_layer(0.3f),
+                                                       nb_activation("elu"), nb_activation("softplus")});
+    cr_assert(seq && conv && acts, "%s", nb_error());
+    const fcase cases[] = {
+        {"dense, dropout (eval), softmax, linear", f_layer, 1, {S(4, 3)}, -1, 1, seq},
+        {"conv2d, batch_norm, pools, dense", f_layer, 1, {S(2, 2, 4, 4)}, -1, 1, conv},
+        {"flatten, layer_norm, sigmoid, leaky_relu, elu, softplus", f_layer, 1, {S(2, 3, 2)}, -2, 2, acts},
+    };
+    CHECK_TABLE(cases);
+    nb_module_free(seq);
+    nb_module_free(conv);
+    nb_module_free(acts);
+}
 
 /* ---- values by hand and the machinery --------------------------------------------- */
 
