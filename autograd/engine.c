@@ -140,6 +140,7 @@ const nb_op *nb_op_of(const nb_tensor *t) { return t ? t->op : NULL; }
 
 nb_tensor *nb_set_requires_grad(nb_tensor *t, bool requires) {
     if (!t) return NULL;
+    if (t->tangent_pending && !t->requires_grad) nb__has_tangent(t); /* a node for forward mode only */
     if (t->op) {
         nb_set_error("nb_set_requires_grad: only leaves can be marked; this tensor is the output "
                      "of '%s' (nb_detach it to make a leaf)", t->op->name);

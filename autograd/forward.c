@@ -59,6 +59,7 @@ static _Thread_local level lv;
 bool nb__forward_on(void) { return lv.open && lv.hidden == 0; }
 
 void nb__forward_thread_exit(void) {
+    if (lv.open) return; /* nb_empty_cache called inside f: the list is in use */
     nb_free(lv.listed);
     lv.listed = NULL;
     lv.cap = 0;

@@ -617,3 +617,23 @@ Test(forward, reverse_over_forward) {
         cr_assert(fabs(nb_data(hv)[i] - want[i]) < 1e-5, "Hv[%d] is %g, expected %g", i,
                   (double)nb_data(hv)[i], want[i]);
 }
+
+/* Inside f, an intermediate made for forward mode alone (nothing requires
+ * grad) is a plain tensor to the user: it can be marked as a leaf, and
+ * nb_empty_cache does not pull the level from under the call. */
+static int f_mark(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    nb_tensor *h = nb_exp(in[0]);
+    nb_empty_cache();
+    if (!nb_set_requires_grad(h, true)) return -1;
+    out[0] = nb_mul(h, h);
+    cr_assert(nb_is_leaf(h));
+    return 0;
+}
+
+Test(forward, intermediate_made_a_leaf) {
+    nb_tensor *x = nb_from_array(NB_SHAPE(1), (float[]){0.5f}), *v = nb_ones(NB_SHAPE(1)), *y, *t;
+    cr_assert_eq(nb_jvp(f_mark, NULL, 1, &x, &v, 1, &y, &t), 0, "%s", nb_error());
+    EXPECT_VALUES(t, 1e-5, 2 * expf(1.0f)); /* d(e^2x) = 2 e^2x dx */
+    cr_assert(nb_requires_grad(y));
+}
