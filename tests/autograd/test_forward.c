@@ -9,6 +9,9 @@
  * Each op runs twice: with inputs that require grad (nodes made as usual,
  * carrying tangents too) and with inputs that do not (nodes made for the
  * tangent alone, grad mode or not). Broadcasting ops get broadcast shapes.
+ * With inputs that require grad, x -> J(x)·v is gradchecked in turn where it
+ * depends on x: a rule must be written with differentiable ops (reverse
+ * over forward), as a backward must.
  * The Hessian-vector products of forward over reverse are checked against
  * Hessians written by hand.
  */
@@ -285,6 +288,18 @@ static void jv_by_rows(const fcase *c, nb_tensor *const *x, nb_tensor *const *v,
     }
 }
 
+/* x -> J(x)·v, for differentiating a rule in turn (reverse over forward) */
+typedef struct tangent_fn {
+    const fcase *c;
+    nb_tensor *const *v;
+} tangent_fn;
+
+static nb_tensor *tangent_of_case(nb_tensor *const *in, void *ctx) {
+    const tangent_fn *t = ctx;
+    nb_tensor *y, *jv;
+    return nb_jvp(call_case, (void *)t->c, t->c->n, in, t->v, 1, &y, &jv) == 0 ? jv : NULL;
+}
+
 #define FD_STEP 1e-3f
 
 /* True when every output element is smooth along v at x: its one-sided
@@ -351,6 +366,18 @@ static void check_case(const fcase *c, bool requires_grad) {
                   c->name, mode, (long long)k, got, row);
     }
     free(rows);
+
+    /* each rule is written with ops, so J·v is differentiable in x too;
+     * its derivative is checked where it depends on x (not for linear
+     * ops, nor for piecewise-linear ones like relu, whose masks are
+     * constants) */
+    if (requires_grad && nb_requires_grad(jv)) {
+        tangent_fn tf = {c, v};
+        nb_gradcheck_opts quiet = {.quiet = true};
+        nb_gradcheck_result r;
+        cr_assert(nb_gradcheck(tangent_of_case, &tf, c->n, x, &quiet, &r) || r.at_kink,
+                  "%s: the gradient of J·v: %s", c->name, r.message);
+    }
     nb_scope_end();
 }
 
