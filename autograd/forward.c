@@ -110,7 +110,8 @@ static void run_rule(nb_tensor *t) {
         if (ok && r && !nb_same_shape(r, t)) {
             char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
             nb_set_error("nb_jvp: the jvp rule of '%s' returned a tangent of shape %s for an "
-                         "output of shape %s", op->name, nb_shape_str(r->ndim, r->shape, b1, sizeof b1),
+                         "output of shape %s", op->name,
+                         nb_shape_str(r->ndim, r->shape, b1, sizeof b1),
                          nb_shape_str(t->ndim, t->shape, b2, sizeof b2));
             ok = false;
         }

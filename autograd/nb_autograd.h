@@ -325,9 +325,10 @@ const nb_op *nb_op_of(const nb_tensor *t);
  * OWNERSHIP: tangents exist only during nb_jvp: every tensor given one stays
  * alive until the call returns, when all tangents are dropped except the
  * outputs', which belong to the caller's scope like the outputs themselves.
- * Limits: one level (nb_jvp inside f, or inside a rule, is an error), and a
+ * Limits: one level (nb_jvp inside f, or inside a rule, is an error); a
  * tensor written in place (nb_data_mut) during the call keeps a stale
- * tangent. */
+ * tangent; forward over reverse goes through nb_grad (nb_backward's sums
+ * into .grad do not follow tangents). */
 
 /* f fills outputs[0 .. noutputs) from inputs; returns 0, or -1 with a
  * message set. */

@@ -119,7 +119,8 @@ F(f_embedding, nb_embedding(a, nb_from_array(NB_SHAPE(2, 2), (float[]){3, 0, 1, 
 /* convolution and pooling */
 F(f_conv2d, nb_conv2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 1}, .padding = {1, 1}}))
 F(f_conv2d_groups, nb_conv2d(a, b, NULL, &(nb_conv2d_opts){.groups = 2, .dilation = {1, 2}}))
-F(f_conv_transpose2d, nb_conv_transpose2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 2}, .output_padding = {1, 0}}))
+F(f_conv_transpose2d,
+  nb_conv_transpose2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 2}, .output_padding = {1, 0}}))
 F(f_weight_grad, nb_conv2d_weight_grad(a, b, 2, 2, &(nb_conv2d_opts){.padding = {1, 0}}))
 F(f_max_pool2d, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.stride = {1, 2}, .padding = {1, 0}}))
 F(f_avg_pool2d, nb_avg_pool2d(a, 2, 3, NULL))
@@ -412,14 +413,15 @@ Test(forward, layers) {
         nb_conv2d_layer(3, 3, 3, &(nb_conv2d_layer_opts){.activation = "relu", .padding = {1, 1}}),
         nb_batch_norm_layer(0.1f, 1e-5f), nb_max_pool2d_layer(2, 2, NULL),
         nb_global_avg_pool2d_layer(), nb_dense(2, "gelu", 0)});
-    nb_module *acts = nb_sequential(6, (nb_module *[]){nb_flatten_layer(), nb_layer_norm_layer(1, 1e-5f),
-                                                       nb_sigmoid_layer(), nb_leaky_relu_layer(0.3f),
-                                                       nb_activation("elu"), nb_activation("softplus")});
+    nb_module *acts = nb_sequential(6, (nb_module *[]){
+        nb_flatten_layer(), nb_layer_norm_layer(1, 1e-5f), nb_sigmoid_layer(),
+        nb_leaky_relu_layer(0.3f), nb_activation("elu"), nb_activation("softplus")});
     cr_assert(seq && conv && acts, "%s", nb_error());
     const fcase cases[] = {
         {"dense, dropout (eval), softmax, linear", f_layer, 1, {S(4, 3)}, -1, 1, seq},
         {"conv2d, batch_norm, pools, dense", f_layer, 1, {S(2, 2, 4, 4)}, -1, 1, conv},
-        {"flatten, layer_norm, sigmoid, leaky_relu, elu, softplus", f_layer, 1, {S(2, 3, 2)}, -2, 2, acts},
+        {"flatten, layer_norm, sigmoid, leaky_relu, elu, softplus", f_layer, 1, {S(2, 3, 2)}, -2, 2,
+         acts},
     };
     CHECK_TABLE(cases);
     nb_module_free(seq);
@@ -441,13 +443,17 @@ Test(forward, values_by_hand) {
     nb_tensor *da = nb_from_array(NB_SHAPE(2), (float[]){1, 3});
     nb_tensor *db = nb_from_array(NB_SHAPE(2), (float[]){0.5f, -2});
     nb_tensor *y, *t;
-    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b}, (nb_tensor *[]){da, db}, 1, &y, &t), 0);
+    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b},
+                        (nb_tensor *[]){da, db}, 1, &y, &t),
+                 0);
     const float e = 2.718281828f;
     EXPECT_VALUES(y, 1e-5, 2, -e);
     /* e^0*1 + 2*e^0*0.5 = 2;  e*3 + (-1)*e*(-2) = 5e */
     EXPECT_VALUES(t, 1e-5, 2, 5 * e);
     /* a zero tangent for b: only the first term */
-    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b}, (nb_tensor *[]){da, NULL}, 1, &y, &t), 0);
+    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b},
+                        (nb_tensor *[]){da, NULL}, 1, &y, &t),
+                 0);
     EXPECT_VALUES(t, 1e-5, 1, 3 * e);
     /* no tangent at all: zeros */
     cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b}, NULL, 1, &y, &t), 0);
@@ -511,7 +517,9 @@ Test(forward, op_without_rule_is_an_error) {
         nb_set_requires_grad(x, rg);
         nb_tensor *y = x, *t = x;
         nb_clear_error();
-        cr_assert_eq(nb_jvp(f_twice, NULL, 2, (nb_tensor *[]){x, b}, (nb_tensor *[]){v, NULL}, 1, &y, &t), -1);
+        cr_assert_eq(nb_jvp(f_twice, NULL, 2, (nb_tensor *[]){x, b},
+                            (nb_tensor *[]){v, NULL}, 1, &y, &t),
+                     -1);
         EXPECT_ERROR("nb_jvp", "'twice'", "no forward-mode rule");
         cr_assert(y == NULL && t == NULL);
         /* the same when its output is the one nb_jvp collects */
@@ -521,7 +529,9 @@ Test(forward, op_without_rule_is_an_error) {
     }
     /* no tangent reaches it: fine, whatever it lacks */
     nb_tensor *y, *t;
-    cr_assert_eq(nb_jvp(f_twice, NULL, 2, (nb_tensor *[]){x, b}, (nb_tensor *[]){NULL, v}, 1, &y, &t), 0);
+    cr_assert_eq(nb_jvp(f_twice, NULL, 2, (nb_tensor *[]){x, b},
+                        (nb_tensor *[]){NULL, v}, 1, &y, &t),
+                 0);
     EXPECT_VALUES(t, 0, 1, 1, 1);
 }
 
@@ -541,7 +551,9 @@ static int f_fails(nb_tensor *const *in, nb_tensor **out, void *ctx) {
 
 Test(forward, bad_calls) {
     nb_tensor *x = nb_ones(NB_SHAPE(2, 3)), *v = nb_ones(NB_SHAPE(3)), *y, *t;
-    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, x}, (nb_tensor *[]){v, NULL}, 1, &y, &t), -1);
+    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, x},
+                        (nb_tensor *[]){v, NULL}, 1, &y, &t),
+                 -1);
     EXPECT_ERROR("nb_jvp", "tangent 0", "[3]", "[2,3]");
     nb_clear_error();
     cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, NULL}, NULL, 1, &y, &t), -1);
@@ -553,14 +565,18 @@ Test(forward, bad_calls) {
     cr_assert_eq(nb_jvp(NULL, NULL, 1, &x, NULL, 1, &y, &t), -1);
     EXPECT_ERROR("nb_jvp");
     /* a later call works: the failures left no level open */
-    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, x}, (nb_tensor *[]){x, NULL}, 1, &y, &t), 0);
+    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, x},
+                        (nb_tensor *[]){x, NULL}, 1, &y, &t),
+                 0);
 }
 
 /* Outside any scope: nothing leaks, the results are the caller's. */
 Test(forward, without_a_scope) {
     nb_scope_end(); /* the suite's */
     nb_tensor *x = nb_ones(NB_SHAPE(2)), *v = nb_ones(NB_SHAPE(2)), *y, *t;
-    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, x}, (nb_tensor *[]){v, v}, 1, &y, &t), 0);
+    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){x, x},
+                        (nb_tensor *[]){v, v}, 1, &y, &t),
+                 0);
     const float e = 2.718281828f;
     EXPECT_VALUES(t, 1e-5, 2 * e, 2 * e); /* d(x e^x) = (1 + x) e^x dx */
     nb_release(y);
@@ -613,7 +629,8 @@ Test(forward, hessian_vector_product) {
             for (int i = 0; i < n; i++) {
                 double th = tanh((double)nb_data(x)[i]), gi = 1 - th * th;
                 for (int j = 0; j < n; j++)
-                    gi += 0.5 * ((double)nb_data(a)[i * n + j] + nb_data(a)[j * n + i]) * nb_data(x)[j];
+                    gi += 0.5 * ((double)nb_data(a)[i * n + j] + nb_data(a)[j * n + i]) *
+                          nb_data(x)[j];
                 cr_assert(fabs(nb_data(g)[i] - gi) < 1e-5, "gradient %d: %g, expected %g", i,
                           (double)nb_data(g)[i], gi);
                 cr_assert(fabs(nb_data(hv)[i] - want[i]) < 1e-5,

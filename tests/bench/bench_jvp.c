@@ -67,9 +67,13 @@ static int step(kind k, nb_tensor **in, nb_tensor **v, net *n) {
         rc = nb_grad(1, &loss, NULL, 4, in + 1, out, NULL);
         break;
     }
-    case JVP_X: rc = nb_jvp(f_loss, n, 5, in, (nb_tensor *[]){v[0], NULL, NULL, NULL, NULL}, 1, out, tan); break;
+    case JVP_X:
+        rc = nb_jvp(f_loss, n, 5, in, (nb_tensor *[]){v[0], NULL, NULL, NULL, NULL}, 1, out, tan);
+        break;
     case JVP_ALL: rc = nb_jvp(f_loss, n, 5, in, v, 1, out, tan); break;
-    case HVP: rc = nb_jvp(f_grad, n, 5, in, (nb_tensor *[]){NULL, v[1], v[2], v[3], v[4]}, 4, out, tan); break;
+    case HVP:
+        rc = nb_jvp(f_grad, n, 5, in, (nb_tensor *[]){NULL, v[1], v[2], v[3], v[4]}, 4, out, tan);
+        break;
     default: break;
     }
     nb_scope_end();
