@@ -93,22 +93,25 @@ static bool conv_build(const char *who, conv_layer *c, int64_t in_channels) {
     return ok;
 }
 
-/* Keras's "same": output ceil(in / stride), the padding split evenly (an
- * odd total would need one more row or column on one side, which conv2d's
- * symmetric padding cannot give). */
-static bool same_padding(const char *who, int64_t in, int stride, int k, int dilation, int *pad) {
+/* Keras's "same": output ceil(in / stride). The padding is split evenly;
+ * an odd total puts the extra row or column at the bottom or right, as
+ * TensorFlow does, so a kernel trained there gives the same outputs here.
+ * conv2d pads symmetrically: the extra one is a zero row or column
+ * concatenated to x. */
+static void same_padding(int64_t in, int stride, int k, int dilation, int *pad, bool *extra) {
     int64_t out = (in + stride - 1) / stride;
     int64_t total = (out - 1) * stride + (int64_t)(k - 1) * dilation + 1 - in;
     if (total < 0) total = 0;
-    if (total % 2) {
-        nb_set_error("%s: padding \"same\" needs %lld rows or columns of padding for a side of %lld, an "
-                     "odd number that cannot be split evenly (use an odd kernel at stride 1, or explicit "
-                     "padding)",
-                     who, (long long)total, (long long)in);
-        return false;
-    }
     *pad = (int)(total / 2);
-    return true;
+    *extra = total % 2 != 0;
+}
+
+static nb_tensor *pad_end(nb_tensor *x, int axis) {
+    int64_t shape[4];
+    memcpy(shape, nb_shape(x), sizeof shape);
+    shape[axis] = 1;
+    nb_tensor *parts[2] = {x, nb_zeros(4, shape)};
+    return parts[1] ? nb_concat(2, parts, axis) : NULL;
 }
 
 static nb_tensor *conv_forward(nb_module *m, nb_tensor *x) {
@@ -128,10 +131,12 @@ static nb_tensor *conv_forward(nb_module *m, nb_tensor *x) {
                          .dilation = {c->o.dilation[0], c->o.dilation[1]},
                          .groups = c->o.groups};
     if (c->o.same)
-        for (int a = 0; a < 2; a++)
-            if (!same_padding(who, nb_shape(x)[2 + a], co.stride[a], a ? c->kw : c->kh, co.dilation[a],
-                              &co.padding[a]))
-                return NULL;
+        for (int a = 0; a < 2; a++) {
+            bool extra;
+            same_padding(nb_shape(x)[2 + a], co.stride[a], a ? c->kw : c->kh, co.dilation[a],
+                         &co.padding[a], &extra);
+            if (extra) x = pad_end(x, 2 + a);
+        }
     return c->act(nb_conv2d(x, c->weight, c->bias, &co));
 }
 
@@ -215,12 +220,18 @@ static const nb_module_type avg_pool_type = {"AveragePooling2D", avg_pool_forwar
 
 static nb_module *pool_new(const char *who, const nb_module_type *type, int kh, int kw,
                            const nb_pool2d_opts *opts) {
-    nb_pool2d_opts o = opts ? *opts : (nb_pool2d_opts){{0}, {0}};
+    nb_pool2d_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    bool avg = type == &avg_pool_type;
     if (kh <= 0 || kw <= 0 || o.stride[0] < 0 || o.stride[1] < 0 || o.padding[0] < 0 ||
-        o.padding[1] < 0 || 2 * o.padding[0] > kh || 2 * o.padding[1] > kw) {
-        nb_set_error("%s: pool %dx%d, stride %d,%d, padding %d,%d: the pool must be positive, the stride "
-                     ">= 0 (0: the pool size) and the padding at most half the pool",
-                     who, kh, kw, o.stride[0], o.stride[1], o.padding[0], o.padding[1]);
+        o.padding[1] < 0 || 2 * o.padding[0] > kh || 2 * o.padding[1] > kw || o.dilation[0] < 0 ||
+        o.dilation[1] < 0 || (avg && (o.dilation[0] > 1 || o.dilation[1] > 1))) {
+        nb_set_error("%s: pool %dx%d, stride %d,%d, padding %d,%d, dilation %d,%d: the pool must be "
+                     "positive, the stride and dilation >= 0 (0: the pool size, 1), the padding at "
+                     "most half the pool%s",
+                     who, kh, kw, o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.dilation[0],
+                     o.dilation[1], avg ? ", and average pooling has no dilation" : "");
         return NULL;
     }
     pool_layer *p = (pool_layer *)nb__module_new(who, type, sizeof *p);

@@ -328,9 +328,9 @@ void nb_history_free(nb_history *h);
 typedef struct nb_conv2d_layer_opts {
     int stride[2];     /* default 1 (index 0 the height, 1 the width) */
     int padding[2];    /* explicit zero padding, default 0 (Keras's "valid") */
-    /* Keras's padding="same": oH = ceil(H / stride). Split evenly on both
-     * sides, so the total must be even (any odd kernel at stride 1); an odd
-     * total is an error at the forward. Not with explicit padding. */
+    /* Keras's padding="same": oH = ceil(H / stride), the padding split
+     * evenly, an odd total's extra row or column at the bottom or right (as
+     * TensorFlow places it). Not with explicit padding. */
     bool same;
     int dilation[2];   /* default 1 */
     int groups;        /* default 1; divides the input channels and filters */

@@ -598,8 +598,27 @@ nb_tensor *nb_conv2d_weight_grad(nb_tensor *x, nb_tensor *gy, int64_t kh, int64_
  * x [N,C,H,W] -> out [N,C,oH,oW], oH = (H + 2·ph - kh) / sh + 1 (floor). */
 
 typedef struct pool_args {
-    int64_t kh, kw, sh, sw, ph, pw, oh, ow;
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
+    bool ceil_mode;
 } pool_args;
+
+/* PyTorch's pooling output size: rounded down, or up with ceil_mode as long
+ * as the last window starts inside the input or its left padding. */
+static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
+    int64_t span = in + 2 * p - d * (k - 1) - 1;
+    if (in < 1 || span < 0) return 0;
+    int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (out - 1) * s >= in + p) out--;
+    return out;
+}
+
+/* The first tap of window o that falls inside the input, or -1: the window
+ * starts at o·s - p and its taps are d apart. */
+static int64_t first_tap(int64_t o, int64_t in, int64_t s, int64_t p, int64_t d) {
+    int64_t start = o * s - p;
+    int64_t pos = start >= 0 ? start : start + (-start + d - 1) / d * d;
+    return pos < in ? pos : -1;
+}
 
 static bool read_pool(const char *who, const nb_tensor *x, int kh, int kw,
                       const nb_pool2d_opts *o, pool_args *a) {
@@ -609,22 +628,39 @@ static bool read_pool(const char *who, const nb_tensor *x, int kh, int kw,
     a->sh = o->stride[0] ? o->stride[0] : kh;
     a->sw = o->stride[1] ? o->stride[1] : kw;
     a->ph = o->padding[0], a->pw = o->padding[1];
+    a->dh = o->dilation[0] ? o->dilation[0] : 1;
+    a->dw = o->dilation[1] ? o->dilation[1] : 1;
+    a->ceil_mode = o->ceil_mode;
     if (nb_ndim(x) != 4 || kh < 1 || kw < 1 || a->sh < 1 || a->sw < 1 || a->ph < 0 ||
-        a->pw < 0 || 2 * a->ph > kh || 2 * a->pw > kw) {
-        nb_set_error("%s: x %s, kernel %dx%d, stride (%d,%d), padding (%d,%d): x must be 4-D "
-                     "[N,C,H,W], kernel and stride positive, padding at most half the kernel",
+        a->pw < 0 || 2 * a->ph > kh || 2 * a->pw > kw || a->dh < 1 || a->dw < 1) {
+        nb_set_error("%s: x %s, kernel %dx%d, stride (%d,%d), padding (%d,%d), dilation (%d,%d): x "
+                     "must be 4-D [N,C,H,W], kernel, stride and dilation positive, padding at most "
+                     "half the kernel",
                      who, SHAPE(x), kh, kw, o->stride[0], o->stride[1], o->padding[0],
-                     o->padding[1]);
+                     o->padding[1], o->dilation[0], o->dilation[1]);
         return false;
     }
     int64_t h = nb_shape(x)[2], w = nb_shape(x)[3];
-    /* an empty plane has no element to select, padding or not */
-    a->oh = h < 1 || h + 2 * a->ph < kh ? 0 : (h + 2 * a->ph - kh) / a->sh + 1;
-    a->ow = w < 1 || w + 2 * a->pw < kw ? 0 : (w + 2 * a->pw - kw) / a->sw + 1;
+    a->oh = pool_out_size(h, kh, a->sh, a->ph, a->dh, a->ceil_mode);
+    a->ow = pool_out_size(w, kw, a->sw, a->pw, a->dw, a->ceil_mode);
     if (a->oh < 1 || a->ow < 1) {
-        nb_set_error("%s: x %s is smaller than the %dx%d window with padding (%d,%d)", who,
-                     SHAPE(x), kh, kw, o->padding[0], o->padding[1]);
+        nb_set_error("%s: x %s is smaller than the %dx%d window with padding (%d,%d) and dilation "
+                     "(%lld,%lld)",
+                     who, SHAPE(x), kh, kw, o->padding[0], o->padding[1], (long long)a->dh,
+                     (long long)a->dw);
         return false;
+    }
+    /* a dilated window can step over a small input entirely */
+    for (int64_t i = 0; i < a->oh + a->ow; i++) {
+        bool row = i < a->oh;
+        if (first_tap(row ? i : i - a->oh, row ? h : w, row ? a->sh : a->sw, row ? a->ph : a->pw,
+                      row ? a->dh : a->dw) < 0) {
+            nb_set_error("%s: x %s: window %lld of the %s holds no element of x with dilation "
+                         "(%lld,%lld)",
+                         who, SHAPE(x), (long long)(row ? i : i - a->oh), row ? "height" : "width",
+                         (long long)a->dh, (long long)a->dw);
+            return false;
+        }
     }
     return true;
 }
@@ -653,10 +689,10 @@ static inline void max_step(float *m, float *i, float v, float vi) {
 }
 
 /* One output row at a time, tap by tap: out and idx start at the first
- * element of each window, and tap (i, j) of every window of the row is
- * compared in one loop over ox, which vectorises. Taps are visited in the
- * window's row-major order, so each window still sees its elements in
- * PyTorch's order and keeps the first maximum; the comparison
+ * element of each window inside x, and tap (i, j) of every window of the
+ * row is compared in one loop over ox, which vectorises. Taps are visited
+ * in the window's row-major order, so each window still sees its elements
+ * in PyTorch's order and keeps the first maximum; the comparison
  * v > m || isnan(v) is PyTorch's too. */
 static void max_pool_planes(void *ctx, int64_t begin, int64_t end) {
     const pool_job *j = ctx;
@@ -666,17 +702,17 @@ static void max_pool_planes(void *ctx, int64_t begin, int64_t end) {
         for (int64_t oy = 0; oy < a->oh; oy++) {
             float *out = j->out + (p * a->oh + oy) * a->ow, *idx = j->idx + (p * a->oh + oy) * a->ow;
             int64_t y0 = oy * a->sh - a->ph;
-            int64_t fy = y0 < 0 ? 0 : y0; /* first row of the window inside x */
+            int64_t fy = first_tap(oy, j->h, a->sh, a->ph, a->dh); /* read_pool: never -1 */
             for (int64_t ox = 0; ox < a->ow; ox++) {
-                int64_t x0 = ox * a->sw - a->pw, fx = x0 < 0 ? 0 : x0;
+                int64_t fx = first_tap(ox, j->w, a->sw, a->pw, a->dw);
                 out[ox] = x[fy * j->w + fx];
                 idx[ox] = (float)(fy * j->w + fx);
             }
             for (int64_t i = 0; i < a->kh; i++) {
-                int64_t iy = y0 + i;
+                int64_t iy = y0 + i * a->dh;
                 if (iy < 0 || iy >= j->h) continue;
                 for (int64_t t = 0; t < a->kw; t++) {
-                    int64_t lo, hi, off = t - a->pw;
+                    int64_t lo, hi, off = t * a->dw - a->pw;
                     tap_range(a->ow, j->w, a->sw, off, &lo, &hi);
                     const float *xr = x + iy * j->w + off;
                     float base = (float)(iy * j->w + off);
@@ -729,17 +765,59 @@ nb_tensor *nb_max_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opt
 }
 
 /* avg_pool2d: each plane convolved with a constant kernel of 1/(kh·kw),
- * zeros in the padding counted (PyTorch's count_include_pad). */
+ * zeros in the padding counted (PyTorch's count_include_pad). With
+ * ceil_mode a last window may reach past the padding: the planes get zero
+ * rows and columns at the end to hold it, and its divisor counts only what
+ * lies within the padded input, so the output is the window sum times a
+ * constant map of 1/divisor. */
+static nb_tensor *pad_end(nb_tensor *x, int axis, int64_t extra) {
+    if (extra <= 0) return x;
+    int64_t shape[4];
+    memcpy(shape, nb_shape(x), sizeof shape);
+    shape[axis] = extra;
+    nb_tensor *parts[2] = {x, nb_zeros(4, shape)};
+    return parts[1] ? nb_concat(2, parts, axis) : NULL;
+}
+
+static nb_tensor *inverse_divisors(const pool_args *a, int64_t h, int64_t w) {
+    nb_tensor *m = nb_empty(NB_SHAPE(a->oh, a->ow));
+    if (!m) return NULL;
+    float *d = nb_data_mut(m);
+    for (int64_t oy = 0; oy < a->oh; oy++)
+        for (int64_t ox = 0; ox < a->ow; ox++) {
+            int64_t y0 = oy * a->sh - a->ph, x0 = ox * a->sw - a->pw;
+            int64_t y1 = y0 + a->kh < h + a->ph ? y0 + a->kh : h + a->ph;
+            int64_t x1 = x0 + a->kw < w + a->pw ? x0 + a->kw : w + a->pw;
+            d[oy * a->ow + ox] = 1.0f / (float)((y1 - y0) * (x1 - x0));
+        }
+    return m;
+}
+
 nb_tensor *nb_avg_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts) {
     if (!x) return NULL;
     pool_args a;
     if (!read_pool("nb_avg_pool2d", x, kh, kw, opts, &a)) return NULL;
+    if (a.dh != 1 || a.dw != 1) {
+        nb_set_error("nb_avg_pool2d: dilation (%lld,%lld): average pooling has no dilation (as in "
+                     "PyTorch)", (long long)a.dh, (long long)a.dw);
+        return NULL;
+    }
     const int64_t *s = nb_shape(x);
     nb_composite_begin();
     nb_tensor *planes = nb_reshape(x, NB_SHAPE(s[0] * s[1], 1, s[2], s[3]));
-    nb_tensor *k = nb_full(NB_SHAPE(1, 1, kh, kw), 1.0f / (float)(kh * kw));
     nb_conv2d_opts co = {.stride = {(int)a.sh, (int)a.sw}, .padding = {(int)a.ph, (int)a.pw}};
-    nb_tensor *y = nb_conv2d(planes, k, NULL, &co);
+    nb_tensor *y;
+    if (!a.ceil_mode) {
+        nb_tensor *k = nb_full(NB_SHAPE(1, 1, kh, kw), 1.0f / (float)(kh * kw));
+        y = nb_conv2d(planes, k, NULL, &co);
+    } else {
+        /* rows and columns the last windows need beyond the padding */
+        int64_t eh = (a.oh - 1) * a.sh + kh - (s[2] + 2 * a.ph);
+        int64_t ew = (a.ow - 1) * a.sw + kw - (s[3] + 2 * a.pw);
+        planes = pad_end(pad_end(planes, 2, eh), 3, ew);
+        nb_tensor *sums = nb_conv2d(planes, nb_ones(NB_SHAPE(1, 1, kh, kw)), NULL, &co);
+        y = nb_mul(sums, inverse_divisors(&a, s[2], s[3]));
+    }
     return nb_composite_end(nb_reshape(y, NB_SHAPE(s[0], s[1], a.oh, a.ow)));
 }
 

@@ -179,16 +179,22 @@ nb_tensor *nb_conv_transpose2d(nb_tensor *x, nb_tensor *w, nb_tensor *b,
 nb_tensor *nb_conv2d_weight_grad(nb_tensor *x, nb_tensor *grad_y, int64_t kh, int64_t kw,
                                  const nb_conv2d_opts *opts);
 
-/* Pooling windows: stride 0 (the default) means the kernel size; padding at
- * most half the kernel. oH = (H + 2·padding - kH) / stride + 1 (floor). */
+/* Pooling windows, PyTorch's MaxPool2d/AvgPool2d options: stride 0 (the
+ * default) means the kernel size; padding at most half the kernel; dilation
+ * 0 means 1 (max pooling only). oH = (H + 2·padding - dilation·(kH-1) - 1)
+ * / stride + 1, rounded down, or up with ceil_mode (then a last window must
+ * still start inside the input or its left padding). */
 typedef struct nb_pool2d_opts {
     int stride[2];
     int padding[2];
+    int dilation[2];
+    bool ceil_mode;
 } nb_pool2d_opts;
 
 /* x [N,C,H,W] -> [N,C,oH,oW]. max: padding never wins; the gradient goes to
  * the first maximum of each window (a NaN is a maximum). avg: padding counts
- * as zeros in the divisor (PyTorch's count_include_pad). */
+ * as zeros in the divisor (PyTorch's count_include_pad), the part of a
+ * ceil_mode window past the padding does not. */
 nb_tensor *nb_max_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts);
 nb_tensor *nb_avg_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts);
 /* x [N,C,H,W] -> [N,C,oh,ow], oh dividing H and ow dividing W; (1, 1) is the

@@ -87,9 +87,32 @@ Test(layers_conv, conv2d_same_padding) {
     c = nb_conv2d_layer(2, 3, 3, &(nb_conv2d_layer_opts){.same = true, .stride = {2, 2}});
     EXPECT_SHAPE(nb_module_forward(c, nb_randn(NB_SHAPE(1, 1, 7, 7))), 1, 2, 4, 4);
     nb_module_free(c);
-    c = nb_conv2d_layer(2, 2, 2, &(nb_conv2d_layer_opts){.same = true});
-    cr_assert_null(nb_module_forward(c, nb_randn(NB_SHAPE(1, 1, 4, 4))));
-    EXPECT_ERROR("Conv2D(2)", "same", "odd");
+    /* stride 2 on an even side: ceil(4/2) = 2 needs 1 row, at the bottom */
+    c = nb_conv2d_layer(2, 3, 3, &(nb_conv2d_layer_opts){.same = true, .stride = {2, 2}});
+    EXPECT_SHAPE(nb_module_forward(c, nb_randn(NB_SHAPE(1, 1, 4, 4))), 1, 2, 2, 2);
+    nb_module_free(c);
+}
+
+/* An even kernel needs an odd padding: TensorFlow puts the extra row and
+ * column at the bottom and right. Kernel [[1, 10], [100, 1000]] on 1..9
+ * reads each output's 2x2 window as decimal digits, zeros past the edge. */
+Test(layers_conv, conv2d_same_padding_even_kernel) {
+    nb_module *c = nb_conv2d_layer(1, 2, 2, &(nb_conv2d_layer_opts){.same = true});
+    nb_tensor *x = nb_test_leaf(0, 1, NB_SHAPE(1, 1, 3, 3));
+    float *px = nb_data_mut(x);
+    for (int i = 0; i < 9; i++) px[i] = (float)(i + 1);
+    cr_assert_not_null(nb_module_forward(c, x)); /* build */
+    int n;
+    nb_tensor **p = nb_module_parameters(c, &n);
+    memcpy(nb_data_mut(p[0]), (float[]){1, 10, 100, 1000}, 4 * sizeof(float));
+    nb_tensor *y = nb_module_forward(c, x);
+    EXPECT_SHAPE(y, 1, 1, 3, 3);
+    EXPECT_VALUES(y, 0, 5421, 6532, 603, 8754, 9865, 906, 87, 98, 9);
+    nb_module_free(c);
+    c = nb_conv2d_layer(2, 2, 2, &(nb_conv2d_layer_opts){.same = true, .activation = "tanh"});
+    x = nb_test_leaf(-1, 1, NB_SHAPE(2, 2, 3, 4));
+    EXPECT_SHAPE(nb_module_forward(c, x), 2, 2, 3, 4); /* build */
+    gradcheck_module(c, x, true);
     nb_module_free(c);
 }
 

@@ -216,6 +216,71 @@ Test(conv, max_pool_padding_never_wins_and_nan_propagates) {
     cr_assert(isnan(nb_data(y)[0]));
 }
 
+/* x, 5x5 with ties:            PyTorch, then x.grad from y.backward(ones):
+ *    0  7  3 10  6
+ *    2  9  5  1  8
+ *    4  0  7  3 10
+ *    6  2  9  5  1
+ *    8  4  0  7  3 */
+static nb_tensor *ties5x5(void) {
+    nb_tensor *x = nb_empty(NB_SHAPE(1, 1, 5, 5));
+    for (int i = 0; i < 25; i++) nb_data_mut(x)[i] = (float)(i * 7 % 11);
+    return nb_set_requires_grad(x, true);
+}
+
+static void expect_pool_grad(nb_tensor *y, nb_tensor *x, const float *want) {
+    nb_tensor *gx;
+    cr_assert_eq(nb_grad(1, &y, (nb_tensor *[]){nb_ones_like(y)}, 1, &x, &gx, NULL), 0, "%s",
+                 nb_error());
+    nb_test_expect_values(gx, 1e-6, want, 25);
+}
+
+Test(conv, pytorch_pool_ceil_mode) {
+    /* F.max_pool2d(x, 2, 2, 0, ceil_mode=True): the last row and column of
+     * windows hang over the edge and take what is inside */
+    nb_tensor *x = ties5x5();
+    nb_tensor *y = nb_max_pool2d(x, 2, 2, &(nb_pool2d_opts){.ceil_mode = true});
+    EXPECT_SHAPE(y, 1, 1, 3, 3);
+    EXPECT_VALUES(y, 0, 9, 10, 8, 6, 9, 10, 8, 7, 3);
+    expect_pool_grad(y, x, (const float[]){0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 1, 0,
+                                           0, 1, 0, 0, 1, 1});
+    /* F.avg_pool2d(x, 2, 2, 0, ceil_mode=True): those windows divide by
+     * what they hold */
+    y = nb_avg_pool2d(x, 2, 2, &(nb_pool2d_opts){.ceil_mode = true});
+    EXPECT_VALUES(y, 1e-6, 4.5, 4.75, 7, 3, 6, 5.5, 6, 3.5, 3);
+    expect_pool_grad(y, x, (const float[]){0.25, 0.25, 0.25, 0.25, 0.5, 0.25, 0.25, 0.25, 0.25, 0.5,
+                                           0.25, 0.25, 0.25, 0.25, 0.5, 0.25, 0.25, 0.25, 0.25, 0.5,
+                                           0.5, 0.5, 0.5, 0.5, 1});
+    /* F.avg_pool2d(arange(36).view(1,1,6,6), 3, 2, 1, ceil_mode=True):
+     * padding counts in the divisor, the overhang past it does not */
+    nb_tensor *r = nb_arange(0, 36, 1);
+    y = nb_avg_pool2d(nb_reshape(r, NB_SHAPE(1, 1, 6, 6)), 3, 3,
+                      &(nb_pool2d_opts){.stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true});
+    EXPECT_SHAPE(y, 1, 1, 4, 4);
+    EXPECT_VALUES(y, 1e-5, 1.5555556, 3.3333333, 4.6666665, 2.6666667, 8.333333, 14, 16, 8.5,
+                  16.333334, 26, 28, 14.5, 10.166667, 16, 17, 8.75);
+    y = nb_max_pool2d(nb_reshape(r, NB_SHAPE(1, 1, 6, 6)), 3, 3,
+                      &(nb_pool2d_opts){.stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true});
+    EXPECT_VALUES(y, 0, 7, 9, 11, 11, 19, 21, 23, 23, 31, 33, 35, 35, 31, 33, 35, 35);
+}
+
+Test(conv, pytorch_max_pool_dilation) {
+    /* F.max_pool2d(x, 2, 1, 1, dilation=2): taps two apart */
+    nb_tensor *x = ties5x5();
+    nb_tensor *y = nb_max_pool2d(
+        x, 2, 2, &(nb_pool2d_opts){.stride = {1, 1}, .padding = {1, 1}, .dilation = {2, 2}});
+    EXPECT_SHAPE(y, 1, 1, 5, 5);
+    EXPECT_VALUES(y, 0, 9, 5, 9, 8, 1, 7, 7, 10, 10, 10, 9, 9, 9, 9, 5, 4, 8, 7, 10, 7, 2, 9, 5, 9, 5);
+    expect_pool_grad(y, x, (const float[]){0, 1, 0, 2, 0, 0, 4, 1, 1, 1, 0, 0, 1, 0, 2, 0, 1, 4, 3,
+                                           0, 1, 1, 0, 2, 0});
+    /* a dilated window that steps over a 1-wide input holds nothing */
+    cr_assert_null(nb_max_pool2d(nb_zeros(NB_SHAPE(1, 1, 1, 1)), 2, 2,
+                                 &(nb_pool2d_opts){.stride = {1, 1}, .padding = {1, 1}, .dilation = {2, 2}}));
+    EXPECT_ERROR("nb_max_pool2d", "holds no element");
+    cr_assert_null(nb_avg_pool2d(x, 2, 2, &(nb_pool2d_opts){.dilation = {2, 2}}));
+    EXPECT_ERROR("nb_avg_pool2d", "no dilation");
+}
+
 Test(conv, avg_pool_by_hand) {
     /* 2x2 windows of 1 2 3 4 / 5 6 7 8: (1+2+5+6)/4 = 3.5, (3+4+7+8)/4 = 5.5 */
     nb_tensor *x = FROM(NB_SHAPE(1, 1, 2, 4), 1, 2, 3, 4, 5, 6, 7, 8);
@@ -522,6 +587,16 @@ Test(conv, pool_gradcheck_stride_one) {
 }
 Test(conv, pool_gradcheck_rectangular) {
     check_pool(2, 3, (nb_pool2d_opts){.stride = {1, 2}, .padding = {0, 1}});
+}
+
+Test(conv, pool_gradcheck_ceil_mode) {
+    check_pool(2, 2, (nb_pool2d_opts){.ceil_mode = true});
+    check_pool(3, 3, (nb_pool2d_opts){.stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true});
+}
+Test(conv, max_pool_gradcheck_dilated) {
+    nb_tensor *x = distinct(2, 2, 5, 6);
+    pool_ctx p = {true, 2, 3, {.stride = {1, 2}, .padding = {1, 1}, .dilation = {2, 2}, .ceil_mode = true}};
+    nb_test_gradcheck(pool_fn, &p, 1, &x, true);
 }
 
 static nb_tensor *adaptive_fn(nb_tensor *const *in, void *ctx) {
