@@ -123,7 +123,10 @@ F(f_conv_transpose2d,
   nb_conv_transpose2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 2}, .output_padding = {1, 0}}))
 F(f_weight_grad, nb_conv2d_weight_grad(a, b, 2, 2, &(nb_conv2d_opts){.padding = {1, 0}}))
 F(f_max_pool2d, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.stride = {1, 2}, .padding = {1, 0}}))
+F(f_max_pool2d_dilated, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.dilation = {2, 1}, .ceil_mode = true,
+                                                                   .stride = {2, 2}}))
 F(f_avg_pool2d, nb_avg_pool2d(a, 2, 3, NULL))
+F(f_avg_pool2d_ceil, nb_avg_pool2d(a, 2, 2, &(nb_pool2d_opts){.ceil_mode = true}))
 F(f_adaptive_avg_pool2d, nb_adaptive_avg_pool2d(a, 2, 1))
 /* a composition: a small network */
 F(f_mlp, nb_log_softmax(nb_matmul(nb_tanh(nb_add(nb_matmul(a, b), c)), nb_transpose(b, 0, 1)), 1))
@@ -246,7 +249,9 @@ static const fcase conv_cases[] = {
     {"conv_transpose2d", f_conv_transpose2d, 3, {S(1, 2, 2, 3), S(2, 3, 2, 2), S(3)}, -1, 1},
     {"conv2d_weight_grad", f_weight_grad, 2, {S(2, 2, 3, 3), S(2, 3, 4, 2)}, -1, 1},
     {"max_pool2d", f_max_pool2d, 1, {S(1, 2, 4, 4)}, -1, 1},
+    {"max_pool2d dilated, ceil_mode", f_max_pool2d_dilated, 1, {S(1, 2, 5, 5)}, -1, 1},
     {"avg_pool2d", f_avg_pool2d, 1, {S(1, 2, 4, 6)}, -1, 1},
+    {"avg_pool2d ceil_mode", f_avg_pool2d_ceil, 1, {S(1, 1, 5, 3)}, -1, 1},
     {"adaptive_avg_pool2d", f_adaptive_avg_pool2d, 1, {S(2, 1, 4, 3)}, -1, 1},
 };
 
