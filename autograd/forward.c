@@ -232,7 +232,10 @@ int nb_jvp(nb_jvp_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
             duals[i]->tangent = v;
         }
     }
-    if (ok && f(duals, outputs, ctx) != 0) ok = false;
+    if (ok && f(duals, outputs, ctx) != 0) {
+        if (nb_error_count() == errors) nb_set_error("nb_jvp: f returned an error without a message");
+        ok = false;
+    }
     for (int i = 0; ok && i < noutputs; i++) {
         if (!outputs[i]) {
             if (nb_error_count() == errors) nb_set_error("nb_jvp: f returned no output %d", i);

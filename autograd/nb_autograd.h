@@ -336,8 +336,9 @@ typedef int (*nb_jvp_fn)(nb_tensor *const *inputs, nb_tensor **outputs, void *ct
 
 /* tangents[i] has the shape of inputs[i], or is NULL (a zero tangent).
  * Fills outputs and out_tangents (zeros for an output the inputs do not
- * reach). Returns 0, or -1 with a message (f failed, a shape mismatch, an
- * op without a jvp rule, named) and every result NULL. */
+ * reach). Grad mode does not matter to the tangents. Returns 0, or -1 with
+ * a message and every result NULL: a shape mismatch, f failing, an op
+ * without a jvp rule (named), or any other error set while f ran. */
 int nb_jvp(nb_jvp_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
            nb_tensor *const *tangents, int noutputs, nb_tensor **outputs,
            nb_tensor **out_tangents);

@@ -460,6 +460,13 @@ Test(forward, values_by_hand) {
                         (nb_tensor *[]){da, NULL}, 1, &y, &t),
                  0);
     EXPECT_VALUES(t, 1e-5, 1, 3 * e);
+    /* grad mode off: the tangents do not depend on it */
+    bool was = nb_set_grad_enabled(false);
+    cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b},
+                        (nb_tensor *[]){da, db}, 1, &y, &t),
+                 0);
+    nb_set_grad_enabled(was);
+    EXPECT_VALUES(t, 1e-5, 2, 5 * e);
     /* no tangent at all: zeros */
     cr_assert_eq(nb_jvp(f_mul_exp, NULL, 2, (nb_tensor *[]){a, b}, NULL, 1, &y, &t), 0);
     EXPECT_VALUES(t, 0, 0, 0);
@@ -548,6 +555,11 @@ static int f_nested(nb_tensor *const *in, nb_tensor **out, void *ctx) {
     return 0;
 }
 
+static int f_silent(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)in, (void)out, (void)ctx;
+    return -1;
+}
+
 static int f_fails(nb_tensor *const *in, nb_tensor **out, void *ctx) {
     (void)ctx;
     out[0] = nb_matmul(in[0], in[0]); /* [2,3] by [2,3]: an error of f's own */
@@ -567,6 +579,8 @@ Test(forward, bad_calls) {
     EXPECT_ERROR("nb_jvp", "inside another nb_jvp");
     cr_assert_eq(nb_jvp(f_fails, NULL, 1, &x, NULL, 1, &y, &t), -1);
     EXPECT_ERROR("nb_matmul", "[2,3]");
+    cr_assert_eq(nb_jvp(f_silent, NULL, 1, &x, NULL, 1, &y, &t), -1);
+    EXPECT_ERROR("nb_jvp", "without a message");
     cr_assert_eq(nb_jvp(NULL, NULL, 1, &x, NULL, 1, &y, &t), -1);
     EXPECT_ERROR("nb_jvp");
     /* a later call works: the failures left no level open */
