@@ -700,3 +700,40 @@ Test(forward, intermediate_made_a_leaf) {
     EXPECT_VALUES(t, 1e-5, 2 * expf(1.0f)); /* d(e^2x) = 2 e^2x dx */
     cr_assert(nb_requires_grad(y));
 }
+
+/* ---- out of memory ---------------------------------------------------------------------
+ * Each allocation of a forward-over-reverse call fails in turn (and, in
+ * the second pass, every one after it too): the call fails with a message
+ * saying so, or succeeds, and never leaks or crashes. */
+
+static int hvp_once(nb_tensor *x, nb_tensor *v, hvp_ctx *c) {
+    nb_scope_begin();
+    nb_tensor *g, *hv;
+    int rc = nb_jvp(f_gradient, c, 1, &x, &v, 1, &g, &hv);
+    nb_scope_end();
+    return rc;
+}
+
+Test(forward, out_of_memory) {
+    nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 3));
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3)), *v = nb_uniform(NULL, -1, 1, NB_SHAPE(3));
+    hvp_ctx c = {a, true};
+    for (int persistent = 0; persistent <= 1; persistent++)
+        for (int64_t n = 1;; n++) {
+            cr_assert(n < 100000, "the walk does not end");
+            nb_empty_cache(); /* every run allocates its lists afresh */
+            int64_t live = nb_live_tensors();
+            nb_clear_error();
+            nb_test_alloc inject = {.fail_at = n, .persistent = persistent};
+            nb_set_alloc_hook(nb_test_alloc_hook, &inject);
+            int rc = hvp_once(x, v, &c);
+            nb_set_alloc_hook(NULL, NULL);
+            cr_assert_eq(nb_live_tensors(), live, "allocation %lld failing leaks %lld tensors",
+                         (long long)n, (long long)(nb_live_tensors() - live));
+            if (!inject.fired) {
+                cr_assert_eq(rc, 0, "%s", nb_error() ? nb_error() : "no message");
+                break;
+            }
+            if (rc != 0) EXPECT_ERROR("out of memory");
+        }
+}
