@@ -23,113 +23,126 @@ TestSuite(forward, NB_TEST_HOOKS);
 
 /* ---- the ops, as functions of their inputs ------------------------------------ */
 
-#define F(name, expr)                                                   \
+/* F1, F2, F3: a function of its first one, two or three inputs, named a,
+ * b and c (only those given are read). */
+#define F1(name, expr)                                                  \
+    static nb_tensor *name(nb_tensor *const *in, void *ctx) {           \
+        (void)ctx;                                                      \
+        nb_tensor *a = in[0];                                           \
+        return (expr);                                                  \
+    }
+#define F2(name, expr)                                                  \
+    static nb_tensor *name(nb_tensor *const *in, void *ctx) {           \
+        (void)ctx;                                                      \
+        nb_tensor *a = in[0], *b = in[1];                               \
+        return (expr);                                                  \
+    }
+#define F3(name, expr)                                                  \
     static nb_tensor *name(nb_tensor *const *in, void *ctx) {           \
         (void)ctx;                                                      \
         nb_tensor *a = in[0], *b = in[1], *c = in[2];                   \
-        (void)a; (void)b; (void)c;                                      \
         return (expr);                                                  \
     }
 
 /* elementwise */
-F(f_add, nb_add(a, b))
-F(f_sub, nb_sub(a, b))
-F(f_mul, nb_mul(a, b))
-F(f_div, nb_div(a, b))
-F(f_pow, nb_pow(a, b))
-F(f_maximum, nb_maximum(a, b))
-F(f_minimum, nb_minimum(a, b))
-F(f_add_scalar, nb_add_scalar(a, 1.5f))
-F(f_sub_scalar, nb_sub_scalar(a, 1.5f))
-F(f_rsub_scalar, nb_rsub_scalar(a, 1.5f))
-F(f_mul_scalar, nb_mul_scalar(a, -2.5f))
-F(f_div_scalar, nb_div_scalar(a, 4.0f))
-F(f_rdiv_scalar, nb_rdiv_scalar(a, 3.0f))
-F(f_pow_scalar, nb_pow_scalar(a, 2.5f))
-F(f_square_scalar, nb_pow_scalar(a, 2.0f))
-F(f_rpow_scalar, nb_rpow_scalar(a, 2.0f))
-F(f_maximum_scalar, nb_maximum_scalar(a, 0.1f))
-F(f_minimum_scalar, nb_minimum_scalar(a, 0.1f))
-F(f_expand, nb_expand(a, NB_SHAPE(2, 3, 4)))
-F(f_sum_to, nb_sum_to(a, NB_SHAPE(3, 1)))
+F2(f_add, nb_add(a, b))
+F2(f_sub, nb_sub(a, b))
+F2(f_mul, nb_mul(a, b))
+F2(f_div, nb_div(a, b))
+F2(f_pow, nb_pow(a, b))
+F2(f_maximum, nb_maximum(a, b))
+F2(f_minimum, nb_minimum(a, b))
+F1(f_add_scalar, nb_add_scalar(a, 1.5f))
+F1(f_sub_scalar, nb_sub_scalar(a, 1.5f))
+F1(f_rsub_scalar, nb_rsub_scalar(a, 1.5f))
+F1(f_mul_scalar, nb_mul_scalar(a, -2.5f))
+F1(f_div_scalar, nb_div_scalar(a, 4.0f))
+F1(f_rdiv_scalar, nb_rdiv_scalar(a, 3.0f))
+F1(f_pow_scalar, nb_pow_scalar(a, 2.5f))
+F1(f_square_scalar, nb_pow_scalar(a, 2.0f))
+F1(f_rpow_scalar, nb_rpow_scalar(a, 2.0f))
+F1(f_maximum_scalar, nb_maximum_scalar(a, 0.1f))
+F1(f_minimum_scalar, nb_minimum_scalar(a, 0.1f))
+F1(f_expand, nb_expand(a, NB_SHAPE(2, 3, 4)))
+F1(f_sum_to, nb_sum_to(a, NB_SHAPE(3, 1)))
 /* unary and activations */
-F(f_neg, nb_neg(a))
-F(f_exp, nb_exp(a))
-F(f_log, nb_log(a))
-F(f_sqrt, nb_sqrt(a))
-F(f_abs, nb_abs(a))
-F(f_sign, nb_sign(a))
-F(f_sin, nb_sin(a))
-F(f_cos, nb_cos(a))
-F(f_square, nb_square(a))
-F(f_erf, nb_erf(a))
-F(f_tanh, nb_tanh(a))
-F(f_sigmoid, nb_sigmoid(a))
-F(f_relu, nb_relu(a))
-F(f_leaky_relu, nb_leaky_relu(a, 0.1f))
-F(f_elu, nb_elu(a, 0.7f))
-F(f_gelu, nb_gelu(a))
-F(f_softplus, nb_softplus(a))
-F(f_clamp, nb_clamp(a, -0.5f, 0.5f))
+F1(f_neg, nb_neg(a))
+F1(f_exp, nb_exp(a))
+F1(f_log, nb_log(a))
+F1(f_sqrt, nb_sqrt(a))
+F1(f_abs, nb_abs(a))
+F1(f_sign, nb_sign(a))
+F1(f_sin, nb_sin(a))
+F1(f_cos, nb_cos(a))
+F1(f_square, nb_square(a))
+F1(f_erf, nb_erf(a))
+F1(f_tanh, nb_tanh(a))
+F1(f_sigmoid, nb_sigmoid(a))
+F1(f_relu, nb_relu(a))
+F1(f_leaky_relu, nb_leaky_relu(a, 0.1f))
+F1(f_elu, nb_elu(a, 0.7f))
+F1(f_gelu, nb_gelu(a))
+F1(f_softplus, nb_softplus(a))
+F1(f_clamp, nb_clamp(a, -0.5f, 0.5f))
 /* reductions */
-F(f_sum, nb_sum(a, NB_AXES(0, 2), false))
-F(f_sum_all, nb_sum(a, NB_ALL, false))
-F(f_mean, nb_mean(a, NB_AXES(1), true))
-F(f_max, nb_max(a, NB_AXES(1), false))
-F(f_min, nb_min(a, NB_AXES(0, 1), true))
-F(f_var, nb_var(a, NB_AXES(1), 1, false))
-F(f_logsumexp, nb_logsumexp(a, NB_AXES(-1), false))
-F(f_softmax, nb_softmax(a, 1))
-F(f_log_softmax, nb_log_softmax(a, -1))
+F1(f_sum, nb_sum(a, NB_AXES(0, 2), false))
+F1(f_sum_all, nb_sum(a, NB_ALL, false))
+F1(f_mean, nb_mean(a, NB_AXES(1), true))
+F1(f_max, nb_max(a, NB_AXES(1), false))
+F1(f_min, nb_min(a, NB_AXES(0, 1), true))
+F1(f_var, nb_var(a, NB_AXES(1), 1, false))
+F1(f_logsumexp, nb_logsumexp(a, NB_AXES(-1), false))
+F1(f_softmax, nb_softmax(a, 1))
+F1(f_log_softmax, nb_log_softmax(a, -1))
 /* linear algebra and shape */
-F(f_matmul, nb_matmul(a, b))
-F(f_matmul_vec, nb_matmul(a, b))
-F(f_transpose, nb_transpose(a, 0, 2))
-F(f_permute, nb_permute(a, (const int[]){2, 0, 1}))
-F(f_reshape, nb_reshape(a, NB_SHAPE(4, -1)))
-F(f_flatten, nb_flatten(a, 1, 2))
-F(f_squeeze, nb_squeeze(a, 1))
-F(f_unsqueeze, nb_unsqueeze(a, -1))
-F(f_clone, nb_clone(a))
-F(f_slice, nb_slice(a, 1, 0, 4, 2))
-F(f_concat, nb_concat(3, (nb_tensor *const[]){a, b, c}, 1))
-F(f_stack, nb_stack(2, (nb_tensor *const[]){a, b}, 0))
+F2(f_matmul, nb_matmul(a, b))
+F2(f_matmul_vec, nb_matmul(a, b))
+F1(f_transpose, nb_transpose(a, 0, 2))
+F1(f_permute, nb_permute(a, (const int[]){2, 0, 1}))
+F1(f_reshape, nb_reshape(a, NB_SHAPE(4, -1)))
+F1(f_flatten, nb_flatten(a, 1, 2))
+F1(f_squeeze, nb_squeeze(a, 1))
+F1(f_unsqueeze, nb_unsqueeze(a, -1))
+F1(f_clone, nb_clone(a))
+F1(f_slice, nb_slice(a, 1, 0, 4, 2))
+F3(f_concat, nb_concat(3, (nb_tensor *const[]){a, b, c}, 1))
+F2(f_stack, nb_stack(2, (nb_tensor *const[]){a, b}, 0))
 /* compare and selection */
-F(f_where, nb_where(nb_gt_scalar(a, 0.0f), a, b))
-F(f_where_cond, nb_where(nb_from_array(NB_SHAPE(3), (float[]){1, 0, 1}), a, b))
-F(f_eq, nb_add(nb_eq(a, a), a))
+F2(f_where, nb_where(nb_gt_scalar(a, 0.0f), a, b))
+F2(f_where_cond, nb_where(nb_from_array(NB_SHAPE(3), (float[]){1, 0, 1}), a, b))
+F1(f_eq, nb_add(nb_eq(a, a), a))
 /* losses: labels and indices are constants made inside */
 #define LABELS nb_from_array(NB_SHAPE(3), (float[]){2, 0, 1})
-F(f_mse, nb_mse_loss(a, b, NB_REDUCE_MEAN))
-F(f_l1, nb_l1_loss(a, b, NB_REDUCE_SUM))
-F(f_huber, nb_huber_loss(a, b, 0.5f, NB_REDUCE_NONE))
-F(f_bce, nb_bce_loss(a, b, NB_REDUCE_MEAN))
-F(f_bce_logits, nb_bce_with_logits_loss(a, b, NB_REDUCE_SUM))
-F(f_cross_entropy, nb_cross_entropy_loss(a, LABELS, NB_REDUCE_MEAN))
-F(f_nll, nb_nll_loss(a, LABELS, NB_REDUCE_NONE))
+F2(f_mse, nb_mse_loss(a, b, NB_REDUCE_MEAN))
+F2(f_l1, nb_l1_loss(a, b, NB_REDUCE_SUM))
+F2(f_huber, nb_huber_loss(a, b, 0.5f, NB_REDUCE_NONE))
+F2(f_bce, nb_bce_loss(a, b, NB_REDUCE_MEAN))
+F2(f_bce_logits, nb_bce_with_logits_loss(a, b, NB_REDUCE_SUM))
+F1(f_cross_entropy, nb_cross_entropy_loss(a, LABELS, NB_REDUCE_MEAN))
+F1(f_nll, nb_nll_loss(a, LABELS, NB_REDUCE_NONE))
 /* index */
-F(f_index_select, nb_index_select(a, 1, nb_from_array(NB_SHAPE(4), (float[]){2, 0, 2, 1})))
-F(f_index_add, nb_index_add(a, 0, nb_from_array(NB_SHAPE(3), (float[]){1, 0, 1}), b))
-F(f_gather, nb_gather(a, 1, nb_from_array(NB_SHAPE(2, 2), (float[]){2, 0, 1, 1})))
-F(f_scatter_add, nb_scatter_add(a, 1, nb_from_array(NB_SHAPE(2, 2), (float[]){2, 0, 1, 1}), b))
+F1(f_index_select, nb_index_select(a, 1, nb_from_array(NB_SHAPE(4), (float[]){2, 0, 2, 1})))
+F2(f_index_add, nb_index_add(a, 0, nb_from_array(NB_SHAPE(3), (float[]){1, 0, 1}), b))
+F1(f_gather, nb_gather(a, 1, nb_from_array(NB_SHAPE(2, 2), (float[]){2, 0, 1, 1})))
+F2(f_scatter_add, nb_scatter_add(a, 1, nb_from_array(NB_SHAPE(2, 2), (float[]){2, 0, 1, 1}), b))
 /* normalisation and embedding */
-F(f_layer_norm, nb_layer_norm(a, 1, b, c, 1e-5f))
-F(f_batch_norm, nb_batch_norm(a, NULL, NULL, b, c, true, 0.1f, 1e-5f))
-F(f_embedding, nb_embedding(a, nb_from_array(NB_SHAPE(2, 2), (float[]){3, 0, 1, 3})))
+F3(f_layer_norm, nb_layer_norm(a, 1, b, c, 1e-5f))
+F3(f_batch_norm, nb_batch_norm(a, NULL, NULL, b, c, true, 0.1f, 1e-5f))
+F1(f_embedding, nb_embedding(a, nb_from_array(NB_SHAPE(2, 2), (float[]){3, 0, 1, 3})))
 /* convolution and pooling */
-F(f_conv2d, nb_conv2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 1}, .padding = {1, 1}}))
-F(f_conv2d_groups, nb_conv2d(a, b, NULL, &(nb_conv2d_opts){.groups = 2, .dilation = {1, 2}}))
-F(f_conv_transpose2d,
+F3(f_conv2d, nb_conv2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 1}, .padding = {1, 1}}))
+F2(f_conv2d_groups, nb_conv2d(a, b, NULL, &(nb_conv2d_opts){.groups = 2, .dilation = {1, 2}}))
+F3(f_conv_transpose2d,
   nb_conv_transpose2d(a, b, c, &(nb_conv2d_opts){.stride = {2, 2}, .output_padding = {1, 0}}))
-F(f_weight_grad, nb_conv2d_weight_grad(a, b, 2, 2, &(nb_conv2d_opts){.padding = {1, 0}}))
-F(f_max_pool2d, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.stride = {1, 2}, .padding = {1, 0}}))
-F(f_max_pool2d_dilated, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.dilation = {2, 1}, .ceil_mode = true,
+F2(f_weight_grad, nb_conv2d_weight_grad(a, b, 2, 2, &(nb_conv2d_opts){.padding = {1, 0}}))
+F1(f_max_pool2d, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.stride = {1, 2}, .padding = {1, 0}}))
+F1(f_max_pool2d_dilated, nb_max_pool2d(a, 2, 2, &(nb_pool2d_opts){.dilation = {2, 1}, .ceil_mode = true,
                                                                    .stride = {2, 2}}))
-F(f_avg_pool2d, nb_avg_pool2d(a, 2, 3, NULL))
-F(f_avg_pool2d_ceil, nb_avg_pool2d(a, 2, 2, &(nb_pool2d_opts){.ceil_mode = true}))
-F(f_adaptive_avg_pool2d, nb_adaptive_avg_pool2d(a, 2, 1))
+F1(f_avg_pool2d, nb_avg_pool2d(a, 2, 3, NULL))
+F1(f_avg_pool2d_ceil, nb_avg_pool2d(a, 2, 2, &(nb_pool2d_opts){.ceil_mode = true}))
+F1(f_adaptive_avg_pool2d, nb_adaptive_avg_pool2d(a, 2, 1))
 /* a composition: a small network */
-F(f_mlp, nb_log_softmax(nb_matmul(nb_tanh(nb_add(nb_matmul(a, b), c)), nb_transpose(b, 0, 1)), 1))
+F3(f_mlp, nb_log_softmax(nb_matmul(nb_tanh(nb_add(nb_matmul(a, b), c)), nb_transpose(b, 0, 1)), 1))
 
 typedef struct shape {
     int ndim;
