@@ -5,9 +5,9 @@
  *
  *   1. sort the nodes reachable from the outputs topologically, with an
  *      explicit stack (a chain of 100,000 ops needs no deep recursion);
- *   2. visit them outputs-first; at each node call its op's backward with the
- *      gradient accumulated so far, and add what it returns into the
- *      gradients of the node's inputs;
+ *   2. visit them outputs-first; at each node pass the gradient accumulated
+ *      so far through the node's hooks (if any), call its op's backward with
+ *      it, and add what it returns into the gradients of the node's inputs;
  *   3. leaves (and nodes asked to retain_grad) add their gradient into .grad,
  *      all at the end, so that a backward that fails changes no .grad.
  *
@@ -15,6 +15,8 @@
  * graph and the gradient can be differentiated again. Each node's formula
  * runs inside its own scope: the temporaries it makes are freed as soon as
  * the node is done, and a gradient is freed as soon as its node is done.
+ * The tools for looking inside (trace, anomaly mode, hooks) are in debug.c;
+ * the engine calls them only when one is on.
  */
 #include "tensor_internal.h"
 
@@ -25,6 +27,8 @@
 
 nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs) {
     if (!out) return NULL;
+    /* trace and anomaly mode (debug.c) see every op, with or without grad */
+    if (op && nb__debugging() && !nb__debug_record(out, op, ninputs, inputs)) return NULL;
     bool grad = nb_is_grad_enabled(), forward = nb__forward_on();
     if ((!grad && !forward) || !op) return out;
     /* In forward mode an input with a tangent makes a node too, grad mode
@@ -520,8 +524,15 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     }
     uint64_t errors = nb_error_count();
     nb_scope_begin();
+    bool debugging = nb__debugging();
+    double started = debugging ? nb__debug_clock() : 0;
+    const nb_tensor *outer = nb__backward_node; /* a backward inside a backward formula */
+    const char *outer_who = nb__backward_who;
+    nb__backward_node = node;
+    nb__backward_who = r->who;
     node->op->backward(node, g, gin);
     bool ok = nb_error_count() == errors;
+    if (ok && debugging) ok = nb__debug_backward(node, g, gin, started, r->who);
     for (int i = 0; ok && i < node->ninputs; i++) {
         nb_tensor *in = node->inputs[i];
         if (!in->requires_grad || !gin[i]) continue;
@@ -540,6 +551,8 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
         if (*acc != gin[i]) nb__tensor_decref(gin[i]);
         if (!*acc) ok = false;
     }
+    nb__backward_node = outer;
+    nb__backward_who = outer_who;
     nb_scope_end();
     if (gin != gin_inline) nb_free(gin);
     return ok;
@@ -588,7 +601,12 @@ static int run_backward(run *r) {
         nb_tensor *node = b.nodes[k], *g = b.acc[k];
         if (!g) continue; /* no gradient reached it */
         b.acc[k] = NULL;
+        if (node->hooks && !(g = nb__run_hooks(node, g, r->who))) {
+            ok = false;
+            break;
+        }
         if (node->op) ok = backprop_node(node, g, r);
+        else if (nb__debugging()) nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
         if (ok && b.capture[k]) {
             nb__tensor_retain(g);
             r->grads[b.capture[k] - 1] = g;

@@ -21,4 +21,9 @@
 #include "nb_data.h"
 #include "nb_io.h"
 
+/* Source locations of op calls, for anomaly mode (see nb_locations.h). */
+#ifdef NB_LOCATIONS
+#include "nb_locations.h"
+#endif
+
 #endif

@@ -269,7 +269,7 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
  *       if (!x) return NULL;
  *       nb_tensor *y = nb_empty_like(x);
  *       ... fill nb_data_mut(y) from nb_data(x) with a plain loop ...
- *       nb_record(y, &swish_op, 1, &x);
+ *       y = nb_record(y, &swish_op, 1, &x);
  *       nb_save(y, x);
  *       return y;
  *   }
@@ -294,7 +294,9 @@ typedef struct nb_op {
 
 /* Makes out the node of op applied to inputs, when grad mode is on and some
  * input requires grad (otherwise out stays a plain tensor). Takes a strong
- * reference to each input. Returns out. */
+ * reference to each input. Returns out, or NULL in anomaly mode when out
+ * holds a NaN or an infinity (with the message; out stays with its owner):
+ * an op returns what nb_record returns, so that its caller sees the NULL. */
 nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs);
 /* Saves t (an input, the output itself or any other tensor) for backward and
  * remembers its version. No-op when out recorded no node. */
@@ -439,10 +441,105 @@ bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *cons
                       const nb_gradcheck_opts *opts, nb_gradcheck_result *result);
 
 /* ---- graph export ----------------------------------------------------------
- * Writes the graph that produced t in Graphviz dot format: one box per
- * tensor with its name, op and shape (quotes, backslashes and newlines in
- * names are escaped). Returns 0 or -1 with a message. */
+ * Writes the graph that produced t in Graphviz dot format (render it with
+ * `dot -Tsvg graph.dot > graph.svg`): one box per tensor with its name, its
+ * op (or, for a leaf, whether it is a parameter, an input or a constant) and
+ * its shape, and an arrow from each input to the op's output. Quotes,
+ * backslashes and newlines in names are escaped. Backward frees the graph
+ * unless retain_graph is set: export before it, or backward with
+ * retain_graph to see the gradients on the graph. Returns 0 or -1 with a
+ * message. */
 int nb_export_dot(const nb_tensor *t, FILE *out);
+
+typedef struct nb_export_opts {
+    /* Print the values of tensors of at most max_values elements (others
+     * show their shape only). */
+    bool values;
+    /* Print each .grad (a leaf's, or a retain_grad node's) the same way;
+     * larger gradients show their norm. */
+    bool grads;
+    int max_values; /* default 8 */
+    /* Also draw the way gradients flow, output to inputs, as red dashed
+     * arrows along every edge into a tensor that requires grad. */
+    bool grad_flow;
+    /* Names for parameters, as a module names them: named[i] is called
+     * names[i] ("0.weight"). The part before the last dot ("0") becomes a
+     * box around the tensor. A named tensor is drawn as a parameter, and
+     * so is any leaf held by a container (nb_adopt). nb_module_export_dot
+     * fills these from a module. Borrowed for the call. */
+    int nnamed;
+    const nb_tensor *const *named;
+    const char *const *names;
+} nb_export_opts;
+
+/* The defaults: no values, no gradients, max_values 8, no gradient flow,
+ * no names. */
+nb_export_opts nb_export_defaults(void);
+/* nb_export_dot with options; opts NULL means the defaults. */
+int nb_export_dot_ex(const nb_tensor *t, FILE *out, const nb_export_opts *opts);
+
+/* ---- looking inside: trace, anomaly mode, gradient hooks -------------------
+ * Trace mode prints a line per op to out while it is on (out NULL: off, the
+ * default), for the whole process; lines from several threads may
+ * interleave. what is NB_TRACE_BACKWARD, NB_TRACE_FORWARD or both:
+ *   backward mul [4,1] "h" |grad| 0.5 -> 0.25 - 3.1 us
+ *     one line per node in the order backward runs: op, output shape,
+ *     name, the norm of the gradient arriving at the node, the norm of the
+ *     gradient sent to each input ("-" for an input that gets none) and
+ *     the time the node's formula took; leaves print the first four only.
+ *   forward matmul [4,1] |y| 2.5 <- [4,3] [3,1] +2.0 us
+ *     one line per op as it records: op, output shape, the norm of the
+ *     output, the shapes of the inputs and the time since the previous
+ *     forward line, or since the op was called when the caller is compiled
+ *     with -DNB_LOCATIONS (nb_locations.h): the op's own time when ops
+ *     follow one another, with the caller's own work between them
+ *     otherwise. Ops that run inside backward formulas are not listed.
+ * Returns the previous out. The FILE stays yours: nabla never closes it,
+ * so turn the trace off before you close it. */
+#define NB_TRACE_BACKWARD 1
+#define NB_TRACE_FORWARD 2
+FILE *nb_set_trace(FILE *out, int what);
+
+/* Anomaly mode (PyTorch's detect_anomaly), for the whole process, off by
+ * default: the first op whose output holds a NaN or an infinity, in
+ * forward or inside a backward formula, returns NULL and sets a message
+ * naming the op, its input shapes and where the user's code called it;
+ * the first backward formula to send a NaN or infinity to an input makes
+ * nb_backward (or nb_grad) fail with a message naming the forward op whose
+ * gradient it was, and where that op was called. Nothing aborts. The places
+ * are known for code compiled with -DNB_LOCATIONS (see nb_locations.h),
+ * for ops recorded while anomaly mode was on. An op written with the op
+ * API must return what nb_record returns for this to reach its caller.
+ * Infinities that are meant (a mask of -inf) are reported too: turn the
+ * mode on to find a problem, not to train. Off, it costs a load per op.
+ * Returns the previous mode. */
+bool nb_set_detect_anomaly(bool enabled);
+bool nb_is_anomaly_enabled(void);
+
+/* Gradient hooks (PyTorch's register_hook): during every backward (and
+ * nb_grad) through t, hook is called with the gradient arriving at t, once
+ * all of it has been summed, before it moves on to t's inputs or into
+ * t's .grad. It may read it, or return a tensor of the same shape to use
+ * instead (NULL: keep it). grad is borrowed: valid during the call. The
+ * hook runs inside a scope of its own, so the tensor it returns needs no
+ * nb_keep: the engine takes it, and frees it with the rest of the
+ * backward's gradients (or keeps it as t's .grad). Under create_graph the
+ * hook's ops are recorded, so the replaced gradient stays differentiable.
+ * Hooks fire in the order registered; t must require grad. A hook that
+ * sets an error makes the backward fail. Returns a handle (> 0) for
+ * nb_remove_hook, or -1 with a message. nb_register_hook_ex also takes
+ * free_user, called on user when the hook is removed or t is freed (and at
+ * once if registering fails). Register and remove a tensor's hooks while no
+ * backward runs through it. */
+typedef nb_tensor *(*nb_grad_hook)(nb_tensor *grad, void *user);
+int nb_register_hook(nb_tensor *t, nb_grad_hook hook, void *user);
+int nb_register_hook_ex(nb_tensor *t, nb_grad_hook hook, void *user, void (*free_user)(void *));
+/* Removes t's hook with this handle: 0, or -1 with a message. */
+int nb_remove_hook(nb_tensor *t, int handle);
+
+/* Used by the macros of nb_locations.h; not to be called directly. */
+void nb__where_push(const char *function, const char *file, int line);
+nb_tensor *nb__where_pop(nb_tensor *t);
 
 #ifdef __cplusplus
 }

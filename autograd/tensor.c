@@ -264,6 +264,7 @@ void nb__tensor_decref(nb_tensor *t) {
             }
         }
         if (cur->inputs != cur->inputs_inline) nb_free(cur->inputs);
+        if (cur->hooks) nb__free_hooks(cur);
         storage_release(cur->storage);
         atomic_fetch_sub(&live_tensors, 1);
         cur->magic = NB_TENSOR_DEAD;

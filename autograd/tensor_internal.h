@@ -72,6 +72,13 @@ struct nb_tensor {
 
     char name[32];
     nb_tensor *next_free;
+
+    /* debug.c: gradient hooks (NULL: none, the usual case), and where the
+     * user's code called the op that made this node (anomaly mode only) */
+    struct nb__hook *hooks;
+    const char *where_function; /* the function the user called, or NULL */
+    const char *where_file;
+    int where_line;
 };
 
 /* tensor.c */
@@ -127,6 +134,31 @@ bool nb__has_tangent(nb_tensor *t);
 bool nb__forward_mark(nb_tensor *t);
 void nb__forward_settle(nb_tensor *t);
 void nb__forward_thread_exit(void); /* frees the thread's level list */
+
+/* debug.c: the engine's calls into the tools for looking inside. Each is
+ * made only when nb__debugging() says a tool is on, or (hooks) when the
+ * node has any. */
+extern atomic_bool nb__anomaly_on;
+extern _Atomic(FILE *) nb__trace_out;
+extern _Thread_local const nb_tensor *nb__backward_node; /* whose formula runs */
+extern _Thread_local const char *nb__backward_who;        /* nb_backward or nb_grad */
+static inline bool nb__debugging(void) {
+    return atomic_load_explicit(&nb__anomaly_on, memory_order_relaxed) ||
+           atomic_load_explicit(&nb__trace_out, memory_order_relaxed);
+}
+/* Notes the location, traces the op, checks its output: false (message
+ * set) when anomaly mode finds a NaN or infinity in out. */
+bool nb__debug_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *const *inputs);
+/* The start time of a backward formula, when tracing. */
+double nb__debug_clock(void);
+/* Traces a node's backward and checks the gradients it made (gin may be
+ * NULL for a leaf); false (message set) on an anomaly. */
+bool nb__debug_backward(const nb_tensor *node, const nb_tensor *g, nb_tensor *const *gin,
+                        double started, const char *who);
+/* Passes g (a reference the caller gives up) through t's hooks; returns the
+ * gradient to use (a reference), or NULL with a message. */
+nb_tensor *nb__run_hooks(nb_tensor *t, nb_tensor *g, const char *who);
+void nb__free_hooks(nb_tensor *t);
 
 /* error.c */
 

@@ -43,7 +43,7 @@ static nb_tensor *swish(nb_tensor *x) {
     const float *px = nb_data(x);
     float *py = nb_data_mut(y);
     for (int64_t i = 0; i < nb_numel(x); i++) py[i] = px[i] / (1.0f + expf(-px[i]));
-    nb_record(y, &swish_op, 1, &x);
+    y = nb_record(y, &swish_op, 1, &x);
     nb_save(y, x);
     return y;
 }

@@ -11,7 +11,8 @@
  * one of them. The batch's slot follows from its index alone (the last short
  * batch in the tail buffers, the others alternating between the two full
  * ones), so the worker and the caller never need to agree on anything but
- * which batch is next.
+ * which batch is next. With shards (the distributed sampler), the batch's
+ * first row in the permutation also follows from its index and the shard.
  *
  * The worker thread sees raw float pointers taken at creation and the
  * permutation; it calls no nabla function, so it touches no thread-local
@@ -43,6 +44,8 @@ typedef struct slot {
 struct nb_loader {
     nb_dataset *ds;
     int64_t batch, nfull, tail, nbatches; /* tail: rows of the last short batch, 0 if none */
+    int64_t shards, shard;   /* this loader's part of each step (nb_loader_opts) */
+    int64_t tail_start;      /* where the last short batch starts in the order */
     bool shuffle, prefetch, started;
     nb_generator *gen;
     int64_t *order;          /* the epoch's rows of x and y */
@@ -185,7 +188,7 @@ static slot *slot_of(nb_loader *ld, int64_t k) {
  * reads only fields fixed at creation, the permutation and the slot's data. */
 static void gather(nb_loader *ld, int64_t k) {
     slot *s = slot_of(ld, k);
-    const int64_t *rows = ld->order + k * ld->batch;
+    const int64_t *rows = ld->order + (k == ld->nfull ? ld->tail_start : (k * ld->shards + ld->shard) * ld->batch);
     int64_t b = k == ld->nfull ? ld->tail : ld->batch;
     size_t xbytes = sizeof(float) * (size_t)ld->xrow, ybytes = sizeof(float) * (size_t)ld->yrow;
     for (int64_t i = 0; i < b; i++) {
@@ -264,6 +267,10 @@ nb_loader *nb_loader_new(nb_dataset *ds, const nb_loader_opts *opts) {
         nb_set_error("%s: batch_size must be >= 1, got %d", who, o.batch_size);
         return NULL;
     }
+    if (o.num_shards < 0 || o.shard < 0 || o.shard >= (o.num_shards ? o.num_shards : 1)) {
+        nb_set_error("%s: shard %d is not in [0, num_shards) with num_shards %d", who, o.shard, o.num_shards);
+        return NULL;
+    }
     nb_loader *ld = nb_calloc(1, sizeof *ld);
     if (!ld) {
         nb_set_error("%s: out of memory", who);
@@ -271,8 +278,16 @@ nb_loader *nb_loader_new(nb_dataset *ds, const nb_loader_opts *opts) {
     }
     ld->ds = ds;
     ld->batch = o.batch_size;
-    ld->nfull = ds->n / ld->batch;
-    ld->tail = o.drop_last ? 0 : ds->n % ld->batch;
+    ld->shards = o.num_shards ? o.num_shards : 1;
+    ld->shard = o.shard;
+    /* A step reads shards·batch rows; the rows left after the last full
+     * step are dealt out evenly, the first (left mod shards) shards taking
+     * one more, when every shard gets at least one. */
+    int64_t step = ld->shards * ld->batch, left = ds->n % step;
+    ld->nfull = ds->n / step;
+    ld->tail = o.drop_last || left < ld->shards ? 0 : left / ld->shards + (ld->shard < left % ld->shards);
+    ld->tail_start = ld->nfull * step + ld->shard * (left / ld->shards) +
+                     (ld->shard < left % ld->shards ? ld->shard : left % ld->shards);
     ld->nbatches = ld->nfull + (ld->tail > 0);
     ld->shuffle = o.shuffle;
     ld->gen = o.generator;

@@ -51,7 +51,7 @@ struct nb_history {
     int epochs, cap, nkeys;
     char keys[MAX_KEYS][56];
     float *values[MAX_KEYS];
-    char stop_reason[256];
+    char stop_reason[640]; /* an error message (up to 511 characters) and where it happened */
 };
 
 /* ---- building ------------------------------------------------------------------- */
@@ -89,7 +89,6 @@ nb_model *nb_model_sequential(void) {
 }
 
 nb_module *nb_model_module(nb_model *model) { return model ? model->net : NULL; }
-nb_optimizer *nb_model_optimizer(nb_model *model) { return model ? model->opt : NULL; }
 
 nb_tensor **nb_model_parameters(nb_model *model, int *count) {
     return nb__module_parameters("nb_model_parameters", model ? model->net : NULL, count);
@@ -231,6 +230,21 @@ static bool ensure_optimizer(const char *who, nb_model *model) {
         nb_set_error("%s: cannot make the '%s' optimizer: %s", who, model->opt_name, why);
     }
     return model->opt != NULL;
+}
+
+/* A model compiled by name before its layers had parameters gets its
+ * optimizer here, once they exist; until then there is none to return. */
+nb_optimizer *nb_model_optimizer(nb_model *model) {
+    if (!model) return NULL;
+    if (model->opt) return model->opt;
+    int n;
+    if (model->opt_name[0] && nb__module_parameters("nb_model_optimizer", model->net, &n) && n == 0) {
+        nb_set_error("nb_model_optimizer: the model's layers have no parameters yet (they are "
+                     "built by the first input: fit, predict or evaluate); the '%s' optimizer is "
+                     "made with them", model->opt_name);
+        return NULL;
+    }
+    return ensure_optimizer("nb_model_optimizer", model) ? model->opt : NULL;
 }
 
 int nb_model_compile(nb_model *model, const char *optimizer, const char *loss, const char *metrics) {
@@ -858,14 +872,16 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             float value = computed ? nb_item(loss) : NAN;
             /* Why training cannot go on, if it cannot: the steps made so far
              * stand, the history keeps them and says where and why it ended. */
-            char why[200] = "";
+            char why[512] = "";
             if (computed && !isfinite(value))
                 snprintf(why, sizeof why, "%s: loss is %s", who, isnan(value) ? "nan" : "infinite");
             else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */
                 snprintf(why, sizeof why, "%s", nb_error());
             else {
                 nb_optimizer_zero_grad(model->opt);
-                if (nb_backward(loss) != 0 || nb_optimizer_step(model->opt) != 0)
+                if (nb_backward(loss) != 0 ||
+                    (o.on_gradients && o.on_gradients(model, o.gradients_user) != 0) ||
+                    nb_optimizer_step(model->opt) != 0)
                     snprintf(why, sizeof why, "%s: the training step failed: %s", who,
                              nb_error() ? nb_error() : "no message");
                 else if (!add_metrics(who, model, pred, yb, b, metric_sum))

@@ -187,6 +187,7 @@ nb_module *nb_module_ok(nb_module *m) {
 
 nb_tensor *nb_module_forward(nb_module *m, nb_tensor *x) {
     if (!m || !x) return NULL;
+    if (m->hooks) return nb__module_forward_hooked(m, x);
     return m->type->forward(m, x);
 }
 
@@ -321,6 +322,7 @@ static void drop_entries(nb_module *m, int n) {
 
 static void free_module(nb_module *m) {
     if (m->type->destroy) m->type->destroy(m);
+    nb__module_free_hooks(m);
     drop_entries(m, 0);
     nb_free(m->entries);
     nb_free(m->params);

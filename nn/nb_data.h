@@ -81,6 +81,20 @@ typedef struct nb_loader_opts {
                                 gives fit's own order) */
     bool drop_last;          /* drop a last batch shorter than batch_size */
     bool prefetch;           /* copy the next batch on a worker thread */
+    /* A distributed sampler (nn/dist): num_shards loaders, one per process
+     * (0 counts as 1), each with the same permutation (the same generator
+     * state), read disjoint parts of every epoch's order. Step k of the
+     * epoch covers the rows order[k·G, (k+1)·G) with G = num_shards ·
+     * batch_size, and shard s takes its batch_size rows starting at k·G +
+     * s·batch_size: the shards' batches of a step, in shard order, are
+     * the batch of num_shards · batch_size one loader would give. The T
+     * rows left after the last full step are split as evenly as possible
+     * (the first T mod num_shards shards take one row more), so every
+     * sample is read exactly once per epoch by exactly one shard, and all
+     * shards take the same number of steps. When 0 < T < num_shards, or
+     * with drop_last, those T rows are not read in that epoch (a shard
+     * cannot take an empty batch). shard is in [0, num_shards). */
+    int num_shards, shard;
 } nb_loader_opts;
 
 /* A loader over ds (borrowed: free the loader before ds). opts NULL means
@@ -95,7 +109,8 @@ void nb_loader_reset(nb_loader *ld);
  * at the end of the epoch and until the next nb_loader_reset. Allocates
  * nothing. */
 bool nb_loader_next(nb_loader *ld, nb_tensor **x, nb_tensor **y);
-/* Batches per epoch: ceil(N / batch_size), or floor with drop_last. */
+/* Batches per epoch: ceil(N / batch_size), or floor with drop_last (with
+ * shards: the steps of the epoch, the same for every shard). */
 int64_t nb_loader_num_batches(const nb_loader *ld);
 nb_dataset *nb_loader_dataset(const nb_loader *ld);
 /* Joins the worker and frees the batch buffers. NULL is fine. */

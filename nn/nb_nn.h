@@ -88,6 +88,7 @@ struct nb_module {
     nb_tensor **buffers;
     char (*buffer_names)[96];
     uint64_t buffers_version;
+    struct nb__module_hook *hooks; /* module_debug.c; NULL: none */
 };
 
 /* Allocates a zeroed module struct of `size` bytes (>= sizeof(nb_module))
@@ -136,6 +137,52 @@ void nb_module_zero_grad(nb_module *m);
  * parent is freed by that parent: freeing it directly is refused with a
  * message. NULL is fine. */
 void nb_module_free(nb_module *m);
+
+/* ---- looking inside a module (see also nb_autograd.h) ---------------------------
+ * Hooks (PyTorch's register_forward_pre_hook, register_forward_hook and
+ * register_full_backward_hook, reduced to one input and one output):
+ *   pre      called with the input before forward; may return a tensor to
+ *            use instead (NULL: keep x);
+ *   forward  called with input and output after forward; may return a
+ *            tensor to use as the output instead (NULL: keep y);
+ *   backward called during backward with the gradient arriving at the
+ *            module's output (a gradient hook, nb_register_hook, put on
+ *            each output as forward makes it); may return one of the same
+ *            shape to use instead (NULL: keep it).
+ * A tensor a hook returns follows the ownership rule (pre and forward hooks
+ * run in the caller's scope; a backward hook's result is the engine's, as
+ * for nb_register_hook); the tensors passed in are borrowed. A hook that
+ * sets an error makes the forward return NULL (or the backward fail).
+ * Hooks of a kind fire in the order registered. Each returns a handle (> 0)
+ * for nb_module_remove_hook, or -1 with a message. Removing a backward hook
+ * stops it for outputs made after the removal; outputs made before keep it
+ * until they are freed, and must not be backpropagated after m is freed. */
+typedef nb_tensor *(*nb_forward_pre_hook)(nb_module *m, nb_tensor *x, void *user);
+typedef nb_tensor *(*nb_forward_hook)(nb_module *m, nb_tensor *x, nb_tensor *y, void *user);
+typedef nb_tensor *(*nb_module_backward_hook)(nb_module *m, nb_tensor *grad_output, void *user);
+int nb_module_register_forward_pre_hook(nb_module *m, nb_forward_pre_hook hook, void *user);
+int nb_module_register_forward_hook(nb_module *m, nb_forward_hook hook, void *user);
+int nb_module_register_backward_hook(nb_module *m, nb_module_backward_hook hook, void *user);
+/* 0, or -1 with a message when m has no hook with this handle. */
+int nb_module_remove_hook(nb_module *m, int handle);
+
+/* nb_export_dot (nb_autograd.h) with the parameters of m named as
+ * nb_module_parameters names them ("0.weight") and boxed by module, on top
+ * of opts (NULL: nb_export_defaults()). For a model: nb_model_module. */
+int nb_module_export_dot(nb_module *m, const nb_tensor *t, FILE *out, const nb_export_opts *opts);
+
+/* Gradcheck of a whole module: the gradient of sum(w * m(x)), for fixed
+ * random weights w, with respect to every parameter at once, against
+ * finite differences (nb_gradcheck, with its options and tolerances).
+ * result->input is the index of the worst parameter in
+ * nb_module_parameters, result->index the element, and the message names
+ * it as "1.weight[3]". m runs in the mode it is in: put a module with
+ * dropout in eval mode first. Buffers (batch norm's running statistics)
+ * are restored after the check (a layer that builds itself on its first
+ * input: as that first forward left them). opts and result may be NULL.
+ * For a model: nb_module_gradcheck(nb_model_module(model), x, ...). */
+bool nb_module_gradcheck(nb_module *m, nb_tensor *x, const nb_gradcheck_opts *opts,
+                         nb_gradcheck_result *result);
 
 /* ---- layers ---------------------------------------------------------------------
  * Activations are named as in Keras and mean what Keras's activations of
@@ -253,6 +300,9 @@ int nb_model_set_optimizer(nb_model *model, nb_optimizer *opt);
  * message naming the loss and the shape it returned. A loss that returns
  * NULL should set a message (nb_set_error); fit and evaluate pass it on. */
 int nb_model_set_loss(nb_model *model, const char *name, nb_loss_fn loss);
+/* The model's optimizer (the model's: do not free it). A model compiled by
+ * name before its layers were built gets it as soon as they are; until
+ * then NULL and a message, as for a model not compiled. */
 nb_optimizer *nb_model_optimizer(nb_model *model);
 nb_module *nb_model_module(nb_model *model);
 nb_tensor **nb_model_parameters(nb_model *model, int *count);
@@ -287,6 +337,13 @@ typedef struct nb_fit_opts {
      * fifth epoch only, exactly as an uninterrupted run would have. The
      * history holds the epochs this call trained. */
     int initial_epoch;
+    /* Called at every training step after backward, before the optimizer
+     * step, with the gradients in each parameter's .grad: the place to
+     * change them (nn/dist averages them across processes there). Return
+     * 0, or -1 with a message (nb_set_error) to stop training as a failed
+     * step does. NULL: none. */
+    int (*on_gradients)(nb_model *model, void *user);
+    void *gradients_user;
 } nb_fit_opts;
 
 nb_fit_opts nb_fit_defaults(void);
@@ -375,6 +432,52 @@ nb_module *nb_layer_norm_layer(int normalized_ndim, float eps);
  * floats) -> [..., dim]; weight [num, dim] uniform in ±0.05 (Keras's
  * default initialiser). */
 nb_module *nb_embedding_layer(int64_t num, int64_t dim);
+
+/* ---- recurrent layers (nn/layers_rnn.c) ---------------------------------------------
+ * SimpleRNN (tanh), LSTM and GRU over batch-first sequences x [batch, time,
+ * input] (time >= 1). PyTorch's equations, gate order (LSTM i, f, g, o; GRU
+ * r, z, n, the reset gate applied to W_hn h + b_hn, which is Keras's
+ * reset_after=True), parameters and initialisation: weight_ih [gates·units,
+ * input], weight_hh [gates·units, units], bias_ih and bias_hh [gates·units],
+ * all U(±1/sqrt(units)); the names are those of torch.nn.LSTMCell (and
+ * RNNCell, GRUCell); torch.nn.LSTM calls them weight_ih_l0 and so on.
+ * The forward (nb_module_forward, a model) starts from zero states and
+ * gives, as Keras, the last step's h [batch, units], or every step's
+ * [batch, time, units] with return_sequences. */
+typedef struct nb_rnn_opts {
+    int64_t input_size;    /* features per step; 0: taken from the first input */
+    bool return_sequences; /* default false: the last step only */
+} nb_rnn_opts;
+
+nb_module *nb_rnn_layer(int64_t units, const nb_rnn_opts *opts);  /* opts NULL: defaults */
+nb_module *nb_lstm_layer(int64_t units, const nb_rnn_opts *opts);
+nb_module *nb_gru_layer(int64_t units, const nb_rnn_opts *opts);
+/* The forward with the state in and out, for generation and truncated
+ * backpropagation through time: h0 and c0 [batch, units] (NULL: zeros) are
+ * the initial state; the final state is written to *h_n and *c_n when they
+ * are not NULL (c_n is the LSTM's cell state). The return value is the
+ * forward's output (without return_sequences, the same tensor as *h_n). Everything returned belongs to the innermost open
+ * scope, as any op's result (a model step inside a scope frees it all);
+ * keep a final state with nb_keep to carry it past the scope, and cut the
+ * graph behind it with nb_detach for truncated BPTT. On bad input (a module
+ * of another type, wrong shapes) NULL with a message, and *h_n, *c_n NULL. */
+nb_tensor *nb_rnn_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor **h_n);
+nb_tensor *nb_lstm_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor *c0, nb_tensor **h_n,
+                       nb_tensor **c_n);
+nb_tensor *nb_gru_run(nb_module *m, nb_tensor *x, nb_tensor *h0, nb_tensor **h_n);
+
+/* ---- sampling (nn/sample.c) ---------------------------------------------------------- */
+
+/* Draws one class index per row of logits [..., V] with nabla's seeded generator
+ * (gen NULL = the global one): softmax(logits / temperature) restricted to the top_k
+ * largest logits (top_k <= 0 or >= V: all). temperature 0 = argmax. Returns a float
+ * tensor of the leading shape holding the indices (nabla's class-label convention);
+ * NULL + message on bad input (temperature < 0, non-finite logits row, ...).
+ * Details: -inf logits are allowed (probability 0; a row all -inf is an error),
+ * NaN and +inf are not; logits tied with the top_k-th largest are all kept; argmax
+ * takes the first maximum; each row draws one uniform from the generator, except
+ * under argmax, which draws none. The result records no graph. */
+nb_tensor *nb_sample_logits(nb_tensor *logits, float temperature, int top_k, nb_generator *gen);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,9 @@ nb_tensor **nb__module_buffers(const char *who, nb_module *m, int *count);
 /* Frees m unless it belongs to a parent (which will free it); no message.
  * What a function that takes a module does with one it cannot keep. */
 void nb__module_discard(nb_module *m);
+/* module_debug.c: forward with m's hooks around it, and freeing them. */
+nb_tensor *nb__module_forward_hooked(nb_module *m, nb_tensor *x);
+void nb__module_free_hooks(nb_module *m);
 /* Releases or frees the entries n.. of m. */
 void nb__module_truncate(nb_module *m, int n);
 /* An empty Sequential; nb_sequential_add with messages naming who. */

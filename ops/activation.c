@@ -38,7 +38,7 @@ static const nb_op tanh_op = {"tanh", tanh_backward, nb_symmetric_jvp};
 nb_tensor *nb_tanh(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, tanhf(v));
-    nb_record(y, &tanh_op, 1, &x);
+    y = nb_record(y, &tanh_op, 1, &x);
     nb_save(y, y);
     return y;
 }
@@ -61,7 +61,7 @@ static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward, nb_symmetric_jvp};
 nb_tensor *nb_sigmoid(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, sigmoidf(v));
-    nb_record(y, &sigmoid_op, 1, &x);
+    y = nb_record(y, &sigmoid_op, 1, &x);
     nb_save(y, y);
     return y;
 }
@@ -78,7 +78,7 @@ static const nb_op relu_op = {"relu", relu_backward, nb_symmetric_jvp};
 nb_tensor *nb_relu(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, v <= 0 ? 0.0f : v);
-    nb_record(y, &relu_op, 1, &x);
+    y = nb_record(y, &relu_op, 1, &x);
     nb_save(y, y);
     return y;
 }
@@ -102,7 +102,7 @@ static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward, nb_symmet
 nb_tensor *nb_leaky_relu(nb_tensor *x, float negative_slope) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, v > 0 ? v : v * negative_slope);
-    nb_record(y, &leaky_relu_op, 1, &x);
+    y = nb_record(y, &leaky_relu_op, 1, &x);
     nb_save(y, x);
     nb_set_attr(y, 0, negative_slope);
     return y;
@@ -124,7 +124,7 @@ static const nb_op elu_op = {"elu", elu_backward, nb_symmetric_jvp};
 nb_tensor *nb_elu(nb_tensor *x, float alpha) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, v > 0 ? v : alpha * expm1f(v));
-    nb_record(y, &elu_op, 1, &x);
+    y = nb_record(y, &elu_op, 1, &x);
     nb_save(y, x);
     nb_save(y, y);
     nb_set_attr(y, 0, alpha);
@@ -146,7 +146,7 @@ static const nb_op gelu_op = {"gelu", gelu_backward, nb_symmetric_jvp};
 nb_tensor *nb_gelu(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, 0.5f * v * (1.0f + erff(v * INV_SQRT2)));
-    nb_record(y, &gelu_op, 1, &x);
+    y = nb_record(y, &gelu_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -163,7 +163,7 @@ static const nb_op softplus_op = {"softplus", softplus_backward, nb_symmetric_jv
 nb_tensor *nb_softplus(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, (v > 0 ? v : 0.0f) + log1pf(expf(-fabsf(v))));
-    nb_record(y, &softplus_op, 1, &x);
+    y = nb_record(y, &softplus_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -193,7 +193,7 @@ nb_tensor *nb_clamp(nb_tensor *x, float min, float max) {
         return NULL;
     }
     NB_UNARY_FORWARD(x, y, v < min ? min : v > max ? max : v);
-    nb_record(y, &clamp_op, 1, &x);
+    y = nb_record(y, &clamp_op, 1, &x);
     nb_save(y, x);
     nb_set_attr(y, 0, min);
     nb_set_attr(y, 1, max);

@@ -147,7 +147,7 @@ nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b) {
     NB_BCAST_FOR(&pa, i, io, ia, po[i] = xa[ia]);
     NB_BCAST_FOR(&p, i, ic, ib, po[i] = xc[ic] != 0 ? po[i] : xb[ib]);
     nb_tensor *in[2] = {a, b};
-    nb_record(out, &where_op, 2, in);
+    out = nb_record(out, &where_op, 2, in);
     nb_save(out, cond);
     return out;
 }

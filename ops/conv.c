@@ -401,7 +401,7 @@ nb_tensor *nb_conv2d(nb_tensor *x, nb_tensor *w, nb_tensor *b, const nb_conv2d_o
         if (atomic_load(&j.failed)) return failed(who, y);
     }
     nb_tensor *in[3] = {x, w, b};
-    nb_record(y, &conv2d_op, b ? 3 : 2, in);
+    y = nb_record(y, &conv2d_op, b ? 3 : 2, in);
     nb_save(y, x);
     nb_save(y, w);
     set_attrs(y, &a);
@@ -485,7 +485,7 @@ nb_tensor *nb_conv_transpose2d(nb_tensor *x, nb_tensor *w, nb_tensor *b,
         if (atomic_load(&j.failed)) return failed(who, z);
     }
     nb_tensor *in[3] = {x, w, b};
-    nb_record(z, &conv_transpose2d_op, b ? 3 : 2, in);
+    z = nb_record(z, &conv_transpose2d_op, b ? 3 : 2, in);
     nb_save(z, x);
     nb_save(z, w);
     set_attrs(z, &a);
@@ -587,7 +587,7 @@ nb_tensor *nb_conv2d_weight_grad(nb_tensor *x, nb_tensor *gy, int64_t kh, int64_
         if (atomic_load(&j.failed)) return failed(who, v);
     }
     nb_tensor *in[2] = {x, gy};
-    nb_record(v, &weight_grad_op, 2, in);
+    v = nb_record(v, &weight_grad_op, 2, in);
     nb_save(v, x);
     nb_save(v, gy);
     set_attrs(v, &a);
@@ -759,7 +759,7 @@ nb_tensor *nb_max_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opt
     j.idx = nb_data_mut(idx);
     int64_t per_plane = j.a.oh * j.a.ow * kh * kw;
     nb_parallel_for(s[0] * s[1], CONV_CHUNK / (per_plane + 1) + 1, max_pool_planes, &j);
-    nb_record(y, &max_pool2d_op, 1, &x);
+    y = nb_record(y, &max_pool2d_op, 1, &x);
     nb_save(y, idx);
     return y;
 }

@@ -382,7 +382,7 @@ static nb_tensor *scalar_op(scalop kind, const nb_op *op, nb_tensor *x, float s)
     case S_MAX: for (int64_t i = 0; i < n; i++) po[i] = px[i] >= s || isnan(px[i]) ? px[i] : s; break;
     case S_MIN: for (int64_t i = 0; i < n; i++) po[i] = px[i] <= s || isnan(px[i]) ? px[i] : s; break;
     }
-    nb_record(out, op, 1, &x);
+    out = nb_record(out, op, 1, &x);
     nb_set_attr(out, 0, s);
     return out;
 }

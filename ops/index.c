@@ -141,7 +141,7 @@ nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index) {
             for (int64_t k = 0; k < m; k++)
                 memcpy(dst + k * inner, row + (int64_t)pi[k] * inner, sizeof(float) * (size_t)inner);
     }
-    nb_record(out, &index_select_op, 1, &x);
+    out = nb_record(out, &index_select_op, 1, &x);
     nb_save(out, index);
     nb_set_attr(out, 0, a);
     return out;
@@ -206,7 +206,7 @@ nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src
         }
     }
     nb_tensor *in[2] = {x, src};
-    nb_record(out, &index_add_op, 2, in);
+    out = nb_record(out, &index_add_op, 2, in);
     nb_save(out, index);
     nb_set_attr(out, 0, a);
     return out;
@@ -275,7 +275,7 @@ nb_tensor *nb_gather(nb_tensor *x, int axis, nb_tensor *index) {
     const float *px = nb_data(x), *pi = nb_data(index);
     float *po = nb_data_mut(out);
     NB_BCAST_FOR(&p, i, ix, unused, po[i] = px[ix + (int64_t)pi[i] * sa]);
-    nb_record(out, &gather_op, 1, &x);
+    out = nb_record(out, &gather_op, 1, &x);
     nb_save(out, index);
     nb_set_attr(out, 0, a);
     return out;
@@ -324,7 +324,7 @@ nb_tensor *nb_scatter_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *s
     float *po = nb_data_mut(out);
     NB_BCAST_FOR(&p, i, ix, unused, po[ix + (int64_t)pi[i] * sa] += ps[i]);
     nb_tensor *in[2] = {x, src};
-    nb_record(out, &scatter_add_op, 2, in);
+    out = nb_record(out, &scatter_add_op, 2, in);
     nb_save(out, index);
     nb_set_attr(out, 0, a);
     return out;

@@ -136,7 +136,7 @@ nb_tensor *nb_permute(nb_tensor *x, const int *perm) {
     nb_tensor *out = nb__empty_for("nb_permute", n, shape);
     if (!out) return NULL;
     permute_copy(nb_data(x), nb_data_mut(out), n, nb_shape(x), p);
-    nb_record(out, &permute_op, 1, &x);
+    out = nb_record(out, &permute_op, 1, &x);
     for (int d = 0; d < n; d++) nb_set_attr(out, d, p[d]);
     return out;
 }
@@ -322,7 +322,7 @@ static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
             mm_batches(&job, 0, nbatch);
     }
     nb_tensor *in[2] = {a, b};
-    nb_record(out, &matmul_op, 2, in);
+    out = nb_record(out, &matmul_op, 2, in);
     nb_set_attr(out, 0, ta);
     nb_set_attr(out, 1, tb);
     nb_save(out, a);

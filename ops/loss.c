@@ -146,7 +146,7 @@ nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r) {
         po[i] = -(py[i] * log_p + (1.0f - py[i]) * log_1mp);
     }
     nb_tensor *inputs[2] = {prob, target};
-    nb_record(out, &bce_op, 2, inputs);
+    out = nb_record(out, &bce_op, 2, inputs);
     nb_save(out, prob);
     nb_save(out, target);
     return nb_composite_end(reduce(out, r));

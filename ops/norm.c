@@ -123,7 +123,7 @@ static nb_tensor *normalize(const char *who, const nb_op *op, nb_tensor *x, int 
     nb_tensor *y = nb__empty_for(who, nb_ndim(x), nb_shape(x));
     if (!y) return NULL;
     normalize_kernel(nb_data(x), nb_data_mut(y), view_of(x, lo, hi), eps, mean_out, var_out);
-    nb_record(y, op, 1, &x);
+    y = nb_record(y, op, 1, &x);
     nb_save(y, x);
     nb_set_attr(y, 0, lo);
     nb_set_attr(y, 1, hi);

@@ -398,7 +398,7 @@ static nb_tensor *sum_like(const char *who, const nb_op *op, bool mean, nb_tenso
                      .divisor = mean ? (double)p.count : 1.0};
         run_reduce(&p, &k);
     }
-    nb_record(out, op, 1, &x);
+    out = nb_record(out, op, 1, &x);
     nb_set_attr(out, 0, p.mask);
     return out;
 }
@@ -469,7 +469,7 @@ static nb_tensor *select_reduce(const char *who, const nb_op *op, bool larger, n
         rkernel k = {.kind = larger ? RED_MAX : RED_MIN, .x = nb_data(x), .vals = nb_data_mut(out)};
         run_reduce(&p, &k);
     }
-    nb_record(out, op, 1, &x);
+    out = nb_record(out, op, 1, &x);
     nb_save(out, x);
     nb_save(out, out);
     nb_set_attr(out, 0, p.mask);
@@ -670,7 +670,7 @@ static nb_tensor *softmax_like(const char *who, const nb_op *op, bool log, nb_te
         int64_t per_item = s.R * (s.inner < CHUNK ? s.inner : CHUNK);
         nb_parallel_for(outer * s.nchunk, grain_for(3 * per_item), softmax_items, &s);
     }
-    nb_record(y, op, 1, &x);
+    y = nb_record(y, op, 1, &x);
     nb_save(y, y);
     nb_set_attr(y, 0, a);
     return y;

@@ -239,7 +239,7 @@ static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, in
             for (int64_t k = 0; k < len; k++)
                 memcpy(dst + k * step * inner, src + k * inner, sizeof(float) * (size_t)inner);
     }
-    nb_record(out, &slice_scatter_op, 1, &g);
+    out = nb_record(out, &slice_scatter_op, 1, &g);
     return set_slice_attrs(out, axis, start, stop, step);
 }
 
@@ -295,7 +295,7 @@ nb_tensor *nb_slice(nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t
             for (int64_t k = 0; k < len; k++)
                 memcpy(dst + k * inner, src + k * step * inner, sizeof(float) * (size_t)inner);
     }
-    nb_record(out, &slice_op, 1, &x);
+    out = nb_record(out, &slice_op, 1, &x);
     return set_slice_attrs(out, a, start, stop, step);
 }
 
@@ -369,7 +369,7 @@ static nb_tensor *concat_for(const char *who, int n, nb_tensor *const *xs, int a
             memcpy(po, nb_data(xs[i]) + o * row, sizeof(float) * (size_t)row);
             po += row;
         }
-    nb_record(out, &concat_op, n, xs);
+    out = nb_record(out, &concat_op, n, xs);
     nb_set_attr(out, 0, a);
     return out;
 }

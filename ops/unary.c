@@ -35,7 +35,7 @@ static const nb_op exp_op = {"exp", exp_backward, nb_symmetric_jvp};
 nb_tensor *nb_exp(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, expf(v));
-    nb_record(y, &exp_op, 1, &x);
+    y = nb_record(y, &exp_op, 1, &x);
     nb_save(y, y);
     return y;
 }
@@ -47,7 +47,7 @@ static const nb_op log_op = {"log", log_backward, nb_symmetric_jvp};
 nb_tensor *nb_log(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, logf(v));
-    nb_record(y, &log_op, 1, &x);
+    y = nb_record(y, &log_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -59,7 +59,7 @@ static const nb_op sqrt_op = {"sqrt", sqrt_backward, nb_symmetric_jvp};
 nb_tensor *nb_sqrt(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, sqrtf(v));
-    nb_record(y, &sqrt_op, 1, &x);
+    y = nb_record(y, &sqrt_op, 1, &x);
     nb_save(y, y);
     return y;
 }
@@ -84,7 +84,7 @@ static const nb_op abs_op = {"abs", abs_backward, nb_symmetric_jvp};
 nb_tensor *nb_abs(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, fabsf(v));
-    nb_record(y, &abs_op, 1, &x);
+    y = nb_record(y, &abs_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -96,7 +96,7 @@ static const nb_op sin_op = {"sin", sin_backward, nb_symmetric_jvp};
 nb_tensor *nb_sin(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, sinf(v));
-    nb_record(y, &sin_op, 1, &x);
+    y = nb_record(y, &sin_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -108,7 +108,7 @@ static const nb_op cos_op = {"cos", cos_backward, nb_symmetric_jvp};
 nb_tensor *nb_cos(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, cosf(v));
-    nb_record(y, &cos_op, 1, &x);
+    y = nb_record(y, &cos_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -120,7 +120,7 @@ static const nb_op square_op = {"square", square_backward, nb_symmetric_jvp};
 nb_tensor *nb_square(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, v * v);
-    nb_record(y, &square_op, 1, &x);
+    y = nb_record(y, &square_op, 1, &x);
     nb_save(y, x);
     return y;
 }
@@ -135,7 +135,7 @@ static const nb_op erf_op = {"erf", erf_backward, nb_symmetric_jvp};
 nb_tensor *nb_erf(nb_tensor *x) {
     if (!x) return NULL;
     NB_UNARY_FORWARD(x, y, erff(v));
-    nb_record(y, &erf_op, 1, &x);
+    y = nb_record(y, &erf_op, 1, &x);
     nb_save(y, x);
     return y;
 }

@@ -28,7 +28,7 @@ static nb_tensor *tap(nb_tensor *x, const char *name) {
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
     memcpy(nb_data_mut(y), nb_data(x), sizeof(float) * (size_t)nb_numel(x));
-    nb_record(y, &tap_op, 1, &x);
+    y = nb_record(y, &tap_op, 1, &x);
     return nb_set_name(y, name);
 }
 

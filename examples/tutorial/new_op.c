@@ -38,8 +38,8 @@ static nb_tensor *logcosh_with(nb_tensor *x, const nb_op *op) {
         float a = fabsf(px[i]);
         py[i] = a + log1pf(expf(-2.0f * a)) - 0.69314718f;
     }
-    nb_record(y, op, 1, &x); /* y becomes a node whose input is x */
-    nb_save(y, x);           /* the backward reads x */
+    y = nb_record(y, op, 1, &x); /* y becomes a node whose input is x */
+    nb_save(y, x);               /* the backward reads x */
     return y;
 }
 

@@ -151,7 +151,7 @@ Test(tensor, export_dot) {
     FILE *f = fmemopen(buf, sizeof buf, "w");
     cr_assert_eq(nb_export_dot(y, f), 0);
     fclose(f);
-    cr_assert(strstr(buf, "digraph") && strstr(buf, "y\\nexp [2]") && strstr(buf, "x\\nleaf [2]") &&
+    cr_assert(strstr(buf, "digraph") && strstr(buf, "y\\nexp [2]") && strstr(buf, "x\\ninput [2]") &&
               strstr(buf, "mul [2]"), "%s", buf);
 }
 
@@ -186,7 +186,7 @@ Test(tensor, export_dot_escapes_names) {
     fclose(f);
     cr_assert_not_null(dot_string_after(buf, "label=", label, sizeof label), "%s", buf);
     char want[256];
-    snprintf(want, sizeof want, "%s\nleaf [3]", name);
+    snprintf(want, sizeof want, "%s\ninput [3]", name);
     cr_assert_str_eq(label, want, "%s", buf);
     /* nothing after the label's string is left over from the name */
     cr_assert(strstr(buf, "style=filled"), "%s", buf);

@@ -4,10 +4,14 @@
  * (seed_torch.py). Two forms: the Keras-style nb_model_fit, and the
  * explicit loop of the README. Prints the median over 7 runs of each.
  *
- *   usage: bench_seed [threads]
+ *   usage: bench_seed [threads] [anomaly]
+ *
+ * With "anomaly", the runs are made with anomaly mode on, for its cost:
+ * every op's output is scanned for NaN and infinity.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "nabla.h"
@@ -75,6 +79,9 @@ static double run_loop(float *loss) {
 
 int main(int argc, char **argv) {
     nb_set_num_threads(argc > 1 ? atoi(argv[1]) : 1);
+    bool anomaly = argc > 2 && !strcmp(argv[2], "anomaly");
+    nb_set_detect_anomaly(anomaly);
+    if (anomaly) printf("anomaly mode on\n");
     double fit[7], loop[7];
     float fit_loss = 0, loop_loss = 0;
     for (int r = 0; r < 7; r++) {

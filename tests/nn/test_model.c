@@ -1318,3 +1318,30 @@ Test(model, early_stopping_restores_the_running_statistics) {
     nb_history_free(h);
     nb_model_free(m);
 }
+
+/* Compiled by name before its layers were built: the optimizer appears with
+ * the parameters, and what the user sets on it before fit is what fit uses. */
+Test(model, optimizer_of_a_model_built_after_compile) {
+    nb_model *m = nb_model_sequential();
+    nb_model_add(m, nb_dense(4, "tanh", 0));
+    nb_model_add(m, nb_dense(1, "linear", 0));
+    cr_assert_eq(nb_model_compile(m, "adam", "mse", NULL), 0);
+    cr_assert_null(nb_model_optimizer(m));
+    EXPECT_ERROR("nb_model_optimizer", "no parameters yet", "'adam'");
+    nb_tensor *x, *y;
+    linear_data(8, &x, &y);
+    cr_assert_not_null(nb_model_predict(m, x, 8), "%s", nb_error());
+    nb_optimizer *opt = nb_model_optimizer(m);
+    cr_assert_not_null(opt, "%s", nb_error());
+    cr_expect_str_eq(nb_optimizer_name(opt), "adam");
+    cr_expect_eq(nb_optimizer_num_params(opt), 4);
+    nb_optimizer_set_lr(opt, 0.125f);
+    nb_fit_opts o = quiet_fit(1, 8);
+    nb_history *h = nb_model_fit(m, x, y, &o);
+    cr_assert_not_null(h, "%s", nb_error());
+    cr_expect_eq(nb_model_optimizer(m), opt, "fit kept the optimizer");
+    cr_expect_float_eq(nb_optimizer_lr(opt), 0.125f, 0);
+    cr_expect_eq(nb_optimizer_steps(opt), 1);
+    nb_history_free(h);
+    nb_model_free(m);
+}
