@@ -434,16 +434,24 @@ Test(forward, layers) {
     nb_module *acts = nb_sequential(6, (nb_module *[]){
         nb_flatten_layer(), nb_layer_norm_layer(1, 1e-5f), nb_sigmoid_layer(),
         nb_leaky_relu_layer(0.3f), nb_activation("elu"), nb_activation("softplus")});
-    cr_assert(seq && conv && acts, "%s", nb_error());
+    nb_module *lstm = nb_lstm_layer(3, &(nb_rnn_opts){.return_sequences = true});
+    nb_module *gru = nb_gru_layer(2, NULL), *rnn = nb_rnn_layer(2, NULL);
+    cr_assert(seq && conv && acts && lstm && gru && rnn, "%s", nb_error());
     const fcase cases[] = {
         {"dense, dropout (eval), softmax, linear", f_layer, 1, {S(4, 3)}, -1, 1, seq},
         {"conv2d, batch_norm, pools, dense", f_layer, 1, {S(2, 2, 4, 4)}, -1, 1, conv},
         {"flatten, layer_norm, sigmoid, leaky_relu, elu, softplus", f_layer, 1, {S(2, 3, 2)}, -2, 2,
          acts},
+        {"lstm, every step", f_layer, 1, {S(2, 3, 2)}, -1, 1, lstm},
+        {"gru", f_layer, 1, {S(2, 3, 2)}, -1, 1, gru},
+        {"simple rnn", f_layer, 1, {S(2, 3, 2)}, -1, 1, rnn},
     };
     CHECK_TABLE(cases);
     nb_module_free(seq);
     nb_module_free(conv);
+    nb_module_free(lstm);
+    nb_module_free(gru);
+    nb_module_free(rnn);
     nb_module_free(acts);
 }
 
