@@ -29,16 +29,21 @@ nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *co
     if (!out) return NULL;
     /* trace and anomaly mode (debug.c) see every op, with or without grad */
     if (op && nb__debugging() && !nb__debug_record(out, op, ninputs, inputs)) return NULL;
-    if (!nb_is_grad_enabled() || !op) return out;
-    bool any = false;
+    bool grad = nb_is_grad_enabled(), forward = nb__forward_on();
+    if ((!grad && !forward) || !op) return out;
+    /* In forward mode an input with a tangent makes a node too, grad mode
+     * or not: its jvp rule needs the inputs and saved values (forward.c). */
+    bool any = false, tangent = false;
     for (int i = 0; i < ninputs; i++) {
         if (!inputs[i]) {
             nb_set_error("nb_record: input %d of '%s' is NULL", i, op->name);
             return out;
         }
         any = any || inputs[i]->requires_grad;
+        if (forward && nb__has_tangent(inputs[i])) tangent = true;
     }
-    if (!any) return out;
+    any = any && grad;
+    if (!any && !tangent) return out;
     if (out->op || out->requires_grad) {
         nb_set_error("nb_record: the output of '%s' is already part of a graph", op->name);
         return out;
@@ -57,7 +62,8 @@ nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *co
     }
     out->ninputs = ninputs;
     out->op = op;
-    out->requires_grad = true;
+    out->requires_grad = any;
+    if (tangent && !nb__forward_mark(out)) nb_set_error("nb_record: out of memory recording '%s'", op->name);
     return out;
 }
 
@@ -138,6 +144,7 @@ const nb_op *nb_op_of(const nb_tensor *t) { return t ? t->op : NULL; }
 
 nb_tensor *nb_set_requires_grad(nb_tensor *t, bool requires) {
     if (!t) return NULL;
+    if (t->tangent_pending && !t->requires_grad) nb__has_tangent(t); /* a node for forward mode only */
     if (t->op) {
         nb_set_error("nb_set_requires_grad: only leaves can be marked; this tensor is the output "
                      "of '%s' (nb_detach it to make a leaf)", t->op->name);
@@ -213,7 +220,12 @@ static void sum2_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gin) {
     gin[0] = g;
     gin[1] = g;
 }
-static const nb_op sum2_op = {"accumulate_grad", sum2_backward};
+static nb_tensor *sum2(nb_tensor *a, nb_tensor *b);
+static nb_tensor *sum2_jvp(nb_tensor *node, nb_tensor *const *t) {
+    (void)node;
+    return t[0] && t[1] ? sum2(t[0], t[1]) : t[0] ? t[0] : t[1];
+}
+static const nb_op sum2_op = {"accumulate_grad", sum2_backward, sum2_jvp};
 
 static nb_tensor *sum2(nb_tensor *a, nb_tensor *b) {
     nb_tensor *out = nb_empty(a->ndim, a->shape);
@@ -229,7 +241,11 @@ static void alias_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gin) {
     (void)node;
     gin[0] = g;
 }
-static const nb_op alias_op = {"alias", alias_backward};
+static nb_tensor *alias_jvp(nb_tensor *node, nb_tensor *const *t) {
+    (void)node;
+    return t[0];
+}
+static const nb_op alias_op = {"alias", alias_backward, alias_jvp};
 
 static nb_tensor *alias(nb_tensor *t) {
     nb_tensor *v = nb__tensor_view(t, t->ndim, t->shape);
@@ -244,11 +260,17 @@ static bool exclusive(const nb_tensor *t) {
            !t->caller_ref && !t->container_ref && t->scope_depth == 0;
 }
 
+/* A gradient carrying a tangent (forward over reverse) is added by a
+ * recorded op, whose forward rule adds the tangents too. */
+static bool tangent_free(const nb_tensor *a, const nb_tensor *b) {
+    return !a->tangent && !a->tangent_pending && !b->tangent && !b->tangent_pending;
+}
+
 /* acc += g, in place when nobody else can see acc, as a recorded op when a
  * graph of the gradient is wanted. Consumes the caller's reference to acc
  * and returns a referenced result. */
 static nb_tensor *accumulate(nb_tensor *acc, nb_tensor *g, bool create_graph) {
-    if (!create_graph && !acc->op && exclusive(acc)) {
+    if (!create_graph && !acc->op && exclusive(acc) && tangent_free(acc, g)) {
         float *pa = nb_data_mut(acc);
         const float *pg = nb_data(g);
         for (int64_t i = 0; i < acc->numel; i++) pa[i] += pg[i];
@@ -301,7 +323,10 @@ static void free_buffers(buffers *b) {
     memset(b, 0, sizeof *b);
 }
 
-void nb__engine_thread_exit(void) { free_buffers(&cached); }
+void nb__engine_thread_exit(void) {
+    free_buffers(&cached);
+    nb__forward_thread_exit();
+}
 
 static buffers take_buffers(void) {
     buffers b = cached;
@@ -638,6 +663,7 @@ static int run_backward(run *r) {
         for (int64_t k = 0; k < n; k++) {
             nb_tensor *node = b.nodes[k];
             if (!node->op || (r->ninputs > 0 && !b.runs[k])) continue;
+            nb__forward_settle(node);
             nb__release_graph(node);
             node->graph_freed = true;
         }

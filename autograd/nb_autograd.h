@@ -283,6 +283,13 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
 typedef struct nb_op {
     const char *name;
     void (*backward)(nb_tensor *node, nb_tensor *grad_output, nb_tensor **grad_inputs);
+    /* Optional forward-mode rule (see nb_jvp): the output's tangent from the
+     * inputs' tangents (tangents[i] NULL means zero), written with ops like
+     * backward, with the node's inputs, saved values and attributes at hand.
+     * NULL (the default of {"name", backward}) means the op has none: a
+     * tangent reaching it is an error naming the op, never a zero. The rule
+     * may return NULL without an error for a zero tangent (sign, argmax). */
+    nb_tensor *(*jvp)(nb_tensor *node, nb_tensor *const *tangents);
 } nb_op;
 
 /* Makes out the node of op applied to inputs, when grad mode is on and some
@@ -306,6 +313,40 @@ nb_tensor *nb_input(const nb_tensor *node, int i);
 bool nb_needs_input_grad(const nb_tensor *node, int i);
 /* The op that made t, or NULL for leaves and tensors made without grad. */
 const nb_op *nb_op_of(const nb_tensor *t);
+
+/* ---- forward mode ------------------------------------------------------------
+ * nb_jvp(f, ...) gives f's outputs and their directional derivatives
+ * J·v in one forward pass: each input is replaced, for the call, by a tensor
+ * sharing its values and carrying its tangent v_i (a dual number), and every
+ * op reached by a tangent runs its jvp rule beside its forward. Rules are
+ * written with ops, so they compose with reverse mode: nb_grad inside f
+ * (forward over reverse) gives Hessian-vector products, and a tangent of an
+ * input that requires grad can itself be differentiated (reverse over
+ * forward).
+ *
+ * OWNERSHIP: tangents exist only during nb_jvp: every tensor given one stays
+ * alive until the call returns, when all tangents are dropped except the
+ * outputs', which belong to the caller's scope like the outputs themselves.
+ * Limits: one level (nb_jvp inside f, or inside a rule, is an error); a
+ * tensor written in place (nb_data_mut) during the call keeps a stale
+ * tangent; forward over reverse goes through nb_grad (nb_backward's sums
+ * into .grad do not follow tangents). */
+
+/* f fills outputs[0 .. noutputs) from inputs; returns 0, or -1 with a
+ * message set. */
+typedef int (*nb_jvp_fn)(nb_tensor *const *inputs, nb_tensor **outputs, void *ctx);
+
+/* tangents[i] has the shape of inputs[i], or is NULL (a zero tangent).
+ * Fills outputs and out_tangents (zeros for an output the inputs do not
+ * reach). Grad mode does not matter to the tangents. Returns 0, or -1 with
+ * a message and every result NULL: a shape mismatch, f failing, an op
+ * without a jvp rule (named), or any other error set while f ran. */
+int nb_jvp(nb_jvp_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+           nb_tensor *const *tangents, int noutputs, nb_tensor **outputs,
+           nb_tensor **out_tangents);
+/* Inside f: the tangent t carries, or NULL for a zero one (and outside
+ * nb_jvp). Borrowed: lives as long as t, until nb_jvp returns. */
+nb_tensor *nb_tangent_of(nb_tensor *t);
 
 /* ---- errors --------------------------------------------------------------- */
 

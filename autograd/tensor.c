@@ -247,11 +247,12 @@ void nb__tensor_decref(nb_tensor *t) {
     while (work) {
         nb_tensor *cur = work;
         work = cur->next_free;
-        nb_tensor *children[NB_MAX_SAVED + 1];
+        nb_tensor *children[NB_MAX_SAVED + 2];
         int nchild = 0;
         for (int i = 0; i < cur->nsaved; i++)
             if (cur->saved[i] != cur) children[nchild++] = cur->saved[i];
         if (cur->grad) children[nchild++] = cur->grad;
+        if (cur->tangent) children[nchild++] = cur->tangent;
         for (int i = 0; i < nchild + cur->ninputs; i++) {
             nb_tensor *c = i < nchild ? children[i] : cur->inputs[i - nchild];
             may_cycle = nb__may_hold_cycle(c);

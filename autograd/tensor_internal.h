@@ -65,6 +65,11 @@ struct nb_tensor {
     uint64_t saved_version[NB_MAX_SAVED];
     double attrs[NB_MAX_ATTRS];
 
+    /* forward mode (forward.c): the tangent, owned (one reference), or a
+     * rule still to run once the op has saved what it needs */
+    nb_tensor *tangent;
+    bool tangent_pending;
+
     char name[32];
     nb_tensor *next_free;
 
@@ -118,6 +123,17 @@ void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit *
 
 /* engine.c */
 void nb__engine_thread_exit(void);
+
+/* forward.c: whether nb_record should look at tangents on this thread (a
+ * nb_jvp is running and no forward rule is); whether t carries a tangent,
+ * running its pending rule first; marks a node just recorded as owing a
+ * tangent (false when out of memory); runs the pending rule of a node whose
+ * graph is about to be released by backward. */
+bool nb__forward_on(void);
+bool nb__has_tangent(nb_tensor *t);
+bool nb__forward_mark(nb_tensor *t);
+void nb__forward_settle(nb_tensor *t);
+void nb__forward_thread_exit(void); /* frees the thread's level list */
 
 /* debug.c: the engine's calls into the tools for looking inside. Each is
  * made only when nb__debugging() says a tool is on, or (hooks) when the

@@ -18,6 +18,10 @@
  * The piecewise-constant factors (relu's, leaky_relu's, clamp's) are masks:
  * constants built by a loop or a comparison, whose own derivative is zero
  * almost everywhere, so second derivatives stay right away from the kinks.
+ *
+ * Forward mode: each Jacobian is diagonal, hence symmetric, so each op's jvp
+ * rule is its backward applied to the tangent (nb_symmetric_jvp): the
+ * column above with g read as dx gives dy.
  */
 #include "ops_internal.h"
 #include "parallel.h"
@@ -30,7 +34,7 @@
 static void tanh_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul(g, nb_rsub_scalar(nb_square(nb_saved(y, 0)), 1.0f));
 }
-static const nb_op tanh_op = {"tanh", tanh_backward};
+static const nb_op tanh_op = {"tanh", tanh_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_tanh(nb_tensor *x) {
     if (!x) return NULL;
@@ -53,7 +57,7 @@ static void sigmoid_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *s = nb_saved(y, 0);
     gx[0] = nb_mul(g, nb_mul(s, nb_rsub_scalar(s, 1.0f)));
 }
-static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward};
+static const nb_op sigmoid_op = {"sigmoid", sigmoid_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_sigmoid(nb_tensor *x) {
     if (!x) return NULL;
@@ -70,7 +74,7 @@ nb_tensor *nb_sigmoid(nb_tensor *x) {
 static void relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul(g, nb_gt_scalar(nb_saved(y, 0), 0.0f));
 }
-static const nb_op relu_op = {"relu", relu_backward};
+static const nb_op relu_op = {"relu", relu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_relu(nb_tensor *x) {
     if (!x) return NULL;
@@ -94,7 +98,7 @@ static void leaky_relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     }
     gx[0] = nb_mul(g, m);
 }
-static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward};
+static const nb_op leaky_relu_op = {"leaky_relu", leaky_relu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_leaky_relu(nb_tensor *x, float negative_slope) {
     if (!x) return NULL;
@@ -116,7 +120,7 @@ static void elu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *d = nb_where(nb_gt_scalar(x, 0.0f), nb_scalar(1.0f), nb_add_scalar(out, alpha));
     gx[0] = nb_mul(g, d);
 }
-static const nb_op elu_op = {"elu", elu_backward};
+static const nb_op elu_op = {"elu", elu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_elu(nb_tensor *x, float alpha) {
     if (!x) return NULL;
@@ -142,10 +146,10 @@ static void gelu_grad_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
     gx[0] = nb_mul(g, nb_mul(pdf, nb_rsub_scalar(nb_square(x), 2.0f)));
 }
-static const nb_op gelu_grad_op = {"gelu_grad", gelu_grad_backward};
+static const nb_op gelu_grad_op = {"gelu_grad", gelu_grad_backward, nb_symmetric_jvp};
 
 /* Phi(x) + x phi(x), with cdf = Phi(x) given (a plain tensor, not an input:
- * the op's only input is x). */
+ * the op's only input is x), or computed when gelu kept none. */
 /* Both loops (gelu and gelu_grad) are spread over the thread pool: each
  * element on its own, so any split gives the same bits. */
 #define GELU_GRAIN 16384
@@ -160,7 +164,8 @@ static void gelu_items(void *ctx, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; i++) {
         float v = j->x[i];
         if (j->grad) {
-            j->y[i] = j->cdf[i] + v * INV_SQRT_2PI * expf(-0.5f * v * v);
+            float c = j->cdf ? j->cdf[i] : 0.5f * (1.0f + erff(v * INV_SQRT2));
+            j->y[i] = c + v * INV_SQRT_2PI * expf(-0.5f * v * v);
         } else {
             float c = 0.5f * (1.0f + erff(v * INV_SQRT2));
             j->y[i] = v * c;
@@ -170,20 +175,24 @@ static void gelu_items(void *ctx, int64_t begin, int64_t end) {
 }
 
 static nb_tensor *gelu_grad(nb_tensor *x, nb_tensor *cdf) {
-    if (!x || !cdf) return NULL;
+    if (!x) return NULL;
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
-    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = (float *)nb_data(cdf), .grad = true};
+    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = cdf ? (float *)nb_data(cdf) : NULL,
+                    .grad = true};
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     y = nb_record(y, &gelu_grad_op, 1, &x);
     nb_save(y, x);
     return y;
 }
 
+/* Attribute 0: whether the forward kept Phi(x) (saved tensor 1). A node
+ * made for forward mode alone keeps none. */
 static void gelu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = nb_mul(g, gelu_grad(nb_saved(y, 0), nb_saved(y, 1)));
+    nb_tensor *x = nb_saved(y, 0), *cdf = nb_attr(y, 0) != 0 ? nb_saved(y, 1) : NULL;
+    if (x && (cdf || nb_attr(y, 0) == 0)) gx[0] = nb_mul(g, gelu_grad(x, cdf));
 }
-static const nb_op gelu_op = {"gelu", gelu_backward};
+static const nb_op gelu_op = {"gelu", gelu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_gelu(nb_tensor *x) {
     if (!x) return NULL;
@@ -196,7 +205,8 @@ nb_tensor *nb_gelu(nb_tensor *x) {
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     y = nb_record(y, &gelu_op, 1, &x);
     nb_save(y, x);
-    nb_save(y, cdf);
+    if (cdf) nb_save(y, cdf);
+    nb_set_attr(y, 0, cdf != NULL);
     return y;
 }
 
@@ -207,7 +217,7 @@ nb_tensor *nb_gelu(nb_tensor *x) {
 static void softplus_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul(g, nb_sigmoid(nb_saved(y, 0)));
 }
-static const nb_op softplus_op = {"softplus", softplus_backward};
+static const nb_op softplus_op = {"softplus", softplus_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_softplus(nb_tensor *x) {
     if (!x) return NULL;
@@ -232,7 +242,7 @@ static void clamp_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     }
     gx[0] = nb_mul(g, m);
 }
-static const nb_op clamp_op = {"clamp", clamp_backward};
+static const nb_op clamp_op = {"clamp", clamp_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_clamp(nb_tensor *x, float min, float max) {
     if (!x) return NULL;

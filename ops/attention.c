@@ -77,7 +77,15 @@ static void masked_softmax_backward(nb_tensor *node, nb_tensor *g, nb_tensor **g
     if (nb_needs_input_grad(node, 0)) gx[0] = nb_mul_scalar(dz, scale);
     if (nb_num_inputs(node) > 1 && nb_needs_input_grad(node, 1)) gx[1] = dz;
 }
-static const nb_op masked_softmax_op = {"masked_softmax", masked_softmax_backward};
+/* Forward mode: with dz = scale·ds + dm, dy = y·(dz - sum(dz·y)), softmax's
+ * symmetric Jacobian applied to dz. */
+static nb_tensor *masked_softmax_jvp(nb_tensor *node, nb_tensor *const *t) {
+    nb_tensor *y = nb_saved(node, 0), *dm = nb_num_inputs(node) > 1 ? t[1] : NULL;
+    nb_tensor *dz = t[0] ? nb_mul_scalar(t[0], (float)nb_attr(node, 0)) : NULL;
+    if (dm) dz = dz ? nb_add(dz, dm) : dm;
+    return dz ? nb_mul(y, nb_sub(dz, nb_sum(nb_mul(dz, y), NB_AXES(-1), true))) : NULL;
+}
+static const nb_op masked_softmax_op = {"masked_softmax", masked_softmax_backward, masked_softmax_jvp};
 
 /* The fused op proper; the mask, when given, already has the scores' shape. */
 static nb_tensor *masked_softmax(nb_tensor *s, nb_tensor *mask, bool causal, float scale) {

@@ -117,7 +117,13 @@ static void where_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
         gx[1] = nb_sum_to(nb_mul(g, nb_rsub_scalar(m, 1.0f)), nb_ndim(b), nb_shape(b));
     }
 }
-static const nb_op where_op = {"where", where_backward};
+/* dy = where(cond, da, db), each tangent standing in its operand's place. */
+static nb_tensor *where_jvp(nb_tensor *out, nb_tensor *const *t) {
+    nb_tensor *zero = nb_scalar(0.0f);
+    nb_tensor *r = nb_where(nb_saved(out, 0), t[0] ? t[0] : zero, t[1] ? t[1] : zero);
+    return !r || nb_same_shape(r, out) ? r : nb_expand(r, nb_ndim(out), nb_shape(out));
+}
+static const nb_op where_op = {"where", where_backward, where_jvp};
 
 nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b) {
     if (!cond || !a || !b) return NULL;

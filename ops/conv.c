@@ -333,7 +333,24 @@ static void conv2d_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(y, 1)) gx[1] = nb_conv2d_weight_grad(x, g, nb_dim(w, 2), nb_dim(w, 3), &o);
     if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum(g, NB_AXES(0, 2, 3), false);
 }
-static const nb_op conv2d_op = {"conv2d", conv2d_backward};
+/* Forward mode. conv2d, conv_transpose2d and conv2d_weight_grad are
+ * bilinear in their two tensors, so d(x ∗ w) = dx ∗ w + x ∗ dw, and a
+ * bias's tangent is broadcast over the image like the bias. */
+static nb_tensor *plus(nb_tensor *a, nb_tensor *b) { return a && b ? nb_add(a, b) : a ? a : b; }
+
+static nb_tensor *bias_tangent(nb_tensor *y, int ninputs, nb_tensor *const *t) {
+    if (ninputs < 3 || !t[2]) return NULL;
+    return nb_expand(nb_reshape(t[2], NB_SHAPE(1, -1, 1, 1)), nb_ndim(y), nb_shape(y));
+}
+
+static nb_tensor *conv2d_jvp(nb_tensor *y, nb_tensor *const *t) {
+    nb_conv2d_opts o = opts_of(y);
+    nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1);
+    nb_tensor *r = plus(t[0] ? nb_conv2d(t[0], w, NULL, &o) : NULL,
+                        t[1] ? nb_conv2d(x, t[1], NULL, &o) : NULL);
+    return plus(r, bias_tangent(y, nb_num_inputs(y), t));
+}
+static const nb_op conv2d_op = {"conv2d", conv2d_backward, conv2d_jvp};
 
 /* Checks a bias of `channels` entries; who and the other shapes for the message. */
 static bool check_bias(const char *who, const nb_tensor *x, const nb_tensor *w, const nb_tensor *b,
@@ -404,7 +421,23 @@ static void conv_transpose2d_backward(nb_tensor *z, nb_tensor *g, nb_tensor **gx
     if (nb_needs_input_grad(z, 1)) gx[1] = nb_conv2d_weight_grad(g, u, nb_dim(w, 2), nb_dim(w, 3), &o);
     if (nb_num_inputs(z) > 2 && nb_needs_input_grad(z, 2)) gx[2] = nb_sum(g, NB_AXES(0, 2, 3), false);
 }
-static const nb_op conv_transpose2d_op = {"conv_transpose2d", conv_transpose2d_backward};
+static nb_tensor *conv_transpose2d_jvp(nb_tensor *z, nb_tensor *const *t) {
+    nb_conv2d_opts o = opts_of(z);
+    nb_tensor *u = nb_saved(z, 0), *w = nb_saved(z, 1);
+    if (!u || !w) return NULL;
+    /* output_padding is not kept: it is what the output has beyond the
+     * size the other options give */
+    for (int i = 0; i < 2; i++) {
+        int64_t full = (nb_shape(u)[2 + i] - 1) * o.stride[i] - 2 * o.padding[i] +
+                       o.dilation[i] * (nb_shape(w)[2 + i] - 1) + 1;
+        o.output_padding[i] = (int)(nb_shape(z)[2 + i] - full);
+    }
+    nb_tensor *r = plus(t[0] ? nb_conv_transpose2d(t[0], w, NULL, &o) : NULL,
+                        t[1] ? nb_conv_transpose2d(u, t[1], NULL, &o) : NULL);
+    return plus(r, bias_tangent(z, nb_num_inputs(z), t));
+}
+static const nb_op conv_transpose2d_op = {"conv_transpose2d", conv_transpose2d_backward,
+                                          conv_transpose2d_jvp};
 
 nb_tensor *nb_conv_transpose2d(nb_tensor *x, nb_tensor *w, nb_tensor *b,
                                const nb_conv2d_opts *opts) {
@@ -477,7 +510,14 @@ static void weight_grad_backward(nb_tensor *v, nb_tensor *g, nb_tensor **gx) {
         gx[0] = nb_conv_transpose2d(gy, g, NULL, &o);
     }
 }
-static const nb_op weight_grad_op = {"conv2d_weight_grad", weight_grad_backward};
+static nb_tensor *weight_grad_jvp(nb_tensor *v, nb_tensor *const *t) {
+    nb_conv2d_opts o = opts_of(v);
+    nb_tensor *x = nb_saved(v, 0), *gy = nb_saved(v, 1);
+    int64_t kh = nb_dim(v, 2), kw = nb_dim(v, 3);
+    return plus(t[0] ? nb_conv2d_weight_grad(t[0], gy, kh, kw, &o) : NULL,
+                t[1] ? nb_conv2d_weight_grad(x, t[1], kh, kw, &o) : NULL);
+}
+static const nb_op weight_grad_op = {"conv2d_weight_grad", weight_grad_backward, weight_grad_jvp};
 
 /* At most this many floats of partial sums, and at most CONV_MAX_CHUNKS
  * chunks: both depend on the shape only. */
@@ -694,7 +734,15 @@ static void max_pool2d_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *gi = nb_scatter_add(z, 1, idx, nb_reshape(g, nb_ndim(idx), nb_shape(idx)));
     gx[0] = nb_reshape(gi, 4, s);
 }
-static const nb_op max_pool2d_op = {"max_pool2d", max_pool2d_backward};
+/* dy = dx at the saved argmax of each window: a gather over the planes. */
+static nb_tensor *max_pool2d_jvp(nb_tensor *y, nb_tensor *const *t) {
+    nb_tensor *idx = nb_saved(y, 0);
+    if (!t[0] || !idx) return NULL;
+    const int64_t *s = nb_shape(t[0]);
+    nb_tensor *planes = nb_reshape(t[0], NB_SHAPE(s[0] * s[1], s[2] * s[3]));
+    return nb_reshape(nb_gather(planes, 1, idx), nb_ndim(y), nb_shape(y));
+}
+static const nb_op max_pool2d_op = {"max_pool2d", max_pool2d_backward, max_pool2d_jvp};
 
 nb_tensor *nb_max_pool2d(nb_tensor *x, int kh, int kw, const nb_pool2d_opts *opts) {
     if (!x) return NULL;

@@ -5,7 +5,9 @@
  * Shapes: a is (..., n), b is (..., n) or broadcastable; out has the
  * broadcast shape. Every backward ends in nb_sum_to(grad, input shape): the
  * gradient of a broadcast operand is summed over the axes it was stretched
- * along. That one rule is the whole of broadcasting's calculus.
+ * along. That one rule is the whole of broadcasting's calculus. Forward
+ * rules (jvp) go the other way: a tangent of a broadcast operand is expanded
+ * to the output's shape.
  */
 #include "ops_internal.h"
 
@@ -84,7 +86,11 @@ static void expand_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(out, 0);
     gx[0] = nb_sum_to(g, nb_ndim(x), nb_shape(x));
 }
-static const nb_op expand_op = {"expand", expand_backward};
+/* expand and sum_to are linear: each maps a tangent as it maps a value. */
+static nb_tensor *expand_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? nb_expand(t[0], nb_ndim(out), nb_shape(out)) : NULL;
+}
+static const nb_op expand_op = {"expand", expand_backward, expand_jvp};
 
 nb_tensor *nb_expand(nb_tensor *x, int ndim, const int64_t *shape) {
     if (!x) return NULL;
@@ -120,7 +126,10 @@ static void sum_to_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(out, 0);
     gx[0] = nb_expand(g, nb_ndim(x), nb_shape(x));
 }
-static const nb_op sum_to_op = {"sum_to", sum_to_backward};
+static nb_tensor *sum_to_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? nb_sum_to(t[0], nb_ndim(out), nb_shape(out)) : NULL;
+}
+static const nb_op sum_to_op = {"sum_to", sum_to_backward, sum_to_jvp};
 
 nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     if (!x) return NULL;
@@ -186,12 +195,22 @@ static nb_tensor *to_input(nb_tensor *out, int i, nb_tensor *g) {
     return nb_sum_to(g, nb_ndim(x), nb_shape(x));
 }
 
+/* Forward mode: the sum of an operand's term and the other's, either of
+ * which may be absent (a zero tangent), brought to the output's shape (a
+ * lone term has its operand's shape, which may be broadcast). */
+static nb_tensor *to_output(nb_tensor *out, nb_tensor *da_term, nb_tensor *db_term) {
+    nb_tensor *t = da_term && db_term ? nb_add(da_term, db_term) : da_term ? da_term : db_term;
+    if (!t || nb_same_shape(t, out)) return t;
+    return nb_expand(t, nb_ndim(out), nb_shape(out));
+}
+
 /* d(a+b) = da + db */
 static void add_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, g);
     if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, g);
 }
-static const nb_op add_op = {"add", add_backward};
+static nb_tensor *add_jvp(nb_tensor *out, nb_tensor *const *t) { return to_output(out, t[0], t[1]); }
+static const nb_op add_op = {"add", add_backward, add_jvp};
 nb_tensor *nb_add(nb_tensor *a, nb_tensor *b) { return binary("nb_add", ADD, &add_op, a, b); }
 
 /* d(a-b) = da - db */
@@ -199,7 +218,10 @@ static void sub_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, g);
     if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, nb_neg(g));
 }
-static const nb_op sub_op = {"sub", sub_backward};
+static nb_tensor *sub_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return to_output(out, t[0], t[1] ? nb_neg(t[1]) : NULL);
+}
+static const nb_op sub_op = {"sub", sub_backward, sub_jvp};
 nb_tensor *nb_sub(nb_tensor *a, nb_tensor *b) { return binary("nb_sub", SUB, &sub_op, a, b); }
 
 /* d(ab) = b da + a db */
@@ -208,7 +230,11 @@ static void mul_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, nb_mul(g, b));
     if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, nb_mul(g, a));
 }
-static const nb_op mul_op = {"mul", mul_backward};
+static nb_tensor *mul_jvp(nb_tensor *out, nb_tensor *const *t) {
+    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1);
+    return to_output(out, t[0] ? nb_mul(t[0], b) : NULL, t[1] ? nb_mul(a, t[1]) : NULL);
+}
+static const nb_op mul_op = {"mul", mul_backward, mul_jvp};
 nb_tensor *nb_mul(nb_tensor *a, nb_tensor *b) {
     nb_tensor *out = binary("nb_mul", MUL, &mul_op, a, b);
     nb_save(out, a);
@@ -223,7 +249,12 @@ static void div_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, g_over_b);
     if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, nb_neg(nb_mul(g_over_b, y)));
 }
-static const nb_op div_op = {"div", div_backward};
+static nb_tensor *div_jvp(nb_tensor *out, nb_tensor *const *t) {
+    nb_tensor *b = nb_saved(out, 0), *y = nb_saved(out, 1);
+    nb_tensor *num = to_output(out, t[0], t[1] ? nb_neg(nb_mul(y, t[1])) : NULL);
+    return nb_div(num, b);
+}
+static const nb_op div_op = {"div", div_backward, div_jvp};
 nb_tensor *nb_div(nb_tensor *a, nb_tensor *b) {
     nb_tensor *out = binary("nb_div", DIV, &div_op, a, b);
     nb_save(out, b);
@@ -235,19 +266,26 @@ nb_tensor *nb_div(nb_tensor *a, nb_tensor *b) {
  * Each product is 0 * inf at an edge where the derivative is in fact 0:
  * b == 0 for da (0 * a^-1 at a = 0), a == 0 with b >= 0 for db (a^b * log 0).
  * Those elements are set to 0 with where(), as PyTorch does. */
-static void pow_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+static nb_tensor *pow_da(nb_tensor *out) { /* d(a^b)/da */
     nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1), *zero = nb_scalar(0.0f);
-    if (nb_needs_input_grad(out, 0)) {
-        nb_tensor *d = nb_mul(b, nb_pow(a, nb_sub_scalar(b, 1)));
-        gx[0] = to_input(out, 0, nb_mul(g, nb_where(nb_eq(b, zero), zero, d)));
-    }
-    if (nb_needs_input_grad(out, 1)) {
-        nb_tensor *d = nb_mul(nb_saved(out, 2), nb_log(a));
-        nb_tensor *edge = nb_mul(nb_eq(a, zero), nb_ge(b, zero));
-        gx[1] = to_input(out, 1, nb_mul(g, nb_where(edge, zero, d)));
-    }
+    nb_tensor *d = nb_mul(b, nb_pow(a, nb_sub_scalar(b, 1)));
+    return nb_where(nb_eq(b, zero), zero, d);
 }
-static const nb_op pow_op = {"pow", pow_backward};
+static nb_tensor *pow_db(nb_tensor *out) { /* d(a^b)/db */
+    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1), *zero = nb_scalar(0.0f);
+    nb_tensor *d = nb_mul(nb_saved(out, 2), nb_log(a));
+    nb_tensor *edge = nb_mul(nb_eq(a, zero), nb_ge(b, zero));
+    return nb_where(edge, zero, d);
+}
+static void pow_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
+    if (nb_needs_input_grad(out, 0)) gx[0] = to_input(out, 0, nb_mul(g, pow_da(out)));
+    if (nb_needs_input_grad(out, 1)) gx[1] = to_input(out, 1, nb_mul(g, pow_db(out)));
+}
+static nb_tensor *pow_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return to_output(out, t[0] ? nb_mul(t[0], pow_da(out)) : NULL,
+                     t[1] ? nb_mul(t[1], pow_db(out)) : NULL);
+}
+static const nb_op pow_op = {"pow", pow_backward, pow_jvp};
 nb_tensor *nb_pow(nb_tensor *a, nb_tensor *b) {
     nb_tensor *out = binary("nb_pow", POW, &pow_op, a, b);
     nb_save(out, a);
@@ -291,8 +329,18 @@ static void maximum_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
 static void minimum_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     minmax_backward(out, g, gx, false);
 }
-static const nb_op maximum_op = {"maximum", maximum_backward};
-static const nb_op minimum_op = {"minimum", minimum_backward};
+/* dy = w_a da + w_b db with the same weights: the mean of the one-sided
+ * derivatives on a tie, as in backward. */
+static nb_tensor *minmax_jvp(nb_tensor *out, nb_tensor *const *t, bool larger) {
+    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1);
+    if (!a || !b) return NULL;
+    return to_output(out, t[0] ? nb_mul(t[0], select_mask(a, b, larger, false)) : NULL,
+                     t[1] ? nb_mul(t[1], select_mask(a, b, larger, true)) : NULL);
+}
+static nb_tensor *maximum_jvp(nb_tensor *out, nb_tensor *const *t) { return minmax_jvp(out, t, true); }
+static nb_tensor *minimum_jvp(nb_tensor *out, nb_tensor *const *t) { return minmax_jvp(out, t, false); }
+static const nb_op maximum_op = {"maximum", maximum_backward, maximum_jvp};
+static const nb_op minimum_op = {"minimum", minimum_backward, minimum_jvp};
 
 nb_tensor *nb_maximum(nb_tensor *a, nb_tensor *b) {
     nb_tensor *out = binary("nb_maximum", MAX, &maximum_op, a, b);
@@ -309,7 +357,9 @@ nb_tensor *nb_minimum(nb_tensor *a, nb_tensor *b) {
 }
 
 /* ---- scalar operand ------------------------------------------------------------------
- * x (any shape) -> out (same shape); s is kept as attribute 0. */
+ * x (any shape) -> out (same shape); s is kept as attribute 0. Each Jacobian
+ * is diagonal, so the forward rule is the backward applied to the tangent
+ * (nb_symmetric_jvp). */
 
 typedef enum { S_ADD, S_MUL, S_RDIV, S_POW, S_RPOW, S_MAX, S_MIN } scalop;
 
@@ -344,7 +394,7 @@ static void add_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     (void)out;
     gx[0] = g;
 }
-static const nb_op add_scalar_op = {"add_scalar", add_scalar_backward};
+static const nb_op add_scalar_op = {"add_scalar", add_scalar_backward, nb_symmetric_jvp};
 nb_tensor *nb_add_scalar(nb_tensor *x, float s) { return scalar_op(S_ADD, &add_scalar_op, x, s); }
 nb_tensor *nb_sub_scalar(nb_tensor *x, float s) { return scalar_op(S_ADD, &add_scalar_op, x, -s); }
 
@@ -352,7 +402,7 @@ nb_tensor *nb_sub_scalar(nb_tensor *x, float s) { return scalar_op(S_ADD, &add_s
 static void mul_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     gx[0] = nb_mul_scalar(g, attr_s(out));
 }
-static const nb_op mul_scalar_op = {"mul_scalar", mul_scalar_backward};
+static const nb_op mul_scalar_op = {"mul_scalar", mul_scalar_backward, nb_symmetric_jvp};
 nb_tensor *nb_mul_scalar(nb_tensor *x, float s) { return scalar_op(S_MUL, &mul_scalar_op, x, s); }
 nb_tensor *nb_div_scalar(nb_tensor *x, float s) {
     if (!x) return NULL;
@@ -375,7 +425,7 @@ static void rdiv_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(out, 0), *y = nb_saved(out, 1);
     gx[0] = nb_neg(nb_mul(g, nb_div(y, x)));
 }
-static const nb_op rdiv_scalar_op = {"rdiv_scalar", rdiv_scalar_backward};
+static const nb_op rdiv_scalar_op = {"rdiv_scalar", rdiv_scalar_backward, nb_symmetric_jvp};
 nb_tensor *nb_rdiv_scalar(nb_tensor *x, float s) {
     nb_tensor *out = scalar_op(S_RDIV, &rdiv_scalar_op, x, s);
     nb_save(out, x);
@@ -394,7 +444,7 @@ static void pow_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *d = s == 2.0f ? nb_mul_scalar(x, 2.0f) : nb_mul_scalar(nb_pow_scalar(x, s - 1), s);
     gx[0] = nb_mul(g, d);
 }
-static const nb_op pow_scalar_op = {"pow_scalar", pow_scalar_backward};
+static const nb_op pow_scalar_op = {"pow_scalar", pow_scalar_backward, nb_symmetric_jvp};
 nb_tensor *nb_pow_scalar(nb_tensor *x, float s) {
     nb_tensor *out = scalar_op(S_POW, &pow_scalar_op, x, s);
     nb_save(out, x);
@@ -406,7 +456,7 @@ static void rpow_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *y = nb_saved(out, 0);
     gx[0] = nb_mul(g, nb_mul_scalar(y, logf(attr_s(out))));
 }
-static const nb_op rpow_scalar_op = {"rpow_scalar", rpow_scalar_backward};
+static const nb_op rpow_scalar_op = {"rpow_scalar", rpow_scalar_backward, nb_symmetric_jvp};
 nb_tensor *nb_rpow_scalar(nb_tensor *x, float s) {
     if (x && !(s > 0)) {
         nb_set_error("nb_rpow_scalar: base %g must be positive", (double)s);
@@ -435,8 +485,8 @@ static void minimum_scalar_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx
     nb_tensor *x = nb_saved(out, 0);
     gx[0] = x ? nb_mul(g, scalar_mask(x, attr_s(out), false)) : NULL;
 }
-static const nb_op maximum_scalar_op = {"maximum_scalar", maximum_scalar_backward};
-static const nb_op minimum_scalar_op = {"minimum_scalar", minimum_scalar_backward};
+static const nb_op maximum_scalar_op = {"maximum_scalar", maximum_scalar_backward, nb_symmetric_jvp};
+static const nb_op minimum_scalar_op = {"minimum_scalar", minimum_scalar_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_maximum_scalar(nb_tensor *x, float s) {
     nb_tensor *out = scalar_op(S_MAX, &maximum_scalar_op, x, s);

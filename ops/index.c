@@ -106,7 +106,12 @@ static void index_select_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) 
     nb_tensor *x = nb_input(out, 0), *index = nb_saved(out, 0);
     gx[0] = index ? nb_index_add(nb_zeros_like(x), (int)nb_attr(out, 0), index, g) : NULL;
 }
-static const nb_op index_select_op = {"index_select", index_select_backward};
+/* The four ops are linear in x and src: each rule applies the op to the
+ * tangents (zeros for an absent one), with the same index. */
+static nb_tensor *index_select_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? nb_index_select(t[0], (int)nb_attr(out, 0), nb_saved(out, 0)) : NULL;
+}
+static const nb_op index_select_op = {"index_select", index_select_backward, index_select_jvp};
 
 nb_tensor *nb_index_select(nb_tensor *x, int axis, nb_tensor *index) {
     if (!x || !index) return NULL;
@@ -147,7 +152,12 @@ static void index_add_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(out, 1))
         gx[1] = nb_index_select(g, (int)nb_attr(out, 0), nb_saved(out, 0));
 }
-static const nb_op index_add_op = {"index_add", index_add_backward};
+static nb_tensor *index_add_jvp(nb_tensor *out, nb_tensor *const *t) {
+    if (!t[1]) return t[0];
+    nb_tensor *base = t[0] ? t[0] : nb_zeros_like(nb_input(out, 0));
+    return nb_index_add(base, (int)nb_attr(out, 0), nb_saved(out, 0), t[1]);
+}
+static const nb_op index_add_op = {"index_add", index_add_backward, index_add_jvp};
 
 nb_tensor *nb_index_add(nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src) {
     if (!x || !index || !src) return NULL;
@@ -242,7 +252,10 @@ static void gather_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(out, 0), *index = nb_saved(out, 0);
     gx[0] = index ? nb_scatter_add(nb_zeros_like(x), (int)nb_attr(out, 0), index, g) : NULL;
 }
-static const nb_op gather_op = {"gather", gather_backward};
+static nb_tensor *gather_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? nb_gather(t[0], (int)nb_attr(out, 0), nb_saved(out, 0)) : NULL;
+}
+static const nb_op gather_op = {"gather", gather_backward, gather_jvp};
 
 nb_tensor *nb_gather(nb_tensor *x, int axis, nb_tensor *index) {
     if (!x || !index) return NULL;
@@ -272,7 +285,12 @@ static void scatter_add_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     if (nb_needs_input_grad(out, 0)) gx[0] = g;
     if (nb_needs_input_grad(out, 1)) gx[1] = nb_gather(g, (int)nb_attr(out, 0), nb_saved(out, 0));
 }
-static const nb_op scatter_add_op = {"scatter_add", scatter_add_backward};
+static nb_tensor *scatter_add_jvp(nb_tensor *out, nb_tensor *const *t) {
+    if (!t[1]) return t[0];
+    nb_tensor *base = t[0] ? t[0] : nb_zeros_like(nb_input(out, 0));
+    return nb_scatter_add(base, (int)nb_attr(out, 0), nb_saved(out, 0), t[1]);
+}
+static const nb_op scatter_add_op = {"scatter_add", scatter_add_backward, scatter_add_jvp};
 
 /* src must have index's shape (not merely contain it, as PyTorch allows):
  * then src's gradient, gather(g), has src's shape. */

@@ -101,7 +101,12 @@ static void permute_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     for (int d = 0; d < n; d++) inv[(int)nb_attr(out, d)] = d;
     gx[0] = nb_permute(g, inv);
 }
-static const nb_op permute_op = {"permute", permute_backward};
+static nb_tensor *permute_jvp(nb_tensor *out, nb_tensor *const *t) {
+    int n = nb_ndim(out), perm[NB_MAX_DIMS];
+    for (int d = 0; d < n; d++) perm[d] = (int)nb_attr(out, d);
+    return t[0] ? nb_permute(t[0], perm) : NULL;
+}
+static const nb_op permute_op = {"permute", permute_backward, permute_jvp};
 
 nb_tensor *nb_permute(nb_tensor *x, const int *perm) {
     if (!x) return NULL;
@@ -248,7 +253,14 @@ static void matmul_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
         gx[1] = nb_sum_to(db, nb_ndim(ib), nb_shape(ib));
     }
 }
-static const nb_op matmul_op = {"matmul", matmul_backward};
+/* Forward mode: d(op(A)·op(B)) = op(dA)·op(B) + op(A)·op(dB). */
+static nb_tensor *matmul_jvp(nb_tensor *out, nb_tensor *const *t) {
+    bool ta = nb_attr(out, 0) != 0, tb = nb_attr(out, 1) != 0;
+    nb_tensor *a = nb_saved(out, 0), *b = nb_saved(out, 1);
+    nb_tensor *da = t[0] ? mm(t[0], b, ta, tb) : NULL, *db = t[1] ? mm(a, t[1], ta, tb) : NULL;
+    return da && db ? nb_add(da, db) : da ? da : db;
+}
+static const nb_op matmul_op = {"matmul", matmul_backward, matmul_jvp};
 
 /* A stack of products each smaller than MM_SMALL multiply-adds (where gemm
  * itself stays on one thread) is spread over the pool by batch entry, in
@@ -409,7 +421,17 @@ static void linear_map_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
         gx[1] = nb_matmul_t(nb_reshape(x, NB_SHAPE(m, in)), rows, true, false);
     if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum_to(g, NB_SHAPE(out));
 }
-static const nb_op linear_map_op = {"linear_map", linear_map_backward};
+/* Forward mode: d(x·w + b) = dx·w + x·dw + db, each product a linear_map. */
+static nb_tensor *linear_map_jvp(nb_tensor *y, nb_tensor *const *t) {
+    nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1), *db = nb_num_inputs(y) > 2 ? t[2] : NULL;
+    nb_tensor *dy = t[0] ? nb_linear_map(t[0], w, db) : NULL;
+    if (t[1]) {
+        nb_tensor *part = nb_linear_map(x, t[1], dy ? NULL : db);
+        dy = dy ? nb_add(dy, part) : part;
+    }
+    return dy || !db ? dy : nb_expand(db, nb_ndim(y), nb_shape(y));
+}
+static const nb_op linear_map_op = {"linear_map", linear_map_backward, linear_map_jvp};
 
 nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
     if (!x || !w) return NULL;

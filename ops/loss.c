@@ -114,7 +114,21 @@ static void bce_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
         gx[1] = nb_mul(g, nb_sub(log_1mp, log_p));
     }
 }
-static const nb_op bce_op = {"bce", bce_backward};
+/* Forward mode: the same two partial derivatives times the tangents. */
+static nb_tensor *bce_jvp(nb_tensor *out, nb_tensor *const *t) {
+    nb_tensor *p = nb_saved(out, 0), *y = nb_saved(out, 1), *dp = NULL, *dy = NULL;
+    if (t[0]) {
+        nb_tensor *denom = nb_maximum_scalar(nb_mul(p, nb_rsub_scalar(p, 1.0f)), BCE_EPSILON);
+        dp = nb_div(nb_mul(t[0], nb_sub(p, y)), denom);
+    }
+    if (t[1]) {
+        nb_tensor *log_p = nb_maximum_scalar(nb_log(p), BCE_LOG_FLOOR);
+        nb_tensor *log_1mp = nb_maximum_scalar(nb_log(nb_rsub_scalar(p, 1.0f)), BCE_LOG_FLOOR);
+        dy = nb_mul(t[1], nb_sub(log_1mp, log_p));
+    }
+    return dp && dy ? nb_add(dp, dy) : dp ? dp : dy;
+}
+static const nb_op bce_op = {"bce", bce_backward, bce_jvp};
 
 nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target, nb_reduction r) {
     if (!prob || !target) return NULL;

@@ -192,8 +192,10 @@ static void normalize_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(y, 0);
     gx[0] = normalize_grad(x, g, (int)nb_attr(y, 0), (int)nb_attr(y, 1), (float)nb_attr(y, 2));
 }
-static const nb_op layer_norm_op = {"layer_norm", normalize_backward};
-static const nb_op batch_norm_op = {"batch_norm", normalize_backward};
+/* The Jacobian r·(I - 11ᵀ/n - xhat xhatᵀ/n) (per kept index) is symmetric,
+ * so the forward rule is the backward applied to the tangent. */
+static const nb_op layer_norm_op = {"layer_norm", normalize_backward, nb_symmetric_jvp};
+static const nb_op batch_norm_op = {"batch_norm", normalize_backward, nb_symmetric_jvp};
 
 static nb_tensor *normalize(const char *who, const nb_op *op, nb_tensor *x, int lo, int hi, float eps,
                             double *mean_out, double *var_out) {

@@ -91,6 +91,15 @@ static inline nb_tensor *nb_composite_end(nb_tensor *result) {
     return result;
 }
 
+/* The forward-mode rule of an op of one input whose Jacobian is symmetric
+ * (every elementwise op, softmax): J·v = Jᵀ·v, which is the backward formula
+ * applied to the tangent. The backward must fill gx[0] unconditionally. */
+static inline nb_tensor *nb_symmetric_jvp(nb_tensor *node, nb_tensor *const *tangents) {
+    nb_tensor *gx[1] = {NULL};
+    if (tangents[0]) nb_op_of(node)->backward(node, tangents[0], gx);
+    return gx[0];
+}
+
 /* Normalises axis (negative from the end) into [0, ndim); false and a
  * message naming who when out of range. */
 bool nb_norm_axis(const char *who, int axis, int ndim, int *out);

@@ -363,8 +363,25 @@ static void mean_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
     unsigned mask = (unsigned)nb_attr(node, 0);
     gx[0] = expand_back(x, mask, nb_div_scalar(g, (float)reduced_count(x, mask)));
 }
-static const nb_op sum_op = {"sum", sum_backward};
-static const nb_op mean_op = {"mean", mean_backward};
+/* Forward mode: sum and mean are linear, so a tangent is reduced as a value
+ * is, keeping the axes and then taking the output's shape (keepdim or not). */
+static nb_tensor *reduce_tangent(nb_tensor *node, nb_tensor *t, bool mean) {
+    unsigned mask = (unsigned)nb_attr(node, 0);
+    int axes[NB_MAX_DIMS], naxes = 0;
+    for (int d = 0; d < nb_ndim(t); d++)
+        if ((mask >> d) & 1u) axes[naxes++] = d;
+    if (naxes == 0) return t; /* a 0-dimensional input: nothing reduced */
+    nb_tensor *r = mean ? nb_mean(t, naxes, axes, true) : nb_sum(t, naxes, axes, true);
+    return nb_reshape(r, nb_ndim(node), nb_shape(node));
+}
+static nb_tensor *sum_jvp(nb_tensor *node, nb_tensor *const *t) {
+    return t[0] ? reduce_tangent(node, t[0], false) : NULL;
+}
+static nb_tensor *mean_jvp(nb_tensor *node, nb_tensor *const *t) {
+    return t[0] ? reduce_tangent(node, t[0], true) : NULL;
+}
+static const nb_op sum_op = {"sum", sum_backward, sum_jvp};
+static const nb_op mean_op = {"mean", mean_backward, mean_jvp};
 
 static nb_tensor *sum_like(const char *who, const nb_op *op, bool mean, nb_tensor *x, int naxes,
                            const int *axes, bool keepdim) {
@@ -425,8 +442,14 @@ static void select_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
     unsigned mask = (unsigned)nb_attr(node, 0);
     gx[0] = nb_mul(expand_back(x, mask, g), tie_weights(x, y, mask));
 }
-static const nb_op max_op = {"max", select_backward};
-static const nb_op min_op = {"min", select_backward};
+/* dy = sum(w * dx) over the reduced axes, with backward's weights w. */
+static nb_tensor *select_jvp(nb_tensor *node, nb_tensor *const *t) {
+    nb_tensor *x = nb_saved(node, 0), *y = nb_saved(node, 1);
+    if (!t[0] || !x || !y) return NULL;
+    return reduce_tangent(node, nb_mul(t[0], tie_weights(x, y, (unsigned)nb_attr(node, 0))), false);
+}
+static const nb_op max_op = {"max", select_backward, select_jvp};
+static const nb_op min_op = {"min", select_backward, select_jvp};
 
 static bool check_nonempty(const char *who, const nb_tensor *x, const rplan *p) {
     if (p->count > 0) return true;
@@ -613,8 +636,17 @@ static void log_softmax_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) 
     int axis = (int)nb_attr(node, 0);
     gx[0] = nb_sub(g, nb_mul(nb_exp(y), nb_sum(g, 1, &axis, true)));
 }
-static const nb_op softmax_op = {"softmax", softmax_backward};
-static const nb_op log_softmax_op = {"log_softmax", log_softmax_backward};
+/* Forward mode. softmax's Jacobian diag(y) - y yᵀ is symmetric, so its rule
+ * is its backward applied to the tangent; log_softmax's, I - 1 exp(y)ᵀ, is
+ * not: dy = dx - sum(exp(y) * dx, axis). */
+static nb_tensor *log_softmax_jvp(nb_tensor *node, nb_tensor *const *t) {
+    nb_tensor *y = nb_saved(node, 0);
+    int axis = (int)nb_attr(node, 0);
+    if (!t[0]) return NULL;
+    return nb_sub(t[0], nb_sum(nb_mul(nb_exp(y), t[0]), 1, &axis, true));
+}
+static const nb_op softmax_op = {"softmax", softmax_backward, nb_symmetric_jvp};
+static const nb_op log_softmax_op = {"log_softmax", log_softmax_backward, log_softmax_jvp};
 
 static nb_tensor *softmax_like(const char *who, const nb_op *op, bool log, nb_tensor *x,
                                int axis) {

@@ -15,7 +15,12 @@ static void reshape_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(out, 0);
     gx[0] = nb_reshape(g, nb_ndim(x), nb_shape(x));
 }
-static const nb_op reshape_op = {"reshape", reshape_backward};
+/* Every op of this file is linear: its forward rule applies the op to the
+ * tangent, with the same shape, bounds or axis. */
+static nb_tensor *reshape_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? nb_reshape(t[0], nb_ndim(out), nb_shape(out)) : NULL;
+}
+static const nb_op reshape_op = {"reshape", reshape_backward, reshape_jvp};
 
 nb_tensor *nb_reshape(nb_tensor *x, int ndim, const int64_t *shape) {
     if (!x) return NULL;
@@ -138,7 +143,11 @@ static void clone_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     (void)out;
     gx[0] = g;
 }
-static const nb_op clone_op = {"clone", clone_backward};
+static nb_tensor *clone_jvp(nb_tensor *out, nb_tensor *const *t) {
+    (void)out;
+    return t[0];
+}
+static const nb_op clone_op = {"clone", clone_backward, clone_jvp};
 
 nb_tensor *nb_clone(nb_tensor *x) {
     if (!x) return NULL;
@@ -195,7 +204,12 @@ static void slice_scatter_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx)
     gx[0] = nb_slice(g, (int)nb_attr(out, 0), bound_attr(out, 1), bound_attr(out, 2),
                      bound_attr(out, 3));
 }
-static const nb_op slice_scatter_op = {"slice_scatter", slice_scatter_backward};
+static nb_tensor *slice_scatter_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? slice_scatter(t[0], nb_ndim(out), nb_shape(out), (int)nb_attr(out, 0),
+                                bound_attr(out, 1), bound_attr(out, 2), bound_attr(out, 3))
+                : NULL;
+}
+static const nb_op slice_scatter_op = {"slice_scatter", slice_scatter_backward, slice_scatter_jvp};
 
 static nb_tensor *slice_scatter(nb_tensor *g, int ndim, const int64_t *shape, int axis,
                                 int64_t start, int64_t stop, int64_t step) {
@@ -236,7 +250,12 @@ static void slice_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     gx[0] = slice_scatter(g, nb_ndim(x), nb_shape(x), (int)nb_attr(out, 0), bound_attr(out, 1),
                           bound_attr(out, 2), bound_attr(out, 3));
 }
-static const nb_op slice_op = {"slice", slice_backward};
+static nb_tensor *slice_jvp(nb_tensor *out, nb_tensor *const *t) {
+    return t[0] ? nb_slice(t[0], (int)nb_attr(out, 0), bound_attr(out, 1), bound_attr(out, 2),
+                           bound_attr(out, 3))
+                : NULL;
+}
+static const nb_op slice_op = {"slice", slice_backward, slice_jvp};
 
 /* Python's rule: a negative bound counts from the end, then both are
  * clipped to [0, n]. */
@@ -291,7 +310,20 @@ static void concat_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
         offset += size;
     }
 }
-static const nb_op concat_op = {"concat", concat_backward};
+/* The inputs' tangents concatenated, zeros standing in for absent ones. */
+static nb_tensor *concat_jvp(nb_tensor *out, nb_tensor *const *t) {
+    int n = nb_num_inputs(out);
+    nb_tensor *inline_parts[8], **parts = n <= 8 ? inline_parts : nb_malloc((size_t)n * sizeof *parts);
+    if (!parts) {
+        nb_set_error("nb_concat: out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) parts[i] = t[i] ? t[i] : nb_zeros_like(nb_input(out, i));
+    nb_tensor *r = nb_concat(n, parts, (int)nb_attr(out, 0));
+    if (parts != inline_parts) nb_free(parts);
+    return r;
+}
+static const nb_op concat_op = {"concat", concat_backward, concat_jvp};
 
 /* who: the public function called, nb_concat or nb_stack (whose inputs,
  * checked already, can fail here only for want of memory). */
