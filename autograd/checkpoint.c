@@ -165,7 +165,7 @@ nb_tensor *nb_checkpoint(nb_checkpoint_fn f, void *ctx, size_t ctx_size, int nin
         y = nb_from_array(y->ndim, y->shape, nb_data(y));
     uint64_t errors = nb_error_count();
     if (y) {
-        nb_record(y, &checkpoint_op, ninputs, inputs);
+        y = nb_record(y, &checkpoint_op, ninputs, inputs); /* NULL: anomaly mode found a NaN */
         if (nb_error_count() != errors) y = NULL; /* out of memory */
         if (y && y->op == &checkpoint_op) {
             nb_tensor *saved = nb_empty(NB_SHAPE(closure_floats(ninputs, ctx_size)));
