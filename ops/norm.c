@@ -148,7 +148,12 @@ static void normalize_grad_kernel(const float *x, const float *g, float *dx, nor
 
 static nb_tensor *normalize_grad(nb_tensor *x, nb_tensor *g, int lo, int hi, float eps);
 
-static void normalize_grad_backward(nb_tensor *y, nb_tensor *u, nb_tensor **gx) {
+/* dx = normalize_grad(x, g) is the gradient in x of <xhat(x), g>, so its
+ * Jacobian in x is that function's Hessian (symmetric) and its Jacobian in
+ * g is xhat's (symmetric too): the adjoint below, applied to a tangent, is
+ * also the forward rule. want_x and want_g select the two parts. */
+static void normalize_grad_adjoint(nb_tensor *y, nb_tensor *u, bool want_x, bool want_g,
+                                   nb_tensor **gx) {
     nb_tensor *x = nb_saved(y, 0), *g = nb_saved(y, 1);
     if (!x || !g) return;
     int axes[NB_MAX_DIMS];
@@ -160,8 +165,8 @@ static void normalize_grad_backward(nb_tensor *y, nb_tensor *u, nb_tensor **gx) 
     nb_tensor *xhat = nb_mul(xc, r);
     nb_tensor *a = MEAN(nb_mul(u, xhat));
     nb_tensor *pu = nb_sub(nb_sub(u, MEAN(u)), nb_mul(xhat, a));
-    if (nb_needs_input_grad(y, 1)) gx[1] = nb_mul(r, pu);
-    if (nb_needs_input_grad(y, 0)) {
+    if (want_g) gx[1] = nb_mul(r, pu);
+    if (want_x) {
         nb_tensor *m = MEAN(nb_mul(g, xhat));
         nb_tensor *pg = nb_sub(nb_sub(g, MEAN(g)), nb_mul(xhat, m));
         nb_tensor *k = nb_sub(nb_sub(MEAN(nb_mul(u, g)), nb_mul(MEAN(u), MEAN(g))), nb_mul(m, a));
@@ -170,7 +175,16 @@ static void normalize_grad_backward(nb_tensor *y, nb_tensor *u, nb_tensor **gx) 
     }
 #undef MEAN
 }
-static const nb_op normalize_grad_op = {"normalize_grad", normalize_grad_backward};
+static void normalize_grad_backward(nb_tensor *y, nb_tensor *u, nb_tensor **gx) {
+    normalize_grad_adjoint(y, u, nb_needs_input_grad(y, 0), nb_needs_input_grad(y, 1), gx);
+}
+static nb_tensor *normalize_grad_jvp(nb_tensor *y, nb_tensor *const *t) {
+    nb_tensor *dx[2] = {NULL, NULL}, *dg[2] = {NULL, NULL};
+    if (t[0]) normalize_grad_adjoint(y, t[0], true, false, dx);
+    if (t[1]) normalize_grad_adjoint(y, t[1], false, true, dg);
+    return dx[0] && dg[1] ? nb_add(dx[0], dg[1]) : dx[0] ? dx[0] : dg[1];
+}
+static const nb_op normalize_grad_op = {"normalize_grad", normalize_grad_backward, normalize_grad_jvp};
 
 static nb_tensor *normalize_grad(nb_tensor *x, nb_tensor *g, int lo, int hi, float eps) {
     if (!x || !g) return NULL;
