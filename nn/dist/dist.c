@@ -405,8 +405,16 @@ void nb_dist_reducer_free(nb_dist_reducer *r) {
     /* A backward that failed midway (or a caller that stops between
      * backward and wait) leaves collectives running that write into the
      * buckets: finish them first. If they cannot finish (a rank is lost;
-     * the job then ends with MPI_Abort), the buckets are left to MPI. */
-    if (in_flight(r) && (r->d->failed || nb_dist_reducer_wait(r) != 0)) r->nbuckets = 0;
+     * the job then ends with MPI_Abort), the buckets are left to MPI, and
+     * the message that explains why training stopped is kept. */
+    if (in_flight(r)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        if (r->d->failed || nb_dist_reducer_wait(r) != 0) {
+            r->nbuckets = 0;
+            if (why[0]) nb_set_error("%s", why);
+        }
+    }
     for (int k = 0; r->b && k < r->nbuckets; k++) {
         nb_free(r->b[k].buf);
         nb_free(r->b[k].recv);

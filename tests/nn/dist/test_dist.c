@@ -317,7 +317,15 @@ static void test_overlap(nb_dist *d, nb_dataset *ds) {
     nb_scope_end();
 
     CHECK(nb_remove_hook(p[2], handle) == 0, "the probe's hook removed");
+    /* freed with both buckets in flight (a loop stopped between backward
+     * and wait): it finishes them before freeing their memory */
+    nb_scope_begin();
+    CHECK(nb_backward(mse(net, xb, yb)) == 0 && nb_dist_reducer_started(red) == 2, "backward, no wait");
+    nb_scope_end();
     nb_dist_reducer_free(red); /* removes its hooks: the net can go on without it */
+    nb_scope_begin();
+    CHECK(nb_backward(mse(net, xb, yb)) == 0, "backward after the reducer is gone");
+    nb_scope_end();
     nb_loader_free(ld);
     nb_optimizer_free(ref_opt);
     nb_optimizer_free(opt);
