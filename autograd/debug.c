@@ -209,9 +209,13 @@ bool nb__debug_backward(const nb_tensor *node, const nb_tensor *g, nb_tensor *co
 
 /* ---- gradient hooks ------------------------------------------------------------------- */
 
+/* A tensor's hooks of both kinds share one list, so that handles, removal
+ * and free_user work alike: post is NULL for a gradient hook, fn for a
+ * post-accumulate-grad hook. */
 struct nb__hook {
     int id;
     nb_grad_hook fn;
+    nb_post_accumulate_grad_hook post;
     void *user;
     void (*free_user)(void *);
     struct nb__hook *next;
@@ -237,7 +241,7 @@ int nb_register_hook_ex(nb_tensor *t, nb_grad_hook hook, void *user, void (*free
         if (free_user) free_user(user);
         return -1;
     }
-    *h = (struct nb__hook){atomic_fetch_add(&next_hook_id, 1), hook, user, free_user, NULL};
+    *h = (struct nb__hook){atomic_fetch_add(&next_hook_id, 1), hook, NULL, user, free_user, NULL};
     struct nb__hook **end = &t->hooks; /* hooks fire in the order they were registered */
     while (*end) end = &(*end)->next;
     *end = h;
@@ -246,6 +250,39 @@ int nb_register_hook_ex(nb_tensor *t, nb_grad_hook hook, void *user, void (*free
 
 int nb_register_hook(nb_tensor *t, nb_grad_hook hook, void *user) {
     return nb_register_hook_ex(t, hook, user, NULL);
+}
+
+int nb_register_post_accumulate_grad_hook_ex(nb_tensor *t, nb_post_accumulate_grad_hook hook, void *user,
+                                             void (*free_user)(void *)) {
+    const char *who = "nb_register_post_accumulate_grad_hook";
+    if (!t) {
+        if (free_user) free_user(user);
+        return -1;
+    }
+    if (!hook || !t->requires_grad || t->op) {
+        nb_set_error("%s: %s", who,
+                     !hook               ? "the hook is NULL"
+                     : !t->requires_grad ? "the tensor does not require grad: no gradient will reach it"
+                                         : "the tensor is not a leaf: only a leaf's gradient is "
+                                           "accumulated into .grad");
+        if (free_user) free_user(user);
+        return -1;
+    }
+    struct nb__hook *h = nb_malloc(sizeof *h);
+    if (!h) {
+        nb_set_error("%s: out of memory", who);
+        if (free_user) free_user(user);
+        return -1;
+    }
+    *h = (struct nb__hook){atomic_fetch_add(&next_hook_id, 1), NULL, hook, user, free_user, NULL};
+    struct nb__hook **end = &t->hooks;
+    while (*end) end = &(*end)->next;
+    *end = h;
+    return h->id;
+}
+
+int nb_register_post_accumulate_grad_hook(nb_tensor *t, nb_post_accumulate_grad_hook hook, void *user) {
+    return nb_register_post_accumulate_grad_hook_ex(t, hook, user, NULL);
 }
 
 static void free_hook(struct nb__hook *h) {
@@ -276,6 +313,7 @@ void nb__free_hooks(nb_tensor *t) {
 
 nb_tensor *nb__run_hooks(nb_tensor *t, nb_tensor *g, const char *who) {
     for (struct nb__hook *h = t->hooks; h && g; h = h->next) {
+        if (!h->fn) continue; /* a post-accumulate-grad hook: later */
         uint64_t errors = nb_error_count();
         nb_scope_begin();
         nb_tensor *r = h->fn(g, h->user);
@@ -300,4 +338,24 @@ nb_tensor *nb__run_hooks(nb_tensor *t, nb_tensor *g, const char *who) {
         }
     }
     return g;
+}
+
+bool nb__has_post_hooks(const nb_tensor *t) {
+    for (const struct nb__hook *h = t->hooks; h; h = h->next)
+        if (h->post) return true;
+    return false;
+}
+
+/* Each hook in a scope of its own: what it makes is freed when it returns
+ * (it returns nothing to keep). */
+bool nb__run_post_hooks(nb_tensor *t) {
+    for (struct nb__hook *h = t->hooks; h; h = h->next) {
+        if (!h->post) continue;
+        uint64_t errors = nb_error_count();
+        nb_scope_begin();
+        h->post(t, h->user);
+        nb_scope_end();
+        if (nb_error_count() != errors) return false;
+    }
+    return true;
 }

@@ -9,7 +9,11 @@
  *      so far through the node's hooks (if any), call its op's backward with
  *      it, and add what it returns into the gradients of the node's inputs;
  *   3. leaves (and nodes asked to retain_grad) add their gradient into .grad,
- *      all at the end, so that a backward that fails changes no .grad.
+ *      all at the end, so that a backward that fails changes no .grad;
+ *      except a leaf with post-accumulate-grad hooks, whose .grad is
+ *      written as soon as the traversal reaches it (its gradient is final
+ *      then) and its hooks called, so that a caller can start work on it
+ *      (sending it to other processes) while backward goes on.
  *
  * Backward formulas are ordinary ops, so with create_graph they record a new
  * graph and the gradient can be differentiated again. Each node's formula
@@ -410,10 +414,11 @@ static bool accumulates_in_place(const nb_tensor *acc, bool create_graph) {
  *      user's grad_output), the new sum when .grad cannot be added to in
  *      place; any failure undoes nothing because nothing was changed;
  *   2. store: add in place where pass 1 left g, swap the new tensors in.
- * b->acc[k] holds the gradient of each such node on entry and is emptied. */
-static bool commit_grads(buffers *b, int64_t n, bool create_graph) {
+ * b->acc[k] holds the gradient of each such node in [first, end) on entry
+ * and is emptied. */
+static bool commit_grads(buffers *b, int64_t first, int64_t end, bool create_graph) {
     bool ok = true;
-    for (int64_t k = 0; k < n && ok; k++) {
+    for (int64_t k = first; k < end && ok; k++) {
         nb_tensor *node = b->nodes[k], *g = b->acc[k], *made = NULL;
         if (!g) continue;
         if (node->grad && accumulates_in_place(node->grad, create_graph)) continue;
@@ -437,7 +442,7 @@ static bool commit_grads(buffers *b, int64_t n, bool create_graph) {
     /* The in-place additions first: swapping a .grad can release the last
      * other view of another .grad's memory, which would make a gradient
      * that pass 1 already summed look addable in place. */
-    for (int64_t k = 0; k < n; k++) {
+    for (int64_t k = first; k < end; k++) {
         nb_tensor *node = b->nodes[k], *g = b->acc[k];
         if (!g || !node->grad || !accumulates_in_place(node->grad, create_graph)) continue;
         b->acc[k] = NULL;
@@ -446,7 +451,7 @@ static bool commit_grads(buffers *b, int64_t n, bool create_graph) {
         for (int64_t i = 0; i < g->numel; i++) pa[i] += pg[i];
         nb__tensor_decref(g);
     }
-    for (int64_t k = 0; k < n; k++) {
+    for (int64_t k = first; k < end; k++) {
         nb_tensor *node = b->nodes[k], *g = b->acc[k];
         if (!g) continue;
         b->acc[k] = NULL;
@@ -629,13 +634,21 @@ static int run_backward(run *r) {
             nb__tensor_retain(g);
             r->grads[b.capture[k] - 1] = g;
         }
+        if (ok && r->ninputs == 0 && !node->op && node->hooks && nb__has_post_hooks(node)) {
+            /* A leaf's gradient is final once the traversal reaches it:
+             * one with post-accumulate-grad hooks gets its .grad now, and
+             * the hooks see it while the rest of backward still runs. */
+            b.acc[k] = g;
+            ok = commit_grads(&b, k, k + 1, r->create_graph) && nb__run_post_hooks(node);
+            continue;
+        }
         if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
             b.acc[k] = g; /* for .grad, once every node has succeeded */
             continue;
         }
         nb__tensor_decref(g);
     }
-    if (ok && r->ninputs == 0) ok = commit_grads(&b, n, r->create_graph);
+    if (ok && r->ninputs == 0) ok = commit_grads(&b, 0, n, r->create_graph);
 
     for (int64_t k = 0; k < n; k++)
         if (b.acc[k]) nb__tensor_decref(b.acc[k]);

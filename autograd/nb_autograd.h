@@ -560,8 +560,30 @@ bool nb_is_anomaly_enabled(void);
 typedef nb_tensor *(*nb_grad_hook)(nb_tensor *grad, void *user);
 int nb_register_hook(nb_tensor *t, nb_grad_hook hook, void *user);
 int nb_register_hook_ex(nb_tensor *t, nb_grad_hook hook, void *user, void (*free_user)(void *));
-/* Removes t's hook with this handle: 0, or -1 with a message. */
+/* Removes t's hook with this handle (of either kind): 0, or -1 with a
+ * message. */
 int nb_remove_hook(nb_tensor *t, int handle);
+/* Post-accumulate-grad hooks (PyTorch's register_post_accumulate_grad_hook):
+ * during every nb_backward that reaches the leaf t, hook is called with t
+ * once t's gradient is final and has been added into t's .grad, while
+ * backward goes on with the rest of the graph, so that work on .grad
+ * (sending it to other processes: nn/dist) overlaps it. Leaves fire in the
+ * order backward reaches them (a topological order: those nearest the
+ * loss first), each once per backward; nb_grad, which writes no .grad,
+ * calls none. t is borrowed: valid during the call; the hook may read
+ * .grad (nb_grad_of) but must not free t or replace its .grad. It runs
+ * inside a scope of its own, so what it makes is freed when it returns.
+ * Such a leaf's .grad is written at once rather than at the end of
+ * backward, so a backward that fails later leaves it changed. A hook that
+ * sets an error makes the backward fail. Hooks fire in the order
+ * registered, after t's gradient hooks; t must be a leaf that requires
+ * grad. Returns a handle (> 0) for nb_remove_hook, or -1 with a message;
+ * the _ex form, free_user and when to register are as for
+ * nb_register_hook_ex. */
+typedef void (*nb_post_accumulate_grad_hook)(nb_tensor *t, void *user);
+int nb_register_post_accumulate_grad_hook(nb_tensor *t, nb_post_accumulate_grad_hook hook, void *user);
+int nb_register_post_accumulate_grad_hook_ex(nb_tensor *t, nb_post_accumulate_grad_hook hook, void *user,
+                                             void (*free_user)(void *));
 
 /* Used by the macros of nb_locations.h; not to be called directly. */
 void nb__where_push(const char *function, const char *file, int line);

@@ -159,6 +159,10 @@ bool nb__debug_backward(const nb_tensor *node, const nb_tensor *g, nb_tensor *co
  * gradient to use (a reference), or NULL with a message. */
 nb_tensor *nb__run_hooks(nb_tensor *t, nb_tensor *g, const char *who);
 void nb__free_hooks(nb_tensor *t);
+/* Whether t has a post-accumulate-grad hook, and calling them (in the
+ * order registered) once t's .grad is final: false if one set an error. */
+bool nb__has_post_hooks(const nb_tensor *t);
+bool nb__run_post_hooks(nb_tensor *t);
 
 /* error.c */
 

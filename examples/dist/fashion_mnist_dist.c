@@ -14,6 +14,9 @@
  *            --save FILE (rank 0 writes the final weights)  --data DIR
  *            --time-average K (after training: time K gradient averages
  *            alone, the communication of one step, and print the median)
+ *            --bucket-kb N (gradient buckets of N KiB, 0: the default
+ *            4 MiB, one bucket for these networks; smaller ones start
+ *            while backward still runs)
  *
  * Every rank reads the data itself; only rank 0 prints. The last line is a
  * checksum (FNV-1a over the bytes of every weight) to compare runs with.
@@ -29,7 +32,7 @@
 typedef struct options {
     bool cnn;
     int epochs, batch, micro, threads, time_average;
-    int64_t limit;
+    int64_t limit, bucket_kb;
     const char *data, *save;
 } options;
 
@@ -50,13 +53,14 @@ static int parse(int argc, char **argv, options *o) {
         else if (strcmp(a, "--data") == 0) o->data = v;
         else if (strcmp(a, "--save") == 0) o->save = v;
         else if (strcmp(a, "--time-average") == 0) o->time_average = atoi(v);
+        else if (strcmp(a, "--bucket-kb") == 0) o->bucket_kb = atoll(v);
         else break;
         i++;
         continue;
     }
-    if (o->epochs < 1 || o->batch < 1 || o->micro < 0) {
+    if (o->epochs < 1 || o->batch < 1 || o->micro < 0 || o->bucket_kb < 0) {
         fprintf(stderr, "usage: fashion_mnist_dist [--cnn] [--epochs N] [--batch B] [--micro-batches K] "
-                        "[--limit N] [--threads N] [--save FILE] [--data DIR] [--time-average K]\n");
+                        "[--limit N] [--threads N] [--save FILE] [--data DIR] [--time-average K] [--bucket-kb N]\n");
         return 2;
     }
     return 0;
@@ -219,7 +223,7 @@ static int time_average(nb_dist *d, nb_model *model, int k) {
 int main(int argc, char **argv) {
     options o;
     if (parse(argc, argv, &o) != 0) return 2;
-    nb_dist *d = nb_dist_init(&argc, &argv, NULL);
+    nb_dist *d = nb_dist_init(&argc, &argv, &(nb_dist_opts){.bucket_bytes = (size_t)o.bucket_kb * 1024});
     if (!d) {
         fprintf(stderr, "fashion_mnist_dist: %s\n", nb_error());
         return 1;

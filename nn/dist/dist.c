@@ -372,10 +372,19 @@ typedef struct bucket {
     MPI_Request req;
 } bucket;
 
+/* What a parameter's post-accumulate-grad hook needs: its reducer and its
+ * place in the list. */
+typedef struct hook_ctx {
+    struct nb_dist_reducer *r;
+    int k; /* list index */
+} hook_ctx;
+
 struct nb_dist_reducer {
     nb_dist *d;
     int n, nbuckets;
     int next_start;     /* buckets start in order: 0 .. next_start-1 have */
+    int *handle;        /* by list index: its hook (0: none); NULL until attached */
+    hook_ctx *ctx;      /* by list index */
     nb_tensor **list;   /* the parameters, last one first: the order backward finishes them */
     int64_t *offset;    /* list[k]'s place in its bucket */
     int *bucket_of;     /* by list index */
@@ -384,8 +393,28 @@ struct nb_dist_reducer {
     bucket *b;
 };
 
+static bool in_flight(const nb_dist_reducer *r) {
+    for (int j = 0; r->b && j < r->nbuckets; j++)
+        if (r->b[j].state != IDLE) return true;
+    return false;
+}
+
 void nb_dist_reducer_free(nb_dist_reducer *r) {
     if (!r) return;
+    nb_dist_reducer_detach(r);
+    /* A backward that failed midway (or a caller that stops between
+     * backward and wait) leaves collectives running that write into the
+     * buckets: finish them first. If they cannot finish (a rank is lost;
+     * the job then ends with MPI_Abort), the buckets are left to MPI, and
+     * the message that explains why training stopped is kept. */
+    if (in_flight(r)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "");
+        if (r->d->failed || nb_dist_reducer_wait(r) != 0) {
+            r->nbuckets = 0;
+            if (why[0]) nb_set_error("%s", why);
+        }
+    }
     for (int k = 0; r->b && k < r->nbuckets; k++) {
         nb_free(r->b[k].buf);
         nb_free(r->b[k].recv);
@@ -400,6 +429,8 @@ void nb_dist_reducer_free(nb_dist_reducer *r) {
     nb_free(r->bucket_of);
     nb_free(r->index_of);
     nb_free(r->ready);
+    nb_free(r->handle);
+    nb_free(r->ctx);
     nb_free(r);
 }
 
@@ -604,4 +635,71 @@ int nb_dist_reducer_wait(nb_dist_reducer *r) {
     memset(r->ready, 0, sizeof(bool) * (size_t)r->n);
     r->next_start = 0;
     return 0;
+}
+
+int nb_dist_reducer_started(const nb_dist_reducer *r) { return r ? r->next_start : 0; }
+int nb_dist_reducer_num_buckets(const nb_dist_reducer *r) { return r ? r->nbuckets : 0; }
+
+/* ---- starting buckets from backward ----------------------------------------------------------
+ * Each parameter's post-accumulate-grad hook marks it ready the moment the
+ * engine has written its final .grad, so a bucket starts while backward
+ * still computes the gradients of earlier layers. A hook that finds its
+ * parameter already ready sees a second backward before the wait (gradient
+ * accumulation, or two losses): the bucket has gone with the first
+ * backward's gradient, and the average would silently miss the second, so
+ * the backward fails instead. */
+
+static void gradient_final(nb_tensor *t, void *user) {
+    (void)t;
+    hook_ctx *c = user;
+    nb_dist_reducer *r = c->r;
+    if (!usable("nb_backward", r->d)) return;
+    if (r->ready[c->k]) {
+        nb_set_error("nb_backward: a parameter's gradient reached the nb_dist_reducer twice before "
+                     "nb_dist_reducer_wait; its bucket has left with the first (detach the reducer, "
+                     "nb_dist_reducer_detach, for all but the last backward of an accumulated step)");
+        return;
+    }
+    mark_ready(r, c->k); /* a failure sets the message that fails the backward */
+}
+
+int nb_dist_reducer_attach(nb_dist_reducer *r) {
+    const char *who = "nb_dist_reducer_attach";
+    if (!r || !usable(who, r->d)) return -1;
+    if (r->handle) return 0;
+    r->handle = nb_calloc((size_t)r->n, sizeof(int));
+    r->ctx = nb_malloc(sizeof(hook_ctx) * (size_t)r->n);
+    if (!r->handle || !r->ctx) {
+        nb_free(r->handle);
+        nb_free(r->ctx);
+        r->handle = NULL;
+        r->ctx = NULL;
+        nb_set_error("%s: out of memory", who);
+        return -1;
+    }
+    for (int k = 0; k < r->n; k++) {
+        r->ctx[k] = (hook_ctx){r, k};
+        /* A frozen parameter gets no gradient and no hook: wait marks it. */
+        if (!nb_requires_grad(r->list[k])) continue;
+        int h = nb_register_post_accumulate_grad_hook(r->list[k], gradient_final, &r->ctx[k]);
+        if (h < 0) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", nb_error() ? nb_error() : "no message");
+            nb_dist_reducer_detach(r);
+            nb_set_error("%s: %s", who, why);
+            return -1;
+        }
+        r->handle[k] = h;
+    }
+    return 0;
+}
+
+void nb_dist_reducer_detach(nb_dist_reducer *r) {
+    if (!r || !r->handle) return;
+    for (int k = 0; k < r->n; k++)
+        if (r->handle[k] > 0) nb_remove_hook(r->list[k], r->handle[k]);
+    nb_free(r->handle);
+    nb_free(r->ctx);
+    r->handle = NULL;
+    r->ctx = NULL;
 }

@@ -3,8 +3,8 @@
  * Nothing of the training loop is repeated here: the rank's data comes
  * from a loader with the distributed sampler (nb_loader_opts.num_shards),
  * and the loop is nb_model_fit_loader's, with two callbacks of nb_fit_opts
- * plugged in: on_gradients averages the gradients (a reducer) between
- * backward and the optimizer step, and on_epoch_end gives every rank rank
+ * plugged in: on_gradients finishes the gradient average (a reducer whose
+ * hooks started its buckets during backward) before the optimizer step, and on_epoch_end gives every rank rank
  * 0's default generator, which drew the epoch's permutation and which rank
  * 0's checkpoint saves. A rank may draw a different number of values in
  * an epoch (dropout over a last batch one row longer), and this keeps the
@@ -113,6 +113,8 @@ nb_history *nb_dist_fit(nb_dist *d, nb_model *model, nb_tensor *x, nb_tensor *y,
     int np = 0;
     nb_tensor **params = nb_model_parameters(model, &np);
     if (!params || !(st.reducer = nb_dist_reducer_new(d, np, params))) goto done;
+    /* buckets start from backward; average_gradients then only waits */
+    if (nb_dist_reducer_attach(st.reducer) != 0) goto done;
 
     nb_fit_opts fo = o;
     fo.validation_split = 0;

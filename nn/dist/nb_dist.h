@@ -42,6 +42,7 @@
  * (MPI_Ialltoallv: rank c receives every rank's slice c, sums the N slices
  * in rank order, divides) then an all-gather (MPI_Iallgatherv): each rank
  * sends and receives 2(N-1)/N of the bucket, as a ring all-reduce does.
+ * nb_dist_fit starts each bucket from backward itself (see OVERLAP below).
  *
  * FAILURE. Every collective polls MPI_Test against a deadline
  * (nb_dist_opts.timeout): when a rank stops answering, the others return
@@ -127,8 +128,8 @@ int nb_dist_sum(nb_dist *d, int n, double *value);
  * rank the same graph. */
 nb_dist_reducer *nb_dist_reducer_new(nb_dist *d, int n, nb_tensor *const *params);
 /* Parameter i's gradient is final: its bucket starts as soon as all of its
- * parameters are ready, while backward goes on with the others. A gradient
- * hook of the backward engine would call this; without one,
+ * parameters are ready, while backward goes on with the others. The hooks
+ * of nb_dist_reducer_attach call this; without them,
  * nb_dist_reducer_wait marks every parameter ready itself. Buckets start
  * in their order (the parameters' reverse order) whatever order the
  * parameters are marked in, as every rank must start its collectives in
@@ -138,7 +139,34 @@ int nb_dist_reducer_ready(nb_dist_reducer *r, int i);
  * averages into the .grads; the next step starts afresh. -1 and a message
  * on a timeout (see FAILURE). */
 int nb_dist_reducer_wait(nb_dist_reducer *r);
+/* Frees r, after removing its hooks and finishing any bucket in flight. */
 void nb_dist_reducer_free(nb_dist_reducer *r);
+
+/* OVERLAP. Attached, the reducer puts a post-accumulate-grad hook
+ * (nb_register_post_accumulate_grad_hook) on each of its parameters that
+ * requires grad: during nb_backward each one is marked ready the moment its
+ * .grad is final, so buckets start, and travel, while backward computes the
+ * earlier layers' gradients; nb_dist_reducer_wait then only waits (and
+ * marks the parameters no gradient reached). nb_dist_fit attaches its
+ * reducer; an explicit loop does the same:
+ *
+ *     nb_dist_reducer_attach(red);      once
+ *     ...  nb_backward(loss); nb_dist_reducer_wait(red); nb_optimizer_step(opt);
+ *
+ * The averages are the same bits as without: buckets start in the same
+ * order and sum in the same order. Attached, every backward through the
+ * parameters is one step's: a second before the wait fails (its gradients
+ * would miss the buckets already sent). To accumulate micro-batches, detach
+ * for all but the last backward (PyTorch's no_sync). attach returns 0 (also
+ * when attached already), or -1 with a message; detach removes the hooks.
+ * Attach and detach while no backward runs. */
+int nb_dist_reducer_attach(nb_dist_reducer *r);
+void nb_dist_reducer_detach(nb_dist_reducer *r);
+/* How many of r's buckets have started since the last wait, and how many
+ * it has: for tests and for seeing how much of the traffic overlaps
+ * backward. 0 for NULL. */
+int nb_dist_reducer_started(const nb_dist_reducer *r);
+int nb_dist_reducer_num_buckets(const nb_dist_reducer *r);
 
 /* ---- fit ------------------------------------------------------------------------
  * nb_model_fit on every rank at once: the same x and y (and options) on

@@ -13,6 +13,9 @@
  *     Adam and RMSprop; in an explicit loop with a reducer of tiny buckets
  *     (one or two parameters each) and through nb_dist_fit with the
  *     default buckets and the optimizers compile names;
+ *   - the overlap: with the reducer attached, a bucket has started before
+ *     backward reaches the first layer, and the weights are still those
+ *     bits; a second backward before the wait is refused;
  *   - resuming: every rank loads rank 0's checkpoint after two epochs and
  *     trains the third; the weights equal an uninterrupted three-epoch run.
  *   - bad arguments are refused with a message naming the function; a
@@ -82,6 +85,12 @@ static void expect_same_weights(nb_module *a, nb_module *b, const char *what) {
             CHECK(memcmp(&u[j], &v[j], sizeof(float)) == 0, "%s: parameter %s element %lld is %.9g, expected %.9g",
                   what, nb_module_parameter_name(a, i), (long long)j, (double)u[j], (double)v[j]);
     }
+}
+
+static void expect_error(const char *who, const char *fragment) {
+    CHECK(nb_error() && strstr(nb_error(), who) && strstr(nb_error(), fragment), "expected an error from %s with "
+          "\"%s\"", who, fragment);
+    nb_clear_error();
 }
 
 /* ---- the sampler across ranks ------------------------------------------------------------ */
@@ -231,6 +240,99 @@ static void test_loop(nb_dist *d, nb_dataset *ds, const char *optimizer) {
     nb_module_free(net);
 }
 
+/* ---- the explicit loop with the buckets started from backward ------------------------------------- */
+
+/* What a post-accumulate-grad hook on the second layer's weight sees: how
+ * many buckets had started when that gradient became final. */
+typedef struct probe {
+    nb_dist_reducer *red;
+    int started;
+} probe;
+
+static void read_started(nb_tensor *t, void *user) {
+    (void)t;
+    probe *pr = user;
+    pr->started = nb_dist_reducer_started(pr->red);
+}
+
+/* test_loop's training with the reducer attached (its hooks mark each
+ * parameter ready during backward) and the same checks of the weights;
+ * with 100-byte buckets this net has two: {b2, W2} and {b1, W1}. When W2's
+ * gradient is final (its hook, registered after the reducer's, runs), the
+ * first bucket has started and backward has yet to reach the first layer. */
+static void test_overlap(nb_dist *d, nb_dataset *ds) {
+    nb_module *net = make_net(100 + (uint64_t)rank);
+    nb_optimizer *opt = make_optimizer("sgd", net);
+    int np;
+    nb_tensor **p = nb_module_parameters(net, &np);
+    CHECK(np == 4 && nb_numel(p[2]) == 24, "the net's parameters are W1, b1, W2, b2");
+    CHECK(nb_dist_broadcast(d, np, p) == 0, "broadcast");
+    nb_module *ref = make_net(100);
+    nb_optimizer *ref_opt = make_optimizer("sgd", ref);
+
+    nb_generator gen, start;
+    nb_generator_seed(&gen, 9);
+    start = gen;
+    nb_loader *ld = nb_loader_new(ds, &(nb_loader_opts){.batch_size = BATCH, .shuffle = true, .generator = &gen,
+                                                        .num_shards = nranks, .shard = rank});
+    nb_dist_reducer *red = nb_dist_reducer_new(d, np, p);
+    CHECK(ld && red && nb_dist_reducer_num_buckets(red) == 2, "loader and reducer of two buckets");
+    CHECK(nb_dist_reducer_attach(red) == 0 && nb_dist_reducer_attach(red) == 0, "attach (twice is once)");
+    probe pr = {red, -1};
+    int handle = nb_register_post_accumulate_grad_hook(p[2], read_started, &pr);
+    CHECK(handle > 0, "the probe's hook");
+    for (int epoch = 0; epoch < 3; epoch++) {
+        nb_loader_reset(ld);
+        nb_tensor *xb, *yb;
+        while (nb_loader_next(ld, &xb, &yb)) {
+            nb_scope_begin();
+            nb_optimizer_zero_grad(opt);
+            CHECK(nb_dist_reducer_started(red) == 0, "no bucket before backward");
+            CHECK(nb_backward(mse(net, xb, yb)) == 0, "backward");
+            CHECK(pr.started == 1, "buckets started when W2's gradient was final: %d, expected 1", pr.started);
+            CHECK(nb_dist_reducer_started(red) == 2, "both buckets started by the end of backward");
+            CHECK(nb_dist_reducer_wait(red) == 0, "average");
+            CHECK(nb_optimizer_step(opt) == 0, "step");
+            nb_scope_end();
+        }
+    }
+    train_reference(ref, ref_opt, ds, 3, &start);
+    expect_same_weights(net, ref, "explicit loop with the reducer attached");
+
+    /* attached, a second backward before the wait fails rather than miss
+     * the buckets already sent; detached for it, it accumulates */
+    nb_loader_reset(ld);
+    nb_tensor *xb, *yb;
+    CHECK(nb_loader_next(ld, &xb, &yb), "a batch");
+    nb_scope_begin();
+    nb_tensor *loss = mse(net, xb, yb);
+    CHECK(nb_backward_ex(loss, NULL, &(nb_backward_opts){.retain_graph = true}) == 0, "backward");
+    CHECK(nb_backward_ex(loss, NULL, &(nb_backward_opts){.retain_graph = true}) == -1, "a second backward");
+    expect_error("nb_backward", "reached the nb_dist_reducer twice");
+    CHECK(nb_dist_reducer_wait(red) == 0, "the wait after it");
+    nb_dist_reducer_detach(red);
+    CHECK(nb_backward_ex(loss, NULL, &(nb_backward_opts){.retain_graph = true}) == 0, "detached");
+    CHECK(nb_dist_reducer_attach(red) == 0, "attached again");
+    CHECK(nb_backward(loss) == 0 && nb_dist_reducer_wait(red) == 0, "the last backward of the step");
+    nb_scope_end();
+
+    CHECK(nb_remove_hook(p[2], handle) == 0, "the probe's hook removed");
+    /* freed with both buckets in flight (a loop stopped between backward
+     * and wait): it finishes them before freeing their memory */
+    nb_scope_begin();
+    CHECK(nb_backward(mse(net, xb, yb)) == 0 && nb_dist_reducer_started(red) == 2, "backward, no wait");
+    nb_scope_end();
+    nb_dist_reducer_free(red); /* removes its hooks: the net can go on without it */
+    nb_scope_begin();
+    CHECK(nb_backward(mse(net, xb, yb)) == 0, "backward after the reducer is gone");
+    nb_scope_end();
+    nb_loader_free(ld);
+    nb_optimizer_free(ref_opt);
+    nb_optimizer_free(opt);
+    nb_module_free(ref);
+    nb_module_free(net);
+}
+
 /* ---- fit ------------------------------------------------------------------------------------------- */
 
 static nb_model *make_model(uint64_t seed, const char *optimizer) {
@@ -312,12 +414,6 @@ static void test_resume(nb_dist *d, nb_tensor *x, nb_tensor *y) {
 
 /* ---- bad arguments ------------------------------------------------------------------------------ */
 
-static void expect_error(const char *who, const char *fragment) {
-    CHECK(nb_error() && strstr(nb_error(), who) && strstr(nb_error(), fragment), "expected an error from %s with "
-          "\"%s\"", who, fragment);
-    nb_clear_error();
-}
-
 static int no_change(nb_model *model, void *user) {
     (void)model, (void)user;
     return 0;
@@ -381,6 +477,7 @@ int main(int argc, char **argv) {
     nb_dataset *ds = nb_dataset_new(x, y);
     const char *optimizers[] = {"sgd", "adam", "rmsprop"};
     for (int i = 0; i < 3; i++) test_loop(d, ds, optimizers[i]);
+    test_overlap(d, ds);
     nb_dataset_free(ds);
     for (int i = 0; i < 3; i++) test_fit(one_bucket, x, y, optimizers[i]);
     test_errors(one_bucket, x, y);
