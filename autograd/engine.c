@@ -470,7 +470,7 @@ typedef struct run {
     int ninputs; /* nb_grad: capture these instead of filling .grad */
     nb_tensor *const *inputs;
     nb_tensor **grads;
-    bool retain_graph, create_graph, allow_unused;
+    bool retain_graph, create_graph, allow_unused, grads_when_ready;
     const char *who;
     struct buffers *b; /* the traversal's bookkeeping */
 } run;
@@ -634,12 +634,14 @@ static int run_backward(run *r) {
             nb__tensor_retain(g);
             r->grads[b.capture[k] - 1] = g;
         }
-        if (ok && r->ninputs == 0 && !node->op && node->hooks && nb__has_post_hooks(node)) {
+        bool post_hooks = !node->op && node->hooks && nb__has_post_hooks(node);
+        if (ok && r->ninputs == 0 && !node->op && (post_hooks || r->grads_when_ready)) {
             /* A leaf's gradient is final once the traversal reaches it:
-             * one with post-accumulate-grad hooks gets its .grad now, and
-             * the hooks see it while the rest of backward still runs. */
+             * one with post-accumulate-grad hooks (or every leaf, when
+             * asked) gets its .grad now, and the hooks see it while the
+             * rest of backward still runs. */
             b.acc[k] = g;
-            ok = commit_grads(&b, k, k + 1, r->create_graph) && nb__run_post_hooks(node);
+            ok = commit_grads(&b, k, k + 1, r->create_graph) && (!post_hooks || nb__run_post_hooks(node));
             continue;
         }
         if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
@@ -691,7 +693,8 @@ int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, const nb_backward_opt
     if (!out) return -1;
     nb_backward_opts o = opts ? *opts : (nb_backward_opts){0};
     nb_tensor *gos[1] = {grad_output};
-    run r = {1, &out, gos, 0, NULL, NULL, o.retain_graph, o.create_graph, false, "nb_backward", NULL};
+    run r = {1, &out, gos, 0, NULL, NULL, o.retain_graph, o.create_graph, false, o.grads_when_ready,
+             "nb_backward", NULL};
     return run_backward(&r);
 }
 
@@ -712,7 +715,7 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
             return -1;
         }
     run r = {noutputs, outputs, grad_outputs, ninputs, inputs, grads, o.retain_graph,
-             o.create_graph, o.allow_unused || o.materialize_grads, "nb_grad", NULL};
+             o.create_graph, o.allow_unused || o.materialize_grads, false, "nb_grad", NULL};
     int rc = run_backward(&r);
     /* Hand each gradient to the caller's scope: a private one directly, one
      * that is visible elsewhere (a grad_output) through a new tensor. */

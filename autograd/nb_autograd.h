@@ -231,6 +231,12 @@ typedef struct nb_backward_opts {
      * holds the leaf: the cycle is freed with the leaf's last owner (see
      * OWNERSHIP at the top). */
     bool create_graph;
+    /* Write each leaf's .grad as soon as its gradient is final, as PyTorch
+     * does, instead of all at the end. The end-of-backward way holds every
+     * new gradient at once (a model's parameters' worth of memory) so that
+     * a backward that fails changes no .grad; with this set, a backward
+     * that fails midway leaves the .grad of the leaves it reached changed. */
+    bool grads_when_ready;
 } nb_backward_opts;
 
 /* The general backward: grad_output (same shape as out) may be NULL only

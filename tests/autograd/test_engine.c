@@ -646,3 +646,55 @@ Test(noscope, create_graph_grad_of_a_leaf_made_outside_scopes_is_freed) {
     cr_assert_eq(nb_live_tensors(), before, "%lld tensors left",
                  (long long)(nb_live_tensors() - before));
 }
+
+/* ---- grads_when_ready ------------------------------------------------------------------- */
+
+static bool count_bytes(size_t size, void *user) {
+    *(int64_t *)user += (int64_t)size;
+    return true;
+}
+
+/* A chain of four 128x128 layers: backward makes one new weight gradient
+ * per layer. The bytes nabla asks the system for during backward (from
+ * empty caches: freed blocks are reused after) are its high-water mark. */
+static int64_t backward_bytes(nb_tensor **w, bool when_ready) {
+    nb_scope_begin();
+    nb_tensor *h = nb_full(NB_SHAPE(2, 128), 0.01f);
+    for (int i = 0; i < 4; i++) h = nb_tanh(nb_matmul(h, w[i]));
+    nb_tensor *loss = nb_sum(h, NB_AXES(), false);
+    nb_empty_cache();
+    int64_t bytes = 0;
+    nb_set_alloc_hook(count_bytes, &bytes);
+    int rc = nb_backward_ex(loss, NULL, &(nb_backward_opts){.grads_when_ready = when_ready});
+    nb_set_alloc_hook(NULL, NULL);
+    cr_assert_eq(rc, 0, "%s", nb_error());
+    nb_scope_end();
+    return bytes;
+}
+
+Test(engine, grads_when_ready_same_values_less_memory) {
+    nb_tensor *w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = nb_test_leaf(-0.1f, 0.1f, NB_SHAPE(128, 128));
+        nb_backward(nb_sum(nb_mul(w[i], w[i]), NB_AXES(), false));
+        nb_zero_grad(w[i]); /* .grad exists, zeros: added to in place */
+    }
+    float *before[4];
+    int64_t at_end = backward_bytes(w, false);
+    for (int i = 0; i < 4; i++) {
+        before[i] = malloc(sizeof(float) * 128 * 128);
+        memcpy(before[i], nb_data(nb_grad_of(w[i])), sizeof(float) * 128 * 128);
+        nb_zero_grad(w[i]);
+    }
+    int64_t ready = backward_bytes(w, true);
+    for (int i = 0; i < 4; i++) {
+        cr_assert(memcmp(before[i], nb_data(nb_grad_of(w[i])), sizeof(float) * 128 * 128) == 0,
+                  "layer %d: the same gradient, bit for bit", i);
+        free(before[i]);
+    }
+    /* at the end, the four new gradients are alive at once; when ready,
+     * each is added into .grad and freed before the next is made */
+    int64_t layer = 128 * 128 * (int64_t)sizeof(float);
+    cr_assert_geq(at_end - ready, 2 * layer, "at the end %lld bytes, when ready %lld",
+                  (long long)at_end, (long long)ready);
+}
