@@ -64,21 +64,37 @@ static void lane_sums(const float *p, int64_t n, float shift, double *s, double 
     *ss += sb;
 }
 
+/* The statistics of slice b = j of x viewed as [A, B, C]: the mean and
+ * biased variance in double, and the float mean and r = 1/sqrt(var + eps)
+ * that the kernels use. Two passes: the mean, then the squares about it. */
+typedef struct norm_stats {
+    double mean, var;
+    float fm, r;
+} norm_stats;
+
+static norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
+    double n = (double)(v.a * v.c), s = 0, ss = 0, unused = 0;
+    for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, 0, &s, &unused);
+    norm_stats st = {.mean = s / n};
+    s = 0;
+    for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, (float)st.mean, &s, &ss);
+    /* the squares are about the float mean: correct them to the exact one */
+    double dm = s / n - (double)(float)st.mean;
+    st.var = ss / n - dm * dm;
+    st.var = st.var > 0 ? st.var : 0;
+    st.fm = (float)st.mean;
+    st.r = (float)(1.0 / sqrt(st.var + eps));
+    return st;
+}
+
 /* y = (x - mean) / sqrt(var + eps); mean and var (biased) written per b
- * when asked for. Two passes: the mean, then the squares about it. */
+ * when asked for. */
 static void normalize_kernel(const float *x, float *y, norm_view v, double eps, double *mean_out,
                              double *var_out) {
-    double n = (double)(v.a * v.c);
     for (int64_t j = 0; j < v.b; j++) {
-        double s = 0, ss = 0, unused = 0;
-        for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, 0, &s, &unused);
-        double mean = s / n;
-        s = 0;
-        for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, (float)mean, &s, &ss);
-        /* the squares are about the float mean: correct them to the exact one */
-        double dm = s / n - (double)(float)mean, var = ss / n - dm * dm;
-        var = var > 0 ? var : 0;
-        float fm = (float)mean, r = (float)(1.0 / sqrt(var + eps));
+        norm_stats st = stats_of(x, v, j, eps);
+        float fm = st.fm, r = st.r;
+        double mean = st.mean, var = st.var;
         for (int64_t i = 0; i < v.a; i++) {
             const float *p = x + (i * v.b + j) * v.c;
             float *q = y + (i * v.b + j) * v.c;
@@ -113,14 +129,8 @@ static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
 static void normalize_grad_kernel(const float *x, const float *g, float *dx, norm_view v, double eps) {
     double n = (double)(v.a * v.c);
     for (int64_t j = 0; j < v.b; j++) {
-        double s = 0, ss = 0, unused = 0;
-        for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, 0, &s, &unused);
-        double mean = s / n;
-        s = 0;
-        for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, (float)mean, &s, &ss);
-        double dm = s / n - (double)(float)mean, var = ss / n - dm * dm;
-        var = var > 0 ? var : 0;
-        float fm = (float)mean, r = (float)(1.0 / sqrt(var + eps));
+        norm_stats st = stats_of(x, v, j, eps);
+        float fm = st.fm, r = st.r;
         double sg = 0, sgx = 0;
         for (int64_t i = 0; i < v.a; i++) {
             const float *p = x + (i * v.b + j) * v.c, *q = g + (i * v.b + j) * v.c;
