@@ -278,6 +278,7 @@ static int generate(nb_module *m, const unsigned char *vocab, int nvocab, const 
 /* ---- main ----------------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
+    int status = 1; /* until everything has succeeded */
     options o;
     if (parse(argc, argv, &o) != 0) return 2;
     if (o.threads > 0) nb_set_num_threads(o.threads);
@@ -365,21 +366,15 @@ int main(int argc, char **argv) {
         printf("saved %s\n", o.save);
     }
     if (o.sample > 0 && generate(model, vocab, nvocab, stoi, o.prompt, o.sample) != 0) goto failed;
-    nb_optimizer_free(opt);
-    nb_module_free(model);
-    free(times);
-    free(x);
-    free(y);
-    free(text);
-    return 0;
+    status = 0;
 
 failed:
-    fprintf(stderr, "char_gpt: %s\n", nb_error() ? nb_error() : "out of memory");
+    if (status != 0) fprintf(stderr, "char_gpt: %s\n", nb_error() ? nb_error() : "out of memory");
     nb_optimizer_free(opt);
     nb_module_free(model);
     free(times);
     free(x);
     free(y);
     free(text);
-    return 1;
+    return status;
 }
