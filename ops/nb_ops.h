@@ -261,7 +261,8 @@ nb_tensor *nb_masked_softmax(nb_tensor *scores, nb_tensor *mask, bool causal, fl
  * every result NULL; results follow the ownership rule. */
 typedef enum nb_jacobian_strategy {
     NB_JACOBIAN_AUTO,    /* FORWARD when the inputs have fewer elements in all than
-                            the outputs, else REVERSE (f is called once more) */
+                            the outputs, else REVERSE; f is called once first to
+                            learn the output sizes, a call forward cannot reuse */
     NB_JACOBIAN_REVERSE, /* one backward per output element */
     NB_JACOBIAN_FORWARD, /* one nb_jvp per input element: every op f uses needs a
                             jvp rule, and f must not call nb_jvp itself */
