@@ -249,11 +249,14 @@ int nb_jvp(nb_jvp_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
     for (int i = 0; ok && i < noutputs; i++)
         if ((out_tangents[i] = outputs[i]->tangent)) nb__tensor_retain(out_tangents[i]);
     close_level();
-    for (int i = 0; ok && i < noutputs; i++) {
+    /* every held tangent is let go, also past a failure */
+    for (int i = 0; i < noutputs; i++) {
         nb_tensor *held = out_tangents[i];
-        out_tangents[i] = held ? same(held) : nb_zeros_like(outputs[i]);
+        if (ok) {
+            out_tangents[i] = held ? same(held) : nb_zeros_like(outputs[i]);
+            if (!out_tangents[i]) ok = false;
+        }
         if (held) nb__tensor_decref(held);
-        if (!out_tangents[i]) ok = false;
     }
     for (int i = 0; i < noutputs; i++) {
         if (ok) {

@@ -253,15 +253,19 @@ nb_tensor *nb_scaled_dot_product_attention(nb_tensor *q, nb_tensor *k, nb_tensor
 nb_tensor *nb_masked_softmax(nb_tensor *scores, nb_tensor *mask, bool causal, float scale);
 
 /* ---- whole derivatives (ops/functional.c) ------------------------------------
- * PyTorch's torch.autograd.functional, in reverse mode. f is called with
+ * PyTorch's torch.autograd.functional. f is called with
  * grad mode on, on copies of the inputs that require grad (or, with
  * create_graph, on the inputs themselves when they require grad, so that
  * the results are graphs that can be differentiated again). Inputs need
  * not require grad. Each function returns 0, or -1 with a message and
  * every result NULL; results follow the ownership rule. */
 typedef enum nb_jacobian_strategy {
-    NB_JACOBIAN_AUTO,    /* the cheaper strategy: reverse, until forward mode exists */
+    NB_JACOBIAN_AUTO,    /* FORWARD when the inputs have fewer elements in all than
+                            the outputs, else REVERSE; f is called once first to
+                            learn the output sizes, a call forward cannot reuse */
     NB_JACOBIAN_REVERSE, /* one backward per output element */
+    NB_JACOBIAN_FORWARD, /* one nb_jvp per input element: every op f uses needs a
+                            jvp rule, and f must not call nb_jvp itself */
 } nb_jacobian_strategy;
 
 typedef struct nb_functional_opts {
@@ -288,11 +292,11 @@ int nb_hessian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inpu
                nb_tensor **hess, const nb_functional_opts *opts);
 /* For f returning one value and v one tensor per input, shaped like it:
  * vhp[i] = (v^T H)_i, the gradient of <grad f, v>, by reverse over reverse;
- * *value = f(inputs) unless value is NULL. hvp computes H v the same way:
- * as in PyTorch, H v = (v^T H)^T holds when H is symmetric, which it is
- * for f twice continuously differentiable (not at a kink such as relu's).
- * nb_hvp is kept as its own name so that a forward-over-reverse H v can
- * replace it without changing callers. */
+ * hvp[i] = (H v)_i, the tangent of grad f along v, by forward over reverse
+ * (one nb_jvp of a function running nb_grad: every op of f's backward
+ * formulas needs a jvp rule). *value = f(inputs) unless value is NULL. The
+ * two agree when H is symmetric, which it is for f twice continuously
+ * differentiable (not at a kink such as relu's). */
 int nb_vhp(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
            nb_tensor *const *v, nb_tensor **value, nb_tensor **vhp, const nb_functional_opts *opts);
 int nb_hvp(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,

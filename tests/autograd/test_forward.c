@@ -800,3 +800,37 @@ Test(forward, out_of_memory) {
             if (rc != 0) EXPECT_ERROR("out of memory");
         }
 }
+
+/* With several outputs, a failure while the tangents are handed back must
+ * still let go of the later outputs' tangents. */
+static int f_two_exps(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    out[0] = nb_exp(in[0]);
+    out[1] = nb_exp(out[0]);
+    return out[0] && out[1] ? 0 : -1;
+}
+
+Test(forward, out_of_memory_with_several_outputs) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2)), *v = nb_uniform(NULL, -1, 1, NB_SHAPE(2));
+    for (int persistent = 0; persistent <= 1; persistent++)
+        for (int64_t n = 1;; n++) {
+            cr_assert(n < 100000, "the walk does not end");
+            nb_empty_cache();
+            int64_t live = nb_live_tensors();
+            nb_clear_error();
+            nb_test_alloc inject = {.fail_at = n, .persistent = persistent};
+            nb_set_alloc_hook(nb_test_alloc_hook, &inject);
+            nb_scope_begin();
+            nb_tensor *y[2], *t[2];
+            int rc = nb_jvp(f_two_exps, NULL, 1, &x, &v, 2, y, t);
+            nb_scope_end();
+            nb_set_alloc_hook(NULL, NULL);
+            cr_assert_eq(nb_live_tensors(), live, "allocation %lld failing leaks %lld tensors",
+                         (long long)n, (long long)(nb_live_tensors() - live));
+            if (!inject.fired) {
+                cr_assert_eq(rc, 0, "%s", nb_error() ? nb_error() : "no message");
+                break;
+            }
+            if (rc != 0) EXPECT_ERROR("out of memory");
+        }
+}

@@ -5,9 +5,12 @@
  * functions, against central finite differences (of the function for the
  * Jacobian, of its gradient for the Hessian), and against each other: a
  * vector-Hessian product must equal v times the Hessian built row by row.
- * With create_graph the results are graphs, gradchecked in turn. Shapes
- * follow PyTorch's torch.autograd.functional.
+ * The forward strategy of the Jacobian (one nb_jvp per input element) must
+ * give the reverse one's matrices, and nb_hvp (forward over reverse) the
+ * Hessian times v. With create_graph the results are graphs, gradchecked in
+ * turn. Shapes follow PyTorch's torch.autograd.functional.
  */
+#include <math.h>
 #include <string.h>
 
 #include "test_util.h"
@@ -42,23 +45,30 @@ static nb_tensor *f_smooth(nb_tensor *const *in, void *ctx) {
 
 Test(functional, jacobian_against_finite_differences) {
     nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4));
-    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(2, 3)), *j;
-    cr_assert_eq(nb_jacobian(f_smooth, a, 1, &x, &j, &(nb_functional_opts){.strategy = NB_JACOBIAN_REVERSE}),
-                 0, "%s", nb_error());
-    EXPECT_SHAPE(j, 2, 4, 2, 3);
+    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(2, 3));
     const double h = 1e-2;
+    nb_tensor *yp[6], *ym[6];
     for (int64_t k = 0; k < 6; k++) {
         float orig = nb_data(x)[k];
         nb_set_item(x, k, orig + (float)h);
-        nb_tensor *yp = f_smooth(&x, a);
+        yp[k] = f_smooth(&x, a);
         nb_set_item(x, k, orig - (float)h);
-        nb_tensor *ym = f_smooth(&x, a);
+        ym[k] = f_smooth(&x, a);
         nb_set_item(x, k, orig);
-        for (int64_t i = 0; i < 8; i++) {
-            double fd = ((double)nb_data(yp)[i] - (double)nb_data(ym)[i]) / (2 * h);
-            cr_assert_float_eq(nb_data(j)[i * 6 + k], fd, 2e-3, "J[%lld, %lld] %g, differences %g",
-                               (long long)i, (long long)k, (double)nb_data(j)[i * 6 + k], fd);
-        }
+    }
+    for (int s = 0; s < 2; s++) {
+        nb_jacobian_strategy strategy = s ? NB_JACOBIAN_FORWARD : NB_JACOBIAN_REVERSE;
+        nb_tensor *j;
+        cr_assert_eq(nb_jacobian(f_smooth, a, 1, &x, &j, &(nb_functional_opts){.strategy = strategy}),
+                     0, "%s", nb_error());
+        EXPECT_SHAPE(j, 2, 4, 2, 3);
+        for (int64_t k = 0; k < 6; k++)
+            for (int64_t i = 0; i < 8; i++) {
+                double fd = ((double)nb_data(yp[k])[i] - (double)nb_data(ym[k])[i]) / (2 * h);
+                cr_assert_float_eq(nb_data(j)[i * 6 + k], fd, 2e-3,
+                                   "J[%lld, %lld] %g, differences %g (strategy %d)", (long long)i,
+                                   (long long)k, (double)nb_data(j)[i * 6 + k], fd, (int)strategy);
+            }
     }
 }
 
@@ -281,6 +291,335 @@ Test(functional, errors) {
     EXPECT_ERROR("nb_jacobian", "10 dimensions");
 }
 
+/* ---- the forward strategy and forward over reverse ------------------------------ */
+
+static const nb_functional_opts forward = {.strategy = NB_JACOBIAN_FORWARD};
+static const nb_functional_opts reverse = {.strategy = NB_JACOBIAN_REVERSE};
+
+/* The outer product x yᵀ, x [2], y [3], and 2·x0·y as a 0-d input's case:
+ * outputs outer [2,3] and s·y [3] for s 0-d. */
+static int f_outer(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    out[0] = nb_mul(nb_reshape(in[0], NB_SHAPE(2, 1)), in[1]);
+    out[1] = nb_mul(in[2], in[1]);
+    return out[0] && out[1] ? 0 : -1;
+}
+
+Test(functional, forward_strategy_by_hand) {
+    nb_tensor *x = nb_from_array(NB_SHAPE(2), (float[]){2, -3});
+    nb_tensor *y = nb_from_array(NB_SHAPE(3), (float[]){5, 7, 0.5f});
+    nb_tensor *s = nb_scalar(4), *j[6];
+    cr_assert_eq(nb_jacobian_multi(f_outer, NULL, 3, (nb_tensor *[]){x, y, s}, 2, j, &forward), 0,
+                 "%s", nb_error());
+    EXPECT_SHAPE(j[0], 2, 3, 2);
+    EXPECT_SHAPE(j[1], 2, 3, 3);
+    EXPECT_SHAPE(j[2], 2, 3);
+    EXPECT_SHAPE(j[3], 3, 2);
+    EXPECT_SHAPE(j[4], 3, 3);
+    EXPECT_SHAPE(j[5], 3);
+    /* d(x_a y_b)/dx_k = [a == k] y_b, d(x_a y_b)/dy_k = [b == k] x_a */
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 3; b++) {
+            for (int k = 0; k < 2; k++)
+                cr_assert_eq(nb_data(j[0])[(a * 3 + b) * 2 + k], a == k ? nb_data(y)[b] : 0.0f);
+            for (int k = 0; k < 3; k++)
+                cr_assert_eq(nb_data(j[1])[(a * 3 + b) * 3 + k], b == k ? nb_data(x)[a] : 0.0f);
+        }
+    EXPECT_VALUES(j[2], 0, 0, 0, 0, 0, 0, 0);
+    EXPECT_VALUES(j[3], 0, 0, 0, 0, 0, 0, 0);
+    EXPECT_VALUES(j[4], 0, 4, 0, 0, 0, 4, 0, 0, 0, 4); /* d(s y)/dy = s I */
+    EXPECT_VALUES(j[5], 0, 5, 7, 0.5f);                 /* d(s y)/ds = y */
+    cr_assert_not(nb_requires_grad(j[0]) || nb_requires_grad(j[5]));
+    /* the matrix-vector product of the first test, and several outputs */
+    nb_tensor *w = nb_from_array(NB_SHAPE(2, 3), (float[]){1, 2, 3, 4, 5, 6}), *jm[2];
+    cr_assert_eq(nb_jacobian(f_matvec, NULL, 2, (nb_tensor *[]){w, y}, jm, &forward), 0, "%s",
+                 nb_error());
+    EXPECT_VALUES(jm[0], 0, 5, 7, 0.5f, 0, 0, 0, 0, 0, 0, 5, 7, 0.5f);
+    EXPECT_VALUES(jm[1], 0, 1, 2, 3, 4, 5, 6);
+    nb_tensor *u = nb_from_array(NB_SHAPE(2), (float[]){2, 3});
+    nb_tensor *t = nb_from_array(NB_SHAPE(2), (float[]){5, 7}), *j2[4];
+    cr_assert_eq(nb_jacobian_multi(f_two, NULL, 2, (nb_tensor *[]){u, t}, 2, j2, &forward), 0);
+    EXPECT_VALUES(j2[0], 0, 5, 0, 0, 7);
+    EXPECT_VALUES(j2[1], 0, 2, 0, 0, 3);
+    EXPECT_SHAPE(j2[2], 2);
+    EXPECT_VALUES(j2[2], 0, 1, 1);
+    EXPECT_VALUES(j2[3], 0, 0, 0);
+}
+
+/* Outputs of several shapes from inputs of several shapes, smooth enough
+ * that most entries are used: exp(x) ⊙ (W y) [2], sum(tanh(W)) [], and
+ * sin(W) ⊙ x [2,3], for x [2], W [2,3], y [3]. */
+static int f_mixed(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    out[0] = nb_mul(nb_exp(in[0]), nb_matmul(in[1], in[2]));
+    out[1] = nb_sum(nb_tanh(in[1]), NB_ALL, false);
+    out[2] = nb_mul(nb_sin(in[1]), nb_reshape(in[0], NB_SHAPE(2, 1)));
+    return out[0] && out[1] && out[2] ? 0 : -1;
+}
+
+Test(functional, forward_and_reverse_strategies_agree) {
+    nb_tensor *in[3] = {nb_uniform(NULL, -1, 1, NB_SHAPE(2)), nb_uniform(NULL, -1, 1, NB_SHAPE(2, 3)),
+                        nb_uniform(NULL, -1, 1, NB_SHAPE(3))};
+    nb_tensor *jf[9], *jr[9], *ja[9];
+    cr_assert_eq(nb_jacobian_multi(f_mixed, NULL, 3, in, 3, jf, &forward), 0, "%s", nb_error());
+    cr_assert_eq(nb_jacobian_multi(f_mixed, NULL, 3, in, 3, jr, &reverse), 0, "%s", nb_error());
+    cr_assert_eq(nb_jacobian_multi(f_mixed, NULL, 3, in, 3, ja, NULL), 0, "%s", nb_error());
+    for (int b = 0; b < 9; b++) {
+        cr_assert(nb_same_shape(jf[b], jr[b]) && nb_same_shape(ja[b], jr[b]), "block %d", b);
+        for (int64_t k = 0; k < nb_numel(jr[b]); k++) {
+            float r = nb_data(jr[b])[k];
+            cr_assert_float_eq(nb_data(jf[b])[k], r, 1e-6f * (1 + fabsf(r)), "block %d, %lld", b,
+                               (long long)k);
+            cr_assert_float_eq(nb_data(ja[b])[k], r, 1e-6f * (1 + fabsf(r)));
+        }
+    }
+    /* spot checks by hand: d out0_a / d x_a = exp(x_a) (W y)_a; d out1 / dW = 1 - tanh^2 */
+    for (int a = 0; a < 2; a++) {
+        double wy = 0;
+        for (int b = 0; b < 3; b++) wy += (double)nb_data(in[1])[a * 3 + b] * nb_data(in[2])[b];
+        cr_assert_float_eq(nb_data(jf[0])[a * 2 + a], exp((double)nb_data(in[0])[a]) * wy, 1e-5);
+    }
+    for (int k = 0; k < 6; k++) {
+        double t = tanh((double)nb_data(in[1])[k]);
+        cr_assert_float_eq(nb_data(jf[4])[k], 1 - t * t, 1e-6);
+    }
+}
+
+static nb_tensor *f_sum_of(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return nb_sum(in[0], NB_ALL, false);
+}
+
+/* No input element at all: the shapes come from a pass without tangents. */
+Test(functional, forward_strategy_with_empty_inputs) {
+    nb_tensor *x = nb_zeros(NB_SHAPE(0)), *j;
+    cr_assert_eq(nb_jacobian(f_sum_of, NULL, 1, &x, &j, &forward), 0, "%s", nb_error());
+    EXPECT_SHAPE(j, 0);
+    nb_tensor *e = nb_zeros(NB_SHAPE(2, 0)), *y = nb_ones(NB_SHAPE(2)), *jm[4];
+    nb_tensor *ref[4];
+    cr_assert_eq(nb_jacobian_multi(f_two, NULL, 2, (nb_tensor *[]){y, y}, 2, ref, &reverse), 0);
+    cr_assert_eq(nb_jacobian_multi(f_two, NULL, 2, (nb_tensor *[]){y, y}, 2, jm, &forward), 0);
+    for (int b = 0; b < 4; b++)
+        cr_assert(nb_same_shape(jm[b], ref[b]) &&
+                  memcmp(nb_data(jm[b]), nb_data(ref[b]), (size_t)nb_numel(ref[b]) * 4) == 0);
+    cr_assert_eq(nb_jacobian(f_sum_of, NULL, 1, &e, &j, &forward), 0, "%s", nb_error());
+    EXPECT_SHAPE(j, 2, 0);
+}
+
+static nb_tensor *f_jacobian_forward(nb_tensor *const *in, void *ctx) {
+    nb_tensor *j;
+    nb_functional_opts o = {.create_graph = true, .strategy = NB_JACOBIAN_FORWARD};
+    return nb_jacobian(f_smooth, ctx, 1, in, &j, &o) == 0 ? j : NULL;
+}
+
+/* The tangents nb_jvp hands back are graphs reaching back to the inputs
+ * (the jvp rules are ops), so the forward Jacobian with create_graph can be
+ * differentiated again. */
+Test(functional, forward_jacobian_with_create_graph_gradchecks) {
+    nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4));
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), *plain;
+    nb_tensor *j = f_jacobian_forward(&x, a);
+    cr_assert_not_null(j, "%s", nb_error());
+    cr_assert(nb_requires_grad(j));
+    EXPECT_SHAPE(j, 2, 4, 2, 3);
+    cr_assert_eq(nb_jacobian(f_smooth, a, 1, &x, &plain, &reverse), 0);
+    for (int k = 0; k < 48; k++)
+        cr_assert_float_eq(nb_data(j)[k], nb_data(plain)[k], 1e-6f * (1 + fabsf(nb_data(plain)[k])));
+    nb_test_gradcheck(f_jacobian_forward, a, 1, &x, false);
+}
+
+/* An op of the test's own with a backward and no forward rule. */
+static void twice_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    (void)node;
+    gx[0] = nb_mul_scalar(g, 2.0f);
+}
+static const nb_op twice_op = {"twice", twice_backward};
+
+static nb_tensor *twice(nb_tensor *x) {
+    if (!x) return NULL;
+    nb_tensor *y = nb_empty_like(x);
+    if (!y) return NULL;
+    for (int64_t i = 0; i < nb_numel(x); i++) nb_data_mut(y)[i] = 2 * nb_data(x)[i];
+    return nb_record(y, &twice_op, 1, &x);
+}
+
+/* twice(x) broadcast against ctx: as many outputs as ctx has elements */
+static nb_tensor *f_twice(nb_tensor *const *in, void *ctx) {
+    return nb_mul(twice(in[0]), ctx);
+}
+
+static nb_tensor *f_twice_total(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return nb_sum(twice(in[0]), NB_ALL, false);
+}
+
+/* AUTO is seen to choose by what fails without a forward rule: forward
+ * exactly when the inputs have fewer elements than the outputs. */
+Test(functional, auto_chooses_forward_for_fewer_inputs) {
+    nb_tensor *x1 = nb_from_array(NB_SHAPE(1), (float[]){3}), *x4 = nb_ones(NB_SHAPE(4));
+    nb_tensor *c4 = nb_from_array(NB_SHAPE(4), (float[]){1, 2, 3, 4}), *j;
+    /* 1 input element, 4 outputs: forward, which twice cannot take */
+    cr_assert_eq(nb_jacobian(f_twice, c4, 1, &x1, &j, NULL), -1);
+    EXPECT_ERROR("nb_jacobian", "forward mode", "'twice'", "no forward-mode rule");
+    cr_assert_null(j);
+    cr_assert_eq(nb_jacobian(f_twice, c4, 1, &x1, &j, &reverse), 0, "%s", nb_error());
+    EXPECT_VALUES(j, 0, 2, 4, 6, 8);
+    /* 4 and 4: reverse */
+    cr_assert_eq(nb_jacobian(f_twice, c4, 1, &x4, &j, NULL), 0, "%s", nb_error());
+    EXPECT_VALUES(j, 0, 2, 0, 0, 0, 0, 4, 0, 0, 0, 0, 6, 0, 0, 0, 0, 8);
+    /* 4 and 1: reverse, where forward would fail */
+    cr_assert_eq(nb_jacobian(f_twice_total, NULL, 1, &x4, &j, NULL), 0, "%s", nb_error());
+    EXPECT_VALUES(j, 0, 2, 2, 2, 2);
+    cr_assert_eq(nb_jacobian(f_twice_total, NULL, 1, &x4, &j, &forward), -1);
+    EXPECT_ERROR("nb_jacobian", "forward mode", "'twice'");
+    /* and when forward mode can run, AUTO's values are forward's */
+    nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4));
+    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(1, 3)), *jf, *ja;
+    cr_assert_eq(nb_jacobian(f_smooth, a, 1, &x, &jf, &forward), 0);
+    cr_assert_eq(nb_jacobian(f_smooth, a, 1, &x, &ja, NULL), 0);
+    cr_assert(memcmp(nb_data(jf), nb_data(ja), 12 * sizeof(float)) == 0);
+}
+
+/* x^T A y + sum(x^3)/6 + sum(exp(y)), x [2], y [3], A [2,3] in ctx:
+ * H_xx = diag(x), H_xy = A, H_yx = Aᵀ, H_yy = diag(exp(y)): blocks of
+ * different shapes, and H v = (x ⊙ vx + A vy, Aᵀ vx + exp(y) ⊙ vy). */
+static nb_tensor *f_bilinear(nb_tensor *const *in, void *ctx) {
+    nb_tensor *x = in[0], *y = in[1];
+    nb_tensor *xay = nb_sum(nb_mul(x, nb_matmul(ctx, y)), NB_ALL, false);
+    nb_tensor *cubic = nb_div_scalar(nb_sum(nb_pow_scalar(x, 3), NB_ALL, false), 6);
+    return nb_add(nb_add(xay, cubic), nb_sum(nb_exp(y), NB_ALL, false));
+}
+
+Test(functional, hvp_by_hand) {
+    nb_tensor *a = nb_from_array(NB_SHAPE(2, 3), (float[]){1, -2, 3, 0.5f, 4, -1});
+    nb_tensor *x = nb_from_array(NB_SHAPE(2), (float[]){0.5f, -2});
+    nb_tensor *y = nb_from_array(NB_SHAPE(3), (float[]){0.1f, -0.3f, 0.7f});
+    nb_tensor *vx = nb_from_array(NB_SHAPE(2), (float[]){1, 3});
+    nb_tensor *vy = nb_from_array(NB_SHAPE(3), (float[]){-1, 0.5f, 2}), *r[2], *value;
+    cr_assert_eq(nb_hvp(f_bilinear, a, 2, (nb_tensor *[]){x, y}, (nb_tensor *[]){vx, vy}, &value, r,
+                        NULL),
+                 0, "%s", nb_error());
+    EXPECT_SHAPE(r[0], 2);
+    EXPECT_SHAPE(r[1], 3);
+    cr_assert_not(nb_requires_grad(r[0]) || nb_requires_grad(r[1]) || nb_requires_grad(value));
+    const float *A = nb_data(a), *X = nb_data(x), *Y = nb_data(y), *VX = nb_data(vx), *VY = nb_data(vy);
+    double f = 0;
+    for (int i = 0; i < 2; i++) {
+        double want = (double)X[i] * VX[i];
+        for (int k = 0; k < 3; k++) {
+            want += (double)A[i * 3 + k] * VY[k];
+            f += (double)X[i] * A[i * 3 + k] * Y[k];
+        }
+        f += pow(X[i], 3) / 6;
+        cr_assert_float_eq(nb_data(r[0])[i], want, 1e-5, "(Hv)_x[%d]", i);
+    }
+    for (int k = 0; k < 3; k++) {
+        double want = exp((double)Y[k]) * VY[k];
+        for (int i = 0; i < 2; i++) want += (double)A[i * 3 + k] * VX[i];
+        f += exp((double)Y[k]);
+        cr_assert_float_eq(nb_data(r[1])[k], want, 1e-5, "(Hv)_y[%d]", k);
+    }
+    cr_assert_float_eq(nb_item(value), f, 1e-5);
+    /* v^T H by reverse over reverse is the same vector, H being symmetric */
+    nb_tensor *l[2];
+    cr_assert_eq(nb_vhp(f_bilinear, a, 2, (nb_tensor *[]){x, y}, (nb_tensor *[]){vx, vy}, NULL, l, NULL), 0);
+    for (int i = 0; i < 2; i++) cr_assert_float_eq(nb_data(l[0])[i], nb_data(r[0])[i], 1e-5);
+    for (int k = 0; k < 3; k++) cr_assert_float_eq(nb_data(l[1])[k], nb_data(r[1])[k], 1e-5);
+}
+
+Test(functional, hvp_of_a_matrix_input_unused_inputs_and_linear_functions) {
+    /* sum(tanh(W) c): H v = -2 tanh(w) (1 - tanh^2(w)) c v elementwise */
+    nb_tensor *w = nb_from_array(NB_SHAPE(2, 2), (float[]){0.5f, -1, 0.25f, 2});
+    nb_tensor *c = nb_from_array(NB_SHAPE(2, 2), (float[]){1, 2, 3, 4});
+    nb_tensor *v = nb_from_array(NB_SHAPE(2, 2), (float[]){1, -1, 0.5f, 2}), *r;
+    cr_assert_eq(nb_hvp(f_tanh, c, 1, &w, &v, NULL, &r, NULL), 0, "%s", nb_error());
+    EXPECT_SHAPE(r, 2, 2);
+    for (int k = 0; k < 4; k++) {
+        double t = tanh((double)nb_data(w)[k]);
+        cr_assert_float_eq(nb_data(r)[k], -2 * t * (1 - t * t) * nb_data(c)[k] * nb_data(v)[k], 1e-6);
+    }
+    /* the second input unused: its part is zeros; a linear function: all zeros */
+    nb_tensor *x = nb_from_array(NB_SHAPE(2), (float[]){1, 2}), *u = nb_ones(NB_SHAPE(3));
+    nb_tensor *vx = nb_ones(NB_SHAPE(2)), *r2[2], *value;
+    cr_assert_eq(nb_hvp(f_linear, NULL, 2, (nb_tensor *[]){x, u}, (nb_tensor *[]){vx, u}, &value, r2,
+                        NULL),
+                 0, "%s", nb_error());
+    EXPECT_VALUES(value, 0, 9);
+    EXPECT_VALUES(r2[0], 0, 0, 0);
+    EXPECT_VALUES(r2[1], 0, 0, 0, 0);
+}
+
+static nb_tensor *f_constant(nb_tensor *const *in, void *ctx) {
+    (void)in;
+    return nb_scalar(*(float *)ctx);
+}
+
+Test(functional, hvp_of_a_constant_is_zero) {
+    float k = 5;
+    nb_tensor *x = nb_ones(NB_SHAPE(2)), *r, *value;
+    cr_assert_eq(nb_hvp(f_constant, &k, 1, &x, &x, &value, &r, NULL), 0, "%s", nb_error());
+    EXPECT_VALUES(value, 0, 5);
+    EXPECT_VALUES(r, 0, 0, 0);
+}
+
+static nb_tensor *f_hvp(nb_tensor *const *in, void *ctx) {
+    nb_tensor *r;
+    return nb_hvp(f_dense_hessian, ctx, 1, in, &in[1], NULL, &r,
+                  &(nb_functional_opts){.create_graph = true}) == 0 ? r : NULL;
+}
+
+Test(functional, hvp_with_create_graph_gradchecks_in_x_and_v) {
+    nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4));
+    nb_tensor *in[2] = {nb_test_leaf(-1, 1, NB_SHAPE(3)), nb_test_leaf(-1, 1, NB_SHAPE(3))};
+    nb_tensor *r = f_hvp(in, a);
+    cr_assert_not_null(r, "%s", nb_error());
+    cr_assert(nb_requires_grad(r));
+    nb_test_gradcheck(f_hvp, a, 2, in, false);
+}
+
+static nb_tensor *f_twice_sum(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return nb_sum(nb_square(twice(in[0])), NB_ALL, false);
+}
+
+static int f_jacobian_in_jvp(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    return nb_jacobian(f_sum_of, NULL, 1, in, out, &forward);
+}
+
+Test(functional, forward_mode_errors) {
+    nb_tensor *x = nb_ones(NB_SHAPE(2)), *v = nb_ones(NB_SHAPE(2)), *r = x, *value = x;
+    /* forward over reverse needs forward rules for f's forward and backward */
+    cr_assert_eq(nb_hvp(f_twice_sum, NULL, 1, &x, &v, &value, &r, NULL), -1);
+    EXPECT_ERROR("nb_hvp", "forward mode", "'twice'", "no forward-mode rule");
+    cr_assert(r == NULL && value == NULL);
+    cr_assert_eq(nb_vhp(f_twice_sum, NULL, 1, &x, &v, NULL, &r, NULL), 0, "%s", nb_error());
+    EXPECT_VALUES(r, 1e-6, 8, 8); /* d^2 sum(4x^2) = 8 I */
+    cr_assert_eq(nb_hvp(f_uses_first, NULL, 1, &x, &v, NULL, &r, NULL), -1);
+    EXPECT_ERROR("nb_hvp", "one value", "[2]");
+    cr_assert_eq(nb_hvp(f_null_quiet, NULL, 1, &x, &v, NULL, &r, NULL), -1);
+    EXPECT_ERROR("nb_hvp", "returned NULL");
+    nb_tensor *v3 = nb_ones(NB_SHAPE(3));
+    cr_assert_eq(nb_hvp(f_sum_of, NULL, 1, &x, &v3, NULL, &r, NULL), -1);
+    EXPECT_ERROR("nb_hvp", "v[0]", "[3]", "[2]");
+    cr_assert_eq(nb_hvp(f_sum_of, NULL, 1, &x, NULL, NULL, &r, NULL), -1);
+    EXPECT_ERROR("nb_hvp", "vector v");
+    nb_clear_error();
+    cr_assert_eq(nb_hvp(f_sum_of, NULL, 1, &x, (nb_tensor *[]){NULL}, NULL, &r, NULL), -1);
+    cr_assert_null(nb_error(), "NULL v, no second message");
+    /* the forward Jacobian's own */
+    cr_assert_eq(nb_jacobian(f_null_quiet, NULL, 1, &x, &r, &forward), -1);
+    EXPECT_ERROR("nb_jacobian", "returned NULL");
+    nb_tensor *big = nb_ones(NB_SHAPE(1, 1, 1, 1, 1));
+    cr_assert_eq(nb_jacobian(f_uses_first, NULL, 1, &big, &r, &forward), -1);
+    EXPECT_ERROR("nb_jacobian", "10 dimensions");
+    cr_assert_null(r);
+    /* forward mode has one level */
+    nb_tensor *y, *t;
+    cr_assert_eq(nb_jvp(f_jacobian_in_jvp, NULL, 1, &x, &v, 1, &y, &t), -1);
+    EXPECT_ERROR("nb_jacobian", "forward mode", "inside another nb_jvp");
+}
+
 /* Every allocation of a Hessian with create_graph failing in turn. */
 Test(functional, allocation_failures) {
     nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(2))), *c = nb_keep(nb_ones(NB_SHAPE(2)));
@@ -306,4 +645,42 @@ Test(functional, allocation_failures) {
         }
     nb_release(x);
     nb_release(c);
+}
+
+/* Every allocation of the forward strategy (with create_graph, and
+ * without: the scope of each column) and of forward over reverse failing in
+ * turn. */
+Test(functional, allocation_failures_in_forward_mode) {
+    nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(2, 3)));
+    nb_tensor *a = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4)));
+    nb_tensor *v = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(3)));
+    nb_tensor *x3 = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(3)));
+    for (int what = 0; what < 3; what++)
+        for (int persistent = 0; persistent < 2; persistent++)
+            for (int64_t n = 1;; n++) {
+                cr_assert(n < 100000);
+                nb_empty_cache();
+                int64_t live = nb_live_tensors();
+                nb_clear_error();
+                nb_test_alloc al = {.fail_at = n, .persistent = persistent};
+                nb_set_alloc_hook(nb_test_alloc_hook, &al);
+                nb_scope_begin();
+                nb_tensor *r;
+                nb_functional_opts o = {.create_graph = what != 1, .strategy = NB_JACOBIAN_FORWARD};
+                int rc = what < 2 ? nb_jacobian(f_smooth, a, 1, &x, &r, &o)
+                                  : nb_hvp(f_dense_hessian, a, 1, &x3, &v, NULL, &r, &o);
+                nb_scope_end();
+                nb_set_alloc_hook(NULL, NULL);
+                cr_assert_eq(nb_live_tensors(), live, "leak at allocation %lld (case %d)",
+                             (long long)n, what);
+                if (!al.fired) {
+                    cr_assert_eq(rc, 0, "%s", nb_error());
+                    break;
+                }
+                if (rc != 0) EXPECT_ERROR("out of memory");
+            }
+    nb_release(x);
+    nb_release(a);
+    nb_release(v);
+    nb_release(x3);
 }
