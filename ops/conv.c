@@ -694,9 +694,37 @@ static inline void max_step(float *m, float *i, float v, float vi) {
  * in the window's row-major order, so each window still sees its elements
  * in PyTorch's order and keeps the first maximum; the comparison
  * v > m || isnan(v) is PyTorch's too. */
+/* The common 2x2 window at stride 2 (no padding, no dilation, no window
+ * past the edge): each window's four elements are read once, in the same row-major order, the
+ * maximum kept in registers. Same comparisons, same result. */
+static void max_pool_2x2_planes(const pool_job *j, int64_t begin, int64_t end) {
+    const pool_args *a = &j->a;
+    for (int64_t p = begin; p < end; p++) {
+        const float *x = j->x + p * j->h * j->w;
+        for (int64_t oy = 0; oy < a->oh; oy++) {
+            const float *r0 = x + 2 * oy * j->w, *r1 = r0 + j->w;
+            float *out = j->out + (p * a->oh + oy) * a->ow, *idx = j->idx + (p * a->oh + oy) * a->ow;
+            float base = (float)(2 * oy * j->w), below = base + (float)j->w;
+            for (int64_t ox = 0; ox < a->ow; ox++) {
+                float m = r0[2 * ox], i = base + (float)(2 * ox);
+                max_step(&m, &i, r0[2 * ox + 1], base + (float)(2 * ox + 1));
+                max_step(&m, &i, r1[2 * ox], below + (float)(2 * ox));
+                max_step(&m, &i, r1[2 * ox + 1], below + (float)(2 * ox + 1));
+                out[ox] = m;
+                idx[ox] = i;
+            }
+        }
+    }
+}
+
 static void max_pool_planes(void *ctx, int64_t begin, int64_t end) {
     const pool_job *j = ctx;
     const pool_args *a = &j->a;
+    if (a->kh == 2 && a->kw == 2 && a->sh == 2 && a->sw == 2 && a->ph == 0 && a->pw == 0 &&
+        a->dh == 1 && a->dw == 1 && 2 * a->oh <= j->h && 2 * a->ow <= j->w) {
+        max_pool_2x2_planes(j, begin, end);
+        return;
+    }
     for (int64_t p = begin; p < end; p++) {
         const float *x = j->x + p * j->h * j->w;
         for (int64_t oy = 0; oy < a->oh; oy++) {

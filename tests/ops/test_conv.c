@@ -281,6 +281,18 @@ Test(conv, pytorch_max_pool_dilation) {
     EXPECT_ERROR("nb_avg_pool2d", "no dilation");
 }
 
+Test(conv, pytorch_max_pool_2x2_takes_the_last_nan) {
+    /* F.max_pool2d(x, 2) with x [[1, nan, nan, 0], [5, 2, 3, nan]]: the
+     * first window's one NaN, the second window's last */
+    nb_tensor *x = nb_set_requires_grad(FROM(NB_SHAPE(1, 1, 2, 4), 1, NAN, NAN, 0, 5, 2, 3, NAN), true);
+    nb_tensor *y = nb_max_pool2d(x, 2, 2, NULL);
+    cr_assert(isnan(nb_data(y)[0]) && isnan(nb_data(y)[1]));
+    nb_tensor *gx;
+    cr_assert_eq(nb_grad(1, &y, (nb_tensor *[]){nb_ones_like(y)}, 1, &x, &gx, NULL), 0, "%s",
+                 nb_error());
+    EXPECT_VALUES(gx, 0, 0, 1, 0, 0, 0, 0, 0, 1);
+}
+
 Test(conv, avg_pool_by_hand) {
     /* 2x2 windows of 1 2 3 4 / 5 6 7 8: (1+2+5+6)/4 = 3.5, (3+4+7+8)/4 = 5.5 */
     nb_tensor *x = FROM(NB_SHAPE(1, 1, 2, 4), 1, 2, 3, 4, 5, 6, 7, 8);
