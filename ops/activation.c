@@ -71,8 +71,31 @@ nb_tensor *nb_sigmoid(nb_tensor *x) {
  * y > 0 exactly where x > 0, so the output is saved instead of the input:
  * x may then be freed before backward. NaN passes through. */
 
+/* relu's gradient as one op (one pass instead of a mask and a product):
+ * g where y = relu(x) > 0 or is NaN, 0 where y <= 0 — PyTorch's
+ * threshold_backward, which lets g through a NaN and gives 0, not NaN, for
+ * an infinite g where x <= 0. Linear in g; y is a constant (its own
+ * derivative is 0 almost everywhere), so the op's gradient is itself. */
+static nb_tensor *relu_grad(nb_tensor *y, nb_tensor *g);
+static void relu_grad_backward(nb_tensor *node, nb_tensor *u, nb_tensor **gx) {
+    gx[0] = relu_grad(nb_saved(node, 0), u);
+}
+static const nb_op relu_grad_op = {"relu_grad", relu_grad_backward, nb_symmetric_jvp};
+
+static nb_tensor *relu_grad(nb_tensor *y, nb_tensor *g) {
+    if (!y || !g) return NULL;
+    nb_tensor *out = nb_empty_like(g);
+    if (!out) return NULL;
+    const float *py = nb_data(y), *pg = nb_data(g);
+    float *po = nb_data_mut(out);
+    for (int64_t i = 0, n = nb_numel(g); i < n; i++) po[i] = py[i] <= 0 ? 0.0f : pg[i];
+    out = nb_record(out, &relu_grad_op, 1, &g);
+    nb_save(out, y);
+    return out;
+}
+
 static void relu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    gx[0] = nb_mul(g, nb_gt_scalar(nb_saved(y, 0), 0.0f));
+    gx[0] = relu_grad(nb_saved(y, 0), g);
 }
 static const nb_op relu_op = {"relu", relu_backward, nb_symmetric_jvp};
 

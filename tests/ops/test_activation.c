@@ -112,6 +112,13 @@ Test(activation, relu_values_and_gradient) {
 
 Test(activation, relu_passes_nan) {
     cr_assert(isnan(nb_data(nb_relu(nb_scalar(NAN)))[0]));
+    /* PyTorch: relu(x).backward(g) with x = [nan, -1, 2, 0], g = [3, inf,
+     * 5, 7] gives [3, 0, 5, 0]: g through the NaN, 0 (not inf·0) below 0 */
+    nb_tensor *x = nb_set_requires_grad(nb_from_array(NB_SHAPE(4), (float[]){NAN, -1, 2, 0}), true);
+    nb_tensor *y = nb_relu(x), *gx;
+    nb_tensor *g = nb_from_array(NB_SHAPE(4), (float[]){3, INFINITY, 5, 7});
+    cr_assert_eq(nb_grad(1, &y, &g, 1, &x, &gx, NULL), 0, "%s", nb_error());
+    EXPECT_VALUES(gx, 0, 3, 0, 5, 0);
 }
 
 Test(activation, relu_gradcheck) {
