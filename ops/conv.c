@@ -51,6 +51,10 @@
 
 #include <stdatomic.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* ---- geometry and options ------------------------------------------------------
  * Every conv op sees the same picture: an image side [N,C,H,W] (the input of
  * conv2d) and a column side [N,O,oH,oW] (its output), linked by the kernel
@@ -705,7 +709,33 @@ static void max_pool_2x2_planes(const pool_job *j, int64_t begin, int64_t end) {
             const float *r0 = x + 2 * oy * j->w, *r1 = r0 + j->w;
             float *out = j->out + (p * a->oh + oy) * a->ow, *idx = j->idx + (p * a->oh + oy) * a->ow;
             float base = (float)(2 * oy * j->w), below = base + (float)j->w;
-            for (int64_t ox = 0; ox < a->ow; ox++) {
+            int64_t ox = 0;
+#if defined(__SSE2__)
+            /* four windows at a time: the even and odd columns of eight
+             * floats are the windows' left and right elements */
+            const __m128 steps = _mm_set_ps(6, 4, 2, 0);
+            for (; ox + 4 <= a->ow; ox += 4) {
+                __m128 t0 = _mm_loadu_ps(r0 + 2 * ox), t1 = _mm_loadu_ps(r0 + 2 * ox + 4);
+                __m128 u0 = _mm_loadu_ps(r1 + 2 * ox), u1 = _mm_loadu_ps(r1 + 2 * ox + 4);
+                __m128 v[3] = {_mm_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)),
+                               _mm_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm_shuffle_ps(u0, u1, _MM_SHUFFLE(3, 1, 3, 1))};
+                __m128 first = _mm_add_ps(_mm_set1_ps(base), _mm_add_ps(_mm_set1_ps((float)(2 * ox)), steps));
+                __m128 vi[3] = {_mm_add_ps(first, _mm_set1_ps(1)),
+                                _mm_add_ps(_mm_set1_ps(below), _mm_add_ps(_mm_set1_ps((float)(2 * ox)), steps)),
+                                _mm_add_ps(_mm_add_ps(_mm_set1_ps(below), _mm_add_ps(_mm_set1_ps((float)(2 * ox)), steps)),
+                                           _mm_set1_ps(1))};
+                __m128 m = _mm_shuffle_ps(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)), i = first;
+                for (int k = 0; k < 3; k++) { /* max_step, four lanes */
+                    __m128 take = _mm_or_ps(_mm_cmpgt_ps(v[k], m), _mm_cmpunord_ps(v[k], v[k]));
+                    m = _mm_or_ps(_mm_and_ps(take, v[k]), _mm_andnot_ps(take, m));
+                    i = _mm_or_ps(_mm_and_ps(take, vi[k]), _mm_andnot_ps(take, i));
+                }
+                _mm_storeu_ps(out + ox, m);
+                _mm_storeu_ps(idx + ox, i);
+            }
+#endif
+            for (; ox < a->ow; ox++) {
                 float m = r0[2 * ox], i = base + (float)(2 * ox);
                 max_step(&m, &i, r0[2 * ox + 1], base + (float)(2 * ox + 1));
                 max_step(&m, &i, r1[2 * ox], below + (float)(2 * ox));

@@ -293,6 +293,36 @@ Test(conv, pytorch_max_pool_2x2_takes_the_last_nan) {
     EXPECT_VALUES(gx, 0, 0, 1, 0, 0, 0, 0, 0, 1);
 }
 
+/* The 2x2/stride-2 path handles four windows at a time: against the rule
+ * written as a plain loop (row-major, take v when v > max or v is NaN) on
+ * planes wide enough for it, with ties and NaNs, values and gradient. */
+Test(conv, max_pool_2x2_against_a_loop) {
+    enum { C = 3, H = 6, W = 22, OH = H / 2, OW = W / 2 };
+    nb_tensor *x = nb_empty(NB_SHAPE(1, C, H, W));
+    float *px = nb_data_mut(x);
+    for (int i = 0; i < C * H * W; i++) px[i] = i % 17 == 5 ? NAN : (float)((i * 7) % 3);
+    nb_set_requires_grad(x, true);
+    nb_tensor *y = nb_max_pool2d(x, 2, 2, NULL), *gx;
+    EXPECT_SHAPE(y, 1, C, OH, OW);
+    cr_assert_eq(nb_grad(1, &y, (nb_tensor *[]){nb_ones_like(y)}, 1, &x, &gx, NULL), 0, "%s",
+                 nb_error());
+    float want_g[C * H * W] = {0};
+    for (int c = 0; c < C; c++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int best = (c * H + 2 * oy) * W + 2 * ox;
+                for (int t = 1; t < 4; t++) {
+                    int k = (c * H + 2 * oy + t / 2) * W + 2 * ox + t % 2;
+                    if (px[k] > px[best] || isnan(px[k])) best = k;
+                }
+                float got = nb_data(y)[(c * OH + oy) * OW + ox];
+                cr_assert(got == px[best] || (isnan(got) && isnan(px[best])),
+                          "window (%d,%d,%d): %g, expected %g", c, oy, ox, got, px[best]);
+                want_g[best] += 1;
+            }
+    nb_test_expect_values(gx, 0, want_g, C * H * W);
+}
+
 Test(conv, avg_pool_by_hand) {
     /* 2x2 windows of 1 2 3 4 / 5 6 7 8: (1+2+5+6)/4 = 3.5, (3+4+7+8)/4 = 5.5 */
     nb_tensor *x = FROM(NB_SHAPE(1, 1, 2, 4), 1, 2, 3, 4, 5, 6, 7, 8);
