@@ -70,11 +70,10 @@ static void adam_update(nb_optimizer *o, int i, float *restrict p,
         float vj = b2 * v[j] + (1.0f - b2) * d * d;
         m[j] = mj;
         v[j] = vj;
-        if (vmax) {
-            /* fmaxf would hide a NaN in v behind the old maximum. */
-            vj = vj > vmax[j] || isnan(vj) ? vj : vmax[j];
-            vmax[j] = vj;
-        }
+        /* amsgrad (adam_plain took the rest); fmaxf would hide a NaN in v
+         * behind the old maximum. */
+        vj = vj > vmax[j] || isnan(vj) ? vj : vmax[j];
+        vmax[j] = vj;
         p[j] -= step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
     }
 }
