@@ -74,11 +74,17 @@ enum { NB_MR_MAX = 16, NB_NR_MAX = 32, NB_KC_MAX = 256 };
 typedef void (*nb_kernel_fn)(int64_t kc, const float *restrict a,
                              const float *restrict b, float *restrict c,
                              int64_t ldc, int mode, float beta);
+/* The same for the valid h x w corner of an edge tile. */
+typedef void (*nb_edge_fn)(int64_t kc, const float *restrict a,
+                           const float *restrict b, float *restrict c,
+                           int64_t ldc, int mode, float beta, int64_t h,
+                           int64_t w);
 
 /* A micro-kernel and the blocking that suits it. kc bounds the summation
  * blocks (so it is part of the result); mc and nb only group tiles. */
 typedef struct nb_gemm_arch {
     nb_kernel_fn kernel;
+    nb_edge_fn edge; /* NULL: edge tiles go through a scratch tile */
     int mr, nr;     /* tile of C held in registers */
     int64_t kc;     /* depth of a packed panel */
     int64_t mc;     /* most rows of A packed per block (multiple of mr) */
@@ -223,6 +229,83 @@ static void kernel_avx512(int64_t kc, const float *restrict a,
     }
     X5_ROWS(X5_STORE)
 }
+
+/* Edge tiles: h < 12 valid rows or w < 32 valid columns. Running the full
+ * kernel into a scratch tile would spend a whole 12 x 32 tile of work on,
+ * say, the last 4 rows of a 64-row product (a batch of 64, 64 filters),
+ * and copy the result out element by element. These kernels compute only
+ * 4, 8 or 12 rows and one or two vectors of columns, whichever covers the
+ * edge, and write C through masks, so nothing outside the h x w corner is
+ * read or written. Each element is the same chain of fused multiply-adds
+ * from zero in k order as in the full kernel, so a value does not depend
+ * on where the tiling puts it. */
+#define X5_ROWS4(F) F(0) F(1) F(2) F(3)
+#define X5_ROWS8(F) X5_ROWS4(F) F(4) F(5) F(6) F(7)
+#define X5_DECL1(i) __m512 c##i##a = _mm512_setzero_ps();
+#define X5_STEP1(i)                                                 \
+    c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, c##i##a);
+#define X5_MASKED(i, half, mask, off)                               \
+    {                                                               \
+        __m512 t = c##i##half;                                      \
+        if (mode == NB_ADD)                                         \
+            t = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, c + i * ldc + off), t); \
+        else if (mode == NB_SCALE)                                  \
+            t = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mask, c + i * ldc + off)), t); \
+        _mm512_mask_storeu_ps(c + i * ldc + off, mask, t);          \
+    }
+#define X5_EDGE_STORE1(i) if (i < h) X5_MASKED(i, a, ma, 0)
+#define X5_EDGE_STORE2(i) if (i < h) { X5_MASKED(i, a, ma, 0) X5_MASKED(i, b, mb, 16) }
+#define X5_LOAD1 __m512 b0 = _mm512_loadu_ps(b);
+#define X5_LOAD2 __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+
+#define X5_EDGE_KERNEL(name, ROWS, COLS)                                          \
+    __attribute__((target("avx512f")))                                           \
+    static void name(int64_t kc, const float *restrict a, const float *restrict b, \
+                     float *restrict c, int64_t ldc, int mode, float beta, int64_t h, \
+                     __mmask16 ma, __mmask16 mb) {                               \
+        (void)mb;                                                                \
+        ROWS(X5_DECL##COLS)                                                      \
+        for (int64_t p = 0; p < kc; p++, a += X5_MR, b += X5_NR) {               \
+            X5_LOAD##COLS                                                        \
+            ROWS(X5_STEP##COLS)                                                  \
+        }                                                                        \
+        __m512 vb = _mm512_set1_ps(beta);                                        \
+        ROWS(X5_EDGE_STORE##COLS)                                                \
+    }
+
+#define X5_DECL2 X5_DECL
+#define X5_STEP2 X5_STEP
+X5_EDGE_KERNEL(edge_avx512_4x16, X5_ROWS4, 1)
+X5_EDGE_KERNEL(edge_avx512_8x16, X5_ROWS8, 1)
+X5_EDGE_KERNEL(edge_avx512_12x16, X5_ROWS, 1)
+X5_EDGE_KERNEL(edge_avx512_4x32, X5_ROWS4, 2)
+X5_EDGE_KERNEL(edge_avx512_8x32, X5_ROWS8, 2)
+X5_EDGE_KERNEL(edge_avx512_12x32, X5_ROWS, 2)
+
+/* The valid h x w corner (1 <= h <= 12, 1 <= w <= 32) of a tile whose
+ * packed panels have the full kernel's strides. */
+__attribute__((target("avx512f")))
+static void edge_avx512(int64_t kc, const float *restrict a, const float *restrict b,
+                        float *restrict c, int64_t ldc, int mode, float beta,
+                        int64_t h, int64_t w) {
+    __mmask16 ma = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
+    __mmask16 mb = (__mmask16)(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
+    if (w <= 16) {
+        if (h <= 4)
+            edge_avx512_4x16(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+        else if (h <= 8)
+            edge_avx512_8x16(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+        else
+            edge_avx512_12x16(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+    } else {
+        if (h <= 4)
+            edge_avx512_4x32(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+        else if (h <= 8)
+            edge_avx512_8x32(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+        else
+            edge_avx512_12x32(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+    }
+}
 #endif
 
 #endif /* NB_GEMM_X86 */
@@ -231,11 +314,11 @@ static void kernel_avx512(int64_t kc, const float *restrict a,
  * while A streams; mc: the packed A block (192 KiB) sits in L2; nc: the
  * packed B panel (2 MiB) in L3. Measured on Zen 5; flat within noise from kc
  * 192 to 512 and mc 96 to 384. */
-static const nb_gemm_arch arch_portable = {kernel_portable, P_MR, P_NR, 256, 128, 128, 2048};
+static const nb_gemm_arch arch_portable = {kernel_portable, NULL, P_MR, P_NR, 256, 128, 128, 2048};
 #if NB_GEMM_X86
-static const nb_gemm_arch arch_avx2 = {kernel_avx2, X2_MR, X2_NR, 256, 144, 128, 2048};
+static const nb_gemm_arch arch_avx2 = {kernel_avx2, NULL, X2_MR, X2_NR, 256, 144, 128, 2048};
 #ifndef NB_GEMM_NO_AVX512
-static const nb_gemm_arch arch_avx512 = {kernel_avx512, X5_MR, X5_NR, 256, 192, 128, 2048};
+static const nb_gemm_arch arch_avx512 = {kernel_avx512, edge_avx512, X5_MR, X5_NR, 256, 192, 128, 2048};
 #endif
 #endif
 
@@ -440,6 +523,8 @@ static void macro_tile(const nb_gemm_job *job, const float *apack, int64_t i0,
             float *ct = job->c + (i0 + ir) * job->ldc + j0 + jr;
             if (h == mr && w == nr) {
                 ar->kernel(kc, ap, bp, ct, job->ldc, job->mode, job->beta);
+            } else if (ar->edge) {
+                ar->edge(kc, ap, bp, ct, job->ldc, job->mode, job->beta, h, w);
             } else {
                 ar->kernel(kc, ap, bp, scratch, nr, NB_STORE, 0.0f);
                 store_edge(scratch, nr, h, w, ct, job->ldc, job->mode, job->beta);

@@ -210,6 +210,49 @@ Test(gemm, bitwise_identical_for_any_thread_count) {
     nb_set_num_threads(0);
 }
 
+/* An element of C is one chain of multiply-adds in k order whether a full
+ * tile or an edge tile computes it: a block of rows or columns multiplied
+ * on its own (so that it becomes a narrow edge) gives the same bits as
+ * inside the whole product, for every transpose and beta. The offsets are
+ * multiples of the largest tile (12 x 32, 16 x 32 with slack), so the
+ * sub-products start where tiles of the whole one start. */
+Test(gemm, edge_tiles_match_full_tiles_bitwise) {
+    const int64_t m = 96, n = 128, k = 300;
+    lcg_seed(5);
+    float *a = random_buf((size_t)(m * k)), *b = random_buf((size_t)(k * n));
+    float *c_in = random_buf((size_t)(m * n));
+    static const int64_t rows[][2] = {{48, 4}, {48, 9}, {0, 7}, {48, 13}};
+    static const int64_t cols[][2] = {{64, 5}, {32, 17}, {0, 31}, {96, 16}};
+    nb_set_num_threads(1);
+    for (int t = 0; t < 4; t++)
+        for (int ib = 0; ib < 3; ib++) {
+            bool ta = t & 1, tb = t & 2;
+            float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
+            float *full = product(ta, tb, 1, a, b, c_in, m, n, k, beta);
+            for (int s = 0; s < 4; s++) {
+                int64_t r0 = rows[s][0], h = rows[s][1], c0 = cols[s][0], w = cols[s][1];
+                float *c = malloc((size_t)(h * w) * sizeof *c);
+                cr_assert_not_null(c);
+                for (int64_t i = 0; i < h; i++)
+                    memcpy(c + i * w, c_in + (r0 + i) * n + c0, (size_t)w * sizeof *c);
+                const float *as = ta ? a + r0 : a + r0 * k, *bs = tb ? b + c0 * k : b + c0;
+                nb_gemm(ta, tb, h, w, k, as, ta ? m : k, bs, tb ? k : n, beta, c, w);
+                for (int64_t i = 0; i < h; i++)
+                    cr_assert(memcmp(c + i * w, full + (r0 + i) * n + c0, (size_t)w * sizeof *c) == 0,
+                              "ta=%d tb=%d beta=%g: rows %lld+%lld, columns %lld+%lld alone differ "
+                              "from the whole product in row %lld",
+                              ta, tb, beta, (long long)r0, (long long)h, (long long)c0,
+                              (long long)w, (long long)i);
+                free(c);
+            }
+            free(full);
+        }
+    free(a);
+    free(b);
+    free(c_in);
+    nb_set_num_threads(0);
+}
+
 /* Two user threads multiplying at once must each get the single-threaded
  * answer: the pool serves one call at a time and the other runs on its own. */
 typedef struct {
