@@ -161,31 +161,6 @@ static void tap_range(int64_t out, int64_t in, int64_t s, int64_t off, int64_t *
     *hi = h;
 }
 
-static void im2col(const geom *g, const float *x, float *col) {
-    for (int64_t c = 0; c < g->cg; c++)
-        for (int64_t i = 0; i < g->kh; i++)
-            for (int64_t j = 0; j < g->kw; j++) {
-                float *row = col + ((c * g->kh + i) * g->kw + j) * g->ohw;
-                int64_t offx = j * g->dw - g->pw, lo, hi;
-                tap_range(g->ow, g->w, g->sw, offx, &lo, &hi);
-                for (int64_t oy = 0; oy < g->oh; oy++) {
-                    float *r = row + oy * g->ow;
-                    int64_t iy = oy * g->sh - g->ph + i * g->dh;
-                    if (iy < 0 || iy >= g->h) {
-                        memset(r, 0, sizeof(float) * (size_t)g->ow);
-                        continue;
-                    }
-                    const float *xr = x + (c * g->h + iy) * g->w + offx;
-                    for (int64_t ox = 0; ox < lo; ox++) r[ox] = 0;
-                    if (g->sw == 1)
-                        memcpy(r + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
-                    else
-                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = xr[ox * g->sw];
-                    for (int64_t ox = hi; ox < g->ow; ox++) r[ox] = 0;
-                }
-            }
-}
-
 static void col2im(const geom *g, const float *col, float *x) {
     for (int64_t c = 0; c < g->cg; c++)
         for (int64_t i = 0; i < g->kh; i++)
@@ -201,6 +176,142 @@ static void col2im(const geom *g, const float *col, float *x) {
                     for (int64_t ox = lo; ox < hi; ox++) xr[ox * g->sw] += r[ox];
                 }
             }
+}
+
+/* ---- implicit im2col ----------------------------------------------------------------
+ * The forward and the weight gradient never build col: the GEMM's packers
+ * read its entries straight from the image as they fill the kernel's
+ * panels (nb_gemm_packed), which saves writing and reading col once per
+ * image. col_run is the access: entries q0 .. q1-1 of col's row `tap`,
+ * written dst[0], dst[stride], ... */
+
+static void fill_zero(float *dst, int64_t count, int64_t stride) {
+    for (int64_t t = 0; t < count; t++) dst[t * stride] = 0.0f;
+}
+
+/* The operand a packer reads: image n0 onwards (the depth of a weight
+ * gradient runs over the positions of images n0, n0+1, ...), group gr. */
+typedef struct conv_src {
+    const geom *g;
+    const float *x, *u; /* the image side and the column side, whole batch */
+    const float *xpad;  /* the forward: image n0, group gr, zero-padded */
+    int64_t n0, gr;
+} conv_src;
+
+static const float *image_of(const conv_src *s, int64_t n) {
+    return s->x + (n * s->g->c + s->gr * s->g->cg) * s->g->hw;
+}
+
+/* col of image n0 as the B operand of its forward product [C/G·kh·kw, oH·oW]:
+ * outer index a position, depth a tap, read from a zero-padded copy of the
+ * image (s->xpad, [C/G, H + 2·ph, W + 2·pw]) where every tap of every
+ * output position falls inside, so a tap's entries for a piece of an
+ * output row are one strided run with no bounds to test. A panel's
+ * positions are cut into such pieces once; taps are walked as (c, i, j)
+ * counters, so the inner loops hold no division. */
+enum { PANEL_MAX = 64 };
+
+static void pad_image(const geom *g, const float *xg, float *xpad) {
+    int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    memset(xpad, 0, sizeof(float) * (size_t)(g->cg * hp * wp));
+    for (int64_t c = 0; c < g->cg; c++)
+        for (int64_t y = 0; y < g->h; y++)
+            memcpy(xpad + (c * hp + y + g->ph) * wp + g->pw, xg + (c * g->h + y) * g->w,
+                   sizeof(float) * (size_t)g->w);
+}
+
+static void pack_col_positions(const void *ctx, int64_t q0, int64_t len, int64_t p0, int64_t kc,
+                               int width, float *dst) {
+    const conv_src *s = ctx;
+    const geom *g = s->g;
+    int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    for (int64_t c0 = 0; c0 < len; c0 += width, dst += width * kc) {
+        int64_t w = len - c0 < width ? len - c0 : width;
+        int64_t seg_at[PANEL_MAX], seg_len[PANEL_MAX], nseg = 0; /* offset in xpad, length */
+        for (int64_t q = q0 + c0; q < q0 + c0 + w; nseg++) {
+            int64_t oy = q / g->ow, ox = q % g->ow, left = q0 + c0 + w - q;
+            seg_at[nseg] = oy * g->sh * wp + ox * g->sw;
+            seg_len[nseg] = g->ow - ox < left ? g->ow - ox : left;
+            q += seg_len[nseg];
+        }
+        int64_t c = p0 / (g->kh * g->kw), i = p0 / g->kw % g->kh, j = p0 % g->kw;
+        for (int64_t p = 0; p < kc; p++) {
+            float *restrict d = dst + p * width;
+            const float *tap = s->xpad + (c * hp + i * g->dh) * wp + j * g->dw;
+            for (int64_t sg = 0; sg < nseg; sg++) {
+                const float *restrict src = tap + seg_at[sg];
+                int64_t n = seg_len[sg];
+                if (g->sw == 1)
+                    for (int64_t t = 0; t < n; t++) d[t] = src[t];
+                else
+                    for (int64_t t = 0; t < n; t++) d[t] = src[t * g->sw];
+                d += n;
+            }
+            for (int64_t t = w; t < width; t++) dst[p * width + t] = 0.0f;
+            if (++j == g->kw) {
+                j = 0;
+                if (++i == g->kh) i = 0, c++;
+            }
+        }
+    }
+}
+
+/* Calls run(s, n, pos0, pos1, d) for the pieces, one per image, of the depth
+ * range [p0, p0 + kc) over positions of images n0, n0+1, ...; d counts from 0. */
+#define FOR_IMAGE_RUNS(s, p0, kc, BODY)                                                          \
+    for (int64_t d_ = 0; d_ < (kc);) {                                                           \
+        int64_t n = (s)->n0 + ((p0) + d_) / (s)->g->ohw, pos0 = ((p0) + d_) % (s)->g->ohw;        \
+        int64_t pos1 = (s)->g->ohw - pos0 < (kc) - d_ ? (s)->g->ohw : pos0 + (kc) - d_;           \
+        int64_t d = d_;                                                                           \
+        BODY;                                                                                     \
+        d_ += pos1 - pos0;                                                                        \
+    }
+
+/* The col matrices of images n0.. stacked along positions, transposed:
+ * outer index a tap, depth an (image, position) pair. */
+static void pack_col_taps(const void *ctx, int64_t t0, int64_t len, int64_t p0, int64_t kc,
+                          int width, float *dst) {
+    const conv_src *s = ctx;
+    const geom *g = s->g;
+    int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw, plane = g->cg * hp * wp;
+    for (int64_t c0 = 0; c0 < len; c0 += width, dst += width * kc) {
+        int64_t w = len - c0 < width ? len - c0 : width;
+        for (int64_t t = 0; t < w; t++) {
+            int64_t tap = t0 + c0 + t, j = tap % g->kw, i = tap / g->kw % g->kh;
+            int64_t at = (tap / (g->kw * g->kh) * hp + i * g->dh) * wp + j * g->dw;
+            FOR_IMAGE_RUNS(s, p0, kc, {
+                const float *xt = s->xpad + (n - s->n0) * plane + at;
+                float *col = dst + d * width + t;
+                for (int64_t pos = pos0, oy = pos0 / g->ow, ox = pos0 % g->ow; pos < pos1;
+                     oy++, ox = 0) {
+                    int64_t run = g->ow - ox < pos1 - pos ? g->ow - ox : pos1 - pos;
+                    const float *src = xt + oy * g->sh * wp + ox * g->sw;
+                    float *out = col + (pos - pos0) * width;
+                    for (int64_t e = 0; e < run; e++) out[e * width] = src[e * g->sw];
+                    pos += run;
+                }
+            })
+        }
+        for (int64_t t = w; t < width; t++) fill_zero(dst + t, kc, width);
+    }
+}
+
+/* The column side u of images n0.. (this group's O/G channels): outer index
+ * a channel, depth an (image, position) pair. */
+static void pack_u_channels(const void *ctx, int64_t o0, int64_t len, int64_t p0, int64_t kc,
+                            int width, float *dst) {
+    const conv_src *s = ctx;
+    const geom *g = s->g;
+    for (int64_t c = 0; c < len; c += width, dst += width * kc) {
+        int64_t w = len - c < width ? len - c : width;
+        for (int64_t t = 0; t < w; t++)
+            FOR_IMAGE_RUNS(s, p0, kc, {
+                const float *src = s->u + (n * g->o + s->gr * g->og + o0 + c + t) * g->ohw;
+                for (int64_t pos = pos0; pos < pos1; pos++)
+                    dst[(d + pos - pos0) * width + t] = src[pos];
+            })
+        for (int64_t t = w; t < width; t++) fill_zero(dst + t, kc, width);
+    }
 }
 
 /* ---- the work, image by image ------------------------------------------------------ */
@@ -227,21 +338,37 @@ static float *col_alloc(conv_job *j) {
 static void conv2d_images(void *ctx, int64_t begin, int64_t end) {
     conv_job *j = ctx;
     const geom *g = &j->g;
-    float *col = col_alloc(j);
-    if (!col && !is_direct(g)) return;
+    float *xpad = NULL;
+    if (!is_direct(g)) {
+        xpad = nb_malloc(sizeof(float) * (size_t)(g->cg * (g->h + 2 * g->ph) * (g->w + 2 * g->pw)));
+        if (!xpad) {
+            atomic_store(&j->failed, true);
+            return;
+        }
+    }
     for (int64_t n = begin; n < end; n++) {
         float *y = j->out + n * g->o * g->ohw;
         for (int64_t gr = 0; gr < g->groups; gr++) {
             const float *xg = j->x + (n * g->c + gr * g->cg) * g->hw;
-            if (col) im2col(g, xg, col);
-            nb_gemm(false, false, g->og, g->ohw, g->k, j->w + gr * g->og * g->k, g->k,
-                    col ? col : xg, g->ohw, 0.0f, y + gr * g->og * g->ohw, g->ohw);
+            const float *wg = j->w + gr * g->og * g->k;
+            float *yg = y + gr * g->og * g->ohw;
+            conv_src src = {g, j->x, NULL, xpad, n, gr};
+            if (!xpad) {
+                nb_gemm(false, false, g->og, g->ohw, g->k, wg, g->k, xg, g->ohw, 0.0f, yg, g->ohw);
+                continue;
+            }
+            pad_image(g, xg, xpad);
+            if (!nb_gemm_packed(false, false, g->og, g->ohw, g->k, wg, g->k, NULL, NULL, NULL, 0,
+                                pack_col_positions, &src, 0.0f, yg, g->ohw)) {
+                atomic_store(&j->failed, true);
+                break;
+            }
         }
         if (j->bias)
             for (int64_t o = 0; o < g->o; o++)
                 for (int64_t p = 0; p < g->ohw; p++) y[o * g->ohw + p] += j->bias[o];
     }
-    nb_free(col);
+    nb_free(xpad);
 }
 
 /* z_n[gr] = col2im(W[gr]ᵀ · u_n[gr]), then + b */
@@ -267,32 +394,44 @@ static void conv_transpose2d_images(void *ctx, int64_t begin, int64_t end) {
     nb_free(col);
 }
 
-/* part[chunk][gr] = sum over the chunk's images of u_n[gr] · col(x_n[gr])ᵀ,
- * in image order (u is the output gradient here). When C/G·kh·kw is
- * smaller than O/G (a first layer: 9 taps, 32 filters) the product is
- * formed transposed, col · u_nᵀ [C/G·kh·kw, O/G], which suits the
- * kernel's tall tiles better; the partials are transposed back when summed. */
+/* part[chunk][gr] = sum over the chunk's images of u_n[gr] · col(x_n[gr])ᵀ
+ * (u is the output gradient here): one product per chunk and group whose
+ * depth runs over the positions of all the chunk's images, so the sum over
+ * images happens inside the kernel's accumulators rather than by adding
+ * one image's product after another into C. When C/G·kh·kw is smaller than
+ * O/G (a first layer: 9 taps, 32 filters) the product is formed
+ * transposed, col · uᵀ [C/G·kh·kw, O/G], which suits the kernel's tall
+ * tiles better; the partials are transposed back when summed. */
 static void weight_grad_chunks(void *ctx, int64_t begin, int64_t end) {
     conv_job *j = ctx;
     const geom *g = &j->g;
-    float *col = col_alloc(j);
-    if (!col && !is_direct(g)) return;
+    int64_t plane = g->cg * (g->h + 2 * g->ph) * (g->w + 2 * g->pw);
+    float *xpad = nb_malloc(sizeof(float) * (size_t)(plane * ((g->n + j->nchunk - 1) / j->nchunk)));
+    if (!xpad) {
+        atomic_store(&j->failed, true);
+        return;
+    }
     for (int64_t ch = begin; ch < end; ch++) {
         int64_t n0 = g->n * ch / j->nchunk, n1 = g->n * (ch + 1) / j->nchunk;
         float *part = j->part + ch * g->o * g->k;
-        for (int64_t n = n0; n < n1; n++)
-            for (int64_t gr = 0; gr < g->groups; gr++) {
-                const float *xg = j->x + (n * g->c + gr * g->cg) * g->hw;
-                const float *un = j->u + (n * g->o + gr * g->og) * g->ohw, *cn = col ? col : xg;
-                float beta = n == n0 ? 0.0f : 1.0f, *pg = part + gr * g->og * g->k;
-                if (col) im2col(g, xg, col);
-                if (j->transposed)
-                    nb_gemm(false, true, g->k, g->og, g->ohw, cn, g->ohw, un, g->ohw, beta, pg, g->og);
-                else
-                    nb_gemm(false, true, g->og, g->k, g->ohw, un, g->ohw, cn, g->ohw, beta, pg, g->k);
+        for (int64_t gr = 0; gr < g->groups; gr++) {
+            conv_src src = {g, j->x, j->u, xpad, n0, gr};
+            for (int64_t n = n0; n < n1; n++) pad_image(g, image_of(&src, n), xpad + (n - n0) * plane);
+            float *pg = part + gr * g->og * g->k;
+            int64_t depth = (n1 - n0) * g->ohw;
+            bool ok = j->transposed
+                          ? nb_gemm_packed(false, false, g->k, g->og, depth, NULL, 0, pack_col_taps,
+                                           &src, NULL, 0, pack_u_channels, &src, 0.0f, pg, g->og)
+                          : nb_gemm_packed(false, false, g->og, g->k, depth, NULL, 0,
+                                           pack_u_channels, &src, NULL, 0, pack_col_taps, &src,
+                                           0.0f, pg, g->k);
+            if (!ok) {
+                atomic_store(&j->failed, true);
+                break;
             }
+        }
     }
-    nb_free(col);
+    nb_free(xpad);
 }
 
 /* Items (images or chunks) each costing `work` multiply-adds. Below

@@ -480,6 +480,8 @@ typedef struct nb_gemm_job {
     /* the current step: columns [jc, jc+ncur), depth [pc, pc+kcur) */
     int64_t jc, ncur, pc, kcur;
     int mode;
+    nb_gemm_pack_fn pack_a_fn, pack_b_fn; /* NULL: pack a and b */
+    const void *a_ctx, *b_ctx;
     float *bpack;
     float *apack;           /* set when the caller packs A on its stack */
     int64_t mc, nb;         /* rows and columns of one work item */
@@ -560,8 +562,11 @@ static void compute_items(void *ctx, int64_t begin, int64_t end) {
         for (int64_t sub = 0; sub < rows; sub += step) {
             int64_t h = rows - sub < step ? rows - sub : step;
             if (packed_row != i0 + sub) {
-                pack_a(job->trans_a, job->a, job->lda, i0 + sub, h, job->pc,
-                       job->kcur, ar->mr, apack);
+                if (job->pack_a_fn)
+                    job->pack_a_fn(job->a_ctx, i0 + sub, h, job->pc, job->kcur, ar->mr, apack);
+                else
+                    pack_a(job->trans_a, job->a, job->lda, i0 + sub, h, job->pc,
+                           job->kcur, ar->mr, apack);
                 packed_row = i0 + sub;
             }
             macro_tile(job, apack, i0 + sub, h, j0, cols);
@@ -576,8 +581,12 @@ static void pack_b_items(void *ctx, int64_t begin, int64_t end) {
     int nr = job->arch->nr;
     int64_t j0 = begin * nr;
     int64_t cols = end * nr < job->ncur ? end * nr - j0 : job->ncur - j0;
-    pack_b(job->trans_b, job->b, job->ldb, job->pc, job->kcur, job->jc + j0,
-           cols, nr, job->bpack + j0 * job->kcur);
+    if (job->pack_b_fn)
+        job->pack_b_fn(job->b_ctx, job->jc + j0, cols, job->pc, job->kcur, nr,
+                       job->bpack + j0 * job->kcur);
+    else
+        pack_b(job->trans_b, job->b, job->ldb, job->pc, job->kcur, job->jc + j0,
+               cols, nr, job->bpack + j0 * job->kcur);
 }
 
 static int64_t div_up(int64_t x, int64_t y) { return (x + y - 1) / y; }
@@ -627,7 +636,10 @@ enum { NB_STACK_FLOATS = 8192 };
 static bool gemm_blocked(nb_gemm_job *job, float *stack) {
     const nb_gemm_arch *ar = job->arch;
     int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
-    int64_t kcmax = job->k < ar->kc ? job->k : ar->kc;
+    /* Depth blocks of equal size, at most the kernel's kc: k = 288 is two
+     * blocks of 144, not 256 and a short 32 whose tile loads and stores
+     * would cost as much as its arithmetic. */
+    int64_t kcmax = div_up(job->k, div_up(job->k, ar->kc));
     bool parallel = !volume_at_most(job->m, job->n, job->k, NB_GEMM_PARALLEL - 1);
     /* Both sizes are multiples of 16 floats, so both stack panels stay
      * 64-byte aligned. */
@@ -648,9 +660,9 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
         job->jc = jc;
         job->ncur = job->n - jc < ar->nc ? job->n - jc : ar->nc;
         plan_items(job, parallel);
-        for (int64_t pc = 0; pc < job->k; pc += ar->kc) {
+        for (int64_t pc = 0; pc < job->k; pc += kcmax) {
             job->pc = pc;
-            job->kcur = job->k - pc < ar->kc ? job->k - pc : ar->kc;
+            job->kcur = job->k - pc < kcmax ? job->k - pc : kcmax;
             job->mode = pc > 0 || job->beta == 1.0f ? NB_ADD
                         : job->beta == 0.0f        ? NB_STORE
                                                    : NB_SCALE;
@@ -747,6 +759,27 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
                 ci[j] += dot(ai, a_k, b + j * b_n, b_k, k);
         }
     }
+}
+
+bool nb_gemm_packed(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                    const float *a, int64_t lda, nb_gemm_pack_fn pack_a_fn, const void *a_ctx,
+                    const float *b, int64_t ldb, nb_gemm_pack_fn pack_b_fn, const void *b_ctx,
+                    float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0)
+        return true;
+    if (k <= 0) {
+        gemm_direct(false, false, m, n, 0, NULL, 1, NULL, 1, beta, c, ldc);
+        return true;
+    }
+    pthread_once(&arch_once, choose_arch);
+    _Alignas(64) float stack[NB_STACK_FLOATS];
+    nb_gemm_job job = {
+        .arch = arch, .trans_a = trans_a, .trans_b = trans_b,
+        .m = m, .n = n, .k = k, .a = a, .b = b,
+        .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta, .c = c,
+        .pack_a_fn = pack_a_fn, .pack_b_fn = pack_b_fn, .a_ctx = a_ctx, .b_ctx = b_ctx,
+    };
+    return gemm_blocked(&job, stack);
 }
 
 void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,

@@ -22,4 +22,27 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
              const float *a, int64_t lda, const float *b, int64_t ldb,
              float beta, float *c, int64_t ldc);
 
+/* An operand given by what it packs rather than by a matrix in memory, so
+ * that a caller whose operand is implicit (a convolution's im2col matrix,
+ * read straight from the image) need not build it first.
+ *
+ * pack(ctx, outer0, len, p0, kc, width, dst) writes the block of op(A) with
+ * rows [outer0, outer0 + len), or of op(B) with columns [outer0, outer0 +
+ * len), and depth [p0, p0 + kc), as panels of `width` rows (columns) each,
+ * panel after panel, each stored depth-major: element (outer0 + q·width + o,
+ * p0 + p) of panel q at dst[q·width·kc + p·width + o]. The last panel is
+ * padded with zeros. It may run on any thread of the pool, several at once. */
+typedef void (*nb_gemm_pack_fn)(const void *ctx, int64_t outer0, int64_t len, int64_t p0,
+                                int64_t kc, int width, float *dst);
+
+/* C[m,n] = op(A) · op(B) + beta·C as nb_gemm computes it, always through
+ * the packed kernels (the same arithmetic for any m, n, k > 0), with
+ * either operand given by a packer; a NULL packer takes the matrix a (b)
+ * as nb_gemm does. Returns false, having written nothing, when no packing
+ * buffer could be had. */
+bool nb_gemm_packed(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                    const float *a, int64_t lda, nb_gemm_pack_fn pack_a, const void *a_ctx,
+                    const float *b, int64_t ldb, nb_gemm_pack_fn pack_b, const void *b_ctx,
+                    float beta, float *c, int64_t ldc);
+
 #endif

@@ -26,7 +26,12 @@ static bool check_indices(const char *who, const nb_tensor *index, const nb_tens
     const float *pi = nb_data(index);
     for (int64_t k = 0; k < n; k++) {
         float v = pi[k];
-        bool integral = v == floorf(v), in_range = v >= 0 && (double)v < (double)size;
+        /* in range first (false for NaN), then integral by a truncating
+         * conversion, which is exact there: floorf is a library call on
+         * baseline x86-64, and this loop runs over every index of every
+         * gather and scatter (max-pooling's backward among them) */
+        bool in_range = v >= 0 && (double)v < (double)size;
+        bool integral = in_range ? (float)(int64_t)v == v : v == floorf(v);
         if (integral && in_range) continue;
         int64_t pos[NB_MAX_DIMS], rest = k;
         for (int d = nb_ndim(index) - 1; d >= 0; d--) {
