@@ -923,21 +923,70 @@ static void max_pool_planes(void *ctx, int64_t begin, int64_t end) {
 
 /* dx = g scattered to the saved argmax of each window: scatter_add over
  * the flattened planes [N·C, H·W], whose gradient in g is a gather. */
+/* max_pool2d's input gradient as one op, max_pool2d_grad(g, idx) -> gx
+ * [N,C,H,W]: each plane starts at zero and each window adds its g at its
+ * saved argmax, in window order (windows that overlap may share one). One
+ * pass, parallel over planes, instead of zeros, a copy of them and a
+ * checked scatter_add. It is linear in g: its gradient is gg gathered at
+ * the argmax, which is max_pool2d's own forward-mode rule, and its
+ * tangent the same op applied to g's tangent. The indices were made by
+ * max_pool2d, so they need no checking. */
+typedef struct unpool_job {
+    const float *g, *idx;
+    float *out;
+    int64_t in_plane, out_plane;
+} unpool_job;
+
+static void unpool_planes(void *ctx, int64_t begin, int64_t end) {
+    const unpool_job *j = ctx;
+    for (int64_t pl = begin; pl < end; pl++) {
+        float *o = j->out + pl * j->in_plane;
+        const float *g = j->g + pl * j->out_plane, *idx = j->idx + pl * j->out_plane;
+        memset(o, 0, sizeof(float) * (size_t)j->in_plane);
+        for (int64_t q = 0; q < j->out_plane; q++) o[(int64_t)idx[q]] += g[q];
+    }
+}
+
+static nb_tensor *max_pool2d_grad(nb_tensor *g, nb_tensor *idx, const int64_t *xshape);
+
+static nb_tensor *gather_planes(nb_tensor *t, nb_tensor *idx, const nb_tensor *like) {
+    const int64_t *s = nb_shape(t);
+    nb_tensor *planes = nb_reshape(t, NB_SHAPE(s[0] * s[1], s[2] * s[3]));
+    return nb_reshape(nb_gather(planes, 1, idx), nb_ndim(like), nb_shape(like));
+}
+
+static void max_pool2d_grad_backward(nb_tensor *gx, nb_tensor *gg, nb_tensor **grads) {
+    nb_tensor *idx = nb_saved(gx, 0);
+    if (idx) grads[0] = gather_planes(gg, idx, nb_input(gx, 0));
+}
+static nb_tensor *max_pool2d_grad_jvp(nb_tensor *gx, nb_tensor *const *t) {
+    nb_tensor *idx = nb_saved(gx, 0);
+    return t[0] && idx ? max_pool2d_grad(t[0], idx, nb_shape(gx)) : NULL;
+}
+static const nb_op max_pool2d_grad_op = {"max_pool2d_grad", max_pool2d_grad_backward,
+                                         max_pool2d_grad_jvp};
+
+static nb_tensor *max_pool2d_grad(nb_tensor *g, nb_tensor *idx, const int64_t *xshape) {
+    if (!g || !idx) return NULL;
+    nb_tensor *gx = nb_empty(4, xshape);
+    if (!gx) return NULL;
+    unpool_job j = {nb_data(g), nb_data(idx), nb_data_mut(gx), xshape[2] * xshape[3],
+                    nb_shape(g)[2] * nb_shape(g)[3]};
+    nb_parallel_for(xshape[0] * xshape[1], CONV_CHUNK / (j.in_plane + j.out_plane + 1) + 1,
+                    unpool_planes, &j);
+    gx = nb_record(gx, &max_pool2d_grad_op, 1, &g);
+    nb_save(gx, idx);
+    return gx;
+}
+
 static void max_pool2d_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(y, 0), *idx = nb_saved(y, 0);
-    if (!idx) return;
-    const int64_t *s = nb_shape(x);
-    nb_tensor *z = nb_zeros(NB_SHAPE(s[0] * s[1], s[2] * s[3]));
-    nb_tensor *gi = nb_scatter_add(z, 1, idx, nb_reshape(g, nb_ndim(idx), nb_shape(idx)));
-    gx[0] = nb_reshape(gi, 4, s);
+    if (idx) gx[0] = max_pool2d_grad(g, idx, nb_shape(x));
 }
 /* dy = dx at the saved argmax of each window: a gather over the planes. */
 static nb_tensor *max_pool2d_jvp(nb_tensor *y, nb_tensor *const *t) {
     nb_tensor *idx = nb_saved(y, 0);
-    if (!t[0] || !idx) return NULL;
-    const int64_t *s = nb_shape(t[0]);
-    nb_tensor *planes = nb_reshape(t[0], NB_SHAPE(s[0] * s[1], s[2] * s[3]));
-    return nb_reshape(nb_gather(planes, 1, idx), nb_ndim(y), nb_shape(y));
+    return t[0] && idx ? gather_planes(t[0], idx, y) : NULL;
 }
 static const nb_op max_pool2d_op = {"max_pool2d", max_pool2d_backward, max_pool2d_jvp};
 

@@ -177,6 +177,44 @@ Test(conv, pytorch_max_pool_with_ties) {
                   1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0);
 }
 
+/* max_pool2d's input gradient is an op of its own (max_pool2d_grad): the
+ * gradient g added at each window's argmax. Windows overlapping at stride 1
+ * share the argmax 9 at the centre of
+ *   1 2 3
+ *   4 9 5
+ *   6 7 8
+ * so all four of g's values land there. With create_graph it is a
+ * function of g, checked to first and second order (x's values are far
+ * apart, so finite differences never move an argmax), and its forward-mode
+ * rule gives, for a tangent v of g, v added at the same places. */
+static nb_tensor *pool_input_grad(nb_tensor *const *in, void *ctx) {
+    nb_tensor *x = ctx, *gx = NULL;
+    nb_tensor *y = nb_max_pool2d(x, 2, 2, &(nb_pool2d_opts){.stride = {1, 1}});
+    nb_grad(1, &y, &in[0], 1, &x, &gx, &(nb_grad_opts){.create_graph = true});
+    return gx;
+}
+
+static int pool_input_grad_jvp(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    out[0] = pool_input_grad(in, ctx);
+    return out[0] ? 0 : -1;
+}
+
+Test(conv, max_pool_gradient_is_a_differentiable_op) {
+    nb_tensor *x = nb_set_requires_grad(FROM(NB_SHAPE(1, 1, 3, 3), 1, 2, 3, 4, 9, 5, 6, 7, 8), true);
+    nb_tensor *g = nb_set_requires_grad(FROM(NB_SHAPE(1, 1, 2, 2), 1, 2, 3, 4), true);
+    nb_tensor *gx = pool_input_grad(&g, x);
+    EXPECT_SHAPE(gx, 1, 1, 3, 3);
+    EXPECT_VALUES(gx, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0);
+    nb_tensor *big = nb_set_requires_grad(
+        nb_mul_scalar(nb_reshape(nb_arange(0, 2 * 3 * 6 * 5, 1), NB_SHAPE(2, 3, 6, 5)), 0.5f), true);
+    nb_tensor *gb = nb_test_leaf(-1, 1, NB_SHAPE(2, 3, 5, 4));
+    nb_test_gradcheck(pool_input_grad, big, 1, &gb, true);
+    nb_tensor *out, *tangent, *v = FROM(NB_SHAPE(1, 1, 2, 2), 1, -1, 0.5f, 2);
+    cr_assert_eq(nb_jvp(pool_input_grad_jvp, x, 1, &g, &v, 1, &out, &tangent), 0, "%s", nb_error());
+    EXPECT_VALUES(out, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0);
+    EXPECT_VALUES(tangent, 0, 0, 0, 0, 0, 2.5f, 0, 0, 0, 0);
+}
+
 Test(conv, pytorch_avg_pool_counts_padding) {
     /* F.avg_pool2d(PX(1,1,5,5), 3, 2, 1): the corner windows hold 4 real
      * pixels but divide by 9 */
