@@ -28,18 +28,23 @@
  *   conv2d:           y_n = W · col(x_n)                  [O/G, oH·oW]
  *   conv_transpose2d: z_n = col2im(Wᵀ · u_n)              (col2im adds back)
  *   weight_grad:      dW  = sum_n g_n · col(x_n)ᵀ         [O/G, C/G·kh·kw]
- * A 1x1 kernel with stride 1 and no padding needs no col: x_n is col.
+ * A 1x1 kernel with stride 1 and no padding needs no col: x_n is col. The
+ * forward and the weight gradient never write col out: the GEMM's packers
+ * read its entries from a zero-padded copy of the image while filling the
+ * kernel's panels (implicit im2col). Only conv_transpose2d builds col, to
+ * add it back onto the image.
  * Images are independent, so the two first are spread over the thread pool
  * by image. The weight gradient sums over images: the batch is cut into a
- * number of chunks that depends on the shape alone, each chunk sums its
- * images into a partial in image order, and the partials are added in chunk
- * order, so any thread count gives the same bits.
+ * number of chunks that depends on the shape alone, each chunk is one
+ * product whose depth runs over the positions of all its images, and the
+ * partials are added in chunk order, so any thread count gives the same
+ * bits.
  *
  * Pooling. max_pool2d saves, for each output, the flat index (iy·W + ix) of
  * the selected input in its plane (the first on ties; a NaN is taken, the
  * last one if several, as PyTorch does);
- * its backward scatters g there with scatter_add, whose own gradient is
- * gather. avg_pool2d (padding counted in the divisor, PyTorch's default) is
+ * its backward adds g there (the max_pool2d_grad op), whose own gradient is
+ * a gather. avg_pool2d (padding counted in the divisor, PyTorch's default) is
  * a convolution of each plane with a constant kh x kw kernel of 1/(kh·kw),
  * and adaptive_avg_pool2d a mean or an avg_pool2d, so they need no backward
  * of their own.
