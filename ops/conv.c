@@ -263,17 +263,39 @@ static void pack_col_positions(const void *ctx, int64_t q0, int64_t len, int64_t
 
 /* Calls run(s, n, pos0, pos1, d) for the pieces, one per image, of the depth
  * range [p0, p0 + kc) over positions of images n0, n0+1, ...; d counts from 0. */
-#define FOR_IMAGE_RUNS(s, p0, kc, BODY)                                                          \
+#define FOR_IMAGE_RUNS(s, p0, kc, ...)                                                           \
     for (int64_t d_ = 0; d_ < (kc);) {                                                           \
         int64_t n = (s)->n0 + ((p0) + d_) / (s)->g->ohw, pos0 = ((p0) + d_) % (s)->g->ohw;        \
         int64_t pos1 = (s)->g->ohw - pos0 < (kc) - d_ ? (s)->g->ohw : pos0 + (kc) - d_;           \
         int64_t d = d_;                                                                           \
-        BODY;                                                                                     \
+        __VA_ARGS__;                                                                              \
         d_ += pos1 - pos0;                                                                        \
     }
 
+/* Both packers of the weight gradient transpose: their sources run along
+ * the depth (positions), a panel along its width. gather4 moves four
+ * sources at once, a 4x4 block per step (a transpose in SSE registers):
+ * dst[e·width + k] = src[k][e] for k < 4, e < n. */
+static void gather4(const float *const src[4], int64_t n, float *dst, int64_t width) {
+    int64_t e = 0;
+#if defined(__SSE2__)
+    for (; e + 4 <= n; e += 4) {
+        __m128 r0 = _mm_loadu_ps(src[0] + e), r1 = _mm_loadu_ps(src[1] + e);
+        __m128 r2 = _mm_loadu_ps(src[2] + e), r3 = _mm_loadu_ps(src[3] + e);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(dst + e * width, r0);
+        _mm_storeu_ps(dst + (e + 1) * width, r1);
+        _mm_storeu_ps(dst + (e + 2) * width, r2);
+        _mm_storeu_ps(dst + (e + 3) * width, r3);
+    }
+#endif
+    for (; e < n; e++)
+        for (int k = 0; k < 4; k++) dst[e * width + k] = src[k][e];
+}
+
 /* The col matrices of images n0.. stacked along positions, transposed:
- * outer index a tap, depth an (image, position) pair. */
+ * outer index a tap, depth an (image, position) pair. Taps go four at a
+ * time along each output row when the stride is 1. */
 static void pack_col_taps(const void *ctx, int64_t t0, int64_t len, int64_t p0, int64_t kc,
                           int width, float *dst) {
     const conv_src *s = ctx;
@@ -281,40 +303,60 @@ static void pack_col_taps(const void *ctx, int64_t t0, int64_t len, int64_t p0, 
     int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw, plane = g->cg * hp * wp;
     for (int64_t c0 = 0; c0 < len; c0 += width, dst += width * kc) {
         int64_t w = len - c0 < width ? len - c0 : width;
-        for (int64_t t = 0; t < w; t++) {
-            int64_t tap = t0 + c0 + t, j = tap % g->kw, i = tap / g->kw % g->kh;
-            int64_t at = (tap / (g->kw * g->kh) * hp + i * g->dh) * wp + j * g->dw;
+        for (int64_t t = 0; t < w;) {
+            int group = g->sw == 1 && w - t >= 4 ? 4 : 1;
+            int64_t at[4];
+            for (int k = 0; k < group; k++) {
+                int64_t tap = t0 + c0 + t + k, j = tap % g->kw, i = tap / g->kw % g->kh;
+                at[k] = (tap / (g->kw * g->kh) * hp + i * g->dh) * wp + j * g->dw;
+            }
             FOR_IMAGE_RUNS(s, p0, kc, {
-                const float *xt = s->xpad + (n - s->n0) * plane + at;
+                const float *xn = s->xpad + (n - s->n0) * plane;
                 float *col = dst + d * width + t;
                 for (int64_t pos = pos0, oy = pos0 / g->ow, ox = pos0 % g->ow; pos < pos1;
                      oy++, ox = 0) {
                     int64_t run = g->ow - ox < pos1 - pos ? g->ow - ox : pos1 - pos;
-                    const float *src = xt + oy * g->sh * wp + ox * g->sw;
+                    int64_t off = oy * g->sh * wp + ox * g->sw;
                     float *out = col + (pos - pos0) * width;
-                    for (int64_t e = 0; e < run; e++) out[e * width] = src[e * g->sw];
+                    if (group == 4) {
+                        const float *src[4] = {xn + at[0] + off, xn + at[1] + off,
+                                               xn + at[2] + off, xn + at[3] + off};
+                        gather4(src, run, out, width);
+                    } else {
+                        const float *src = xn + at[0] + off;
+                        for (int64_t e = 0; e < run; e++) out[e * width] = src[e * g->sw];
+                    }
                     pos += run;
                 }
             })
+            t += group;
         }
         for (int64_t t = w; t < width; t++) fill_zero(dst + t, kc, width);
     }
 }
 
 /* The column side u of images n0.. (this group's O/G channels): outer index
- * a channel, depth an (image, position) pair. */
+ * a channel, depth an (image, position) pair; four channels at a time. */
 static void pack_u_channels(const void *ctx, int64_t o0, int64_t len, int64_t p0, int64_t kc,
                             int width, float *dst) {
     const conv_src *s = ctx;
     const geom *g = s->g;
     for (int64_t c = 0; c < len; c += width, dst += width * kc) {
         int64_t w = len - c < width ? len - c : width;
-        for (int64_t t = 0; t < w; t++)
+        for (int64_t t = 0; t < w;) {
+            int group = w - t >= 4 ? 4 : 1;
             FOR_IMAGE_RUNS(s, p0, kc, {
-                const float *src = s->u + (n * g->o + s->gr * g->og + o0 + c + t) * g->ohw;
-                for (int64_t pos = pos0; pos < pos1; pos++)
-                    dst[(d + pos - pos0) * width + t] = src[pos];
+                const float *src = s->u + (n * g->o + s->gr * g->og + o0 + c + t) * g->ohw + pos0;
+                float *out = dst + d * width + t;
+                if (group == 4) {
+                    const float *rows[4] = {src, src + g->ohw, src + 2 * g->ohw, src + 3 * g->ohw};
+                    gather4(rows, pos1 - pos0, out, width);
+                } else {
+                    for (int64_t e = 0; e < pos1 - pos0; e++) out[e * width] = src[e];
+                }
             })
+            t += group;
+        }
         for (int64_t t = w; t < width; t++) fill_zero(dst + t, kc, width);
     }
 }
