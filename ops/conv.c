@@ -367,6 +367,8 @@ typedef struct conv_job {
     geom g;
     const float *x, *w, *u, *bias; /* x image side, u column side */
     float *out;
+    const float *wpack; /* conv2d, conv_transpose2d: each group's op(W), packed */
+    int64_t wpack_size;  /* floats per group */
     float *part;     /* weight_grad: one [O, C/G·kh·kw] partial per chunk */
     int64_t nchunk;  /* weight_grad: chunks of the batch */
     bool transposed; /* weight_grad: partials are [G][C/G·kh·kw][O/G] */
@@ -405,8 +407,9 @@ static void conv2d_images(void *ctx, int64_t begin, int64_t end) {
                 continue;
             }
             pad_image(g, xg, xpad);
-            if (!nb_gemm_packed(false, false, g->og, g->ohw, g->k, wg, g->k, NULL, NULL, NULL, 0,
-                                pack_col_positions, &src, 0.0f, yg, g->ohw)) {
+            nb_gemm_prepacked pre = {j->wpack + gr * j->wpack_size, g->k};
+            if (!nb_gemm_packed(false, false, g->og, g->ohw, g->k, NULL, 0, nb_gemm_pack_prepacked,
+                                &pre, NULL, 0, pack_col_positions, &src, 0.0f, yg, g->ohw)) {
                 atomic_store(&j->failed, true);
                 break;
             }
@@ -429,9 +432,13 @@ static void conv_transpose2d_images(void *ctx, int64_t begin, int64_t end) {
         if (col) memset(z, 0, sizeof(float) * (size_t)(g->c * g->hw));
         for (int64_t gr = 0; gr < g->groups; gr++) {
             float *zg = z + gr * g->cg * g->hw;
-            nb_gemm(true, false, g->k, g->ohw, g->og, j->w + gr * g->og * g->k, g->k,
-                    j->u + (n * g->o + gr * g->og) * g->ohw, g->ohw, 0.0f, col ? col : zg,
-                    g->ohw);
+            const float *ug = j->u + (n * g->o + gr * g->og) * g->ohw;
+            nb_gemm_prepacked pre = {j->wpack + gr * j->wpack_size, g->og};
+            if (!nb_gemm_packed(true, false, g->k, g->ohw, g->og, NULL, 0, nb_gemm_pack_prepacked,
+                                &pre, ug, g->ohw, NULL, NULL, 0.0f, col ? col : zg, g->ohw)) {
+                atomic_store(&j->failed, true);
+                break;
+            }
             if (col) col2im(g, col, zg);
         }
         if (j->bias)
@@ -479,6 +486,21 @@ static void weight_grad_chunks(void *ctx, int64_t begin, int64_t end) {
         }
     }
     nb_free(xpad);
+}
+
+/* Packs each group's op(W) once for all the images' products: W_g [O/G,
+ * C/G·kh·kw] for conv2d, its transpose for conv_transpose2d. False when
+ * out of memory. */
+static bool prepack_weights(conv_job *j, bool trans) {
+    const geom *g = &j->g;
+    int64_t m = trans ? g->k : g->og, k = trans ? g->og : g->k;
+    j->wpack_size = nb_gemm_prepacked_size(m, k);
+    float *pack = nb_malloc(sizeof(float) * (size_t)(g->groups * j->wpack_size + 1));
+    if (!pack) return false;
+    for (int64_t gr = 0; gr < g->groups; gr++)
+        nb_gemm_prepack_a(trans, j->w + gr * g->og * g->k, g->k, m, k, pack + gr * j->wpack_size);
+    j->wpack = pack;
+    return true;
 }
 
 /* Items (images or chunks) each costing `work` multiply-adds. Below
@@ -587,7 +609,9 @@ nb_tensor *nb_conv2d(nb_tensor *x, nb_tensor *w, nb_tensor *b, const nb_conv2d_o
     if (!y) return NULL;
     j.out = nb_data_mut(y);
     if (nb_numel(y) > 0) {
+        if (!prepack_weights(&j, false)) return failed(who, y);
         run_items(&j, j.g.n, j.g.o * j.g.ohw * j.g.k, conv2d_images);
+        nb_free((float *)j.wpack);
         if (atomic_load(&j.failed)) return failed(who, y);
     }
     nb_tensor *in[3] = {x, w, b};
@@ -671,7 +695,9 @@ nb_tensor *nb_conv_transpose2d(nb_tensor *x, nb_tensor *w, nb_tensor *b,
                   .out = nb_data_mut(z)};
     fill_geom(&j.g, z, ws[0], ws[2], ws[3], &a);
     if (nb_numel(z) > 0) {
+        if (!prepack_weights(&j, true)) return failed(who, z);
         run_items(&j, j.g.n, j.g.o * j.g.ohw * j.g.k, conv_transpose2d_images);
+        nb_free((float *)j.wpack);
         if (atomic_load(&j.failed)) return failed(who, z);
     }
     nb_tensor *in[3] = {x, w, b};

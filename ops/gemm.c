@@ -49,6 +49,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(NB_GEMM_PORTABLE)
 #define NB_GEMM_X86 1
@@ -759,6 +760,29 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
                 ci[j] += dot(ai, a_k, b + j * b_n, b_k, k);
         }
     }
+}
+
+/* Panel r (rows [r·mr, r·mr + mr)) holds all k columns, k-major, at
+ * r·mr·k: a request for depth [p0, p0 + kc) is one contiguous piece of it. */
+int64_t nb_gemm_prepacked_size(int64_t m, int64_t k) {
+    pthread_once(&arch_once, choose_arch);
+    return div_up(m, arch->mr) * arch->mr * k;
+}
+
+void nb_gemm_prepack_a(bool trans_a, const float *a, int64_t lda, int64_t m, int64_t k,
+                       float *dst) {
+    pthread_once(&arch_once, choose_arch);
+    int mr = arch->mr;
+    for (int64_t r = 0; r < m; r += mr)
+        pack_a(trans_a, a, lda, r, m - r < mr ? m - r : mr, 0, k, mr, dst + r * k);
+}
+
+void nb_gemm_pack_prepacked(const void *ctx, int64_t outer0, int64_t len, int64_t p0,
+                            int64_t kc, int width, float *dst) {
+    const nb_gemm_prepacked *pre = ctx;
+    for (int64_t r = 0; r < len; r += width, dst += width * kc)
+        memcpy(dst, pre->data + (outer0 + r) * pre->k + p0 * width,
+               sizeof(float) * (size_t)(kc * width));
 }
 
 bool nb_gemm_packed(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,

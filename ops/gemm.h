@@ -45,4 +45,21 @@ bool nb_gemm_packed(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     const float *b, int64_t ldb, nb_gemm_pack_fn pack_b, const void *b_ctx,
                     float beta, float *c, int64_t ldc);
 
+/* op(A) packed once, whole, for many products with the same A (a
+ * convolution's weights against every image): nb_gemm_prepacked_size
+ * floats, filled by nb_gemm_prepack_a, then given to nb_gemm_packed as
+ * pack_a = nb_gemm_pack_prepacked with a_ctx pointing to an
+ * nb_gemm_prepacked; each product then copies whole panels instead of
+ * gathering them from A. */
+typedef struct nb_gemm_prepacked {
+    const float *data;
+    int64_t k;
+} nb_gemm_prepacked;
+
+int64_t nb_gemm_prepacked_size(int64_t m, int64_t k);
+void nb_gemm_prepack_a(bool trans_a, const float *a, int64_t lda, int64_t m, int64_t k,
+                       float *dst);
+void nb_gemm_pack_prepacked(const void *ctx, int64_t outer0, int64_t len, int64_t p0,
+                            int64_t kc, int width, float *dst);
+
 #endif
