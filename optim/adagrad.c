@@ -17,19 +17,24 @@
 
 enum { SUM };
 
-static void adagrad_update(nb_optimizer *o, int i, float *restrict p,
-                           const float *restrict g, int64_t n, int64_t step) {
-    const nb_adagrad_opts *op = &o->opts.adagrad;
-    const float clr = (float)((double)o->lr / (1.0 + (double)(step - 1) * (double)op->lr_decay));
-    const float eps = op->eps, wd = op->weight_decay;
-    float *restrict s = nb__optim_state(o, i, SUM); /* its own array: the loop vectorises */
-    const bool inside = op->eps_inside_sqrt;
+NB_VECTOR_CLONES
+static void adagrad_loop(float *restrict p, const float *restrict g, float *restrict s, int64_t n,
+                         float clr, float eps, float wd, bool inside) {
     for (int64_t j = 0; j < n; j++) {
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float sj = s[j] + d * d;
         s[j] = sj;
         p[j] -= inside ? clr * d / sqrtf(sj + eps) : clr * d / (sqrtf(sj) + eps);
     }
+}
+
+static void adagrad_update(nb_optimizer *o, int i, float *restrict p,
+                           const float *restrict g, int64_t n, int64_t step) {
+    const nb_adagrad_opts *op = &o->opts.adagrad;
+    const float clr = (float)((double)o->lr / (1.0 + (double)(step - 1) * (double)op->lr_decay));
+    /* the sum is an array of its own: the loop vectorises */
+    adagrad_loop(p, g, nb__optim_state(o, i, SUM), n, clr, op->eps, op->weight_decay,
+                 op->eps_inside_sqrt);
 }
 
 static const nb_optim_kind adagrad_kind = {"adagrad", 1, {"sum"}, adagrad_update};

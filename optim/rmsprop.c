@@ -26,6 +26,7 @@ enum { SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG };
 /* The common case, plain RMSprop (not centered, no momentum), as one loop
  * over distinct arrays that the compiler vectorises; the same arithmetic, in
  * the same order, as the general loop below, so the same bits. */
+NB_VECTOR_CLONES
 static void rmsprop_plain(float *restrict p, const float *restrict g, float *restrict v, int64_t n,
                           float lr, float alpha, float eps, float wd, bool inside) {
     for (int64_t j = 0; j < n; j++) {
