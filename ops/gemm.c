@@ -51,6 +51,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(NB_GEMM_PORTABLE)
 #define NB_GEMM_X86 1
 #include <immintrin.h>
@@ -414,6 +418,28 @@ static void buf_put(nb_pack_buf *buf) {
  * at p*nr + j. The last panel is padded with zeros, which add nothing to the
  * valid part of a tile. */
 
+/* Packing op(A) untransposed, or op(B) transposed, transposes: each source
+ * row becomes a column of the panel. Four rows at a time go through a 4x4
+ * transpose in SSE registers (baseline x86-64): dst[p·width + k] =
+ * src[k][p] for k < 4, p < kc. */
+static void transpose4(const float *const src[4], int64_t kc, float *dst, int64_t width) {
+    int64_t p = 0;
+#if defined(__SSE2__)
+    for (; p + 4 <= kc; p += 4) {
+        __m128 r0 = _mm_loadu_ps(src[0] + p), r1 = _mm_loadu_ps(src[1] + p);
+        __m128 r2 = _mm_loadu_ps(src[2] + p), r3 = _mm_loadu_ps(src[3] + p);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(dst + p * width, r0);
+        _mm_storeu_ps(dst + (p + 1) * width, r1);
+        _mm_storeu_ps(dst + (p + 2) * width, r2);
+        _mm_storeu_ps(dst + (p + 3) * width, r3);
+    }
+#endif
+    for (; p < kc; p++)
+        for (int k = 0; k < 4; k++)
+            dst[p * width + k] = src[k][p];
+}
+
 static void pack_a(bool trans, const float *a, int64_t lda, int64_t i0,
                    int64_t rows, int64_t p0, int64_t kc, int mr,
                    float *restrict dst) {
@@ -429,7 +455,13 @@ static void pack_a(bool trans, const float *a, int64_t lda, int64_t i0,
                     d[i] = 0.0f;
             }
         } else {
-            for (int64_t i = 0; i < h; i++) {
+            int64_t i = 0;
+            for (; i + 4 <= h; i += 4) {
+                const float *src = a + (i0 + r + i) * lda + p0;
+                const float *rows[4] = {src, src + lda, src + 2 * lda, src + 3 * lda};
+                transpose4(rows, kc, dst + i, mr);
+            }
+            for (; i < h; i++) {
                 const float *src = a + (i0 + r + i) * lda + p0;
                 for (int64_t p = 0; p < kc; p++)
                     dst[p * mr + i] = src[p];
@@ -447,7 +479,13 @@ static void pack_b(bool trans, const float *b, int64_t ldb, int64_t p0,
     for (int64_t c = 0; c < cols; c += nr, dst += nr * kc) {
         int64_t w = cols - c < nr ? cols - c : nr;
         if (trans) {
-            for (int64_t j = 0; j < w; j++) {
+            int64_t j = 0;
+            for (; j + 4 <= w; j += 4) {
+                const float *src = b + (j0 + c + j) * ldb + p0;
+                const float *rows[4] = {src, src + ldb, src + 2 * ldb, src + 3 * ldb};
+                transpose4(rows, kc, dst + j, nr);
+            }
+            for (; j < w; j++) {
                 const float *src = b + (j0 + c + j) * ldb + p0;
                 for (int64_t p = 0; p < kc; p++)
                     dst[p * nr + j] = src[p];
