@@ -82,20 +82,42 @@ static void relu_grad_backward(nb_tensor *node, nb_tensor *u, nb_tensor **gx) {
 }
 static const nb_op relu_grad_op = {"relu_grad", relu_grad_backward, nb_symmetric_jvp};
 
+/* relu and relu_grad are one pass over memory each; on large tensors (a
+ * convolution's output) the pass is split over the pool in ranges of
+ * RELU_GRAIN elements. Elementwise, so any split gives the same bits. */
+#define RELU_GRAIN 32768
+
+typedef struct relu_job {
+    const float *x, *g; /* relu: x; relu_grad: y and g */
+    float *out;
+} relu_job;
+
+static void relu_items(void *ctx, int64_t begin, int64_t end) {
+    const relu_job *j = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        float v = j->x[i];
+        j->out[i] = v <= 0 ? 0.0f : v;
+    }
+}
+
+static void relu_grad_items(void *ctx, int64_t begin, int64_t end) {
+    const relu_job *j = ctx;
+    /* a bit mask rather than a branch: signs at random would mispredict it
+     * half the time, and the mask vectorises */
+    for (int64_t i = begin; i < end; i++) {
+        uint32_t bits, keep = -(uint32_t)!(j->x[i] <= 0);
+        memcpy(&bits, j->g + i, 4);
+        bits &= keep;
+        memcpy(j->out + i, &bits, 4);
+    }
+}
+
 static nb_tensor *relu_grad(nb_tensor *y, nb_tensor *g) {
     if (!y || !g) return NULL;
     nb_tensor *out = nb_empty_like(g);
     if (!out) return NULL;
-    const float *py = nb_data(y), *pg = nb_data(g);
-    float *po = nb_data_mut(out);
-    /* a bit mask rather than a branch: signs at random would mispredict it
-     * half the time, and the mask vectorises */
-    for (int64_t i = 0, n = nb_numel(g); i < n; i++) {
-        uint32_t bits, keep = -(uint32_t)!(py[i] <= 0);
-        memcpy(&bits, pg + i, 4);
-        bits &= keep;
-        memcpy(po + i, &bits, 4);
-    }
+    relu_job job = {nb_data(y), nb_data(g), nb_data_mut(out)};
+    nb_parallel_for(nb_numel(g), RELU_GRAIN, relu_grad_items, &job);
     out = nb_record(out, &relu_grad_op, 1, &g);
     nb_save(out, y);
     return out;
@@ -108,7 +130,10 @@ static const nb_op relu_op = {"relu", relu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_relu(nb_tensor *x) {
     if (!x) return NULL;
-    NB_UNARY_FORWARD(x, y, v <= 0 ? 0.0f : v);
+    nb_tensor *y = nb_empty_like(x);
+    if (!y) return NULL;
+    relu_job job = {nb_data(x), NULL, nb_data_mut(y)};
+    nb_parallel_for(nb_numel(x), RELU_GRAIN, relu_items, &job);
     y = nb_record(y, &relu_op, 1, &x);
     nb_save(y, y);
     return y;
