@@ -273,25 +273,8 @@ static void pack_col_positions(const void *ctx, int64_t q0, int64_t len, int64_t
     }
 
 /* Both packers of the weight gradient transpose: their sources run along
- * the depth (positions), a panel along its width. gather4 moves four
- * sources at once, a 4x4 block per step (a transpose in SSE registers):
- * dst[e·width + k] = src[k][e] for k < 4, e < n. */
-static void gather4(const float *const src[4], int64_t n, float *dst, int64_t width) {
-    int64_t e = 0;
-#if defined(__SSE2__)
-    for (; e + 4 <= n; e += 4) {
-        __m128 r0 = _mm_loadu_ps(src[0] + e), r1 = _mm_loadu_ps(src[1] + e);
-        __m128 r2 = _mm_loadu_ps(src[2] + e), r3 = _mm_loadu_ps(src[3] + e);
-        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-        _mm_storeu_ps(dst + e * width, r0);
-        _mm_storeu_ps(dst + (e + 1) * width, r1);
-        _mm_storeu_ps(dst + (e + 2) * width, r2);
-        _mm_storeu_ps(dst + (e + 3) * width, r3);
-    }
-#endif
-    for (; e < n; e++)
-        for (int k = 0; k < 4; k++) dst[e * width + k] = src[k][e];
-}
+ * the depth (positions), a panel along its width; nb_gemm_transpose4 moves
+ * four sources at a time. */
 
 /* The col matrices of images n0.. stacked along positions, transposed:
  * outer index a tap, depth an (image, position) pair. Taps go four at a
@@ -321,7 +304,7 @@ static void pack_col_taps(const void *ctx, int64_t t0, int64_t len, int64_t p0, 
                     if (group == 4) {
                         const float *src[4] = {xn + at[0] + off, xn + at[1] + off,
                                                xn + at[2] + off, xn + at[3] + off};
-                        gather4(src, run, out, width);
+                        nb_gemm_transpose4(src, run, out, width);
                     } else {
                         const float *src = xn + at[0] + off;
                         for (int64_t e = 0; e < run; e++) out[e * width] = src[e * g->sw];
@@ -350,7 +333,7 @@ static void pack_u_channels(const void *ctx, int64_t o0, int64_t len, int64_t p0
                 float *out = dst + d * width + t;
                 if (group == 4) {
                     const float *rows[4] = {src, src + g->ohw, src + 2 * g->ohw, src + 3 * g->ohw};
-                    gather4(rows, pos1 - pos0, out, width);
+                    nb_gemm_transpose4(rows, pos1 - pos0, out, width);
                 } else {
                     for (int64_t e = 0; e < pos1 - pos0; e++) out[e * width] = src[e];
                 }

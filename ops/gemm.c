@@ -420,9 +420,8 @@ static void buf_put(nb_pack_buf *buf) {
 
 /* Packing op(A) untransposed, or op(B) transposed, transposes: each source
  * row becomes a column of the panel. Four rows at a time go through a 4x4
- * transpose in SSE registers (baseline x86-64): dst[p·width + k] =
- * src[k][p] for k < 4, p < kc. */
-static void transpose4(const float *const src[4], int64_t kc, float *dst, int64_t width) {
+ * transpose in SSE registers (baseline x86-64). */
+void nb_gemm_transpose4(const float *const src[4], int64_t kc, float *dst, int64_t width) {
     int64_t p = 0;
 #if defined(__SSE2__)
     for (; p + 4 <= kc; p += 4) {
@@ -459,7 +458,7 @@ static void pack_a(bool trans, const float *a, int64_t lda, int64_t i0,
             for (; i + 4 <= h; i += 4) {
                 const float *src = a + (i0 + r + i) * lda + p0;
                 const float *rows[4] = {src, src + lda, src + 2 * lda, src + 3 * lda};
-                transpose4(rows, kc, dst + i, mr);
+                nb_gemm_transpose4(rows, kc, dst + i, mr);
             }
             for (; i < h; i++) {
                 const float *src = a + (i0 + r + i) * lda + p0;
@@ -483,7 +482,7 @@ static void pack_b(bool trans, const float *b, int64_t ldb, int64_t p0,
             for (; j + 4 <= w; j += 4) {
                 const float *src = b + (j0 + c + j) * ldb + p0;
                 const float *rows[4] = {src, src + ldb, src + 2 * ldb, src + 3 * ldb};
-                transpose4(rows, kc, dst + j, nr);
+                nb_gemm_transpose4(rows, kc, dst + j, nr);
             }
             for (; j < w; j++) {
                 const float *src = b + (j0 + c + j) * ldb + p0;

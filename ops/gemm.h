@@ -32,6 +32,11 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
  * panel after panel, each stored depth-major: element (outer0 + q·width + o,
  * p0 + p) of panel q at dst[q·width·kc + p·width + o]. The last panel is
  * padded with zeros. It may run on any thread of the pool, several at once. */
+/* A packer's usual step when its source runs along the depth: four source
+ * rows become four columns of a panel, dst[p·width + k] = src[k][p] for
+ * k < 4, p < n. */
+void nb_gemm_transpose4(const float *const src[4], int64_t n, float *dst, int64_t width);
+
 typedef void (*nb_gemm_pack_fn)(const void *ctx, int64_t outer0, int64_t len, int64_t p0,
                                 int64_t kc, int width, float *dst);
 
