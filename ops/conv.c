@@ -149,12 +149,12 @@ static bool is_direct(const geom *g) {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
 }
 
-/* ---- im2col and col2im ----------------------------------------------------------
+/* ---- the col matrix ------------------------------------------------------------------
  * x [C/G, H, W] (one group of one image) <-> col [C/G·kh·kw, oH·oW]:
  *   col[(c·kh + i)·kw + j][oy·oW + ox] = x[c][oy·sh - ph + i·dh][ox·sw - pw + j·dw]
- * (0 outside x). For each tap the valid output columns form one range
- * [lo, hi), so a row is zeros, a strided copy, zeros. col2im is the adjoint:
- * it adds every col entry back onto its pixel, in the same order. */
+ * (0 outside x). col2im is the adjoint of that gather: it adds every col
+ * entry back onto its pixel, row by row; for each tap the valid output
+ * columns of a row form one range [lo, hi). */
 
 static void tap_range(int64_t out, int64_t in, int64_t s, int64_t off, int64_t *lo, int64_t *hi) {
     /* ox valid when 0 <= ox·s + off < in */
