@@ -69,6 +69,9 @@ enum { NB_STORE, NB_ADD, NB_SCALE };
 /* Products with m·n·k at or below this skip packing: call overhead is all
  * there is to save. */
 #define NB_GEMM_TINY ((int64_t)256)
+/* Operands with rows of at most this many floats are read in place where
+ * their layout allows (gemm_blocked). */
+#define NB_DIRECT_LD ((int64_t)256)
 /* Products with m·n·k at or above this are spread over the thread pool; below
  * it, waking workers costs more than it saves. */
 #define NB_GEMM_PARALLEL ((int64_t)96 * 96 * 96)
@@ -76,12 +79,12 @@ enum { NB_STORE, NB_ADD, NB_SCALE };
 /* Bounds over all kernels, for the stack scratch tile and panel. */
 enum { NB_MR_MAX = 16, NB_NR_MAX = 32, NB_KC_MAX = 256 };
 
-typedef void (*nb_kernel_fn)(int64_t kc, const float *restrict a,
-                             const float *restrict b, float *restrict c,
+typedef void (*nb_kernel_fn)(int64_t kc, const float *restrict a, int64_t as,
+                             const float *restrict b, int64_t bs, float *restrict c,
                              int64_t ldc, int mode, float beta);
 /* The same for the valid h x w corner of an edge tile. */
-typedef void (*nb_edge_fn)(int64_t kc, const float *restrict a,
-                           const float *restrict b, float *restrict c,
+typedef void (*nb_edge_fn)(int64_t kc, const float *restrict a, int64_t as,
+                           const float *restrict b, int64_t bs, float *restrict c,
                            int64_t ldc, int mode, float beta, int64_t h,
                            int64_t w);
 
@@ -104,8 +107,8 @@ typedef struct nb_gemm_arch {
 #define P_MR 4
 #define P_NR 16
 
-static void kernel_portable(int64_t kc, const float *restrict a,
-                            const float *restrict b, float *restrict c,
+static void kernel_portable(int64_t kc, const float *restrict a, int64_t as,
+                            const float *restrict b, int64_t bs, float *restrict c,
                             int64_t ldc, int mode, float beta) {
     /* Flat arrays and a local copy of the B row: written this way both GCC
      * and Clang keep the tile in registers and vectorise along j; the
@@ -116,9 +119,9 @@ static void kernel_portable(int64_t kc, const float *restrict a,
     for (int64_t p = 0; p < kc; p++) {
         float bv[P_NR];
         for (int j = 0; j < P_NR; j++)
-            bv[j] = b[p * P_NR + j];
+            bv[j] = b[p * bs + j];
         for (int i = 0; i < P_MR; i++) {
-            float ai = a[p * P_MR + i];
+            float ai = a[p * as + i];
             for (int j = 0; j < P_NR; j++)
                 acc[i * P_NR + j] += ai * bv[j];
         }
@@ -176,11 +179,11 @@ static void kernel_portable(int64_t kc, const float *restrict a,
     _mm256_storeu_ps(c + i * ldc + 8, c##i##b);
 
 __attribute__((target("avx2,fma")))
-static void kernel_avx2(int64_t kc, const float *restrict a,
-                        const float *restrict b, float *restrict c,
+static void kernel_avx2(int64_t kc, const float *restrict a, int64_t as,
+                        const float *restrict b, int64_t bs, float *restrict c,
                         int64_t ldc, int mode, float beta) {
     X2_ROWS(X2_DECL)
-    for (int64_t p = 0; p < kc; p++, a += X2_MR, b += X2_NR) {
+    for (int64_t p = 0; p < kc; p++, a += as, b += bs) {
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         X2_ROWS(X2_STEP)
     }
@@ -218,11 +221,11 @@ static void kernel_avx2(int64_t kc, const float *restrict a,
     _mm512_storeu_ps(c + i * ldc + 16, c##i##b);
 
 __attribute__((target("avx512f")))
-static void kernel_avx512(int64_t kc, const float *restrict a,
-                          const float *restrict b, float *restrict c,
+static void kernel_avx512(int64_t kc, const float *restrict a, int64_t as,
+                          const float *restrict b, int64_t bs, float *restrict c,
                           int64_t ldc, int mode, float beta) {
     X5_ROWS(X5_DECL)
-    for (int64_t p = 0; p < kc; p++, a += X5_MR, b += X5_NR) {
+    for (int64_t p = 0; p < kc; p++, a += as, b += bs) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         X5_ROWS(X5_STEP)
     }
@@ -265,12 +268,13 @@ static void kernel_avx512(int64_t kc, const float *restrict a,
 
 #define X5_EDGE_KERNEL(name, ROWS, COLS)                                          \
     __attribute__((target("avx512f")))                                           \
-    static void name(int64_t kc, const float *restrict a, const float *restrict b, \
-                     float *restrict c, int64_t ldc, int mode, float beta, int64_t h, \
+    static void name(int64_t kc, const float *restrict a, int64_t as,           \
+                     const float *restrict b, int64_t bs, float *restrict c,     \
+                     int64_t ldc, int mode, float beta, int64_t h,               \
                      __mmask16 ma, __mmask16 mb) {                               \
         (void)mb;                                                                \
         ROWS(X5_DECL##COLS)                                                      \
-        for (int64_t p = 0; p < kc; p++, a += X5_MR, b += X5_NR) {               \
+        for (int64_t p = 0; p < kc; p++, a += as, b += bs) {                     \
             X5_LOAD##COLS                                                        \
             ROWS(X5_STEP##COLS)                                                  \
         }                                                                        \
@@ -290,25 +294,25 @@ X5_EDGE_KERNEL(edge_avx512_12x32, X5_ROWS, 2)
 /* The valid h x w corner (1 <= h <= 12, 1 <= w <= 32) of a tile whose
  * packed panels have the full kernel's strides. */
 __attribute__((target("avx512f")))
-static void edge_avx512(int64_t kc, const float *restrict a, const float *restrict b,
-                        float *restrict c, int64_t ldc, int mode, float beta,
-                        int64_t h, int64_t w) {
+static void edge_avx512(int64_t kc, const float *restrict a, int64_t as,
+                        const float *restrict b, int64_t bs, float *restrict c,
+                        int64_t ldc, int mode, float beta, int64_t h, int64_t w) {
     __mmask16 ma = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
     __mmask16 mb = (__mmask16)(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
     if (w <= 16) {
         if (h <= 4)
-            edge_avx512_4x16(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+            edge_avx512_4x16(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
         else if (h <= 8)
-            edge_avx512_8x16(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+            edge_avx512_8x16(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
         else
-            edge_avx512_12x16(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+            edge_avx512_12x16(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
     } else {
         if (h <= 4)
-            edge_avx512_4x32(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+            edge_avx512_4x32(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
         else if (h <= 8)
-            edge_avx512_8x32(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+            edge_avx512_8x32(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
         else
-            edge_avx512_12x32(kc, a, b, c, ldc, mode, beta, h, ma, mb);
+            edge_avx512_12x32(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
     }
 }
 #endif
@@ -519,6 +523,7 @@ typedef struct nb_gemm_job {
     int64_t jc, ncur, pc, kcur;
     int mode;
     nb_gemm_pack_fn pack_a_fn, pack_b_fn; /* NULL: pack a and b */
+    bool a_direct, b_direct; /* full panels read in place, not packed */
     const void *a_ctx, *b_ctx;
     float *bpack;
     float *apack;           /* set when the caller packs A on its stack */
@@ -555,18 +560,28 @@ static void macro_tile(const nb_gemm_job *job, const float *apack, int64_t i0,
     int64_t kc = job->kcur;
     _Alignas(64) float scratch[NB_MR_MAX * NB_NR_MAX];
     for (int64_t jr = 0; jr < cols; jr += nr) {
-        const float *bp = job->bpack + (j0 - job->jc + jr) * kc;
         int64_t w = cols - jr < nr ? cols - jr : nr;
+        const float *bp = job->bpack + (j0 - job->jc + jr) * kc;
+        int64_t bs = nr;
+        if (job->b_direct && w == nr) {
+            bp = job->b + job->pc * job->ldb + j0 + jr;
+            bs = job->ldb;
+        }
         for (int64_t ir = 0; ir < rows; ir += mr) {
-            const float *ap = apack + ir * kc;
             int64_t h = rows - ir < mr ? rows - ir : mr;
+            const float *ap = apack + ir * kc;
+            int64_t as = mr;
+            if (job->a_direct && h == mr) {
+                ap = job->a + job->pc * job->lda + i0 + ir;
+                as = job->lda;
+            }
             float *ct = job->c + (i0 + ir) * job->ldc + j0 + jr;
             if (h == mr && w == nr) {
-                ar->kernel(kc, ap, bp, ct, job->ldc, job->mode, job->beta);
+                ar->kernel(kc, ap, as, bp, bs, ct, job->ldc, job->mode, job->beta);
             } else if (ar->edge) {
-                ar->edge(kc, ap, bp, ct, job->ldc, job->mode, job->beta, h, w);
+                ar->edge(kc, ap, as, bp, bs, ct, job->ldc, job->mode, job->beta, h, w);
             } else {
-                ar->kernel(kc, ap, bp, scratch, nr, NB_STORE, 0.0f);
+                ar->kernel(kc, ap, as, bp, bs, scratch, nr, NB_STORE, 0.0f);
                 store_edge(scratch, nr, h, w, ct, job->ldc, job->mode, job->beta);
             }
         }
@@ -600,11 +615,13 @@ static void compute_items(void *ctx, int64_t begin, int64_t end) {
         for (int64_t sub = 0; sub < rows; sub += step) {
             int64_t h = rows - sub < step ? rows - sub : step;
             if (packed_row != i0 + sub) {
+                /* read in place: only a last, partial panel is packed */
+                int64_t skip = job->a_direct ? h / ar->mr * ar->mr : 0;
                 if (job->pack_a_fn)
                     job->pack_a_fn(job->a_ctx, i0 + sub, h, job->pc, job->kcur, ar->mr, apack);
-                else
-                    pack_a(job->trans_a, job->a, job->lda, i0 + sub, h, job->pc,
-                           job->kcur, ar->mr, apack);
+                else if (skip < h)
+                    pack_a(job->trans_a, job->a, job->lda, i0 + sub + skip, h - skip, job->pc,
+                           job->kcur, ar->mr, apack + skip * job->kcur);
                 packed_row = i0 + sub;
             }
             macro_tile(job, apack, i0 + sub, h, j0, cols);
@@ -617,6 +634,13 @@ static void compute_items(void *ctx, int64_t begin, int64_t end) {
 static void pack_b_items(void *ctx, int64_t begin, int64_t end) {
     const nb_gemm_job *job = ctx;
     int nr = job->arch->nr;
+    if (job->b_direct) { /* read in place: only a last, partial panel is packed */
+        int64_t full = job->ncur / nr;
+        if (begin < full)
+            begin = full;
+        if (begin >= end)
+            return;
+    }
     int64_t j0 = begin * nr;
     int64_t cols = end * nr < job->ncur ? end * nr - j0 : job->ncur - j0;
     if (job->pack_b_fn)
@@ -673,6 +697,15 @@ enum { NB_STACK_FLOATS = 8192 };
  * buffer could be had. */
 static bool gemm_blocked(nb_gemm_job *job, float *stack) {
     const nb_gemm_arch *ar = job->arch;
+    /* Where an operand's panel is already laid out as the kernel reads it
+     * (op(A) = Aᵀ: each depth step is mr consecutive floats of a row of A;
+     * op(B) = B: nr consecutive floats of a row of B), full panels are read
+     * in place at the matrix's stride instead of being copied first. The
+     * kernel does the same arithmetic either way. Only for short rows:
+     * with a long stride (512 floats and up) successive depth steps fall in
+     * the same few cache sets and evict each other, which packing avoids. */
+    job->a_direct = job->trans_a && !job->pack_a_fn && job->lda <= NB_DIRECT_LD;
+    job->b_direct = !job->trans_b && !job->pack_b_fn && job->ldb <= NB_DIRECT_LD;
     int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
     /* Depth blocks of equal size, at most the kernel's kc: k = 288 is two
      * blocks of 144, not 256 and a short 32 whose tile loads and stores
