@@ -109,6 +109,15 @@ nb_tensor *nb_permute(nb_tensor *x, const int *perm); /* perm has ndim entries *
  * Results are bitwise identical whatever the count. */
 void nb_set_num_threads(int n);
 int nb_get_num_threads(void);
+/* Denormal floats (below 1.2e-38 in magnitude) flushed to zero, in results
+ * and in inputs, by the calling thread and by the pool's threads while they
+ * work for it: PyTorch's torch.set_flush_denormal. Off by default (IEEE
+ * arithmetic). Arithmetic on denormals is many times slower on most CPUs,
+ * and they appear in long training runs (an optimizer's moving average of
+ * a gradient that is almost always zero decays into them); flushing
+ * changes results only where such tiny values occur. Returns false when
+ * the CPU has no such mode (and nothing changed); x86-64 has. */
+bool nb_set_flush_denormal(bool on);
 /* op(a)·op(b) where op transposes the last two axes when its flag is set,
  * without copying: a, b at least 2-D, batch axes broadcast as in matmul. */
 nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b);

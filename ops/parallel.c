@@ -31,6 +31,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 enum {
     NB_MAX_THREADS = 256,
     /* How long an idle thread keeps polling before it sleeps. Long enough to
@@ -48,8 +52,37 @@ typedef struct nb_worker {
     nb_parallel_fn fn;
     void *ctx;
     int64_t begin, end;
+    unsigned fp_mode; /* the caller's denormal flags, for this chunk */
     pthread_t thread;
 } nb_worker;
+
+/* ---- denormals -------------------------------------------------------------
+ * nb_set_flush_denormal sets the calling thread's flush-to-zero and
+ * denormals-are-zero flags (MXCSR on x86-64), as PyTorch's
+ * set_flush_denormal does. A chunk runs under the flags of the thread that
+ * posted it, so a result never depends on which thread computed which part,
+ * flushed or not. */
+#if defined(__SSE2__)
+enum { FP_FLUSH_BITS = 0x8040 }; /* FTZ (bit 15) | DAZ (bit 6) */
+static unsigned fp_mode_now(void) { return _mm_getcsr() & FP_FLUSH_BITS; }
+static void fp_mode_set(unsigned mode) {
+    unsigned csr = _mm_getcsr();
+    if ((csr & FP_FLUSH_BITS) != mode)
+        _mm_setcsr((csr & ~(unsigned)FP_FLUSH_BITS) | mode);
+}
+#else
+static unsigned fp_mode_now(void) { return 0; }
+static void fp_mode_set(unsigned mode) { (void)mode; }
+#endif
+
+bool nb_set_flush_denormal(bool on) {
+#if defined(__SSE2__)
+    fp_mode_set(on ? FP_FLUSH_BITS : 0);
+    return true;
+#else
+    return !on;
+#endif
+}
 
 static nb_worker workers[NB_MAX_THREADS - 1];
 static int started;                   /* workers[0 .. started) run; guarded by call_lock */
@@ -127,6 +160,7 @@ static void *worker_main(void *arg) {
         pw.seen = atomic_load_explicit(&pw.w->posted, memory_order_acquire);
         if (atomic_load(&pw.w->stop))
             return NULL;
+        fp_mode_set(pw.w->fp_mode);
         pw.w->fn(pw.w->ctx, pw.w->begin, pw.w->end);
         /* The lock pairs with the caller's check-then-wait on `done`: without
          * it the signal could fall between the two and be lost. */
@@ -257,8 +291,10 @@ void nb_parallel_for(int64_t n, int64_t grain, nb_parallel_fn fn, void *ctx) {
      * product n*i can overflow. */
     int64_t q = n / chunks, r = n % chunks;
     atomic_store_explicit(&pending, (int)chunks - 1, memory_order_relaxed);
+    unsigned mode = fp_mode_now();
     for (int64_t i = 1; i < chunks; i++) {
         nb_worker *w = &workers[i - 1];
+        w->fp_mode = mode;
         w->fn = fn;
         w->ctx = ctx;
         w->begin = i * q + (i < r ? i : r);

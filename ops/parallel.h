@@ -12,6 +12,7 @@
 #ifndef NB_PARALLEL_H
 #define NB_PARALLEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* One chunk of work: the items [begin, end) of a range. The same ctx is seen
@@ -41,5 +42,9 @@ int nb_get_num_threads(void);
 /* n <= 0 means: number of online CPUs. Can be called at any time except from
  * inside nb_parallel_for; a call running in another thread is waited for. */
 void nb_set_num_threads(int n);
+
+/* Flush-to-zero for the calling thread, followed by the pool's threads
+ * while they run its chunks (nb_ops.h says more). */
+bool nb_set_flush_denormal(bool on);
 
 #endif

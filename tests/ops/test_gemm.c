@@ -438,3 +438,54 @@ Test(parallel, thread_count_setting) {
     nb_set_num_threads(-5);
     cr_assert_geq(nb_get_num_threads(), 1);
 }
+
+/* Denormals: kept by default; with nb_set_flush_denormal(true) every chunk,
+ * the caller's and the workers', flushes them, so the result does not
+ * depend on how the range was cut. */
+typedef struct {
+    const float *in;
+    float *out;
+} halve_job;
+
+static void halve(void *ctx, int64_t begin, int64_t end) {
+    halve_job *j = ctx;
+    for (int64_t i = begin; i < end; i++)
+        j->out[i] = j->in[i] * 0.5f;
+}
+
+/* Whether x's bits are those of zero: a comparison would itself treat a
+ * denormal as zero while flushing is on. */
+static bool bits_zero(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7fffffffu) == 0;
+}
+
+Test(parallel, flush_denormal_reaches_every_chunk) {
+    enum { N = 4096 };
+    static float in[N], out[N];
+    volatile float tiny = 1e-39f; /* a denormal */
+    for (int i = 0; i < N; i++)
+        in[i] = tiny * (float)(1 + i % 7);
+    halve_job job = {in, out};
+    nb_set_num_threads(4);
+    nb_parallel_for(N, 64, halve, &job);
+    for (int i = 0; i < N; i++)
+        cr_assert(!bits_zero(out[i]), "a denormal was flushed at %d with flushing off", i);
+    if (!nb_set_flush_denormal(true)) {
+        nb_set_num_threads(0);
+        cr_skip_test("this CPU has no flush-to-zero mode");
+    }
+    nb_parallel_for(N, 64, halve, &job);
+    bool zeros = true;
+    for (int i = 0; i < N; i++)
+        zeros = zeros && bits_zero(out[i]);
+    volatile float alone = tiny * 0.5f;
+    nb_set_flush_denormal(false);
+    nb_parallel_for(N, 64, halve, &job);
+    nb_set_num_threads(0);
+    cr_assert(zeros, "a chunk kept a denormal with flushing on");
+    cr_assert(bits_zero(alone), "the calling thread kept a denormal with flushing on");
+    for (int i = 0; i < N; i++)
+        cr_assert(!bits_zero(out[i]), "flushing stayed on in a worker after it was turned off (%d)", i);
+}
