@@ -9,6 +9,17 @@
  * differentiates the recomputed segment with nb_grad: the segment's
  * intermediates live only while its own gradient is computed.
  *
+ * The inputs' gradients are returned to the enclosing backward, which adds
+ * them where they belong; but a segment's weights are inputs too, and a
+ * weight's gradient is often far larger than an activation, so holding a
+ * whole segment's weight gradients until the segment is done can cost more
+ * than the checkpoint saves. When the enclosing nb_backward writes .grad as
+ * soon as final (grads_when_ready), a leaf whose gradient comes from this
+ * segment alone therefore gets its .grad written by the recomputation's own
+ * backward the moment it is final, as the plain run would, and only the
+ * other inputs' gradients are returned (PyTorch's reentrant checkpoint does
+ * the same: its inner backward accumulates into the parameters' .grad).
+ *
  * It is an ordinary op written with the public op API. What the op API
  * keeps per node is tensors and numbers, so the closure (f, its context and
  * the state of the default generator) is copied into a small tensor of its
@@ -71,12 +82,13 @@ static void checkpoint_backward(nb_tensor *node, nb_tensor *gy, nb_tensor **gx) 
         }
     }
     nb_tensor *args_inline[INLINE_ARGS], *grads_inline[INLINE_ARGS];
-    nb_tensor *want_inline[INLINE_ARGS];
+    nb_tensor *want_inline[INLINE_ARGS], *ready_inline[INLINE_ARGS];
     int want_index_inline[INLINE_ARGS];
     nb_tensor **args = args_inline, **grads = grads_inline, **want = want_inline;
+    nb_tensor **ready = ready_inline;
     int *want_index = want_index_inline;
     if (n > INLINE_ARGS) {
-        args = nb_malloc((size_t)n * 3 * sizeof *args);
+        args = nb_malloc((size_t)n * 4 * sizeof *args);
         want_index = nb_malloc((size_t)n * sizeof *want_index);
         if (!args || !want_index) {
             nb_free(args);
@@ -86,6 +98,7 @@ static void checkpoint_backward(nb_tensor *node, nb_tensor *gy, nb_tensor **gx) 
         }
         grads = args + n;
         want = args + 2 * n;
+        ready = args + 3 * n;
     }
     /* Without create_graph the segment is recomputed from detached copies
      * of the inputs that are graph nodes, so that its gradient stops there.
@@ -123,20 +136,24 @@ static void checkpoint_backward(nb_tensor *node, nb_tensor *gy, nb_tensor **gx) 
                      nb_shape_str(node->ndim, node->shape, b2, sizeof b2));
         y = NULL;
     }
-    int nwant = 0;
-    for (int i = 0; i < n; i++)
-        if (nb_needs_input_grad(node, i)) {
+    /* The leaves whose .grad the recomputation may write itself (see the
+     * top of the file), and the inputs whose gradient is returned. */
+    int nwant = 0, nready = 0;
+    for (int i = 0; i < n; i++) {
+        if (!nb_needs_input_grad(node, i)) continue;
+        if (nb__grad_final_here(args[i])) {
+            ready[nready++] = args[i];
+        } else {
             want_index[nwant] = i;
             want[nwant++] = args[i];
         }
+    }
     /* A segment whose output no longer depends on the inputs (it did not
      * record) gives them no gradient, as the plain run would. The graph
-     * is retained so that nb_grad frees nothing outside the segment; the
-     * recomputed graph itself goes with this formula's scope. */
-    if (y && nwant > 0 && nb_requires_grad(y) &&
-        nb_grad(1, &y, &gy, nwant, want, grads,
-                &(nb_grad_opts){.create_graph = create_graph, .retain_graph = true,
-                                .allow_unused = true}) == 0)
+     * is retained so that the inner backward frees nothing outside the
+     * segment; the recomputed graph itself goes with this formula's scope. */
+    if (y && nwant + nready > 0 && nb_requires_grad(y) &&
+        nb__segment_grad(y, gy, nwant, want, grads, nready, ready, create_graph) == 0)
         for (int j = 0; j < nwant; j++) gx[want_index[j]] = grads[j];
     if (args != args_inline) {
         nb_free(args);

@@ -123,6 +123,20 @@ void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit *
 
 /* engine.c */
 void nb__engine_thread_exit(void);
+/* For a node formula that differentiates a recomputed segment (checkpoint.c),
+ * called while the formula runs: true when the backward running it writes
+ * .grad as soon as final (nb_backward with grads_when_ready, without
+ * create_graph) and the leaf's gradient will come from this node alone (no
+ * other node of the backward has given it one or will), so that the
+ * formula may write the leaf's .grad itself instead of returning it. */
+bool nb__grad_final_here(const nb_tensor *leaf);
+/* nb_grad of y (grad_output gy) for ninputs inputs, with allow_unused and
+ * retain_graph, that also writes the .grad of the nready leaves `ready` as
+ * soon as each is final, running their hooks, as grads_when_ready does; the
+ * hooks of the inputs are not run (the enclosing backward runs them on the
+ * inputs' whole gradient). Messages name the enclosing backward. */
+int nb__segment_grad(nb_tensor *y, nb_tensor *gy, int ninputs, nb_tensor *const *inputs,
+                     nb_tensor **grads, int nready, nb_tensor *const *ready, bool create_graph);
 
 /* forward.c: whether nb_record should look at tangents on this thread (a
  * nb_jvp is running and no forward rule is); whether t carries a tangent,
