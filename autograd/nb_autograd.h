@@ -461,6 +461,9 @@ bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *cons
  * the segment alone (a layer's weights) has its .grad written by the
  * recomputation as soon as it is final, as in the plain run, so that a
  * segment's weight gradients are never all held at once.
+ * Under nb_jvp the checkpoint's tangent is found by running f again on the
+ * inputs' tangents (the generator replayed again); that saves no memory,
+ * as nb_jvp keeps every tensor given a tangent until it returns.
  * inputs lists every tensor f reads that should get a gradient and is not
  * a leaf: f must read those from the array it is given. Leaves (a module's
  * parameters) may be read directly, but must be listed too to get their

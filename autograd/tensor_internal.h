@@ -148,6 +148,13 @@ bool nb__has_tangent(nb_tensor *t);
 bool nb__forward_mark(nb_tensor *t);
 void nb__forward_settle(nb_tensor *t);
 void nb__forward_thread_exit(void); /* frees the thread's level list */
+/* For nb_checkpoint, which must run f once keeping nothing and then again
+ * on dual numbers: sets how many jvp rules hide the tangents (0: nb_record
+ * sees them, as when nb_jvp calls f; 1: it ignores them, as inside a rule)
+ * and returns the previous count; and gives dst, a detached copy of src
+ * made during nb_jvp, src's tangent (false when out of memory). */
+int nb__forward_set_hidden(int hidden);
+bool nb__forward_share_tangent(nb_tensor *dst, nb_tensor *src);
 
 /* debug.c: the engine's calls into the tools for looking inside. Each is
  * made only when nb__debugging() says a tool is on, or (hooks) when the

@@ -619,3 +619,117 @@ Test(checkpoint, allocation_failures_through_grad) {
     nb_release(w);
     nb_release(x);
 }
+
+/* ---- forward mode through a checkpoint ------------------------------------------------ */
+
+/* two_segments without the sum, for nb_jvp: out[0] = the [B, D] output */
+static int two_segments_jvp(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    bool ckpt = ctx != NULL;
+    nb_tensor *h = nb_mul_scalar(in[0], 2.0f);
+    nb_tensor *a[2] = {h, in[1]};
+    h = ckpt ? nb_checkpoint(segment, NULL, 0, 2, a) : segment(a, NULL);
+    nb_tensor *b[2] = {h, in[2]};
+    out[0] = ckpt ? nb_checkpoint(segment, NULL, 0, 2, b) : segment(b, NULL);
+    return out[0] ? 0 : -1;
+}
+
+/* The tangent through two checkpoints is the plain function's, bit for bit
+ * (the same ops on the same values and tangents), and the central finite
+ * difference (f(x + hv) - f(x - hv)) / 2h to the accuracy of floats. */
+Test(checkpoint, jvp_matches_the_plain_run_and_finite_differences) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(3, 4)), nb_test_leaf(-1, 1, NB_SHAPE(4, 4)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(4, 4))};
+    nb_tensor *v[3] = {nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4)), nb_uniform(NULL, -1, 1, NB_SHAPE(4, 4)),
+                       nb_uniform(NULL, -1, 1, NB_SHAPE(4, 4))};
+    nb_tensor *y[2], *t[2];
+    for (int ckpt = 0; ckpt < 2; ckpt++)
+        cr_assert_eq(nb_jvp(two_segments_jvp, ckpt ? "checkpoint" : NULL, 3, in, v, 1, &y[ckpt],
+                            &t[ckpt]), 0, "%s", nb_error());
+    expect_bitwise(y[0], y[1]);
+    expect_bitwise(t[0], t[1]);
+    const float h = 1e-2f;
+    nb_tensor *ys[2];
+    for (int side = 0; side < 2; side++) {
+        nb_tensor *moved[3];
+        for (int i = 0; i < 3; i++) moved[i] = nb_add(in[i], nb_mul_scalar(v[i], side ? -h : h));
+        cr_assert_eq(two_segments_jvp(moved, &ys[side], NULL), 0, "%s", nb_error());
+    }
+    for (int64_t k = 0; k < nb_numel(t[1]); k++) {
+        double fd = ((double)nb_data(ys[0])[k] - nb_data(ys[1])[k]) / (2.0 * h);
+        cr_assert(fabs(nb_data(t[1])[k] - fd) < 2e-3, "element %lld: tangent %.7g, finite "
+                  "difference %.7g", (long long)k, (double)nb_data(t[1])[k], fd);
+    }
+}
+
+static int random_jvp(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    out[0] = ctx ? nb_checkpoint(random_segment, NULL, 0, 1, in) : random_segment(in, NULL);
+    return out[0] ? 0 : -1;
+}
+
+/* Dropout-like masks: the rule's recomputation draws the forward's masks
+ * and leaves the generator where the forward left it. */
+Test(checkpoint, jvp_replays_random_ops) {
+    nb_tensor *x = nb_test_leaf(-2, 2, NB_SHAPE(64)), *v = nb_uniform(NULL, -1, 1, NB_SHAPE(64));
+    nb_tensor *y[2], *t[2];
+    nb_generator after[2];
+    for (int ckpt = 0; ckpt < 2; ckpt++) {
+        nb_manual_seed(5);
+        cr_assert_eq(nb_jvp(random_jvp, ckpt ? "checkpoint" : NULL, 1, &x, &v, 1, &y[ckpt], &t[ckpt]),
+                     0, "%s", nb_error());
+        after[ckpt] = *nb_default_generator();
+    }
+    expect_bitwise(t[0], t[1]);
+    cr_assert(memcmp(&after[0], &after[1], sizeof after[0]) == 0, "the generator moved differently");
+    /* the tangent is cos(x) v 2 where kept, 0 where dropped, and both occur */
+    int zeros = 0;
+    for (int k = 0; k < 64; k++) {
+        float tk = nb_data(t[1])[k], want = 2.0f * cosf(nb_data(x)[k]) * nb_data(v)[k];
+        zeros += tk == 0.0f;
+        cr_assert(tk == 0.0f || fabsf(tk - want) < 1e-6f, "element %d: %g, expected %g or 0", k,
+                  (double)tk, (double)want);
+    }
+    cr_assert(zeros > 10 && zeros < 54);
+}
+
+static nb_tensor *two_segments_of(nb_tensor *const *in, void *ctx) { return two_segments(in, ctx); }
+
+/* Forward over reverse (nb_hvp: the tangent of a gradient, whose backward
+ * recomputes the segments from copies of their inputs carrying the
+ * tangents) and reverse over reverse (nb_vhp), through checkpoints: the
+ * plain run's H v, to rounding, with and without create_graph. */
+Test(checkpoint, hessian_vector_products_through_checkpoints) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), nb_test_leaf(-1, 1, NB_SHAPE(3, 3)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(3, 3))};
+    nb_tensor *v[3] = {nb_uniform(NULL, -1, 1, NB_SHAPE(2, 3)), nb_uniform(NULL, -1, 1, NB_SHAPE(3, 3)),
+                       nb_uniform(NULL, -1, 1, NB_SHAPE(3, 3))};
+    for (int cg = 0; cg < 2; cg++) {
+        nb_functional_opts o = {.create_graph = cg};
+        nb_tensor *plain[3], *hvp[3], *vhp[3];
+        cr_assert_eq(nb_hvp(two_segments_of, NULL, 3, in, v, NULL, plain, &o), 0, "%s", nb_error());
+        cr_assert_eq(nb_hvp(two_segments_of, "checkpoint", 3, in, v, NULL, hvp, &o), 0, "%s",
+                     nb_error());
+        cr_assert_eq(nb_vhp(two_segments_of, "checkpoint", 3, in, v, NULL, vhp, &o), 0, "%s",
+                     nb_error());
+        for (int i = 0; i < 3; i++)
+            for (int64_t k = 0; k < nb_numel(plain[i]); k++) {
+                float p = nb_data(plain[i])[k];
+                cr_assert(fabsf(nb_data(hvp[i])[k] - p) < 1e-5f && fabsf(nb_data(vhp[i])[k] - p) < 1e-5f,
+                          "create_graph %d, input %d element %lld: plain %.8g, hvp %.8g, vhp %.8g",
+                          cg, i, (long long)k, (double)p, (double)nb_data(hvp[i])[k],
+                          (double)nb_data(vhp[i])[k]);
+            }
+    }
+}
+
+static int fails_jvp(nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    out[0] = nb_checkpoint(fails_when_recomputed, ctx, 0, 1, in);
+    return out[0] ? 0 : -1;
+}
+
+Test(checkpoint, jvp_of_a_recomputation_that_fails) {
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3)), *v = nb_ones(NB_SHAPE(3)), *y, *t;
+    int calls = 0;
+    cr_assert_eq(nb_jvp(fails_jvp, &calls, 1, &x, &v, 1, &y, &t), -1);
+    EXPECT_ERROR("nb_jvp", "checkpointed function returned NULL");
+    cr_assert(!y && !t);
+}
