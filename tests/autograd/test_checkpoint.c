@@ -733,3 +733,22 @@ Test(checkpoint, jvp_of_a_recomputation_that_fails) {
     EXPECT_ERROR("nb_jvp", "checkpointed function returned NULL");
     cr_assert(!y && !t);
 }
+
+/* The whole Hessian through checkpoints, by forward over reverse and by
+ * reverse over reverse: the plain function's, to rounding. */
+Test(checkpoint, hessian_through_checkpoints) {
+    nb_tensor *in[3] = {nb_test_leaf(-1, 1, NB_SHAPE(2, 3)), nb_test_leaf(-1, 1, NB_SHAPE(3, 3)),
+                        nb_test_leaf(-1, 1, NB_SHAPE(3, 3))};
+    nb_tensor *plain[9], *h[9];
+    nb_functional_opts rev = {.strategy = NB_JACOBIAN_REVERSE}, fwd = {.strategy = NB_JACOBIAN_FORWARD};
+    cr_assert_eq(nb_hessian(two_segments_of, NULL, 3, in, plain, &rev), 0, "%s", nb_error());
+    for (int s = 0; s < 2; s++) {
+        cr_assert_eq(nb_hessian(two_segments_of, "checkpoint", 3, in, h, s ? &rev : &fwd), 0, "%s",
+                     nb_error());
+        for (int b = 0; b < 9; b++)
+            for (int64_t k = 0; k < nb_numel(plain[b]); k++)
+                cr_assert(fabsf(nb_data(h[b])[k] - nb_data(plain[b])[k]) < 1e-5f,
+                          "%s, block %d element %lld: %.8g, plain %.8g", s ? "reverse" : "forward",
+                          b, (long long)k, (double)nb_data(h[b])[k], (double)nb_data(plain[b])[k]);
+    }
+}
