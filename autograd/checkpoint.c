@@ -185,7 +185,7 @@ static void checkpoint_backward(nb_tensor *node, nb_tensor *gy, nb_tensor **gx) 
     /* The leaves whose .grad the recomputation may write itself (see the
      * top of the file), and the inputs whose gradient is returned. */
     int nwant = 0, nready = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; y && i < n; i++) { /* args is complete only when y is made */
         if (!nb_needs_input_grad(node, i)) continue;
         if (nb__grad_final_here(args[i])) {
             ready[nready++] = args[i];
