@@ -678,7 +678,10 @@ static int run_backward(run *r) {
             break;
         }
         if (node->op) {
-            if (fills_grads(r) || b.runs[k]) ok = backprop_node(node, g, r);
+            /* a recomputed segment's gradient stops at the checkpoint's
+             * inputs: the enclosing backward carries it on from them */
+            if (fills_grads(r) || (b.runs[k] && !(r->inner && b.capture[k] > 0)))
+                ok = backprop_node(node, g, r);
         } else if (nb__debugging())
             nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
         if (ok && b.capture[k] > 0) {

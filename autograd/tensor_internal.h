@@ -132,9 +132,11 @@ void nb__engine_thread_exit(void);
 bool nb__grad_final_here(const nb_tensor *leaf);
 /* nb_grad of y (grad_output gy) for ninputs inputs, with allow_unused and
  * retain_graph, that also writes the .grad of the nready leaves `ready` as
- * soon as each is final, running their hooks, as grads_when_ready does; the
- * hooks of the inputs are not run (the enclosing backward runs them on the
- * inputs' whole gradient). Messages name the enclosing backward. */
+ * soon as each is final, running their hooks, as grads_when_ready does. It
+ * stops at the inputs: neither their hooks nor the nodes that made them
+ * run (the enclosing backward runs those on the inputs' whole gradient;
+ * going on would count a path from one input to another twice). Messages
+ * name the enclosing backward. */
 int nb__segment_grad(nb_tensor *y, nb_tensor *gy, int ninputs, nb_tensor *const *inputs,
                      nb_tensor **grads, int nready, nb_tensor *const *ready, bool create_graph);
 

@@ -752,3 +752,25 @@ Test(checkpoint, hessian_through_checkpoints) {
                           b, (long long)k, (double)nb_data(h[b])[k], (double)nb_data(plain[b])[k]);
     }
 }
+
+/* y = x * h with h = 2x both inputs of the checkpoint: dy/dx = 4x. The
+ * recomputation's gradient must stop at h, whose own path to x the
+ * enclosing backward follows (with create_graph, where the inputs are used
+ * as they are, it went on to x as well and counted that path twice). */
+static nb_tensor *product(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return nb_mul(in[0], in[1]);
+}
+
+Test(checkpoint, an_input_made_from_another_is_counted_once) {
+    nb_tensor *x = nb_set_requires_grad(nb_from_array(NB_SHAPE(2), (float[]){3, -0.5f}), true);
+    for (int mode = 0; mode < 4; mode++) { /* nb_grad; with create_graph; nb_backward; when ready */
+        nb_tensor *h = nb_mul_scalar(x, 2.0f), *g = NULL;
+        nb_tensor *y = nb_sum(nb_checkpoint(product, NULL, 0, 2, (nb_tensor *[]){x, h}), NB_ALL, false);
+        int rc = mode < 2 ? nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = mode == 1})
+                          : nb_backward_ex(y, NULL, &(nb_backward_opts){.grads_when_ready = mode == 3});
+        cr_assert_eq(rc, 0, "%s", nb_error());
+        EXPECT_VALUES(mode < 2 ? g : nb_grad_of(x), 0, 12, -2);
+        nb_clear_grad(x);
+    }
+}
