@@ -488,8 +488,8 @@ typedef struct run {
     struct buffers *b; /* the traversal's bookkeeping */
     /* A checkpoint's recomputation (nb__segment_grad): leaves whose .grad
      * is written as soon as final, besides the inputs captured; and the
-     * captured inputs' hooks left to the enclosing backward, which passes
-     * their whole gradient through them. */
+     * captured inputs' hooks and the nodes that made them left to the
+     * enclosing backward, which carries their whole gradient on. */
     int nready;
     nb_tensor *const *ready;
     bool inner;
