@@ -13,7 +13,10 @@
  *      except a leaf with post-accumulate-grad hooks, whose .grad is
  *      written as soon as the traversal reaches it (its gradient is final
  *      then) and its hooks called, so that a caller can start work on it
- *      (sending it to other processes) while backward goes on.
+ *      (sending it to other processes) while backward goes on. Under
+ *      grads_when_ready a formula that differentiates a recomputed segment
+ *      (checkpoint.c) may write .grad of a leaf only it reaches itself,
+ *      as soon as final; nb__grad_final_here tells it which.
  *
  * Backward formulas are ordinary ops, so with create_graph they record a new
  * graph and the gradient can be differentiated again. Each node's formula
@@ -308,6 +311,7 @@ typedef struct buffers {
     nb_tensor **acc;   /* the gradient accumulated so far, by visit index */
     int *capture;      /* nb_grad input index + 1, by visit index */
     bool *runs;        /* nb_grad: a gradient through the node reaches an input */
+    int *users;        /* edges from nodes of the run whose formula has not yet run */
     int64_t *order;    /* visit indices in post-order: inputs before users */
     frame *stack;
     int64_t count, cap;
@@ -321,6 +325,7 @@ static void free_buffers(buffers *b) {
     nb_free(b->acc);
     nb_free(b->capture);
     nb_free(b->runs);
+    nb_free(b->users);
     nb_free(b->order);
     nb_free(b->stack);
     nb__map_free(&b->map);
@@ -360,6 +365,7 @@ static bool visit(buffers *b, nb_tensor *t) {
         if (!nb__grow((void **)&b->nodes, cap, sizeof *b->nodes) || !nb__grow((void **)&b->acc, cap, sizeof *b->acc) ||
             !nb__grow((void **)&b->capture, cap, sizeof *b->capture) ||
             !nb__grow((void **)&b->runs, cap, sizeof *b->runs) ||
+            !nb__grow((void **)&b->users, cap, sizeof *b->users) ||
             !nb__grow((void **)&b->order, cap, sizeof *b->order) || !nb__grow((void **)&b->stack, cap, sizeof *b->stack))
             return false;
         b->cap = cap;
@@ -369,6 +375,7 @@ static bool visit(buffers *b, nb_tensor *t) {
     b->acc[b->count] = NULL;
     b->capture[b->count] = 0;
     b->runs[b->count] = false;
+    b->users[b->count] = 0;
     nb__map_put(&b->map, t, b->count);
     b->count++;
     return true;
@@ -387,8 +394,14 @@ static int64_t topo_sort(buffers *b, int nroots, nb_tensor *const *roots) {
             nb_tensor *node = b->nodes[f->node];
             if (f->next < node->ninputs) {
                 nb_tensor *c = node->inputs[f->next++];
-                if (!c->requires_grad || find(b, c) >= 0) continue;
+                if (!c->requires_grad) continue;
+                int64_t kc = find(b, c);
+                if (kc >= 0) {
+                    b->users[kc]++;
+                    continue;
+                }
                 if (!visit(b, c)) return -1;
+                b->users[b->count - 1] = 1;
                 b->stack[top++] = (frame){b->count - 1, 0};
             } else {
                 b->order[norder++] = f->node;
@@ -473,7 +486,20 @@ typedef struct run {
     bool retain_graph, create_graph, allow_unused, grads_when_ready;
     const char *who;
     struct buffers *b; /* the traversal's bookkeeping */
+    /* A checkpoint's recomputation (nb__segment_grad): leaves whose .grad
+     * is written as soon as final, besides the inputs captured; and the
+     * captured inputs' hooks and the nodes that made them left to the
+     * enclosing backward, which carries their whole gradient on. */
+    int nready;
+    nb_tensor *const *ready;
+    bool inner;
 } run;
+
+/* The run whose node formula is running on this thread (innermost). */
+static _Thread_local const run *running;
+
+/* nb_backward (every leaf's .grad), rather than capturing gradients. */
+static bool fills_grads(const run *r) { return r->ninputs == 0 && !r->inner; }
 
 static bool check_outputs(const run *r) {
     char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
@@ -537,9 +563,12 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     double started = debugging ? nb__debug_clock() : 0;
     const nb_tensor *outer = nb__backward_node; /* a backward inside a backward formula */
     const char *outer_who = nb__backward_who;
+    const run *outer_run = running;
     nb__backward_node = node;
     nb__backward_who = r->who;
+    running = r;
     node->op->backward(node, g, gin);
+    running = outer_run;
     bool ok = nb_error_count() == errors;
     if (ok && debugging) ok = nb__debug_backward(node, g, gin, started, r->who);
     for (int i = 0; ok && i < node->ninputs; i++) {
@@ -564,7 +593,25 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     nb__backward_who = outer_who;
     nb_scope_end();
     if (gin != gin_inline) nb_free(gin);
+    /* the edges to its inputs are spent (see nb__grad_final_here) */
+    for (int i = 0; fills_grads(r) && r->grads_when_ready && !r->create_graph && i < node->ninputs; i++) {
+        int64_t k = node->inputs[i]->requires_grad ? find(r->b, node->inputs[i]) : -1;
+        if (k >= 0) r->b->users[k]--;
+    }
     return ok;
+}
+
+bool nb__grad_final_here(const nb_tensor *leaf) {
+    const run *r = running;
+    const nb_tensor *node = nb__backward_node;
+    if (!r || !node || !leaf || leaf->op || !leaf->requires_grad || !fills_grads(r) ||
+        !r->grads_when_ready || r->create_graph)
+        return false;
+    int64_t k = find(r->b, leaf);
+    if (k < 0 || r->b->acc[k]) return false;
+    int edges = 0;
+    for (int i = 0; i < node->ninputs; i++) edges += node->inputs[i] == leaf;
+    return edges > 0 && r->b->users[k] == edges;
 }
 
 static int run_backward(run *r) {
@@ -584,16 +631,20 @@ static int run_backward(run *r) {
         int64_t k = find(&b, r->inputs[i]);
         if (k >= 0) b.capture[k] = i + 1;
     }
+    for (int i = 0; i < r->nready; i++) {
+        int64_t k = find(&b, r->ready[i]);
+        if (k >= 0 && !b.capture[k]) b.capture[k] = -1; /* .grad when final */
+    }
     /* nb_grad runs only the nodes through which a gradient reaches one of
      * its inputs, as PyTorch's engine does: the graph above the inputs (the
      * enclosing computation, when a checkpoint recomputes a segment from
      * inside a backward) is sorted but neither run nor freed. The
      * post-order puts a node's inputs before it. */
-    for (int64_t i = 0; r->ninputs > 0 && i < n; i++) {
+    for (int64_t i = 0; !fills_grads(r) && i < n; i++) {
         nb_tensor *node = b.nodes[b.order[i]];
         for (int j = 0; j < node->ninputs && !b.runs[b.order[i]]; j++) {
             int64_t c = node->inputs[j]->requires_grad ? find(&b, node->inputs[j]) : -1;
-            b.runs[b.order[i]] = c >= 0 && (b.capture[c] || b.runs[c]);
+            b.runs[b.order[i]] = c >= 0 && (b.capture[c] != 0 || b.runs[c]);
         }
     }
     bool was = nb_set_grad_enabled(r->create_graph);
@@ -622,35 +673,40 @@ static int run_backward(run *r) {
         nb_tensor *node = b.nodes[k], *g = b.acc[k];
         if (!g) continue; /* no gradient reached it */
         b.acc[k] = NULL;
-        if (node->hooks && !(g = nb__run_hooks(node, g, r->who))) {
+        if (node->hooks && !(r->inner && b.capture[k] > 0) && !(g = nb__run_hooks(node, g, r->who))) {
             ok = false;
             break;
         }
         if (node->op) {
-            if (r->ninputs == 0 || b.runs[k]) ok = backprop_node(node, g, r);
+            /* a recomputed segment's gradient stops at the checkpoint's
+             * inputs: the enclosing backward carries it on from them */
+            if (fills_grads(r) || (b.runs[k] && !(r->inner && b.capture[k] > 0)))
+                ok = backprop_node(node, g, r);
         } else if (nb__debugging())
             nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
-        if (ok && b.capture[k]) {
+        if (ok && b.capture[k] > 0) {
             nb__tensor_retain(g);
             r->grads[b.capture[k] - 1] = g;
         }
         bool post_hooks = !node->op && node->hooks && nb__has_post_hooks(node);
-        if (ok && r->ninputs == 0 && !node->op && (post_hooks || r->grads_when_ready)) {
+        if (ok && !node->op &&
+            ((fills_grads(r) && (post_hooks || r->grads_when_ready)) || b.capture[k] < 0)) {
             /* A leaf's gradient is final once the traversal reaches it:
              * one with post-accumulate-grad hooks (or every leaf, when
-             * asked) gets its .grad now, and the hooks see it while the
-             * rest of backward still runs. */
+             * asked, or a leaf whose gradient a checkpoint's recomputation
+             * completes) gets its .grad now, and the hooks see it while
+             * the rest of backward still runs. */
             b.acc[k] = g;
             ok = commit_grads(&b, k, k + 1, r->create_graph) && (!post_hooks || nb__run_post_hooks(node));
             continue;
         }
-        if (ok && r->ninputs == 0 && (!node->op || node->retains_grad)) {
+        if (ok && fills_grads(r) && (!node->op || node->retains_grad)) {
             b.acc[k] = g; /* for .grad, once every node has succeeded */
             continue;
         }
         nb__tensor_decref(g);
     }
-    if (ok && r->ninputs == 0) ok = commit_grads(&b, 0, n, r->create_graph);
+    if (ok && fills_grads(r)) ok = commit_grads(&b, 0, n, r->create_graph);
 
     for (int64_t k = 0; k < n; k++)
         if (b.acc[k]) nb__tensor_decref(b.acc[k]);
@@ -677,7 +733,7 @@ static int run_backward(run *r) {
     if (ok && !r->retain_graph && !r->create_graph) {
         for (int64_t k = 0; k < n; k++) {
             nb_tensor *node = b.nodes[k];
-            if (!node->op || (r->ninputs > 0 && !b.runs[k])) continue;
+            if (!node->op || (!fills_grads(r) && !b.runs[k])) continue;
             nb__forward_settle(node);
             nb__release_graph(node);
             node->graph_freed = true;
@@ -700,6 +756,46 @@ int nb_backward_ex(nb_tensor *out, nb_tensor *grad_output, const nb_backward_opt
 
 int nb_backward(nb_tensor *loss) { return nb_backward_ex(loss, NULL, NULL); }
 
+/* The end of nb_grad: each gradient handed to the caller's scope, or none
+ * on failure. */
+static int hand_over(int rc, int ninputs, nb_tensor *const *inputs, nb_tensor **grads,
+                     bool create_graph, bool materialize, const char *who) {
+    /* Hand each gradient to the caller's scope: a private one directly, one
+     * that is visible elsewhere (a grad_output) through a new tensor. */
+    for (int i = 0; i < ninputs; i++) {
+        nb_tensor *g = grads[i];
+        if (rc != 0) {
+            if (g) nb__tensor_decref(g);
+            grads[i] = NULL;
+            continue;
+        }
+        if (!g) { /* unused: allowed, or run_backward would have failed */
+            if (materialize) grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
+            if (materialize && !grads[i]) rc = -1;
+            continue;
+        }
+        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && !g->container_ref &&
+            g->scope_depth == 0) {
+            if (nb__scope_adopt(g)) continue;
+            nb__tensor_decref(g);
+            grads[i] = NULL;
+            nb_set_error("%s: out of memory", who);
+            rc = -1;
+            continue;
+        }
+        bool was = nb_set_grad_enabled(create_graph);
+        grads[i] = alias(g);
+        nb_set_grad_enabled(was);
+        nb__tensor_decref(g);
+        if (!grads[i]) rc = -1;
+    }
+    /* On failure no gradient is handed out: those already given to the
+     * scope are released when it closes. */
+    if (rc != 0)
+        for (int i = 0; i < ninputs; i++) grads[i] = NULL;
+    return rc;
+}
+
 int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outputs, int ninputs,
             nb_tensor *const *inputs, nb_tensor **grads, const nb_grad_opts *opts) {
     nb_grad_opts o = opts ? *opts : (nb_grad_opts){0};
@@ -717,38 +813,13 @@ int nb_grad(int noutputs, nb_tensor *const *outputs, nb_tensor *const *grad_outp
     run r = {noutputs, outputs, grad_outputs, ninputs, inputs, grads, o.retain_graph,
              o.create_graph, o.allow_unused || o.materialize_grads, false, "nb_grad", NULL};
     int rc = run_backward(&r);
-    /* Hand each gradient to the caller's scope: a private one directly, one
-     * that is visible elsewhere (a grad_output) through a new tensor. */
-    for (int i = 0; i < ninputs; i++) {
-        nb_tensor *g = grads[i];
-        if (rc != 0) {
-            if (g) nb__tensor_decref(g);
-            grads[i] = NULL;
-            continue;
-        }
-        if (!g) { /* unused: allowed, or run_backward would have failed */
-            if (o.materialize_grads) grads[i] = nb_zeros(inputs[i]->ndim, inputs[i]->shape);
-            if (o.materialize_grads && !grads[i]) rc = -1;
-            continue;
-        }
-        if (atomic_load(&g->refcount) == 1 && !g->caller_ref && !g->container_ref &&
-            g->scope_depth == 0) {
-            if (nb__scope_adopt(g)) continue;
-            nb__tensor_decref(g);
-            grads[i] = NULL;
-            nb_set_error("nb_grad: out of memory");
-            rc = -1;
-            continue;
-        }
-        bool was = nb_set_grad_enabled(create_graph);
-        grads[i] = alias(g);
-        nb_set_grad_enabled(was);
-        nb__tensor_decref(g);
-        if (!grads[i]) rc = -1;
-    }
-    /* On failure no gradient is handed out: those already given to the
-     * scope are released when it closes. */
-    if (rc != 0)
-        for (int i = 0; i < ninputs; i++) grads[i] = NULL;
-    return rc;
+    return hand_over(rc, ninputs, inputs, grads, create_graph, o.materialize_grads, r.who);
+}
+
+int nb__segment_grad(nb_tensor *y, nb_tensor *gy, int ninputs, nb_tensor *const *inputs,
+                     nb_tensor **grads, int nready, nb_tensor *const *ready, bool create_graph) {
+    for (int i = 0; i < ninputs; i++) grads[i] = NULL;
+    run r = {1, &y, &gy, ninputs, inputs, grads, true, create_graph, true, false,
+             nb__backward_who ? nb__backward_who : "nb_backward", NULL, nready, ready, true};
+    return hand_over(run_backward(&r), ninputs, inputs, grads, create_graph, false, r.who);
 }

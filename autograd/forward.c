@@ -78,6 +78,20 @@ static bool list(nb_tensor *t) {
     return true;
 }
 
+int nb__forward_set_hidden(int hidden) {
+    int was = lv.hidden;
+    lv.hidden = hidden;
+    return was;
+}
+
+bool nb__forward_share_tangent(nb_tensor *dst, nb_tensor *src) {
+    if (!nb__forward_on() || !nb__has_tangent(src)) return true;
+    if (!list(dst)) return false;
+    nb__tensor_retain(src->tangent);
+    dst->tangent = src->tangent;
+    return true;
+}
+
 bool nb__forward_mark(nb_tensor *t) {
     if (!list(t)) return false;
     t->tangent_pending = true;

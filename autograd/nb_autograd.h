@@ -457,6 +457,13 @@ bool nb_gradgradcheck(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *cons
  * default generator's state is saved at the forward and replayed at the
  * recomputation, so random ops drawing from it (dropout) draw the same
  * values; a generator of your own passed through ctx is not replayed.
+ * Under nb_backward with grads_when_ready, a leaf whose gradient comes from
+ * the segment alone (a layer's weights) has its .grad written by the
+ * recomputation as soon as it is final, as in the plain run, so that a
+ * segment's weight gradients are never all held at once.
+ * Under nb_jvp the checkpoint's tangent is found by running f again on the
+ * inputs' tangents (the generator replayed again); that saves no memory,
+ * as nb_jvp keeps every tensor given a tangent until it returns.
  * inputs lists every tensor f reads that should get a gradient and is not
  * a leaf: f must read those from the array it is given. Leaves (a module's
  * parameters) may be read directly, but must be listed too to get their

@@ -123,6 +123,22 @@ void nb__thread_cache_used(void);   /* frees thread-local lists at thread exit *
 
 /* engine.c */
 void nb__engine_thread_exit(void);
+/* For a node formula that differentiates a recomputed segment (checkpoint.c),
+ * called while the formula runs: true when the backward running it writes
+ * .grad as soon as final (nb_backward with grads_when_ready, without
+ * create_graph) and the leaf's gradient will come from this node alone (no
+ * other node of the backward has given it one or will), so that the
+ * formula may write the leaf's .grad itself instead of returning it. */
+bool nb__grad_final_here(const nb_tensor *leaf);
+/* nb_grad of y (grad_output gy) for ninputs inputs, with allow_unused and
+ * retain_graph, that also writes the .grad of the nready leaves `ready` as
+ * soon as each is final, running their hooks, as grads_when_ready does. It
+ * stops at the inputs: neither their hooks nor the nodes that made them
+ * run (the enclosing backward runs those on the inputs' whole gradient;
+ * going on would count a path from one input to another twice). Messages
+ * name the enclosing backward. */
+int nb__segment_grad(nb_tensor *y, nb_tensor *gy, int ninputs, nb_tensor *const *inputs,
+                     nb_tensor **grads, int nready, nb_tensor *const *ready, bool create_graph);
 
 /* forward.c: whether nb_record should look at tangents on this thread (a
  * nb_jvp is running and no forward rule is); whether t carries a tangent,
@@ -134,6 +150,13 @@ bool nb__has_tangent(nb_tensor *t);
 bool nb__forward_mark(nb_tensor *t);
 void nb__forward_settle(nb_tensor *t);
 void nb__forward_thread_exit(void); /* frees the thread's level list */
+/* For nb_checkpoint, which must run f once keeping nothing and then again
+ * on dual numbers: sets how many jvp rules hide the tangents (0: nb_record
+ * sees them, as when nb_jvp calls f; 1: it ignores them, as inside a rule)
+ * and returns the previous count; and gives dst, a detached copy of src
+ * made during nb_jvp, src's tangent (false when out of memory). */
+int nb__forward_set_hidden(int hidden);
+bool nb__forward_share_tangent(nb_tensor *dst, nb_tensor *src);
 
 /* debug.c: the engine's calls into the tools for looking inside. Each is
  * made only when nb__debugging() says a tool is on, or (hooks) when the

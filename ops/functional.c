@@ -9,11 +9,14 @@
  * tangent of the outputs. Each pass costs about one evaluation of f, so the
  * cheaper strategy is the one with fewer passes, and AUTO picks forward
  * exactly when the inputs have fewer elements in all than the outputs. A
- * Hessian is the Jacobian of the gradient (computed with create_graph), a
- * vector-Hessian product is the gradient of <grad f, v> (reverse over
- * reverse, one backward through the graph of the gradient), and a
- * Hessian-vector product is the tangent of grad f along v (forward over
- * reverse, one nb_jvp of a function that runs nb_grad).
+ * Hessian is the Jacobian of the gradient, and has the same two
+ * strategies: forward over reverse (the forward Jacobian of a function
+ * that runs nb_grad, as torch.func.hessian) and reverse over reverse (the
+ * reverse Jacobian of the gradient computed with create_graph, the
+ * default). A vector-Hessian product is the gradient of <grad f, v>
+ * (reverse over reverse, one backward through the graph of the gradient),
+ * and a Hessian-vector product is the tangent of grad f along v (forward
+ * over reverse, one nb_jvp of a function that runs nb_grad).
  *
  * The inputs are first replaced by detached copies that require grad, so
  * that the function is differentiated with respect to them alone whatever
@@ -369,25 +372,6 @@ static bool value_and_grad(const char *who, nb_gradcheck_fn f, void *ctx, int n,
     return nb_grad(1, y, NULL, n, xs, g, &(nb_grad_opts){.create_graph = true, .allow_unused = true}) == 0;
 }
 
-int nb_hessian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
-               nb_tensor **hess, const nb_functional_opts *opts) {
-    const char *who = "nb_hessian";
-    if (!check_args(who, f != NULL, ninputs, inputs, hess) || !check_counts(who, ninputs, ninputs))
-        return -1;
-    clear(ninputs * ninputs, hess);
-    nb_functional_opts o = opts ? *opts : (nb_functional_opts){0};
-    nb_scope_begin();
-    nb_tensor *xs[MAX_ARGS], *y = NULL, *g[MAX_ARGS];
-    bool was = nb_set_grad_enabled(true);
-    bool ok = prepare_inputs(ninputs, inputs, o.create_graph, xs) &&
-              value_and_grad(who, f, ctx, ninputs, xs, &y, g);
-    /* the Jacobian of the gradient: block (i, j) is d g_i / d x_j, shaped
-     * x_i.shape + x_j.shape (an unused input's block is zero) */
-    ok = ok && jacobian_of(who, ninputs, g, ninputs, xs, hess, o.create_graph);
-    nb_set_grad_enabled(was);
-    return finish(ok, ninputs * ninputs, hess);
-}
-
 /* The arguments of nb_vhp and nb_hvp; clears the results. */
 static bool check_vector(const char *who, bool has_f, int ninputs, nb_tensor *const *inputs,
                          nb_tensor *const *v, nb_tensor **value, nb_tensor **result) {
@@ -521,4 +505,51 @@ int nb_hvp(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
     for (int i = 0; i < ninputs; i++) hvp[i] = res[i];
     if (value) *value = res[ninputs];
     return rc;
+}
+
+/* The gradient alone, as a function of several outputs, for the forward
+ * strategy of nb_hessian: call_grad's outputs but the last (f's value). */
+static int call_gradient(nb_tensor *const *inputs, nb_tensor **outputs, void *ctx) {
+    grad_call *c = ctx;
+    nb_tensor *outs[MAX_ARGS + 1];
+    if (call_grad(inputs, outs, ctx) != 0) return -1;
+    for (int i = 0; i < c->n; i++) outputs[i] = outs[i];
+    return 0;
+}
+
+int nb_hessian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
+               nb_tensor **hess, const nb_functional_opts *opts) {
+    const char *who = "nb_hessian";
+    if (!check_args(who, f != NULL, ninputs, inputs, hess) || !check_counts(who, ninputs, ninputs))
+        return -1;
+    clear(ninputs * ninputs, hess);
+    nb_functional_opts o = opts ? *opts : (nb_functional_opts){0};
+    if (o.strategy != NB_JACOBIAN_AUTO && o.strategy != NB_JACOBIAN_REVERSE &&
+        o.strategy != NB_JACOBIAN_FORWARD) {
+        nb_set_error("%s: unknown strategy %d", who, (int)o.strategy);
+        return -1;
+    }
+    nb_scope_begin();
+    nb_tensor *xs[MAX_ARGS], *y = NULL, *g[MAX_ARGS];
+    bool was = nb_set_grad_enabled(true);
+    bool ok = prepare_inputs(ninputs, inputs, o.create_graph, xs);
+    /* Forward over reverse: column (i, k) of the Hessian is the tangent of
+     * the gradient along the one-hot tangent of element k of input i, one
+     * nb_jvp of f and its backward per input element (torch.func's hessian,
+     * jacfwd of jacrev). Reverse over reverse: the Jacobian of the gradient,
+     * block (i, j) d g_i / d x_j, shaped x_i.shape + x_j.shape (an unused
+     * input's block is zero), one backward through the gradient's graph per
+     * element. Without batched columns (torch.func has vmap) a column costs
+     * f, its backward and both tangents, about twice a row, so AUTO takes
+     * reverse over reverse (bench_jacobian measures the two). */
+    if (ok && o.strategy == NB_JACOBIAN_FORWARD) {
+        grad_call gc = {who, f, ctx, ninputs, o.create_graph};
+        multi_call call = {who, call_gradient, &gc, ninputs, nb_error_count()};
+        ok = jacobian_forward(who, &call, ninputs, xs, hess, o.create_graph);
+    } else {
+        ok = ok && value_and_grad(who, f, ctx, ninputs, xs, &y, g) &&
+             jacobian_of(who, ninputs, g, ninputs, xs, hess, o.create_graph);
+    }
+    nb_set_grad_enabled(was);
+    return finish(ok, ninputs * ninputs, hess);
 }

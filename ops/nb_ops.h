@@ -279,7 +279,7 @@ typedef enum nb_jacobian_strategy {
 
 typedef struct nb_functional_opts {
     bool create_graph;             /* results with a graph (higher derivatives) */
-    nb_jacobian_strategy strategy; /* nb_jacobian only */
+    nb_jacobian_strategy strategy; /* nb_jacobian and nb_hessian */
 } nb_functional_opts;
 
 /* jac[i] = d f(x) / d inputs[i], shaped f(x).shape + inputs[i].shape, for
@@ -296,7 +296,13 @@ int nb_jacobian_multi(nb_multi_fn f, void *ctx, int ninputs, nb_tensor *const *i
                       int noutputs, nb_tensor **jac, const nb_functional_opts *opts);
 /* For f returning one value: hess[i·ninputs + j] = d^2 f / d inputs[i]
  * d inputs[j], shaped inputs[i].shape + inputs[j].shape (PyTorch's
- * hessian(f, inputs)[i][j]). */
+ * hessian(f, inputs)[i][j]). strategy FORWARD is forward over reverse
+ * (torch.func.hessian's jacfwd(jacrev)): one nb_jvp of f and its backward
+ * per input element, which needs a jvp rule in every op of f and of its
+ * backward formulas; REVERSE is reverse over reverse (torch.autograd.
+ * functional.hessian): the gradient once, with create_graph, then one
+ * backward through it per input element. AUTO is REVERSE, about twice as
+ * fast here (no batched columns). They agree to rounding. */
 int nb_hessian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
                nb_tensor **hess, const nb_functional_opts *opts);
 /* For f returning one value and v one tensor per input, shaped like it:

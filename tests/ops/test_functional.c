@@ -620,20 +620,162 @@ Test(functional, forward_mode_errors) {
     EXPECT_ERROR("nb_jacobian", "forward mode", "inside another nb_jvp");
 }
 
-/* Every allocation of a Hessian with create_graph failing in turn. */
+/* ---- the Hessian's two strategies ------------------------------------------------ */
+
+/* f(x, w) = sum_rc w_c x_rc^3 + (sum_rc x_rc) (sum_c w_c^2), x [2,2], w [2]:
+ *   H_xx[rc, r'c'] = 6 w_c x_rc          if rc = r'c', else 0
+ *   H_xw[rc, c']   = 3 x_rc^2 [c = c'] + 2 w_c'      (H_wx its transpose)
+ *   H_ww[c, c']    = 2 sum(x)            if c = c', else 0 */
+static nb_tensor *f_cubic(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *x = in[0], *w = in[1];
+    return nb_add(nb_sum(nb_mul(nb_pow_scalar(x, 3), w), NB_ALL, false),
+                  nb_mul(nb_sum(x, NB_ALL, false), nb_sum(nb_square(w), NB_ALL, false)));
+}
+
+static void expect_cubic_hessian(nb_tensor *const *h, const float *x, const float *w,
+                                 const char *label) {
+    EXPECT_SHAPE(h[0], 2, 2, 2, 2);
+    EXPECT_SHAPE(h[1], 2, 2, 2);
+    EXPECT_SHAPE(h[2], 2, 2, 2);
+    EXPECT_SHAPE(h[3], 2, 2);
+    double sx = x[0] + x[1] + x[2] + x[3];
+    for (int a = 0; a < 4; a++) {
+        int c = a % 2;
+        for (int b = 0; b < 4; b++) {
+            double want = a == b ? 6.0 * w[c] * x[a] : 0.0;
+            cr_assert(fabs(nb_data(h[0])[a * 4 + b] - want) < 1e-4, "%s: H_xx[%d, %d] %g, want %g",
+                      label, a, b, (double)nb_data(h[0])[a * 4 + b], want);
+        }
+        for (int c2 = 0; c2 < 2; c2++) {
+            double want = (c == c2 ? 3.0 * x[a] * x[a] : 0.0) + 2.0 * w[c2];
+            cr_assert(fabs(nb_data(h[1])[a * 2 + c2] - want) < 1e-4, "%s: H_xw[%d, %d] %g, want %g",
+                      label, a, c2, (double)nb_data(h[1])[a * 2 + c2], want);
+            cr_assert(fabs(nb_data(h[2])[c2 * 4 + a] - want) < 1e-4, "%s: H_wx[%d, %d] %g, want %g",
+                      label, c2, a, (double)nb_data(h[2])[c2 * 4 + a], want);
+        }
+    }
+    for (int c = 0; c < 2; c++)
+        for (int c2 = 0; c2 < 2; c2++) {
+            double want = c == c2 ? 2.0 * sx : 0.0;
+            cr_assert(fabs(nb_data(h[3])[c * 2 + c2] - want) < 1e-4, "%s: H_ww[%d, %d] %g, want %g",
+                      label, c, c2, (double)nb_data(h[3])[c * 2 + c2], want);
+        }
+}
+
+/* Every strategy gives the Hessian written out above: forward over reverse
+ * (FORWARD) and reverse over reverse (REVERSE, and AUTO, which takes it). With create_graph the Hessian is a graph: the gradient of
+ * sum(H_xx) = sum_rc 6 w_c x_rc is 6 w_c in x and 6 sum_r x_rc in w. */
+Test(functional, hessian_strategies_by_hand) {
+    const float xv[4] = {0.5f, -1.0f, 1.5f, 0.25f}, wv[2] = {2.0f, -0.75f};
+    const nb_jacobian_strategy strategies[3] = {NB_JACOBIAN_AUTO, NB_JACOBIAN_FORWARD,
+                                                NB_JACOBIAN_REVERSE};
+    const char *names[3] = {"auto", "forward", "reverse"};
+    nb_tensor *h[3][4];
+    for (int s = 0; s < 3; s++)
+        for (int cg = 0; cg < 2; cg++) {
+            nb_tensor *x = nb_from_array(NB_SHAPE(2, 2), xv), *w = nb_from_array(NB_SHAPE(2), wv);
+            if (cg) {
+                nb_set_requires_grad(x, true);
+                nb_set_requires_grad(w, true);
+            }
+            nb_functional_opts o = {.create_graph = cg, .strategy = strategies[s]};
+            cr_assert_eq(nb_hessian(f_cubic, NULL, 2, (nb_tensor *[]){x, w}, h[s], &o), 0, "%s: %s",
+                         names[s], nb_error());
+            expect_cubic_hessian(h[s], xv, wv, names[s]);
+            if (!cg) {
+                cr_assert_not(nb_requires_grad(h[s][0]));
+                continue;
+            }
+            nb_tensor *g[2];
+            nb_tensor *total = nb_sum(h[s][0], NB_ALL, false);
+            cr_assert_eq(nb_grad(1, &total, NULL, 2, (nb_tensor *[]){x, w}, g, NULL), 0, "%s: %s",
+                         names[s], nb_error());
+            EXPECT_VALUES(g[0], 1e-4, 6 * wv[0], 6 * wv[1], 6 * wv[0], 6 * wv[1]);
+            EXPECT_VALUES(g[1], 1e-4, 6 * (xv[0] + xv[2]), 6 * (xv[1] + xv[3]));
+        }
+}
+
+static nb_tensor *f_cubic_counted(nb_tensor *const *in, void *ctx) {
+    ++*(int *)ctx;
+    return f_cubic(in, NULL);
+}
+
+/* Forward over reverse calls f (and its backward) once per input element;
+ * reverse over reverse, which AUTO takes, calls f once and then runs one
+ * backward per element through the gradient's graph. */
+Test(functional, hessian_strategies_call_f_as_described) {
+    nb_tensor *in[2] = {nb_uniform(NULL, -1, 1, NB_SHAPE(2, 2)), nb_uniform(NULL, -1, 1, NB_SHAPE(2))};
+    nb_tensor *h[4];
+    int calls[3] = {0};
+    const nb_jacobian_strategy strategies[3] = {NB_JACOBIAN_AUTO, NB_JACOBIAN_FORWARD,
+                                                NB_JACOBIAN_REVERSE};
+    for (int s = 0; s < 3; s++)
+        cr_assert_eq(nb_hessian(f_cubic_counted, &calls[s], 2, in, h,
+                                &(nb_functional_opts){.strategy = strategies[s]}), 0, "%s", nb_error());
+    cr_assert(calls[0] == 1 && calls[1] == 6 && calls[2] == 1, "calls: auto %d, forward %d, reverse %d",
+              calls[0], calls[1], calls[2]);
+}
+
+static nb_tensor *f_hessian_forward(nb_tensor *const *in, void *ctx) {
+    nb_tensor *h;
+    nb_functional_opts o = {.create_graph = true, .strategy = NB_JACOBIAN_FORWARD};
+    return nb_hessian(f_dense_hessian, ctx, 1, in, &h, &o) == 0 ? h : NULL;
+}
+
+/* The forward strategy's Hessian with create_graph is a graph of the
+ * tangents' ops: its derivative (third derivatives of f) gradchecks. */
+Test(functional, hessian_forward_with_create_graph_gradchecks) {
+    nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4));
+    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3));
+    nb_test_gradcheck(f_hessian_forward, a, 1, &x, false);
+}
+
+Test(functional, hessian_forward_and_reverse_agree) {
+    nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 4));
+    nb_tensor *x = nb_uniform(NULL, -1, 1, NB_SHAPE(3)), *hf, *hr;
+    cr_assert_eq(nb_hessian(f_dense_hessian, a, 1, &x, &hf, &forward), 0, "%s", nb_error());
+    cr_assert_eq(nb_hessian(f_dense_hessian, a, 1, &x, &hr, &reverse), 0, "%s", nb_error());
+    for (int k = 0; k < 9; k++)
+        cr_assert_float_eq(nb_data(hf)[k], nb_data(hr)[k], 1e-6, "element %d: %.9g forward, %.9g "
+                           "reverse", k, (double)nb_data(hf)[k], (double)nb_data(hr)[k]);
+}
+
+/* An op without a forward rule ('twice'): FORWARD fails naming it; AUTO
+ * and REVERSE need none. */
+Test(functional, hessian_forward_needs_forward_rules) {
+    nb_tensor *x = nb_from_array(NB_SHAPE(2), (float[]){1, -2}), *h = x;
+    cr_assert_eq(nb_hessian(f_twice_sum, NULL, 1, &x, &h, &forward), -1);
+    EXPECT_ERROR("nb_hessian", "forward mode", "'twice'", "no forward-mode rule");
+    cr_assert_null(h);
+    for (int s = 0; s < 2; s++) {
+        nb_clear_error();
+        nb_functional_opts o = {.strategy = s ? NB_JACOBIAN_REVERSE : NB_JACOBIAN_AUTO};
+        cr_assert_eq(nb_hessian(f_twice_sum, NULL, 1, &x, &h, &o), 0, "%s", nb_error());
+        EXPECT_VALUES(h, 1e-6, 8, 0, 0, 8); /* d^2 sum(4x^2) = 8 I */
+        cr_assert_null(nb_error());
+    }
+    cr_assert_eq(nb_hessian(f_cubic, NULL, 1, &x, &h, &(nb_functional_opts){.strategy = 9}), -1);
+    EXPECT_ERROR("nb_hessian", "strategy 9");
+}
+
+/* Every allocation of a Hessian with create_graph failing in turn, by each
+ * strategy. */
 Test(functional, allocation_failures) {
     nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(2))), *c = nb_keep(nb_ones(NB_SHAPE(2)));
-    for (int persistent = 0; persistent < 2; persistent++)
+    for (int run = 0; run < 4; run++) /* forward, reverse; failing once, or from then on */
         for (int64_t n = 1;; n++) {
             cr_assert(n < 100000);
             nb_empty_cache();
             int64_t live = nb_live_tensors();
             nb_clear_error();
-            nb_test_alloc a = {.fail_at = n, .persistent = persistent};
+            nb_test_alloc a = {.fail_at = n, .persistent = run % 2};
             nb_set_alloc_hook(nb_test_alloc_hook, &a);
             nb_scope_begin();
             nb_tensor *h;
-            int rc = nb_hessian(f_tanh, c, 1, &x, &h, &(nb_functional_opts){.create_graph = true});
+            nb_functional_opts o = {.create_graph = true,
+                                    .strategy = run < 2 ? NB_JACOBIAN_FORWARD : NB_JACOBIAN_REVERSE};
+            int rc = nb_hessian(f_tanh, c, 1, &x, &h, &o);
             nb_scope_end();
             nb_set_alloc_hook(NULL, NULL);
             cr_assert_eq(nb_live_tensors(), live, "leak at allocation %lld", (long long)n);
