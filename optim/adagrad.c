@@ -28,12 +28,12 @@ static void adagrad_loop(float *restrict p, const float *restrict g, float *rest
     }
 }
 
-static void adagrad_update(nb_optimizer *o, int i, float *restrict p,
-                           const float *restrict g, int64_t n, int64_t step) {
+static void adagrad_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
+                           float *const *s, int64_t n, int64_t step) {
     const nb_adagrad_opts *op = &o->opts.adagrad;
     const float clr = (float)((double)o->lr / (1.0 + (double)(step - 1) * (double)op->lr_decay));
     /* the sum is an array of its own: the loop vectorises */
-    adagrad_loop(p, g, nb__optim_state(o, i, SUM), n, clr, op->eps, op->weight_decay,
+    adagrad_loop(p, g, s[SUM], n, clr, op->eps, op->weight_decay,
                  op->eps_inside_sqrt);
 }
 

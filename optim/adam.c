@@ -42,8 +42,8 @@ static void adam_plain(float *restrict p, const float *restrict g, float *restri
     }
 }
 
-static void adam_update(nb_optimizer *o, int i, float *restrict p,
-                        const float *restrict g, int64_t n, int64_t step) {
+static void adam_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
+                        float *const *s, int64_t n, int64_t step) {
     const nb_adam_opts *op = &o->opts.adam;
     const float lr = o->lr, b1 = op->beta1, b2 = op->beta2, eps = op->eps;
     const float wd = op->weight_decay;
@@ -52,8 +52,7 @@ static void adam_update(nb_optimizer *o, int i, float *restrict p,
     /* eps_hat: Keras's sqrt(1 - beta2^t) m / (sqrt(v) + eps) is
      * m / (sqrt(v) inv + eps inv), with inv = 1 / sqrt(1 - beta2^t) */
     const float eps_term = op->eps_hat ? eps * inv_bc2_sqrt : eps;
-    float *m = nb__optim_state(o, i, EXP_AVG), *v = nb__optim_state(o, i, EXP_AVG_SQ);
-    float *vmax = nb__optim_state(o, i, MAX_EXP_AVG_SQ);
+    float *restrict m = s[EXP_AVG], *restrict v = s[EXP_AVG_SQ], *restrict vmax = s[MAX_EXP_AVG_SQ];
 
     if (o->decoupled_decay && wd != 0.0f) {
         const float shrink = 1.0f - lr * wd;

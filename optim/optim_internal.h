@@ -39,11 +39,14 @@ typedef struct nb_optim_kind {
     const char *name;
     int nstate;
     const char *state_names[NB_OPTIM_MAX_STATE];
-    /* One step for parameter i: p and g hold n floats; step is this
-     * parameter's step count including this one (1 on its first update).
-     * State k of parameter i is nb__optim_state(o, i, k). */
-    void (*update)(nb_optimizer *o, int i, float *restrict p, const float *restrict g,
-                   int64_t n, int64_t step);
+    /* One step for n floats of a parameter: p, g and s[k] (its state k, NULL
+     * where the family keeps none with these options) all start at the same
+     * element; step is the parameter's step count including this one (1 on
+     * its first update). A step of one parameter may be cut into several
+     * such calls, run at once on different threads: an update must touch
+     * only its own n elements (all of them are elementwise). */
+    void (*update)(const nb_optimizer *o, float *restrict p, const float *restrict g,
+                   float *const *s, int64_t n, int64_t step);
 } nb_optim_kind;
 
 struct nb_optimizer {
@@ -54,6 +57,8 @@ struct nb_optimizer {
     int64_t *param_steps; /* updates applied to each parameter */
     int64_t steps;        /* successful nb_optimizer_step calls */
     nb_tensor **state;    /* nparams * kind->nstate, kept; NULL where unused */
+    int64_t *start;       /* nparams + 1: where each parameter begins in a step's
+                           * flat range of all gradient elements */
     union {
         nb_sgd_opts sgd;
         nb_adam_opts adam;
@@ -70,13 +75,6 @@ struct nb_optimizer {
 nb_optimizer *nb__optimizer_new(const char *who, const nb_optim_kind *kind, int nparams,
                                 nb_tensor *const *params, float lr, const bool *want_state,
                                 const float *state_init);
-
-/* Writable floats of state k of parameter i (NULL if the family keeps no
- * such state with these options). */
-static inline float *nb__optim_state(nb_optimizer *o, int i, int k) {
-    nb_tensor *t = o->state[(size_t)i * (size_t)o->kind->nstate + (size_t)k];
-    return t ? nb_data_mut(t) : NULL;
-}
 
 /* Option checks shared by the constructors: true, or false and a message
  * "who: what must be range, got v". */

@@ -9,6 +9,8 @@
  */
 #include "optim_internal.h"
 
+#include "parallel.h"
+
 #include <stdlib.h>
 
 bool nb__optim_check(const char *who, const char *what, float v, float lo, float hi,
@@ -83,8 +85,9 @@ nb_optimizer *nb__optimizer_new(const char *who, const nb_optim_kind *kind, int 
         o->params = nb_malloc((size_t)nparams * sizeof *o->params);
         o->param_steps = nb_calloc((size_t)nparams, sizeof *o->param_steps);
         o->state = nb_calloc(nstate ? nstate : 1, sizeof *o->state);
+        o->start = nb_malloc(((size_t)nparams + 1) * sizeof *o->start);
     }
-    if (!o || !o->params || !o->param_steps || !o->state) {
+    if (!o || !o->params || !o->param_steps || !o->state || !o->start) {
         nb_set_error("%s: out of memory", who);
         nb_optimizer_free(o);
         return NULL;
@@ -115,6 +118,37 @@ nb_optimizer *nb__optimizer_new(const char *who, const nb_optim_kind *kind, int 
     return o;
 }
 
+/* Enough elements that waking another thread pays: a few microseconds of
+ * updates. */
+#define OPTIM_GRAIN ((int64_t)32768)
+
+/* The updates of the elements [begin, end) of a step's flat range. */
+static void update_range(void *ctx, int64_t begin, int64_t end) {
+    const nb_optimizer *o = ctx;
+    int lo = 0, hi = o->nparams; /* the first parameter ending after begin */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (o->start[mid + 1] <= begin)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (int i = lo; i < o->nparams && o->start[i] < end; i++) {
+        int64_t a = begin > o->start[i] ? begin : o->start[i];
+        int64_t b = end < o->start[i + 1] ? end : o->start[i + 1];
+        if (a >= b) continue; /* no .grad */
+        int64_t off = a - o->start[i];
+        float *s[NB_OPTIM_MAX_STATE] = {NULL};
+        for (int k = 0; k < o->kind->nstate; k++) {
+            nb_tensor *t = o->state[(size_t)i * (size_t)o->kind->nstate + (size_t)k];
+            s[k] = t ? nb_data_mut(t) + off : NULL;
+        }
+        nb_tensor *p = o->params[i];
+        o->kind->update(o, nb_data_mut(p) + off, nb_data(nb_grad_of(p)) + off, s, b - a,
+                        o->param_steps[i]);
+    }
+}
+
 int nb_optimizer_step(nb_optimizer *o) {
     if (!o) return -1;
     /* Check every gradient first so that an error leaves all parameters as
@@ -128,12 +162,23 @@ int nb_optimizer_step(nb_optimizer *o) {
             return -1;
         }
     }
+    /* One pass over all the parameters at once, as PyTorch's foreach and
+     * fused optimizers do: their gradient elements, end to end, make one
+     * range, cut over the thread pool in pieces of at least OPTIM_GRAIN
+     * elements; a piece may hold several small parameters or part of a
+     * large one. The updates are elementwise, so any cut gives the same
+     * bits. Parameters without a .grad take no room in the range. */
+    int64_t total = 0;
     for (int i = 0; i < o->nparams; i++) {
-        nb_tensor *p = o->params[i], *g = nb_grad_of(p);
-        if (!g) continue;
-        int64_t t = ++o->param_steps[i];
-        o->kind->update(o, i, nb_data_mut(p), nb_data(g), nb_numel(p), t);
+        o->start[i] = total;
+        nb_tensor *p = o->params[i];
+        if (nb_grad_of(p)) {
+            total += nb_numel(p);
+            o->param_steps[i]++;
+        }
     }
+    o->start[o->nparams] = total;
+    nb_parallel_for(total, OPTIM_GRAIN, update_range, o);
     o->steps++;
     return 0;
 }
@@ -189,6 +234,7 @@ void nb_optimizer_free(nb_optimizer *o) {
         for (size_t k = 0; k < n; k++) nb_release(o->state[k]);
     }
     nb_free(o->state);
+    nb_free(o->start);
     nb_free(o->param_steps);
     nb_free(o->params);
     nb_free(o);

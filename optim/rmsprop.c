@@ -38,16 +38,14 @@ static void rmsprop_plain(float *restrict p, const float *restrict g, float *res
     }
 }
 
-static void rmsprop_update(nb_optimizer *o, int i, float *restrict p,
-                           const float *restrict g, int64_t n, int64_t step) {
+static void rmsprop_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
+                           float *const *s, int64_t n, int64_t step) {
     (void)step; /* RMSprop has no bias correction and no first-step rule */
     const nb_rmsprop_opts *op = &o->opts.rmsprop;
     const float lr = o->lr, alpha = op->alpha, eps = op->eps, wd = op->weight_decay;
     const float mu = op->momentum;
     const bool inside = op->eps_inside_sqrt;
-    float *v = nb__optim_state(o, i, SQUARE_AVG);
-    float *b = nb__optim_state(o, i, MOMENTUM_BUFFER);
-    float *a = nb__optim_state(o, i, GRAD_AVG);
+    float *restrict v = s[SQUARE_AVG], *restrict b = s[MOMENTUM_BUFFER], *restrict a = s[GRAD_AVG];
     if (!a && !b) {
         rmsprop_plain(p, g, v, n, lr, alpha, eps, wd, inside);
         return;

@@ -16,8 +16,8 @@
 
 enum { MOMENTUM_BUFFER };
 
-static void sgd_update(nb_optimizer *o, int i, float *restrict p,
-                       const float *restrict g, int64_t n, int64_t step) {
+static void sgd_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
+                       float *const *s, int64_t n, int64_t step) {
     const nb_sgd_opts *op = &o->opts.sgd;
     const float lr = o->lr, wd = op->weight_decay, mu = op->momentum;
     const float keep = 1.0f - op->dampening;
@@ -28,7 +28,7 @@ static void sgd_update(nb_optimizer *o, int i, float *restrict p,
             for (int64_t j = 0; j < n; j++) p[j] -= lr * (g[j] + wd * p[j]);
         return;
     }
-    float *b = nb__optim_state(o, i, MOMENTUM_BUFFER);
+    float *restrict b = s[MOMENTUM_BUFFER];
     const bool first = step == 1, nesterov = o->opts.sgd.nesterov;
     for (int64_t j = 0; j < n; j++) {
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];

@@ -905,3 +905,74 @@ Test(optim, adam_eps_hat) {
     op.weight_decay = 0.5f;
     two_unit_steps(nb_adamw(1, &p, &op), p, 0.88333333f, 0.76659586f);
 }
+
+/* ---- one pass over all parameters ------------------------------------------------------
+ * A step is one range over every gradient element, cut over the thread pool
+ * wherever the cut falls, mid-parameter included. Each optimizer, with the
+ * options that keep the most state, stepping three parameters together on
+ * three threads (a 70,001-element one cut in pieces, a small one, one with
+ * no gradient, which must not move) must give the bits of three optimizers
+ * each stepping one parameter on one thread. */
+typedef nb_optimizer *(*many_fn)(int n, nb_tensor *const *p);
+static nb_optimizer *many_sgd(int n, nb_tensor *const *p) {
+    return nb_sgd(n, p, &(nb_sgd_opts){.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f, .nesterov = true});
+}
+static nb_optimizer *many_adam(int n, nb_tensor *const *p) {
+    nb_adam_opts o = nb_adam_defaults();
+    o.amsgrad = true;
+    o.weight_decay = 0.01f;
+    return nb_adamw(n, p, &o);
+}
+static nb_optimizer *many_rmsprop(int n, nb_tensor *const *p) {
+    nb_rmsprop_opts o = nb_rmsprop_defaults();
+    o.centered = true;
+    o.momentum = 0.5f;
+    return nb_rmsprop(n, p, &o);
+}
+static nb_optimizer *many_adagrad(int n, nb_tensor *const *p) {
+    return nb_adagrad(n, p, &(nb_adagrad_opts){.lr = 0.1f, .lr_decay = 0.01f, .eps = 1e-10f});
+}
+
+static void set_grads(nb_tensor *const *p, int with_grad) {
+    nb_scope_begin();
+    for (int i = 0; i < with_grad; i++) {
+        nb_zero_grad(p[i]);
+        nb_tensor *g = nb_uniform(NULL, -1, 1, nb_ndim(p[i]), nb_shape(p[i]));
+        cr_assert_eq(nb_backward(nb_sum(nb_mul(p[i], g), NB_ALL, false)), 0, "%s", nb_error());
+    }
+    nb_scope_end();
+}
+
+Test(optim, one_pass_over_all_parameters_cut_anywhere) {
+    static const many_fn makers[] = {many_sgd, many_adam, many_rmsprop, many_adagrad};
+    static const int64_t sizes[3] = {70001, 13, 5000};
+    for (int m = 0; m < 4; m++) {
+        nb_manual_seed(7);
+        nb_tensor *joint[3], *alone[3];
+        for (int i = 0; i < 3; i++) {
+            joint[i] = nb_set_requires_grad(nb_uniform(NULL, -1, 1, NB_SHAPE(sizes[i])), true);
+            alone[i] = nb_set_requires_grad(nb_detach(nb_clone(joint[i])), true);
+        }
+        nb_optimizer *all = makers[m](3, joint), *one[3];
+        for (int i = 0; i < 3; i++) one[i] = makers[m](1, &alone[i]);
+        for (int step = 0; step < 3; step++) {
+            nb_manual_seed(100 + (uint64_t)step);
+            set_grads(joint, 2); /* the third has no .grad */
+            nb_manual_seed(100 + (uint64_t)step);
+            set_grads(alone, 2);
+            nb_set_num_threads(3);
+            cr_assert_eq(nb_optimizer_step(all), 0, "%s", nb_error());
+            nb_set_num_threads(1);
+            for (int i = 0; i < 3; i++) cr_assert_eq(nb_optimizer_step(one[i]), 0, "%s", nb_error());
+        }
+        nb_set_num_threads(0);
+        for (int i = 0; i < 3; i++) {
+            cr_assert(memcmp(nb_data(joint[i]), nb_data(alone[i]), sizeof(float) * (size_t)sizes[i]) == 0,
+                      "%s: parameter %d differs between one pass over all and a step of its own",
+                      nb_optimizer_name(all), i);
+            nb_optimizer_free(one[i]);
+        }
+        cr_assert_eq(nb_optimizer_param_steps(all, 2), 0);
+        nb_optimizer_free(all);
+    }
+}
