@@ -29,16 +29,18 @@ enum { EXP_AVG, EXP_AVG_SQ, MAX_EXP_AVG_SQ };
 /* The common case (no amsgrad) as one loop over distinct arrays that the
  * compiler vectorises; the same arithmetic, in the same order, as the
  * general loop below, so the same bits. */
+NB_VECTOR_CLONES
 static void adam_plain(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                       int64_t n, float l2, float b1, float b2, float step_size, float inv_bc2_sqrt,
-                       float eps_term) {
+                       int64_t n, float l2, float shrink, float b1, float b2, float step_size,
+                       float inv_bc2_sqrt, float eps_term) {
     for (int64_t j = 0; j < n; j++) {
-        float d = l2 == 0.0f ? g[j] : g[j] + l2 * p[j];
+        float pj = shrink == 1.0f ? p[j] : p[j] * shrink; /* AdamW's decay, in the same pass */
+        float d = l2 == 0.0f ? g[j] : g[j] + l2 * pj;
         float mj = b1 * m[j] + (1.0f - b1) * d;
         float vj = b2 * v[j] + (1.0f - b2) * d * d;
         m[j] = mj;
         v[j] = vj;
-        p[j] -= step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
+        p[j] = pj - step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
     }
 }
 
@@ -54,15 +56,14 @@ static void adam_update(const nb_optimizer *o, float *restrict p, const float *r
     const float eps_term = op->eps_hat ? eps * inv_bc2_sqrt : eps;
     float *restrict m = s[EXP_AVG], *restrict v = s[EXP_AVG_SQ], *restrict vmax = s[MAX_EXP_AVG_SQ];
 
-    if (o->decoupled_decay && wd != 0.0f) {
-        const float shrink = 1.0f - lr * wd;
-        for (int64_t j = 0; j < n; j++) p[j] *= shrink;
-    }
+    const float shrink = o->decoupled_decay && wd != 0.0f ? 1.0f - lr * wd : 1.0f;
     const float l2 = o->decoupled_decay ? 0.0f : wd;
     if (!vmax) {
-        adam_plain(p, g, m, v, n, l2, b1, b2, step_size, inv_bc2_sqrt, eps_term);
+        adam_plain(p, g, m, v, n, l2, shrink, b1, b2, step_size, inv_bc2_sqrt, eps_term);
         return;
     }
+    if (shrink != 1.0f)
+        for (int64_t j = 0; j < n; j++) p[j] *= shrink;
     for (int64_t j = 0; j < n; j++) {
         float d = l2 == 0.0f ? g[j] : g[j] + l2 * p[j];
         float mj = b1 * m[j] + (1.0f - b1) * d;

@@ -16,11 +16,39 @@
 
 enum { MOMENTUM_BUFFER };
 
+/* The momentum update as one loop with the cases fixed outside it, so
+ * that it vectorises (with first and nesterov tested per element it did
+ * not, and ran at a third of the memory bandwidth). */
+NB_VECTOR_CLONES
+static void sgd_momentum(float *restrict p, const float *restrict g, float *restrict b, int64_t n,
+                         float lr, float wd, float mu, float keep, bool first, bool nesterov) {
+    if (first) {
+        for (int64_t j = 0; j < n; j++) {
+            float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
+            b[j] = d;
+            p[j] -= lr * (nesterov ? d + mu * d : d);
+        }
+    } else if (nesterov) {
+        for (int64_t j = 0; j < n; j++) {
+            float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
+            float bj = mu * b[j] + keep * d;
+            b[j] = bj;
+            p[j] -= lr * (d + mu * bj);
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
+            float bj = mu * b[j] + keep * d;
+            b[j] = bj;
+            p[j] -= lr * bj;
+        }
+    }
+}
+
 static void sgd_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
                        float *const *s, int64_t n, int64_t step) {
     const nb_sgd_opts *op = &o->opts.sgd;
     const float lr = o->lr, wd = op->weight_decay, mu = op->momentum;
-    const float keep = 1.0f - op->dampening;
     if (mu == 0.0f) {
         if (wd == 0.0f)
             for (int64_t j = 0; j < n; j++) p[j] -= lr * g[j];
@@ -28,14 +56,8 @@ static void sgd_update(const nb_optimizer *o, float *restrict p, const float *re
             for (int64_t j = 0; j < n; j++) p[j] -= lr * (g[j] + wd * p[j]);
         return;
     }
-    float *restrict b = s[MOMENTUM_BUFFER];
-    const bool first = step == 1, nesterov = o->opts.sgd.nesterov;
-    for (int64_t j = 0; j < n; j++) {
-        float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
-        float bj = first ? d : mu * b[j] + keep * d;
-        b[j] = bj;
-        p[j] -= lr * (nesterov ? d + mu * bj : bj);
-    }
+    sgd_momentum(p, g, s[MOMENTUM_BUFFER], n, lr, wd, mu, 1.0f - op->dampening, step == 1,
+                 op->nesterov);
 }
 
 static const nb_optim_kind sgd_kind = {"sgd", 1, {"momentum_buffer"}, sgd_update};
