@@ -70,8 +70,10 @@ enum { NB_STORE, NB_ADD, NB_SCALE };
  * there is to save. */
 #define NB_GEMM_TINY ((int64_t)256)
 /* Operands with rows of at most this many floats are read in place where
- * their layout allows (gemm_blocked). */
+ * their layout allows (gemm_blocked, direct_stride) ... */
 #define NB_DIRECT_LD ((int64_t)256)
+/* ... and longer rows where a panel spans at most this many floats. */
+#define NB_DIRECT_SPAN ((int64_t)65536)
 /* Products with m·n·k at or above this are spread over the thread pool; below
  * it, waking workers costs more than it saves. */
 #define NB_GEMM_PARALLEL ((int64_t)96 * 96 * 96)
@@ -684,6 +686,25 @@ static void plan_items(nb_gemm_job *job, bool parallel) {
     job->col_blocks = div_up(job->ncur, job->nb);
 }
 
+/* Whether a panel of `depth` rows ld floats apart reads well in place:
+ * short rows always; longer ones when the rows spread over the L1 cache's
+ * sets (64 of them, 64-byte lines: a stride of 784 floats, 49 lines,
+ * visits every set, one of 512 floats only two, where the panel would
+ * evict itself) and the panel spans few pages (at most 256 KiB, or every
+ * depth step is a TLB miss). */
+static bool direct_stride(int64_t ld, int64_t depth) {
+    if (ld <= NB_DIRECT_LD)
+        return true;
+    if (depth * ld > NB_DIRECT_SPAN)
+        return false;
+    if (ld % 16 != 0)
+        return true; /* rows start at shifting offsets within lines */
+    int64_t lines = ld / 16, sets = 64;
+    while (lines % 2 == 0 && sets > 1)
+        lines /= 2, sets /= 2;
+    return sets >= 16;
+}
+
 /* m·n·k <= limit, without overflowing for huge operands. */
 static bool volume_at_most(int64_t m, int64_t n, int64_t k, int64_t limit) {
     return m <= limit && n <= limit / m && k <= limit / (m * n);
@@ -704,8 +725,9 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
      * kernel does the same arithmetic either way. Only for short rows:
      * with a long stride (512 floats and up) successive depth steps fall in
      * the same few cache sets and evict each other, which packing avoids. */
-    job->a_direct = job->trans_a && !job->pack_a_fn && job->lda <= NB_DIRECT_LD;
-    job->b_direct = !job->trans_b && !job->pack_b_fn && job->ldb <= NB_DIRECT_LD;
+    int64_t depth = div_up(job->k, div_up(job->k, ar->kc)); /* kcmax, below */
+    job->a_direct = job->trans_a && !job->pack_a_fn && direct_stride(job->lda, depth);
+    job->b_direct = !job->trans_b && !job->pack_b_fn && direct_stride(job->ldb, depth);
     int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
     /* Depth blocks of equal size, at most the kernel's kc: k = 288 is two
      * blocks of 144, not 256 and a short 32 whose tile loads and stores

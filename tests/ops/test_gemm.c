@@ -148,6 +148,8 @@ Test(gemm, larger_than_one_block) {
         check_gemm(t & 1, t & 2, 400, 33, 20, 0, 0.0f);
         check_gemm(t & 1, t & 2, 13, 2100, 5, 2, 1.0f);
         check_gemm(t & 1, t & 2, 200, 150, 300, 0, 0.0f);
+        /* rows longer than 256 floats read in place (panels of 100 rows) */
+        check_gemm(t & 1, t & 2, 300, 290, 100, 1, 0.5f);
     }
 }
 
