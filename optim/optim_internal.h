@@ -25,7 +25,11 @@
  * same IEEE operations in the same order on every path (no contraction
  * into fused multiply-adds in C11 mode; sqrt and division are correctly
  * rounded), so all paths give the same bits. Elsewhere, one plain copy. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
+/* (Not under ThreadSanitizer: the loader runs the resolver that picks a
+ * copy before the sanitizer's runtime is up, and the instrumented resolver
+ * crashes.) */
 #define NB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define NB_VECTOR_CLONES
