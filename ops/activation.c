@@ -25,8 +25,8 @@
  */
 #include "ops_internal.h"
 #include "parallel.h"
+#include "vmath_internal.h"
 
-#define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
 /* ---- tanh: y = tanh(x), dy = (1 - y^2) dx ------------------------------------- */
@@ -164,7 +164,10 @@ nb_tensor *nb_elu(nb_tensor *x, float alpha) {
 
 /* ---- gelu: y = x Phi(x), dy = (Phi(x) + x phi(x)) dx --------------------------------
  * The exact form, Phi(x) = (1 + erf(x / sqrt 2)) / 2 the normal CDF and
- * phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density. */
+ * phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density, both computed by the
+ * branch-free functions of vmath_internal.h (within a relative 1e-6 of the
+ * exact values, against libm's erff, whose 1 + erf cancels to nothing in
+ * the negative tail), so that the loops vectorise. */
 
 /* The derivative Phi(x) + x phi(x) is an op of its own, one loop, because
  * written as the ten ops it is made of it was the largest cost of a
@@ -189,18 +192,24 @@ typedef struct gelu_job {
     bool grad; /* gelu_grad: y = cdf + x phi(x), cdf given */
 } gelu_job;
 
+/* One loop per case, each free of calls and branches (vmath_internal.h),
+ * so that the compiler vectorises it. */
 static void gelu_items(void *ctx, int64_t begin, int64_t end) {
     const gelu_job *j = ctx;
-    for (int64_t i = begin; i < end; i++) {
-        float v = j->x[i];
-        if (j->grad) {
-            float c = j->cdf ? j->cdf[i] : 0.5f * (1.0f + erff(v * INV_SQRT2));
-            j->y[i] = c + v * INV_SQRT_2PI * expf(-0.5f * v * v);
-        } else {
-            float c = 0.5f * (1.0f + erff(v * INV_SQRT2));
-            j->y[i] = v * c;
-            if (j->cdf) j->cdf[i] = c;
+    const float *restrict x = j->x;
+    float *restrict y = j->y, *restrict cdf = j->cdf;
+    if (j->grad && cdf) {
+        for (int64_t i = begin; i < end; i++) y[i] = cdf[i] + x[i] * nb__normal_pdf(x[i]);
+    } else if (j->grad) {
+        for (int64_t i = begin; i < end; i++) y[i] = nb__normal_cdf(x[i]) + x[i] * nb__normal_pdf(x[i]);
+    } else if (cdf) {
+        for (int64_t i = begin; i < end; i++) {
+            float c = nb__normal_cdf(x[i]);
+            y[i] = x[i] * c;
+            cdf[i] = c;
         }
+    } else {
+        for (int64_t i = begin; i < end; i++) y[i] = x[i] * nb__normal_cdf(x[i]);
     }
 }
 

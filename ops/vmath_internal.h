@@ -1,0 +1,138 @@
+/* vmath_internal.h — exp and the normal distribution's CDF and density as
+ * straight-line float code, for the elementwise loops of ops that call them
+ * millions of times a step (gelu and its gradient, softmax in attention).
+ *
+ * Why not libm's expf and erff: a call per element keeps the loop scalar,
+ * and erff branches on its argument's range. These functions have no call
+ * and no branch (every range is computed and the right one selected), so
+ * the compiler vectorises the loops around them at the baseline x86-64
+ * (SSE2, four lanes) and wider on the machines it is told about. Their
+ * results do not depend on that: plain float operations, each rounded once
+ * (ISO C mode: no contraction into FMA), the same bits in any lane, on any
+ * CPU, at any thread count.
+ *
+ * Accuracy (tests/ops/test_vmath.c checks it against libm in double over
+ * the whole range): exp within 2 ulp, including the subnormal results; the
+ * normal CDF Phi(x) and density phi(x) within a relative 1e-6 wherever they
+ * are above FLT_MIN, far better in the tail than 0.5·(1 + erff(x/√2)), which
+ * cancels to nothing for x below about −5. NaN gives NaN.
+ *
+ * The methods are the textbook ones; the polynomials' coefficients are
+ * least-squares fits (relative error, then reweighted towards minimax) made
+ * for this file:
+ *   exp(x) = 2^n · e^r, n = round(x / ln 2), r = x − n ln 2 in two parts
+ *            (Cody and Waite), e^r = 1 + r + r²·P(r) with |r| <= ln2 / 2;
+ *            2^n applied as two factors, so that results down in the
+ *            subnormals are rounded once, not flushed to 0.
+ *   Phi(x) = 1/2 + 1/2·erf(u), u = x/√2, when |u| < 1/2: erf(u) = u·Q(u²);
+ *          = erfc(|u|)/2 or 1 − erfc(|u|)/2 otherwise, with
+ *            erfc(a) = exp(−a²)·R(t), t = 1/(1 + a/2) (erfc·exp(a²) is
+ *            smooth and slowly varying there), exp(−a²) = exp(−x²/2) taken
+ *            with x² split into an exact high part and a small low part,
+ *            so that the rounding of x² (up to 100 ulp of the result at
+ *            x = 13) is not carried into the result.
+ */
+#ifndef NB_VMATH_INTERNAL_H
+#define NB_VMATH_INTERNAL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float nb__vm_bits_to_float(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+static inline uint32_t nb__vm_float_to_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* c ? a : b as a bit mask, with both arms computed: a float ternary whose
+ * arms compute would keep its branch (the compiler may not speculate an
+ * operation that could raise a floating-point exception), and with it the
+ * loop scalar. */
+static inline float nb__vm_select(int c, float a, float b) {
+    uint32_t m = -(uint32_t)(c != 0);
+    return nb__vm_bits_to_float((nb__vm_float_to_bits(a) & m) | (nb__vm_float_to_bits(b) & ~m));
+}
+
+/* 2^k for an integer k in [-126, 127], built in the exponent field. */
+static inline float nb__vm_pow2i(int32_t k) { return nb__vm_bits_to_float((uint32_t)(k + 127) << 23); }
+
+/* exp(hi + lo) where lo is a small correction to hi (|lo| well below
+ * ln 2 / 2): lo joins the reduced argument, where it is not lost to the
+ * rounding of a large hi. */
+static inline float nb__exp_sum(float hi, float lo) {
+    /* beyond these, the result is 0 or inf anyway; clamping keeps the
+     * conversion to int in range (NaN is put back at the end) */
+    float x = nb__vm_select(hi >= -104.0f, hi, -104.0f);
+    x = nb__vm_select(x <= 89.0f, x, 89.0f);
+    /* round to nearest by adding and removing 1.5·2^23 */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    /* ln 2 = 0.693359375 (9 bits, so n·that is exact) − 2.12194440e-4 */
+    float r = ((x - n * 0.693359375f) + n * 2.12194440e-4f) + lo;
+    float p = 1.990894781e-04f;
+    p = p * r + 1.393455151e-03f;
+    p = p * r + 8.333284042e-03f;
+    p = p * r + 4.166645671e-02f;
+    p = p * r + 1.666666676e-01f;
+    p = p * r + 5.000000014e-01f;
+    float e = (1.0f + r) + (r * r) * p;
+    int32_t k = (int32_t)n, k1 = k / 2, k2 = k - k1; /* both in [-75, 64] */
+    float y = (e * nb__vm_pow2i(k1)) * nb__vm_pow2i(k2);
+    return nb__vm_select(hi == hi, y, hi);
+}
+
+static inline float nb__expf(float x) { return nb__exp_sum(x, 0.0f); }
+
+/* exp(−x²/2), with x² split as xh² + xl·(x + xh), xh being x with its
+ * last 12 bits cleared: xh² is then exact in float, and so is its half.
+ * (Scaling x by 1/√2 first would round, and at x = 13 that one rounding
+ * alone is a relative 1e-5 of the result.) */
+static inline float nb__exp_neg_half_square(float x) {
+    float a = fabsf(x);
+    a = nb__vm_select(a <= 15.0f, a, 15.0f); /* exp(−112.5) is below every float */
+    float ah = nb__vm_bits_to_float(nb__vm_float_to_bits(a) & 0xfffff000u), al = a - ah;
+    float y = nb__exp_sum(-0.5f * (ah * ah), -0.5f * (al * (a + ah)));
+    return nb__vm_select(x == x, y, x);
+}
+
+#define NB__VM_INV_SQRT2 0.70710678118654752440f
+#define NB__VM_INV_SQRT_2PI 0.39894228040143267794f
+
+/* The standard normal density phi(x) = exp(−x²/2) / √(2π). */
+static inline float nb__normal_pdf(float x) {
+    return NB__VM_INV_SQRT_2PI * nb__exp_neg_half_square(x);
+}
+
+/* The standard normal CDF Phi(x) = (1 + erf(x/√2)) / 2. */
+static inline float nb__normal_cdf(float x) {
+    float u = x * NB__VM_INV_SQRT2, a = fabsf(u);
+    /* near 0: erf(u) = u·Q(u²) */
+    float s = u * u, q = 4.742706113e-03f;
+    q = q * s - 2.676836146e-02f;
+    q = q * s + 1.128297820e-01f;
+    q = q * s - 3.761261533e-01f;
+    q = q * s + 1.128379166e+00f;
+    float mid = 0.5f + 0.5f * (u * q);
+    /* the tails: erfc(a) = exp(−a²)·R(t) */
+    float t = 1.0f / (1.0f + 0.5f * a), r = -7.463928946e-02f;
+    r = r * t + 3.521914080e-01f;
+    r = r * t - 6.127067079e-01f;
+    r = r * t + 4.082194561e-01f;
+    r = r * t - 1.093666207e-01f;
+    r = r * t + 2.359806059e-01f;
+    r = r * t + 2.346595269e-01f;
+    r = r * t + 2.836722762e-01f;
+    r = r * t + 2.819772651e-01f;
+    r = r * t + 3.827555747e-06f;
+    float half_erfc = 0.5f * (nb__exp_neg_half_square(x) * r); /* exp(−a²) = exp(−x²/2) */
+    float tail = nb__vm_select(u > 0, 1.0f - half_erfc, half_erfc);
+    float y = nb__vm_select(a < 0.5f, mid, tail);
+    return nb__vm_select(x == x, y, x);
+}
+
+#endif
