@@ -193,9 +193,8 @@ typedef struct gelu_job {
 } gelu_job;
 
 /* One loop per case, each free of calls and branches (vmath_internal.h),
- * so that the compiler vectorises it. */
-static void gelu_items(void *ctx, int64_t begin, int64_t end) {
-    const gelu_job *j = ctx;
+ * so that the compiler vectorises it, as wide as the CPU allows. */
+NB_VM_MULTIARCH(gelu_loop, (const gelu_job *j, int64_t begin, int64_t end), (j, begin, end), {
     const float *restrict x = j->x;
     float *restrict y = j->y, *restrict cdf = j->cdf;
     if (j->grad && cdf) {
@@ -211,7 +210,9 @@ static void gelu_items(void *ctx, int64_t begin, int64_t end) {
     } else {
         for (int64_t i = begin; i < end; i++) y[i] = x[i] * nb__normal_cdf(x[i]);
     }
-}
+})
+
+static void gelu_items(void *ctx, int64_t begin, int64_t end) { gelu_loop(ctx, begin, end); }
 
 static nb_tensor *gelu_grad(nb_tensor *x, nb_tensor *cdf) {
     if (!x) return NULL;

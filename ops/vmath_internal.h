@@ -135,4 +135,26 @@ static inline float nb__normal_cdf(float x) {
     return nb__vm_select(x == x, y, x);
 }
 
+/* ---- wider vectors where the CPU has them --------------------------------
+ * NB_VM_MULTIARCH(name, params, args, body) defines static void name(params)
+ * whose body is compiled three times, for baseline x86-64, for AVX2 and for
+ * AVX-512, and runs the widest the CPU has (as the GEMM chooses its
+ * kernels). Only the width of the vectors changes: the same adds,
+ * multiplies, divides, compares and bit operations, no FMA (AVX2 here does
+ * not bring it, and ISO C mode does not contract), so the three give the
+ * same bits. Elsewhere than x86-64 with GCC or clang, the body once. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NB_VM_MULTIARCH(name, params, args, ...)                                \
+    static void name##_base params { __VA_ARGS__ }                              \
+    __attribute__((target("avx2"))) static void name##_avx2 params { __VA_ARGS__ } \
+    __attribute__((target("avx512f"))) static void name##_avx512 params { __VA_ARGS__ } \
+    static void name params {                                                   \
+        if (__builtin_cpu_supports("avx512f")) name##_avx512 args;              \
+        else if (__builtin_cpu_supports("avx2")) name##_avx2 args;              \
+        else name##_base args;                                                  \
+    }
+#else
+#define NB_VM_MULTIARCH(name, params, args, ...) static void name params { __VA_ARGS__ }
+#endif
+
 #endif

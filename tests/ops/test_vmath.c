@@ -4,7 +4,8 @@
  * correctly rounded result (subnormal results included), Phi and phi within
  * a relative 1e-6 wherever the true value is a normal float. Also their
  * edges (0, ±inf, NaN, overflow, underflow), and that a loop the compiler
- * vectorises gives the same bits as one call at a time.
+ * vectorises gives the same bits as one call at a time, for each of the
+ * instruction sets NB_VM_MULTIARCH compiles it for.
  */
 #include "test_util.h"
 
@@ -127,8 +128,27 @@ static float (*volatile one_exp)(float) = nb__expf;
 static float (*volatile one_cdf)(float) = nb__normal_cdf;
 static float (*volatile one_pdf)(float) = nb__normal_pdf;
 
-Test(vmath, a_vectorised_loop_gives_the_bits_of_single_calls) {
-    enum { N = 4099 };
+/* The three functions over an array, in loops the compiler vectorises, once
+ * for each instruction set NB_VM_MULTIARCH compiles for. */
+NB_VM_MULTIARCH(all_three, (const float *x, float *e, float *c, float *p, int n), (x, e, c, p, n), {
+    for (int i = 0; i < n; i++) e[i] = nb__expf(x[i] * 5.0f);
+    for (int i = 0; i < n; i++) c[i] = nb__normal_cdf(x[i]);
+    for (int i = 0; i < n; i++) p[i] = nb__normal_pdf(x[i]);
+})
+
+enum { N = 4099 };
+
+static void expect_single_call_bits(const char *set, const float *x, const float *e,
+                                    const float *c, const float *p) {
+    for (int i = 0; i < N; i++) {
+        float e1 = one_exp(x[i] * 5.0f), c1 = one_cdf(x[i]), p1 = one_pdf(x[i]);
+        cr_assert(memcmp(&e1, e + i, 4) == 0 && memcmp(&c1, c + i, 4) == 0 && memcmp(&p1, p + i, 4) == 0,
+                  "%s, x = %g: %a %a %a in the loop, %a %a %a alone", set, (double)x[i], (double)e[i],
+                  (double)c[i], (double)p[i], (double)e1, (double)c1, (double)p1);
+    }
+}
+
+Test(vmath, vectorised_loops_give_the_bits_of_single_calls_on_every_instruction_set) {
     static float x[N], e[N], c[N], p[N];
     nb_generator g;
     nb_generator_seed(&g, 7);
@@ -136,13 +156,19 @@ Test(vmath, a_vectorised_loop_gives_the_bits_of_single_calls) {
     x[5] = NAN;
     x[6] = INFINITY;
     x[7] = -INFINITY;
-    for (int i = 0; i < N; i++) e[i] = nb__expf(x[i] * 5.0f);
-    for (int i = 0; i < N; i++) c[i] = nb__normal_cdf(x[i]);
-    for (int i = 0; i < N; i++) p[i] = nb__normal_pdf(x[i]);
-    for (int i = 0; i < N; i++) {
-        float e1 = one_exp(x[i] * 5.0f), c1 = one_cdf(x[i]), p1 = one_pdf(x[i]);
-        cr_assert(memcmp(&e1, e + i, 4) == 0 && memcmp(&c1, c + i, 4) == 0 && memcmp(&p1, p + i, 4) == 0,
-                  "x = %g: %a %a %a in the loop, %a %a %a alone", (double)x[i], (double)e[i],
-                  (double)c[i], (double)p[i], (double)e1, (double)c1, (double)p1);
+    x[8] = -0.0f;
+    all_three(x, e, c, p, N); /* the widest this CPU has */
+    expect_single_call_bits("dispatched", x, e, c, p);
+#if defined(__x86_64__) && defined(__GNUC__)
+    all_three_base(x, e, c, p, N);
+    expect_single_call_bits("baseline x86-64", x, e, c, p);
+    if (__builtin_cpu_supports("avx2")) {
+        all_three_avx2(x, e, c, p, N);
+        expect_single_call_bits("AVX2", x, e, c, p);
     }
+    if (__builtin_cpu_supports("avx512f")) {
+        all_three_avx512(x, e, c, p, N);
+        expect_single_call_bits("AVX-512", x, e, c, p);
+    }
+#endif
 }
