@@ -27,6 +27,7 @@
  */
 #include "ops_internal.h"
 #include "parallel.h"
+#include "vmath_internal.h"
 
 /* ---- masked_softmax: the fused op ----------------------------------------------------
  * scores [..., Tq, Tk], mask NULL or of the same shape -> weights, same shape.
@@ -40,11 +41,13 @@ typedef struct msm_job {
     bool causal;
 } msm_job;
 
-static void msm_rows(void *ctx, int64_t begin, int64_t end) {
-    const msm_job *j = ctx;
+/* The exponentials in a loop of their own, free of calls and branches
+ * (vmath_internal.h), so that it vectorises; the sum after it stays in
+ * order, so the result is the same at any vector width. */
+NB_VM_MULTIARCH(msm_loop, (const msm_job *j, int64_t begin, int64_t end), (j, begin, end), {
     for (int64_t r = begin; r < end; r++) {
         const float *s = j->s + r * j->tk, *m = j->mask ? j->mask + r * j->tk : NULL;
-        float *y = j->y + r * j->tk;
+        float *restrict y = j->y + r * j->tk;
         /* keys past the query's position are hidden when causal */
         int64_t n = j->causal ? (r % j->tq) + 1 : j->tk;
         if (n > j->tk) n = j->tk;
@@ -58,17 +61,16 @@ static void msm_rows(void *ctx, int64_t begin, int64_t end) {
             memset(y, 0, sizeof(float) * (size_t)j->tk);
             continue;
         }
+        for (int64_t c = 0; c < n; c++) y[c] = nb__expf(y[c] - mx);
         float sum = 0;
-        for (int64_t c = 0; c < n; c++) {
-            float e = expf(y[c] - mx);
-            y[c] = e;
-            sum += e;
-        }
+        for (int64_t c = 0; c < n; c++) sum += y[c];
         float inv = 1.0f / sum;
         for (int64_t c = 0; c < n; c++) y[c] *= inv;
         for (int64_t c = n; c < j->tk; c++) y[c] = 0;
     }
-}
+})
+
+static void msm_rows(void *ctx, int64_t begin, int64_t end) { msm_loop(ctx, begin, end); }
 
 static void masked_softmax_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *y = nb_saved(node, 0);
