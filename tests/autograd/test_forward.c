@@ -277,7 +277,20 @@ static nb_tensor *f_layer_norm_prime(nb_tensor *const *in, void *ctx) {
     return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
 }
 
+/* masked_softmax's backward op (softmax_grad), reached as the gradient of
+ * sum(sin(masked_softmax(x))) (sum(masked_softmax(x)) alone has gradient 0);
+ * its tangents in y and in g are both non-zero */
+static nb_tensor *f_softmax_prime(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *g = NULL, *x = in[0];
+    bool outer = nb_requires_grad(x);
+    if (!outer) x = nb_set_requires_grad(nb_mul_scalar(x, 1.0f), true);
+    nb_tensor *y = nb_sum(nb_sin(nb_masked_softmax(x, NULL, true, 0.5f)), NB_AXES(), false);
+    return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
+}
+
 static const fcase transformer_cases[] = {
+    {"softmax_grad", f_softmax_prime, 1, {S(2, 3, 3)}, -2, 2},
     {"normalize_grad", f_layer_norm_prime, 1, {S(2, 5)}, -2, 2},
     {"linear_map", f_linear_map, 3, {S(2, 3, 4), S(4, 2), S(2)}, -1, 1},
     {"linear_map without bias", f_linear_map_nobias, 2, {S(3, 4), S(4, 2)}, -1, 1},
