@@ -22,6 +22,7 @@
  * is index_add into the used rows.
  */
 #include "ops_internal.h"
+#include "vmath_internal.h"
 
 /* ---- normalize: the fused op ------------------------------------------------------
  * x viewed as [A, B, C]: A the axes before lo, B the kept axes [lo, hi), C
@@ -44,7 +45,7 @@ static norm_view view_of(const nb_tensor *x, int lo, int hi) {
 
 /* Sum of p[0..n) and of (p[k] - shift)², in eight float lanes (which
  * vectorise) folded into double per call. */
-static void lane_sums(const float *p, int64_t n, float shift, double *s, double *ss) {
+static inline void lane_sums(const float *p, int64_t n, float shift, double *s, double *ss) {
     float a[8] = {0}, b[8] = {0};
     int64_t k = 0;
     for (; k + 8 <= n; k += 8)
@@ -72,7 +73,7 @@ typedef struct norm_stats {
     float fm, r;
 } norm_stats;
 
-static norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
+static inline norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
     double n = (double)(v.a * v.c), s = 0, ss = 0, unused = 0;
     for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, 0, &s, &unused);
     norm_stats st = {.mean = s / n};
@@ -88,9 +89,12 @@ static norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
 }
 
 /* y = (x - mean) / sqrt(var + eps); mean and var (biased) written per b
- * when asked for. */
-static void normalize_kernel(const float *x, float *y, norm_view v, double eps, double *mean_out,
-                             double *var_out) {
+ * when asked for. Compiled for each vector width (NB_VM_MULTIARCH): the
+ * eight float lanes of the sums are written out, so every width adds the
+ * same numbers in the same order and the bits do not change. */
+NB_VM_MULTIARCH(normalize_kernel,
+                (const float *x, float *y, norm_view v, double eps, double *mean_out, double *var_out),
+                (x, y, v, eps, mean_out, var_out), {
     for (int64_t j = 0; j < v.b; j++) {
         norm_stats st = stats_of(x, v, j, eps);
         float fm = st.fm, r = st.r;
@@ -103,7 +107,7 @@ static void normalize_kernel(const float *x, float *y, norm_view v, double eps, 
         if (mean_out) mean_out[j] = mean;
         if (var_out) var_out[j] = var;
     }
-}
+})
 
 /* The normalised axes of a node (attributes 0, 1: lo, hi) into axes. */
 static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
@@ -126,7 +130,9 @@ static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
 
 /* dx for x and g viewed as [A, B, C], statistics per b as normalize_kernel
  * computes them (the same float mean and r, so the same xhat). */
-static void normalize_grad_kernel(const float *x, const float *g, float *dx, norm_view v, double eps) {
+NB_VM_MULTIARCH(normalize_grad_kernel,
+                (const float *x, const float *g, float *dx, norm_view v, double eps),
+                (x, g, dx, v, eps), {
     double n = (double)(v.a * v.c);
     for (int64_t j = 0; j < v.b; j++) {
         norm_stats st = stats_of(x, v, j, eps);
@@ -154,7 +160,7 @@ static void normalize_grad_kernel(const float *x, const float *g, float *dx, nor
             for (int64_t k = 0; k < v.c; k++) o[k] = r * (q[k] - gmean - (p[k] - fm) * r * m);
         }
     }
-}
+})
 
 static nb_tensor *normalize_grad(nb_tensor *x, nb_tensor *g, int lo, int hi, float eps);
 
