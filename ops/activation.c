@@ -11,7 +11,7 @@
  *   relu        g * (x > 0)
  *   leaky_relu  g * (x > 0 ? 1 : slope)
  *   elu         g * (x > 0 ? 1 : y + alpha)
- *   gelu        g * (Phi(x) + x * phi(x))   (the factor one fused op)
+ *   gelu        g * (Phi(x) + x * phi(x))   (one fused op, gelu_vjp)
  *   softplus    g * sigmoid(x)
  *   clamp       g * (min <= x <= max)
  *
@@ -169,38 +169,57 @@ nb_tensor *nb_elu(nb_tensor *x, float alpha) {
  * exact values, against libm's erff, whose 1 + erf cancels to nothing in
  * the negative tail), so that the loops vectorise. */
 
-/* The derivative Phi(x) + x phi(x) is an op of its own, one loop, because
- * written as the ten ops it is made of it was the largest cost of a
- * transformer's MLP after the products. The forward of gelu saves Phi(x),
- * which it computed anyway, so the loop needs only an exp, not a second
- * erf. Its own derivative, for second order: d/dx (Phi + x phi) = phi (2 - x^2). */
-static void gelu_grad_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *x = nb_saved(y, 0);
-    nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
-    gx[0] = nb_mul(g, nb_mul(pdf, nb_rsub_scalar(nb_square(x), 2.0f)));
-}
-static const nb_op gelu_grad_op = {"gelu_grad", gelu_grad_backward, nb_symmetric_jvp};
+/* gelu's gradient is an op of its own, gelu_vjp(x, g) = g·(Phi(x) + x phi(x)),
+ * one loop, because written as the ten ops it is made of it was the largest
+ * cost of a transformer's MLP after the products (and as a derivative op
+ * then a product, one pass and one temporary too many). The forward of gelu
+ * saves Phi(x), which it computed anyway, so the loop needs only an exp,
+ * not a second erf. Its own derivatives, for second order, with u the
+ * gradient arriving:
+ *   g: u·(Phi + x phi) = gelu_vjp(x, u)      x: u·g·phi(x)·(2 - x^2)
+ * (d/dx (Phi + x phi) = phi (2 - x^2)); both are diagonal, so the forward
+ * rule is the same formula read with the tangents dg and dx.
+ * Saved: x, g and, when gelu kept it, Phi(x) (attribute 0 says which). */
+static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *cdf);
 
-/* Phi(x) + x phi(x), with cdf = Phi(x) given (a plain tensor, not an input:
- * the op's only input is x), or computed when gelu kept none. */
-/* Both loops (gelu and gelu_grad) are spread over the thread pool: each
+static void gelu_vjp_adjoint(nb_tensor *node, nb_tensor *dx, nb_tensor *dg, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(node, 0), *g = nb_saved(node, 1);
+    nb_tensor *cdf = nb_attr(node, 0) != 0 ? nb_saved(node, 2) : NULL;
+    if (dg) gx[1] = gelu_vjp(x, dg, cdf);
+    if (dx) {
+        nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
+        gx[0] = nb_mul(nb_mul(dx, g), nb_mul(pdf, nb_rsub_scalar(nb_square(x), 2.0f)));
+    }
+}
+static void gelu_vjp_backward(nb_tensor *node, nb_tensor *u, nb_tensor **gx) {
+    gelu_vjp_adjoint(node, nb_needs_input_grad(node, 0) ? u : NULL,
+                     nb_needs_input_grad(node, 1) ? u : NULL, gx);
+}
+static nb_tensor *gelu_vjp_jvp(nb_tensor *node, nb_tensor *const *t) {
+    nb_tensor *part[2] = {NULL, NULL};
+    gelu_vjp_adjoint(node, t[0], t[1], part);
+    return part[0] && part[1] ? nb_add(part[0], part[1]) : part[0] ? part[0] : part[1];
+}
+static const nb_op gelu_vjp_op = {"gelu_vjp", gelu_vjp_backward, gelu_vjp_jvp};
+
+/* Both loops (gelu and gelu_vjp) are spread over the thread pool: each
  * element on its own, so any split gives the same bits. */
 #define GELU_GRAIN 16384
 typedef struct gelu_job {
-    const float *x;
-    float *y, *cdf;
-    bool grad; /* gelu_grad: y = cdf + x phi(x), cdf given */
+    const float *x, *g; /* g given: gelu_vjp, y = g·(cdf + x phi(x)) */
+    float *y, *cdf;     /* cdf: written by gelu, read by gelu_vjp; NULL: computed */
 } gelu_job;
 
 /* One loop per case, each free of calls and branches (vmath_internal.h),
  * so that the compiler vectorises it, as wide as the CPU allows. */
 NB_VM_MULTIARCH(gelu_loop, (const gelu_job *j, int64_t begin, int64_t end), (j, begin, end), {
-    const float *restrict x = j->x;
+    const float *restrict x = j->x, *restrict g = j->g;
     float *restrict y = j->y, *restrict cdf = j->cdf;
-    if (j->grad && cdf) {
-        for (int64_t i = begin; i < end; i++) y[i] = cdf[i] + x[i] * nb__normal_pdf(x[i]);
-    } else if (j->grad) {
-        for (int64_t i = begin; i < end; i++) y[i] = nb__normal_cdf(x[i]) + x[i] * nb__normal_pdf(x[i]);
+    if (g && cdf) {
+        for (int64_t i = begin; i < end; i++) y[i] = g[i] * (cdf[i] + x[i] * nb__normal_pdf(x[i]));
+    } else if (g) {
+        for (int64_t i = begin; i < end; i++)
+            y[i] = g[i] * (nb__normal_cdf(x[i]) + x[i] * nb__normal_pdf(x[i]));
     } else if (cdf) {
         for (int64_t i = begin; i < end; i++) {
             float c = nb__normal_cdf(x[i]);
@@ -214,15 +233,19 @@ NB_VM_MULTIARCH(gelu_loop, (const gelu_job *j, int64_t begin, int64_t end), (j, 
 
 static void gelu_items(void *ctx, int64_t begin, int64_t end) { gelu_loop(ctx, begin, end); }
 
-static nb_tensor *gelu_grad(nb_tensor *x, nb_tensor *cdf) {
-    if (!x) return NULL;
+static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *cdf) {
+    if (!x || !g) return NULL;
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
-    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = cdf ? (float *)nb_data(cdf) : NULL,
-                    .grad = true};
+    gelu_job job = {.x = nb_data(x), .g = nb_data(g), .y = nb_data_mut(y),
+                    .cdf = cdf ? (float *)nb_data(cdf) : NULL};
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
-    y = nb_record(y, &gelu_grad_op, 1, &x);
+    nb_tensor *in[2] = {x, g};
+    y = nb_record(y, &gelu_vjp_op, 2, in);
     nb_save(y, x);
+    nb_save(y, g);
+    if (cdf) nb_save(y, cdf);
+    nb_set_attr(y, 0, cdf != NULL);
     return y;
 }
 
@@ -230,7 +253,7 @@ static nb_tensor *gelu_grad(nb_tensor *x, nb_tensor *cdf) {
  * made for forward mode alone keeps none. */
 static void gelu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(y, 0), *cdf = nb_attr(y, 0) != 0 ? nb_saved(y, 1) : NULL;
-    if (x && (cdf || nb_attr(y, 0) == 0)) gx[0] = nb_mul(g, gelu_grad(x, cdf));
+    if (x && (cdf || nb_attr(y, 0) == 0)) gx[0] = gelu_vjp(x, g, cdf);
 }
 static const nb_op gelu_op = {"gelu", gelu_backward, nb_symmetric_jvp};
 
