@@ -43,17 +43,42 @@ static norm_view view_of(const nb_tensor *x, int lo, int hi) {
     return v;
 }
 
-/* Sum of p[0..n) and of (p[k] - shift)², in eight float lanes (which
- * vectorise) folded into double per call. */
+/* The sums below keep eight float lanes, lane l adding the elements
+ * k ≡ l (mod 8), folded into double in lane order. With GCC and clang the
+ * lanes are one vector of 8 floats (a generic vector, lowered to whatever
+ * the target has): written as a loop over an array of 8, GCC vectorised
+ * across iterations instead and spent its time shuffling. Each lane does
+ * the same float operations in the same order either way, so the bits are
+ * the same. */
+#if defined(__GNUC__)
+typedef float lanes8 __attribute__((vector_size(32)));
+#define NORM_VECTOR_LANES 1
+#endif
+
+/* Sum of p[0..n) and of (p[k] - shift)², in eight float lanes folded into
+ * double per call. */
 static inline void lane_sums(const float *p, int64_t n, float shift, double *s, double *ss) {
     float a[8] = {0}, b[8] = {0};
     int64_t k = 0;
+#ifdef NORM_VECTOR_LANES
+    lanes8 va = {0}, vb = {0};
+    for (; k + 8 <= n; k += 8) {
+        lanes8 x, d;
+        memcpy(&x, p + k, sizeof x);
+        d = x - shift;
+        va += x;
+        vb += d * d;
+    }
+    memcpy(a, &va, sizeof a);
+    memcpy(b, &vb, sizeof b);
+#else
     for (; k + 8 <= n; k += 8)
         for (int l = 0; l < 8; l++) {
             float d = p[k + l] - shift;
             a[l] += p[k + l];
             b[l] += d * d;
         }
+#endif
     double sa = 0, sb = 0;
     for (int l = 0; l < 8; l++) sa += a[l], sb += b[l];
     for (; k < n; k++) {
@@ -128,6 +153,40 @@ static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
  *   g: r·P(u)        x: -r²·(K·xhat + a·P(g) + m·P(u))
  * Attributes lo, hi, eps as normalize's. */
 
+/* Adds to *sg and *sgx the sum of q[0..n) and of q[k]·xhat[k], xhat[k] =
+ * (p[k] - fm)·r, in eight float lanes folded into double, as lane_sums. */
+static inline void grad_lane_sums(const float *p, const float *q, int64_t n, float fm, float r,
+                                  double *sg, double *sgx) {
+    float a8[8] = {0}, b8[8] = {0};
+    int64_t k = 0;
+#ifdef NORM_VECTOR_LANES
+    lanes8 va = {0}, vb = {0};
+    for (; k + 8 <= n; k += 8) {
+        lanes8 xs, gs;
+        memcpy(&xs, p + k, sizeof xs);
+        memcpy(&gs, q + k, sizeof gs);
+        va += gs;
+        vb += gs * ((xs - fm) * r);
+    }
+    memcpy(a8, &va, sizeof a8);
+    memcpy(b8, &vb, sizeof b8);
+#else
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) {
+            a8[l] += q[k + l];
+            b8[l] += q[k + l] * ((p[k + l] - fm) * r);
+        }
+#endif
+    double s = *sg, sx = *sgx; /* added on to the running sums, in this order */
+    for (int l = 0; l < 8; l++) s += a8[l], sx += b8[l];
+    for (; k < n; k++) {
+        s += q[k];
+        sx += (double)q[k] * ((p[k] - fm) * r);
+    }
+    *sg = s;
+    *sgx = sx;
+}
+
 /* dx for x and g viewed as [A, B, C], statistics per b as normalize_kernel
  * computes them (the same float mean and r, so the same xhat). */
 NB_VM_MULTIARCH(normalize_grad_kernel,
@@ -140,18 +199,7 @@ NB_VM_MULTIARCH(normalize_grad_kernel,
         double sg = 0, sgx = 0;
         for (int64_t i = 0; i < v.a; i++) {
             const float *p = x + (i * v.b + j) * v.c, *q = g + (i * v.b + j) * v.c;
-            float a8[8] = {0}, b8[8] = {0};
-            int64_t k = 0;
-            for (; k + 8 <= v.c; k += 8)
-                for (int l = 0; l < 8; l++) {
-                    a8[l] += q[k + l];
-                    b8[l] += q[k + l] * ((p[k + l] - fm) * r);
-                }
-            for (int l = 0; l < 8; l++) sg += a8[l], sgx += b8[l];
-            for (; k < v.c; k++) {
-                sg += q[k];
-                sgx += (double)q[k] * ((p[k] - fm) * r);
-            }
+            grad_lane_sums(p, q, v.c, fm, r, &sg, &sgx);
         }
         float gmean = (float)(sg / n), m = (float)(sgx / n);
         for (int64_t i = 0; i < v.a; i++) {
