@@ -62,14 +62,11 @@ static inline float nb__vm_select(int c, float a, float b) {
 /* 2^k for an integer k in [-126, 127], built in the exponent field. */
 static inline float nb__vm_pow2i(int32_t k) { return nb__vm_bits_to_float((uint32_t)(k + 127) << 23); }
 
-/* exp(hi + lo) where lo is a small correction to hi (|lo| well below
- * ln 2 / 2): lo joins the reduced argument, where it is not lost to the
- * rounding of a large hi. */
-static inline float nb__exp_sum(float hi, float lo) {
-    /* beyond these, the result is 0 or inf anyway; clamping keeps the
-     * conversion to int in range (NaN is put back at the end) */
-    float x = nb__vm_select(hi >= -104.0f, hi, -104.0f);
-    x = nb__vm_select(x <= 89.0f, x, 89.0f);
+/* exp(hi + lo) for hi already in [-104, 89] (not NaN), lo a small
+ * correction to hi (|lo| well below ln 2 / 2): lo joins the reduced
+ * argument, where it is not lost to the rounding of a large hi. The callers
+ * below clamp and handle NaN once, outside. */
+static inline float nb__vm_exp_core(float x, float lo) {
     /* round to nearest by adding and removing 1.5·2^23 */
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     /* ln 2 = 0.693359375 (9 bits, so n·that is exact) − 2.12194440e-4 */
@@ -82,22 +79,34 @@ static inline float nb__exp_sum(float hi, float lo) {
     p = p * r + 5.000000014e-01f;
     float e = (1.0f + r) + (r * r) * p;
     int32_t k = (int32_t)n, k1 = k / 2, k2 = k - k1; /* both in [-75, 64] */
-    float y = (e * nb__vm_pow2i(k1)) * nb__vm_pow2i(k2);
-    return nb__vm_select(hi == hi, y, hi);
+    return (e * nb__vm_pow2i(k1)) * nb__vm_pow2i(k2);
+}
+
+/* exp(hi + lo), any hi. */
+static inline float nb__exp_sum(float hi, float lo) {
+    /* beyond these, the result is 0 or inf anyway; clamping keeps the
+     * conversion to int in range (NaN is put back at the end) */
+    float x = nb__vm_select(hi >= -104.0f, hi, -104.0f);
+    x = nb__vm_select(x <= 89.0f, x, 89.0f);
+    return nb__vm_select(hi == hi, nb__vm_exp_core(x, lo), hi);
 }
 
 static inline float nb__expf(float x) { return nb__exp_sum(x, 0.0f); }
 
-/* exp(−x²/2), with x² split as xh² + xl·(x + xh), xh being x with its
- * last 12 bits cleared: xh² is then exact in float, and so is its half.
+/* exp(−a²/2) for a = |x| >= 0 (NaN gives a finite value: the callers put
+ * NaN back), with a² split as ah² + al·(a + ah), ah being a with its last
+ * 12 bits cleared: ah² is then exact in float, and so is its half.
  * (Scaling x by 1/√2 first would round, and at x = 13 that one rounding
  * alone is a relative 1e-5 of the result.) */
-static inline float nb__exp_neg_half_square(float x) {
-    float a = fabsf(x);
+static inline float nb__vm_exp_neg_half_square_abs(float a) {
     a = nb__vm_select(a <= 15.0f, a, 15.0f); /* exp(−112.5) is below every float */
     float ah = nb__vm_bits_to_float(nb__vm_float_to_bits(a) & 0xfffff000u), al = a - ah;
-    float y = nb__exp_sum(-0.5f * (ah * ah), -0.5f * (al * (a + ah)));
-    return nb__vm_select(x == x, y, x);
+    float hi = -0.5f * (ah * ah);
+    return nb__vm_exp_core(nb__vm_select(hi >= -104.0f, hi, -104.0f), -0.5f * (al * (a + ah)));
+}
+
+static inline float nb__exp_neg_half_square(float x) {
+    return nb__vm_select(x == x, nb__vm_exp_neg_half_square_abs(fabsf(x)), x);
 }
 
 #define NB__VM_INV_SQRT2 0.70710678118654752440f
@@ -118,18 +127,17 @@ static inline float nb__normal_cdf(float x) {
     q = q * s - 3.761261533e-01f;
     q = q * s + 1.128379166e+00f;
     float mid = 0.5f + 0.5f * (u * q);
-    /* the tails: erfc(a) = exp(−a²)·R(t) */
-    float t = 1.0f / (1.0f + 0.5f * a), r = -7.463928946e-02f;
-    r = r * t + 3.521914080e-01f;
-    r = r * t - 6.127067079e-01f;
-    r = r * t + 4.082194561e-01f;
-    r = r * t - 1.093666207e-01f;
-    r = r * t + 2.359806059e-01f;
-    r = r * t + 2.346595269e-01f;
-    r = r * t + 2.836722762e-01f;
-    r = r * t + 2.819772651e-01f;
-    r = r * t + 3.827555747e-06f;
-    float half_erfc = 0.5f * (nb__exp_neg_half_square(x) * r); /* exp(−a²) = exp(−x²/2) */
+    /* the tails: erfc(a) = exp(−a²)·R(t), exp(−a²) = exp(−x²/2) */
+    float t = 1.0f / (1.0f + 0.5f * a), r = 3.994613164e-02f;
+    r = r * t - 4.913926888e-02f;
+    r = r * t - 1.664892826e-01f;
+    r = r * t + 2.547539077e-01f;
+    r = r * t + 8.764526394e-02f;
+    r = r * t + 2.734469990e-01f;
+    r = r * t + 2.774026140e-01f;
+    r = r * t + 2.825453760e-01f;
+    r = r * t - 1.816133024e-05f;
+    float half_erfc = 0.5f * (nb__vm_exp_neg_half_square_abs(fabsf(x)) * r);
     float tail = nb__vm_select(u > 0, 1.0f - half_erfc, half_erfc);
     float y = nb__vm_select(a < 0.5f, mid, tail);
     return nb__vm_select(x == x, y, x);
