@@ -25,7 +25,8 @@ static double ulps(float y, double ref) {
     return fabs((double)y - ref) / ulp;
 }
 
-/* f at every 97th float between lo and hi, which have the same sign. */
+/* f at every 401st float between lo and hi, which have the same sign (a
+ * stride that keeps the test short under valgrind). */
 static void each_float(float lo, float hi, void (*f)(float, void *), void *ctx) {
     uint32_t a, b;
     memcpy(&a, &lo, 4);
@@ -35,7 +36,7 @@ static void each_float(float lo, float hi, void (*f)(float, void *), void *ctx) 
         a = b;
         b = t;
     }
-    for (uint32_t i = a; i <= b && i >= a; i += 97) {
+    for (uint32_t i = a; i <= b && i >= a; i += 401) {
         float x;
         memcpy(&x, &i, 4);
         f(x, ctx);
