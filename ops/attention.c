@@ -41,9 +41,45 @@ typedef struct msm_job {
     bool causal;
 } msm_job;
 
-/* The exponentials in a loop of their own, free of calls and branches
- * (vmath_internal.h), so that it vectorises; the sum after it stays in
- * order, so the result is the same at any vector width. */
+/* Sums along a row in eight float lanes, lane l adding the elements
+ * c ≡ l (mod 8) in order, the lanes then added in lane order and the last
+ * n mod 8 elements after them: a fixed order, so the same bits whatever
+ * the vector width (and the thread count: a row is never split). A plain
+ * sum in order is a chain of dependent adds, one per element. With GCC and
+ * clang the lanes are one generic vector of 8 floats. */
+#if defined(__GNUC__)
+typedef float lanes8 __attribute__((vector_size(32)));
+#endif
+
+/* sum over c < n of a[c]·b[c], or of a[c] when b is NULL */
+static inline float row_sum(const float *a, const float *b, int64_t n) {
+    float l8[8] = {0};
+    int64_t c = 0;
+#if defined(__GNUC__)
+    lanes8 acc = {0};
+    for (; c + 8 <= n; c += 8) {
+        lanes8 va, vb;
+        memcpy(&va, a + c, sizeof va);
+        if (b) {
+            memcpy(&vb, b + c, sizeof vb);
+            va = va * vb;
+        }
+        acc += va;
+    }
+    memcpy(l8, &acc, sizeof l8);
+#else
+    for (; c + 8 <= n; c += 8)
+        for (int l = 0; l < 8; l++) l8[l] += b ? a[c + l] * b[c + l] : a[c + l];
+#endif
+    float sum = 0;
+    for (int l = 0; l < 8; l++) sum += l8[l];
+    for (; c < n; c++) sum += b ? a[c] * b[c] : a[c];
+    return sum;
+}
+
+/* The scores first (a loop that vectorises), their maximum in lanes (exact
+ * in any order), the exponentials in a loop of their own, free of calls and
+ * branches (vmath_internal.h), then the sum in lanes as above. */
 NB_VM_MULTIARCH(msm_loop, (const msm_job *j, int64_t begin, int64_t end), (j, begin, end), {
     for (int64_t r = begin; r < end; r++) {
         const float *s = j->s + r * j->tk, *m = j->mask ? j->mask + r * j->tk : NULL;
@@ -51,22 +87,27 @@ NB_VM_MULTIARCH(msm_loop, (const msm_job *j, int64_t begin, int64_t end), (j, be
         /* keys past the query's position are hidden when causal */
         int64_t n = j->causal ? (r % j->tq) + 1 : j->tk;
         if (n > j->tk) n = j->tk;
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < n; c++) {
-            float z = j->scale * s[c] + (m ? m[c] : 0.0f);
-            y[c] = z;
-            mx = z > mx ? z : mx;
+        if (m) {
+            for (int64_t c = 0; c < n; c++) y[c] = j->scale * s[c] + m[c];
+        } else {
+            for (int64_t c = 0; c < n; c++) y[c] = j->scale * s[c] + 0.0f;
         }
+        float mx8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                        -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        int64_t c = 0;
+        for (; c + 8 <= n; c += 8)
+            for (int l = 0; l < 8; l++) mx8[l] = y[c + l] > mx8[l] ? y[c + l] : mx8[l];
+        float mx = -INFINITY;
+        for (int l = 0; l < 8; l++) mx = mx8[l] > mx ? mx8[l] : mx;
+        for (; c < n; c++) mx = y[c] > mx ? y[c] : mx;
         if (mx == -INFINITY) { /* every key hidden: weights 0 (see the top) */
             memset(y, 0, sizeof(float) * (size_t)j->tk);
             continue;
         }
-        for (int64_t c = 0; c < n; c++) y[c] = nb__expf(y[c] - mx);
-        float sum = 0;
-        for (int64_t c = 0; c < n; c++) sum += y[c];
-        float inv = 1.0f / sum;
-        for (int64_t c = 0; c < n; c++) y[c] *= inv;
-        for (int64_t c = n; c < j->tk; c++) y[c] = 0;
+        for (c = 0; c < n; c++) y[c] = nb__expf(y[c] - mx);
+        float inv = 1.0f / row_sum(y, NULL, n);
+        for (c = 0; c < n; c++) y[c] *= inv;
+        for (c = n; c < j->tk; c++) y[c] = 0;
     }
 })
 
@@ -88,16 +129,16 @@ typedef struct smg_job {
     float scale;
 } smg_job;
 
-static void smg_rows(void *ctx, int64_t begin, int64_t end) {
-    const smg_job *j = ctx;
+NB_VM_MULTIARCH(smg_loop, (const smg_job *j, int64_t begin, int64_t end), (j, begin, end), {
     for (int64_t r = begin; r < end; r++) {
         const float *y = j->y + r * j->tk, *g = j->g + r * j->tk;
         float *out = j->out + r * j->tk;
-        float s = 0;
-        for (int64_t c = 0; c < j->tk; c++) s += g[c] * y[c];
+        float s = row_sum(g, y, j->tk);
         for (int64_t c = 0; c < j->tk; c++) out[c] = j->scale * (y[c] * (g[c] - s));
     }
-}
+})
+
+static void smg_rows(void *ctx, int64_t begin, int64_t end) { smg_loop(ctx, begin, end); }
 
 static nb_tensor *softmax_grad(nb_tensor *y, nb_tensor *g, float scale);
 
