@@ -39,6 +39,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* GCC in ISO C mode never contracts a·b + c into one FMA; clang does by
+ * default within an expression, which would round the AVX-512 build (FMA
+ * available) differently from the SSE2 one (none). Off for clang too, for
+ * the files that include this one. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 static inline float nb__vm_bits_to_float(uint32_t b) {
     float f;
     memcpy(&f, &b, sizeof f);
