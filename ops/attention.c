@@ -90,7 +90,7 @@ NB_VM_MULTIARCH(msm_loop, (const msm_job *j, int64_t begin, int64_t end), (j, be
         if (m) {
             for (int64_t c = 0; c < n; c++) y[c] = j->scale * s[c] + m[c];
         } else {
-            for (int64_t c = 0; c < n; c++) y[c] = j->scale * s[c] + 0.0f;
+            for (int64_t c = 0; c < n; c++) y[c] = j->scale * s[c];
         }
         float mx8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
                         -INFINITY, -INFINITY, -INFINITY, -INFINITY};
