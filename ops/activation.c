@@ -173,19 +173,19 @@ nb_tensor *nb_elu(nb_tensor *x, float alpha) {
  * one loop, because written as the ten ops it is made of it was the largest
  * cost of a transformer's MLP after the products (and as a derivative op
  * then a product, one pass and one temporary too many). The forward of gelu
- * saves Phi(x), which it computed anyway, so the loop needs only an exp,
- * not a second erf. Its own derivatives, for second order, with u the
- * gradient arriving:
+ * saves d = Phi(x) + x phi(x), whose parts it computed anyway, so the loop
+ * is then a product g·d, with no exp and no erf. Its own derivatives, for
+ * second order, with u the gradient arriving:
  *   g: u·(Phi + x phi) = gelu_vjp(x, u)      x: u·g·phi(x)·(2 - x^2)
  * (d/dx (Phi + x phi) = phi (2 - x^2)); both are diagonal, so the forward
  * rule is the same formula read with the tangents dg and dx.
- * Saved: x, g and, when gelu kept it, Phi(x) (attribute 0 says which). */
-static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *cdf);
+ * Saved: x, g and, when gelu kept it, d (attribute 0 says which). */
+static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *d);
 
 static void gelu_vjp_adjoint(nb_tensor *node, nb_tensor *dx, nb_tensor *dg, nb_tensor **gx) {
     nb_tensor *x = nb_saved(node, 0), *g = nb_saved(node, 1);
-    nb_tensor *cdf = nb_attr(node, 0) != 0 ? nb_saved(node, 2) : NULL;
-    if (dg) gx[1] = gelu_vjp(x, dg, cdf);
+    nb_tensor *d = nb_attr(node, 0) != 0 ? nb_saved(node, 2) : NULL;
+    if (dg) gx[1] = gelu_vjp(x, dg, d);
     if (dx) {
         nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
         gx[0] = nb_mul(nb_mul(dx, g), nb_mul(pdf, nb_rsub_scalar(nb_square(x), 2.0f)));
@@ -206,25 +206,25 @@ static const nb_op gelu_vjp_op = {"gelu_vjp", gelu_vjp_backward, gelu_vjp_jvp};
  * element on its own, so any split gives the same bits. */
 #define GELU_GRAIN 16384
 typedef struct gelu_job {
-    const float *x, *g; /* g given: gelu_vjp, y = g·(cdf + x phi(x)) */
-    float *y, *cdf;     /* cdf: written by gelu, read by gelu_vjp; NULL: computed */
+    const float *x, *g; /* g given: gelu_vjp, y = g·d, d = Phi(x) + x phi(x) */
+    float *y, *d;       /* d: written by gelu, read by gelu_vjp; NULL: computed */
 } gelu_job;
 
 /* One loop per case, each free of calls and branches (vmath_internal.h),
  * so that the compiler vectorises it, as wide as the CPU allows. */
 NB_VM_MULTIARCH(gelu_loop, (const gelu_job *j, int64_t begin, int64_t end), (j, begin, end), {
     const float *restrict x = j->x, *restrict g = j->g;
-    float *restrict y = j->y, *restrict cdf = j->cdf;
-    if (g && cdf) {
-        for (int64_t i = begin; i < end; i++) y[i] = g[i] * (cdf[i] + x[i] * nb__normal_pdf(x[i]));
+    float *restrict y = j->y, *restrict d = j->d;
+    if (g && d) {
+        for (int64_t i = begin; i < end; i++) y[i] = g[i] * d[i];
     } else if (g) {
         for (int64_t i = begin; i < end; i++)
             y[i] = g[i] * (nb__normal_cdf(x[i]) + x[i] * nb__normal_pdf(x[i]));
-    } else if (cdf) {
+    } else if (d) {
         for (int64_t i = begin; i < end; i++) {
-            float c = nb__normal_cdf(x[i]);
+            float pdf, c = nb__normal_cdf_pdf(x[i], &pdf);
             y[i] = x[i] * c;
-            cdf[i] = c;
+            d[i] = c + x[i] * pdf;
         }
     } else {
         for (int64_t i = begin; i < end; i++) y[i] = x[i] * nb__normal_cdf(x[i]);
@@ -233,43 +233,45 @@ NB_VM_MULTIARCH(gelu_loop, (const gelu_job *j, int64_t begin, int64_t end), (j, 
 
 static void gelu_items(void *ctx, int64_t begin, int64_t end) { gelu_loop(ctx, begin, end); }
 
-static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *cdf) {
+static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *d) {
     if (!x || !g) return NULL;
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
     gelu_job job = {.x = nb_data(x), .g = nb_data(g), .y = nb_data_mut(y),
-                    .cdf = cdf ? (float *)nb_data(cdf) : NULL};
+                    .d = d ? (float *)nb_data(d) : NULL};
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     nb_tensor *in[2] = {x, g};
     y = nb_record(y, &gelu_vjp_op, 2, in);
     nb_save(y, x);
     nb_save(y, g);
-    if (cdf) nb_save(y, cdf);
-    nb_set_attr(y, 0, cdf != NULL);
+    if (d) nb_save(y, d);
+    nb_set_attr(y, 0, d != NULL);
     return y;
 }
 
-/* Attribute 0: whether the forward kept Phi(x) (saved tensor 1). A node
- * made for forward mode alone keeps none. */
+/* Attribute 0: whether the forward kept the derivative Phi(x) + x phi(x)
+ * (saved tensor 1), which it has nearly for free: phi(x) comes out of Phi's
+ * tails. The backward is then one product. A node made for forward mode
+ * alone keeps none. */
 static void gelu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *x = nb_saved(y, 0), *cdf = nb_attr(y, 0) != 0 ? nb_saved(y, 1) : NULL;
-    if (x && (cdf || nb_attr(y, 0) == 0)) gx[0] = gelu_vjp(x, g, cdf);
+    nb_tensor *x = nb_saved(y, 0), *d = nb_attr(y, 0) != 0 ? nb_saved(y, 1) : NULL;
+    if (x && (d || nb_attr(y, 0) == 0)) gx[0] = gelu_vjp(x, g, d);
 }
 static const nb_op gelu_op = {"gelu", gelu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_gelu(nb_tensor *x) {
     if (!x) return NULL;
     nb_tensor *y = nb_empty_like(x);
-    /* Phi(x) is kept for the backward only when there will be one */
+    /* the derivative is kept for the backward only when there will be one */
     bool node = nb_is_grad_enabled() && nb_requires_grad(x);
-    nb_tensor *cdf = node ? nb_empty_like(x) : NULL;
-    if (!y || (node && !cdf)) return NULL; /* out of memory, message set */
-    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = cdf ? nb_data_mut(cdf) : NULL};
+    nb_tensor *d = node ? nb_empty_like(x) : NULL;
+    if (!y || (node && !d)) return NULL; /* out of memory, message set */
+    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .d = d ? nb_data_mut(d) : NULL};
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     y = nb_record(y, &gelu_op, 1, &x);
     nb_save(y, x);
-    if (cdf) nb_save(y, cdf);
-    nb_set_attr(y, 0, cdf != NULL);
+    if (d) nb_save(y, d);
+    nb_set_attr(y, 0, d != NULL);
     return y;
 }
 

@@ -127,8 +127,10 @@ static inline float nb__normal_pdf(float x) {
     return NB__VM_INV_SQRT_2PI * nb__exp_neg_half_square(x);
 }
 
-/* The standard normal CDF Phi(x) = (1 + erf(x/√2)) / 2. */
-static inline float nb__normal_cdf(float x) {
+/* The standard normal CDF Phi(x) = (1 + erf(x/√2)) / 2, and in *pdf the
+ * density phi(x), which the tails compute anyway (the bits of
+ * nb__normal_pdf(x)). */
+static inline float nb__normal_cdf_pdf(float x, float *pdf) {
     float u = x * NB__VM_INV_SQRT2, a = fabsf(u);
     /* near 0: erf(u) = u·Q(u²) */
     float s = u * u, q = 4.742706113e-03f;
@@ -147,10 +149,17 @@ static inline float nb__normal_cdf(float x) {
     r = r * t + 2.774026140e-01f;
     r = r * t + 2.825453760e-01f;
     r = r * t - 1.816133024e-05f;
-    float half_erfc = 0.5f * (nb__vm_exp_neg_half_square_abs(fabsf(x)) * r);
+    float e = nb__vm_exp_neg_half_square_abs(fabsf(x));
+    *pdf = NB__VM_INV_SQRT_2PI * nb__vm_select(x == x, e, x);
+    float half_erfc = 0.5f * (e * r);
     float tail = nb__vm_select(u > 0, 1.0f - half_erfc, half_erfc);
     float y = nb__vm_select(a < 0.5f, mid, tail);
     return nb__vm_select(x == x, y, x);
+}
+
+static inline float nb__normal_cdf(float x) {
+    float unused;
+    return nb__normal_cdf_pdf(x, &unused);
 }
 
 /* ---- wider vectors where the CPU has them --------------------------------
