@@ -11,7 +11,7 @@
  *   relu        g * (x > 0)
  *   leaky_relu  g * (x > 0 ? 1 : slope)
  *   elu         g * (x > 0 ? 1 : y + alpha)
- *   gelu        g * (Phi(x) + x * phi(x))   (the factor one fused op)
+ *   gelu        g * (Phi(x) + x * phi(x))   (one fused op, gelu_vjp)
  *   softplus    g * sigmoid(x)
  *   clamp       g * (min <= x <= max)
  *
@@ -25,8 +25,8 @@
  */
 #include "ops_internal.h"
 #include "parallel.h"
+#include "vmath_internal.h"
 
-#define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
 /* ---- tanh: y = tanh(x), dy = (1 - y^2) dx ------------------------------------- */
@@ -189,79 +189,114 @@ nb_tensor *nb_elu(nb_tensor *x, float alpha) {
 
 /* ---- gelu: y = x Phi(x), dy = (Phi(x) + x phi(x)) dx --------------------------------
  * The exact form, Phi(x) = (1 + erf(x / sqrt 2)) / 2 the normal CDF and
- * phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density. */
+ * phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density, both computed by the
+ * branch-free functions of vmath_internal.h (within a relative 1e-6 of the
+ * exact values, against libm's erff, whose 1 + erf cancels to nothing in
+ * the negative tail), so that the loops vectorise. */
 
-/* The derivative Phi(x) + x phi(x) is an op of its own, one loop, because
- * written as the ten ops it is made of it was the largest cost of a
- * transformer's MLP after the products. The forward of gelu saves Phi(x),
- * which it computed anyway, so the loop needs only an exp, not a second
- * erf. Its own derivative, for second order: d/dx (Phi + x phi) = phi (2 - x^2). */
-static void gelu_grad_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *x = nb_saved(y, 0);
-    nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
-    gx[0] = nb_mul(g, nb_mul(pdf, nb_rsub_scalar(nb_square(x), 2.0f)));
+/* gelu's gradient is an op of its own, gelu_vjp(x, g) = g·(Phi(x) + x phi(x)),
+ * one loop, because written as the ten ops it is made of it was the largest
+ * cost of a transformer's MLP after the products (and as a derivative op
+ * then a product, one pass and one temporary too many). The forward of gelu
+ * saves d = Phi(x) + x phi(x), whose parts it computed anyway, so the loop
+ * is then a product g·d, with no exp and no erf. Its own derivatives, for
+ * second order, with u the gradient arriving:
+ *   g: u·(Phi + x phi) = gelu_vjp(x, u)      x: u·g·phi(x)·(2 - x^2)
+ * (d/dx (Phi + x phi) = phi (2 - x^2)); both are diagonal, so the forward
+ * rule is the same formula read with the tangents dg and dx.
+ * Saved: x, g and, when gelu kept it, d (attribute 0 says which). */
+static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *d);
+
+static void gelu_vjp_adjoint(nb_tensor *node, nb_tensor *dx, nb_tensor *dg, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(node, 0), *g = nb_saved(node, 1);
+    nb_tensor *d = nb_attr(node, 0) != 0 ? nb_saved(node, 2) : NULL;
+    if (dg) gx[1] = gelu_vjp(x, dg, d);
+    if (dx) {
+        nb_tensor *pdf = nb_mul_scalar(nb_exp(nb_mul_scalar(nb_square(x), -0.5f)), INV_SQRT_2PI);
+        gx[0] = nb_mul(nb_mul(dx, g), nb_mul(pdf, nb_rsub_scalar(nb_square(x), 2.0f)));
+    }
 }
-static const nb_op gelu_grad_op = {"gelu_grad", gelu_grad_backward, nb_symmetric_jvp};
+static void gelu_vjp_backward(nb_tensor *node, nb_tensor *u, nb_tensor **gx) {
+    gelu_vjp_adjoint(node, nb_needs_input_grad(node, 0) ? u : NULL,
+                     nb_needs_input_grad(node, 1) ? u : NULL, gx);
+}
+static nb_tensor *gelu_vjp_jvp(nb_tensor *node, nb_tensor *const *t) {
+    nb_tensor *part[2] = {NULL, NULL};
+    gelu_vjp_adjoint(node, t[0], t[1], part);
+    return part[0] && part[1] ? nb_add(part[0], part[1]) : part[0] ? part[0] : part[1];
+}
+static const nb_op gelu_vjp_op = {"gelu_vjp", gelu_vjp_backward, gelu_vjp_jvp};
 
-/* Phi(x) + x phi(x), with cdf = Phi(x) given (a plain tensor, not an input:
- * the op's only input is x), or computed when gelu kept none. */
-/* Both loops (gelu and gelu_grad) are spread over the thread pool: each
+/* Both loops (gelu and gelu_vjp) are spread over the thread pool: each
  * element on its own, so any split gives the same bits. */
 #define GELU_GRAIN 16384
 typedef struct gelu_job {
-    const float *x;
-    float *y, *cdf;
-    bool grad; /* gelu_grad: y = cdf + x phi(x), cdf given */
+    const float *x, *g; /* g given: gelu_vjp, y = g·d, d = Phi(x) + x phi(x) */
+    float *y, *d;       /* d: written by gelu, read by gelu_vjp; NULL: computed */
 } gelu_job;
 
-static void gelu_items(void *ctx, int64_t begin, int64_t end) {
-    const gelu_job *j = ctx;
-    for (int64_t i = begin; i < end; i++) {
-        float v = j->x[i];
-        if (j->grad) {
-            float c = j->cdf ? j->cdf[i] : 0.5f * (1.0f + erff(v * INV_SQRT2));
-            j->y[i] = c + v * INV_SQRT_2PI * expf(-0.5f * v * v);
-        } else {
-            float c = 0.5f * (1.0f + erff(v * INV_SQRT2));
-            j->y[i] = v * c;
-            if (j->cdf) j->cdf[i] = c;
+/* One loop per case, each free of calls and branches (vmath_internal.h),
+ * so that the compiler vectorises it, as wide as the CPU allows. */
+NB_VM_MULTIARCH(gelu_loop, (const gelu_job *j, int64_t begin, int64_t end), (j, begin, end), {
+    const float *restrict x = j->x, *restrict g = j->g;
+    float *restrict y = j->y, *restrict d = j->d;
+    if (g && d) {
+        for (int64_t i = begin; i < end; i++) y[i] = g[i] * d[i];
+    } else if (g) {
+        for (int64_t i = begin; i < end; i++)
+            y[i] = g[i] * (nb__normal_cdf(x[i]) + x[i] * nb__normal_pdf(x[i]));
+    } else if (d) {
+        for (int64_t i = begin; i < end; i++) {
+            float pdf, c = nb__normal_cdf_pdf(x[i], &pdf);
+            y[i] = x[i] * c;
+            d[i] = c + x[i] * pdf;
         }
+    } else {
+        for (int64_t i = begin; i < end; i++) y[i] = x[i] * nb__normal_cdf(x[i]);
     }
-}
+})
 
-static nb_tensor *gelu_grad(nb_tensor *x, nb_tensor *cdf) {
-    if (!x) return NULL;
+static void gelu_items(void *ctx, int64_t begin, int64_t end) { gelu_loop(ctx, begin, end); }
+
+static nb_tensor *gelu_vjp(nb_tensor *x, nb_tensor *g, nb_tensor *d) {
+    if (!x || !g) return NULL;
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
-    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = cdf ? (float *)nb_data(cdf) : NULL,
-                    .grad = true};
+    gelu_job job = {.x = nb_data(x), .g = nb_data(g), .y = nb_data_mut(y),
+                    .d = d ? (float *)nb_data(d) : NULL};
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
-    y = nb_record(y, &gelu_grad_op, 1, &x);
+    nb_tensor *in[2] = {x, g};
+    y = nb_record(y, &gelu_vjp_op, 2, in);
     nb_save(y, x);
+    nb_save(y, g);
+    if (d) nb_save(y, d);
+    nb_set_attr(y, 0, d != NULL);
     return y;
 }
 
-/* Attribute 0: whether the forward kept Phi(x) (saved tensor 1). A node
- * made for forward mode alone keeps none. */
+/* Attribute 0: whether the forward kept the derivative Phi(x) + x phi(x)
+ * (saved tensor 1), which it has nearly for free: phi(x) comes out of Phi's
+ * tails. The backward is then one product. A node made for forward mode
+ * alone keeps none. */
 static void gelu_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
-    nb_tensor *x = nb_saved(y, 0), *cdf = nb_attr(y, 0) != 0 ? nb_saved(y, 1) : NULL;
-    if (x && (cdf || nb_attr(y, 0) == 0)) gx[0] = nb_mul(g, gelu_grad(x, cdf));
+    nb_tensor *x = nb_saved(y, 0), *d = nb_attr(y, 0) != 0 ? nb_saved(y, 1) : NULL;
+    if (x && (d || nb_attr(y, 0) == 0)) gx[0] = gelu_vjp(x, g, d);
 }
 static const nb_op gelu_op = {"gelu", gelu_backward, nb_symmetric_jvp};
 
 nb_tensor *nb_gelu(nb_tensor *x) {
     if (!x) return NULL;
     nb_tensor *y = nb_empty_like(x);
-    /* Phi(x) is kept for the backward only when there will be one */
+    /* the derivative is kept for the backward only when there will be one */
     bool node = nb_is_grad_enabled() && nb_requires_grad(x);
-    nb_tensor *cdf = node ? nb_empty_like(x) : NULL;
-    if (!y || (node && !cdf)) return NULL; /* out of memory, message set */
-    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .cdf = cdf ? nb_data_mut(cdf) : NULL};
+    nb_tensor *d = node ? nb_empty_like(x) : NULL;
+    if (!y || (node && !d)) return NULL; /* out of memory, message set */
+    gelu_job job = {.x = nb_data(x), .y = nb_data_mut(y), .d = d ? nb_data_mut(d) : NULL};
     nb_parallel_for(nb_numel(x), GELU_GRAIN, gelu_items, &job);
     y = nb_record(y, &gelu_op, 1, &x);
     nb_save(y, x);
-    if (cdf) nb_save(y, cdf);
-    nb_set_attr(y, 0, cdf != NULL);
+    if (d) nb_save(y, d);
+    nb_set_attr(y, 0, d != NULL);
     return y;
 }
 

@@ -22,6 +22,7 @@
  * is index_add into the used rows.
  */
 #include "ops_internal.h"
+#include "vmath_internal.h"
 
 /* ---- normalize: the fused op ------------------------------------------------------
  * x viewed as [A, B, C]: A the axes before lo, B the kept axes [lo, hi), C
@@ -42,17 +43,42 @@ static norm_view view_of(const nb_tensor *x, int lo, int hi) {
     return v;
 }
 
-/* Sum of p[0..n) and of (p[k] - shift)², in eight float lanes (which
- * vectorise) folded into double per call. */
-static void lane_sums(const float *p, int64_t n, float shift, double *s, double *ss) {
+/* The sums below keep eight float lanes, lane l adding the elements
+ * k ≡ l (mod 8), folded into double in lane order. With GCC and clang the
+ * lanes are one vector of 8 floats (a generic vector, lowered to whatever
+ * the target has): written as a loop over an array of 8, GCC vectorised
+ * across iterations instead and spent its time shuffling. Each lane does
+ * the same float operations in the same order either way, so the bits are
+ * the same. */
+#if defined(__GNUC__)
+typedef float lanes8 __attribute__((vector_size(32)));
+#define NORM_VECTOR_LANES 1
+#endif
+
+/* Sum of p[0..n) and of (p[k] - shift)², in eight float lanes folded into
+ * double per call. */
+static inline void lane_sums(const float *p, int64_t n, float shift, double *s, double *ss) {
     float a[8] = {0}, b[8] = {0};
     int64_t k = 0;
+#ifdef NORM_VECTOR_LANES
+    lanes8 va = {0}, vb = {0};
+    for (; k + 8 <= n; k += 8) {
+        lanes8 x, d;
+        memcpy(&x, p + k, sizeof x);
+        d = x - shift;
+        va += x;
+        vb += d * d;
+    }
+    memcpy(a, &va, sizeof a);
+    memcpy(b, &vb, sizeof b);
+#else
     for (; k + 8 <= n; k += 8)
         for (int l = 0; l < 8; l++) {
             float d = p[k + l] - shift;
             a[l] += p[k + l];
             b[l] += d * d;
         }
+#endif
     double sa = 0, sb = 0;
     for (int l = 0; l < 8; l++) sa += a[l], sb += b[l];
     for (; k < n; k++) {
@@ -72,7 +98,7 @@ typedef struct norm_stats {
     float fm, r;
 } norm_stats;
 
-static norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
+static inline norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
     double n = (double)(v.a * v.c), s = 0, ss = 0, unused = 0;
     for (int64_t i = 0; i < v.a; i++) lane_sums(x + (i * v.b + j) * v.c, v.c, 0, &s, &unused);
     norm_stats st = {.mean = s / n};
@@ -88,9 +114,12 @@ static norm_stats stats_of(const float *x, norm_view v, int64_t j, double eps) {
 }
 
 /* y = (x - mean) / sqrt(var + eps); mean and var (biased) written per b
- * when asked for. */
-static void normalize_kernel(const float *x, float *y, norm_view v, double eps, double *mean_out,
-                             double *var_out) {
+ * when asked for. Compiled for each vector width (NB_VM_MULTIARCH): the
+ * eight float lanes of the sums are written out, so every width adds the
+ * same numbers in the same order and the bits do not change. */
+NB_VM_MULTIARCH(normalize_kernel,
+                (const float *x, float *y, norm_view v, double eps, double *mean_out, double *var_out),
+                (x, y, v, eps, mean_out, var_out), {
     for (int64_t j = 0; j < v.b; j++) {
         norm_stats st = stats_of(x, v, j, eps);
         float fm = st.fm, r = st.r;
@@ -103,7 +132,7 @@ static void normalize_kernel(const float *x, float *y, norm_view v, double eps, 
         if (mean_out) mean_out[j] = mean;
         if (var_out) var_out[j] = var;
     }
-}
+})
 
 /* The normalised axes of a node (attributes 0, 1: lo, hi) into axes. */
 static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
@@ -124,9 +153,45 @@ static int normalized_axes(const nb_tensor *x, int lo, int hi, int *axes) {
  *   g: r·P(u)        x: -r²·(K·xhat + a·P(g) + m·P(u))
  * Attributes lo, hi, eps as normalize's. */
 
+/* Adds to *sg and *sgx the sum of q[0..n) and of q[k]·xhat[k], xhat[k] =
+ * (p[k] - fm)·r, in eight float lanes folded into double, as lane_sums. */
+static inline void grad_lane_sums(const float *p, const float *q, int64_t n, float fm, float r,
+                                  double *sg, double *sgx) {
+    float a8[8] = {0}, b8[8] = {0};
+    int64_t k = 0;
+#ifdef NORM_VECTOR_LANES
+    lanes8 va = {0}, vb = {0};
+    for (; k + 8 <= n; k += 8) {
+        lanes8 xs, gs;
+        memcpy(&xs, p + k, sizeof xs);
+        memcpy(&gs, q + k, sizeof gs);
+        va += gs;
+        vb += gs * ((xs - fm) * r);
+    }
+    memcpy(a8, &va, sizeof a8);
+    memcpy(b8, &vb, sizeof b8);
+#else
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) {
+            a8[l] += q[k + l];
+            b8[l] += q[k + l] * ((p[k + l] - fm) * r);
+        }
+#endif
+    double s = *sg, sx = *sgx; /* added on to the running sums, in this order */
+    for (int l = 0; l < 8; l++) s += a8[l], sx += b8[l];
+    for (; k < n; k++) {
+        s += q[k];
+        sx += (double)q[k] * ((p[k] - fm) * r);
+    }
+    *sg = s;
+    *sgx = sx;
+}
+
 /* dx for x and g viewed as [A, B, C], statistics per b as normalize_kernel
  * computes them (the same float mean and r, so the same xhat). */
-static void normalize_grad_kernel(const float *x, const float *g, float *dx, norm_view v, double eps) {
+NB_VM_MULTIARCH(normalize_grad_kernel,
+                (const float *x, const float *g, float *dx, norm_view v, double eps),
+                (x, g, dx, v, eps), {
     double n = (double)(v.a * v.c);
     for (int64_t j = 0; j < v.b; j++) {
         norm_stats st = stats_of(x, v, j, eps);
@@ -134,18 +199,7 @@ static void normalize_grad_kernel(const float *x, const float *g, float *dx, nor
         double sg = 0, sgx = 0;
         for (int64_t i = 0; i < v.a; i++) {
             const float *p = x + (i * v.b + j) * v.c, *q = g + (i * v.b + j) * v.c;
-            float a8[8] = {0}, b8[8] = {0};
-            int64_t k = 0;
-            for (; k + 8 <= v.c; k += 8)
-                for (int l = 0; l < 8; l++) {
-                    a8[l] += q[k + l];
-                    b8[l] += q[k + l] * ((p[k + l] - fm) * r);
-                }
-            for (int l = 0; l < 8; l++) sg += a8[l], sgx += b8[l];
-            for (; k < v.c; k++) {
-                sg += q[k];
-                sgx += (double)q[k] * ((p[k] - fm) * r);
-            }
+            grad_lane_sums(p, q, v.c, fm, r, &sg, &sgx);
         }
         float gmean = (float)(sg / n), m = (float)(sgx / n);
         for (int64_t i = 0; i < v.a; i++) {
@@ -154,7 +208,7 @@ static void normalize_grad_kernel(const float *x, const float *g, float *dx, nor
             for (int64_t k = 0; k < v.c; k++) o[k] = r * (q[k] - gmean - (p[k] - fm) * r * m);
         }
     }
-}
+})
 
 static nb_tensor *normalize_grad(nb_tensor *x, nb_tensor *g, int lo, int hi, float eps);
 

@@ -39,7 +39,16 @@ static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, co
 
 /* Runs BODY for every output element i with ia, ib the matching input
  * offsets. The innermost axis is a plain loop so that same-shape and
- * scalar-operand cases vectorise. */
+ * scalar-operand cases vectorise: it is written out for the inner strides
+ * (1, 1), (1, 0) and (0, 1) as constants (with strides only known at run
+ * time, the compiler left the loop scalar), then for any strides. Each
+ * element is computed the same way in every version. */
+#define NB_BCAST_INNER_(SA, SB, i, ia, ib, BODY)                                             \
+    for (int64_t k_ = 0; k_ < inner_; k_++) {                                                \
+        int64_t i = row_ * inner_ + k_, ia = base_a_ + k_ * (SA), ib = base_b_ + k_ * (SB);   \
+        (void)i; (void)ia; (void)ib;                                                         \
+        BODY;                                                                                \
+    }
 #define NB_BCAST_FOR(p, i, ia, ib, BODY)                                                     \
     do {                                                                                     \
         const nb_bcast *p_ = (p);                                                            \
@@ -48,11 +57,10 @@ static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, co
         int64_t sb_ = p_->ndim ? p_->stride_b[p_->ndim - 1] : 0;                             \
         int64_t idx_[NB_MAX_DIMS] = {0}, base_a_ = 0, base_b_ = 0;                           \
         for (int64_t row_ = 0; inner_ > 0 && row_ * inner_ < p_->numel; row_++) {           \
-            for (int64_t k_ = 0; k_ < inner_; k_++) {                                        \
-                int64_t i = row_ * inner_ + k_, ia = base_a_ + k_ * sa_, ib = base_b_ + k_ * sb_; \
-                (void)i; (void)ia; (void)ib;                                                 \
-                BODY;                                                                        \
-            }                                                                                \
+            if (sa_ == 1 && sb_ == 1) NB_BCAST_INNER_(1, 1, i, ia, ib, BODY)                 \
+            else if (sa_ == 1 && sb_ == 0) NB_BCAST_INNER_(1, 0, i, ia, ib, BODY)            \
+            else if (sa_ == 0 && sb_ == 1) NB_BCAST_INNER_(0, 1, i, ia, ib, BODY)            \
+            else NB_BCAST_INNER_(sa_, sb_, i, ia, ib, BODY)                                  \
             for (int d_ = p_->ndim - 2; d_ >= 0; d_--) {                                     \
                 idx_[d_]++;                                                                  \
                 base_a_ += p_->stride_a[d_];                                                 \

@@ -46,6 +46,7 @@
  * sums its exponentials in double.
  */
 #include "ops_internal.h"
+#include "vmath_internal.h"
 #include "parallel.h"
 
 #define CHUNK 256          /* inner positions walked together by the middle-axis kernels */
@@ -571,17 +572,22 @@ static void softmax_row(const float *x, float *y, int64_t R, bool log_out) {
     for (int64_t r = 1; r < R; r++) m = x[r] > m ? x[r] : m;
     double acc = 0;
     if (log_out) {
-        for (int64_t r = 0; r < R; r++) {
-            y[r] = x[r] - m;
-            acc += (double)expf(y[r]);
+        /* the exponentials a block at a time into e, a loop that vectorises
+         * (vmath_internal.h), then summed in order */
+        float e[256];
+        for (int64_t r0 = 0; r0 < R; r0 += 256) {
+            int64_t n = R - r0 < 256 ? R - r0 : 256;
+            for (int64_t r = 0; r < n; r++) {
+                y[r0 + r] = x[r0 + r] - m;
+                e[r] = nb__expf(y[r0 + r]);
+            }
+            for (int64_t r = 0; r < n; r++) acc += (double)e[r];
         }
         double lz = log(acc);
         for (int64_t r = 0; r < R; r++) y[r] = (float)((double)y[r] - lz);
     } else {
-        for (int64_t r = 0; r < R; r++) {
-            y[r] = expf(x[r] - m);
-            acc += (double)y[r];
-        }
+        for (int64_t r = 0; r < R; r++) y[r] = nb__expf(x[r] - m);
+        for (int64_t r = 0; r < R; r++) acc += (double)y[r];
         double inv = 1.0 / acc;
         for (int64_t r = 0; r < R; r++) y[r] = (float)((double)y[r] * inv);
     }

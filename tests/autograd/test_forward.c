@@ -248,7 +248,8 @@ static const fcase compare_loss_cases[] = {
 
 /* the ops a transformer adds: x·W + b in one op, attention's fused
  * softmax (causal, or with an additive mask), attention whole, and gelu's
- * derivative (gelu_grad, reached as the gradient of sum(gelu(x))) */
+ * gradient op (gelu_vjp, reached as the gradient of sum(sin(gelu(x))), so
+ * that both its inputs, x and the gradient cos(gelu(x)), have tangents) */
 F3(f_linear_map, nb_linear_map(a, b, c))
 F2(f_linear_map_nobias, nb_linear_map(a, b, NULL))
 F1(f_masked_softmax_causal, nb_masked_softmax(a, NULL, true, 0.5f))
@@ -262,7 +263,7 @@ static nb_tensor *f_gelu_prime(nb_tensor *const *in, void *ctx) {
      * reverse); with grad, with one (so that J·v can be gradchecked) */
     bool outer = nb_requires_grad(x);
     if (!outer) x = nb_set_requires_grad(nb_mul_scalar(x, 1.0f), true);
-    nb_tensor *y = nb_sum(nb_gelu(x), NB_AXES(), false);
+    nb_tensor *y = nb_sum(nb_sin(nb_gelu(x)), NB_AXES(), false);
     return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
 }
 
@@ -277,14 +278,27 @@ static nb_tensor *f_layer_norm_prime(nb_tensor *const *in, void *ctx) {
     return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
 }
 
+/* masked_softmax's backward op (softmax_grad), reached as the gradient of
+ * sum(sin(masked_softmax(x))) (sum(masked_softmax(x)) alone has gradient 0);
+ * its tangents in y and in g are both non-zero */
+static nb_tensor *f_softmax_prime(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *g = NULL, *x = in[0];
+    bool outer = nb_requires_grad(x);
+    if (!outer) x = nb_set_requires_grad(nb_mul_scalar(x, 1.0f), true);
+    nb_tensor *y = nb_sum(nb_sin(nb_masked_softmax(x, NULL, true, 0.5f)), NB_AXES(), false);
+    return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
+}
+
 static const fcase transformer_cases[] = {
+    {"softmax_grad", f_softmax_prime, 1, {S(2, 3, 3)}, -2, 2},
     {"normalize_grad", f_layer_norm_prime, 1, {S(2, 5)}, -2, 2},
     {"linear_map", f_linear_map, 3, {S(2, 3, 4), S(4, 2), S(2)}, -1, 1},
     {"linear_map without bias", f_linear_map_nobias, 2, {S(3, 4), S(4, 2)}, -1, 1},
     {"masked_softmax causal", f_masked_softmax_causal, 1, {S(2, 3, 3)}, -2, 2},
     {"masked_softmax with a mask", f_masked_softmax_mask, 2, {S(2, 3, 4), S(3, 4)}, -2, 2},
     {"scaled_dot_product_attention", f_attention, 3, {S(2, 3, 4), S(2, 3, 4), S(2, 3, 2)}, -1, 1},
-    {"gelu_grad", f_gelu_prime, 1, {S(2, 3)}, -2, 2},
+    {"gelu_vjp", f_gelu_prime, 1, {S(2, 3)}, -2, 2},
 };
 
 static const fcase index_norm_cases[] = {

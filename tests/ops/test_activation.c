@@ -179,6 +179,27 @@ Test(activation, gelu_gradcheck) {
     nb_test_gradcheck(f_gelu, NULL, 1, &x, true);
 }
 
+/* gelu's gradient op, gelu_vjp(x, w) = w·(Phi(x) + x phi(x)), reached as
+ * d/dx sum(w·gelu(x)) with a graph: a function of x and w whose own
+ * backward (in x: w·phi·(2 - x^2), in w: gelu_vjp again) the gradcheck
+ * checks, and the second order that backward's. */
+static nb_tensor *f_gelu_vjp(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *x = in[0], *g = NULL;
+    nb_tensor *y = nb_sum(nb_mul(in[1], nb_gelu(x)), NB_AXES(), false);
+    return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = true}) == 0 ? g : NULL;
+}
+
+Test(activation, gelu_vjp_values_and_gradcheck) {
+    /* w·(Phi(x) + x phi(x)) at x = 1, -1 with w = 2, -3: Phi(1) + phi(1) = 1.0833155,
+     * Phi(-1) - phi(-1) = -0.083315471 */
+    nb_tensor *x = nb_set_requires_grad(vec(2, (const float[]){1, -1}), true);
+    nb_tensor *w = vec(2, (const float[]){2, -3});
+    EXPECT_VALUES(f_gelu_vjp((nb_tensor *const[]){x, w}, NULL), 1e-6, 2 * 1.0833155f, -3 * -0.083315471f);
+    nb_tensor *in[2] = {nb_test_leaf(-3, 3, NB_SHAPE(3, 4)), nb_test_leaf(-1, 1, NB_SHAPE(3, 4))};
+    nb_test_gradcheck(f_gelu_vjp, NULL, 2, in, true);
+}
+
 /* ---- softplus ----------------------------------------------------------------------- */
 
 Test(activation, softplus_values_and_gradient) {

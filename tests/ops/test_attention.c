@@ -1,5 +1,6 @@
 /* test_attention.c — the ops of ops/attention.c (scaled dot-product
- * attention and its fused masked softmax) and nb_matmul_t, which it uses.
+ * attention, its fused masked softmax and that softmax's fused backward,
+ * softmax_grad) and nb_matmul_t, which attention uses.
  *
  * Values are checked against softmax values worked out by hand and against
  * a naive triple loop written here from the published formula
@@ -65,6 +66,44 @@ Test(attention, masked_softmax_gradcheck_first_and_second_order) {
         /* the mask broadcasts over the batch axis; both inputs get gradients */
         nb_tensor *in[2] = {nb_test_leaf(-2, 2, NB_SHAPE(2, 3, 4)), nb_test_leaf(-1, 1, NB_SHAPE(3, 4))};
         nb_test_gradcheck(f_masked_softmax, &causal, 2, in, true);
+    }
+}
+
+/* ---- softmax_grad: masked_softmax's backward, one op ------------------------------
+ * Reached as the gradient in s of sum(w·masked_softmax(s)): by hand, with
+ * scale·s = [0, ln 3] the weights are y = [1/4, 3/4], and w = [1, 0] gives
+ * dz = y·(w − sum(w·y)) = [1/4·3/4, 3/4·(−1/4)] = [0.1875, −0.1875], times the
+ * scale 2 for s. Its second row is causal's first query: one key, weight 1,
+ * gradient 0 whatever w; the hidden key gets 0. */
+Test(attention, softmax_grad_values_by_hand) {
+    float l3 = logf(3.0f) / 2;
+    nb_tensor *s = nb_set_requires_grad(nb_from_array(NB_SHAPE(2, 2), (const float[]){0, l3, 5, 7}), true);
+    nb_tensor *w = nb_from_array(NB_SHAPE(2, 2), (const float[]){1, 0, 3, 4});
+    nb_tensor *y = nb_sum(nb_mul(w, nb_masked_softmax(s, NULL, false, 2.0f)), NB_AXES(), false), *g = NULL;
+    cr_assert_eq(nb_grad(1, &y, NULL, 1, &s, &g, NULL), 0);
+    float e = expf(4.0f), y0 = 1 / (1 + e), y1 = e / (1 + e); /* second row: weights of [10, 14] */
+    EXPECT_VALUES(g, 1e-6, 0.375f, -0.375f, 2 * y0 * (3 - (3 * y0 + 4 * y1)), 2 * y1 * (4 - (3 * y0 + 4 * y1)));
+    /* causal, rows [[a, b], [c, d]]: the first query sees a only */
+    nb_tensor *yc = nb_sum(nb_mul(w, nb_masked_softmax(s, NULL, true, 2.0f)), NB_AXES(), false), *gc = NULL;
+    cr_assert_eq(nb_grad(1, &yc, NULL, 1, &s, &gc, NULL), 0);
+    EXPECT_VALUES(gc, 1e-6, 0, 0, 2 * y0 * (3 - (3 * y0 + 4 * y1)), 2 * y1 * (4 - (3 * y0 + 4 * y1)));
+}
+
+/* d/ds sum(w·masked_softmax(s)) with a graph: a function of s and w made of
+ * softmax_grad, whose own backward the gradcheck then checks (and, second
+ * order, that backward's). */
+static nb_tensor *f_softmax_grad(nb_tensor *const *in, void *ctx) {
+    bool causal = *(bool *)ctx;
+    nb_tensor *s = in[0], *w = in[1], *g = NULL;
+    nb_tensor *y = nb_sum(nb_mul(w, nb_masked_softmax(s, NULL, causal, 0.7f)), NB_AXES(), false);
+    return nb_grad(1, &y, NULL, 1, &s, &g, &(nb_grad_opts){.create_graph = true}) == 0 ? g : NULL;
+}
+
+Test(attention, softmax_grad_gradcheck_first_and_second_order) {
+    for (int c = 0; c < 2; c++) {
+        bool causal = c;
+        nb_tensor *in[2] = {nb_test_leaf(-2, 2, NB_SHAPE(2, 3, 3)), nb_test_leaf(-1, 1, NB_SHAPE(2, 3, 3))};
+        nb_test_gradcheck(f_softmax_grad, &causal, 2, in, true);
     }
 }
 
