@@ -65,23 +65,46 @@ static void register_cleanup_locked(void) {
     }
 }
 
-/* The header sits in the first 64 bytes of the block, the data after it. */
-static nb_storage *storage_new(int64_t numel) {
+/* Making a tensor takes a struct and a storage block from the pools, and
+ * freeing one gives both back. Each of those is done under a single hold of
+ * pool_lock: a small network's training step makes and frees a few dozen
+ * tensors, and taking the lock once per pool instead was a tenth of it. */
+
+/* The class of a block of numel floats, or -1 when none is large enough. */
+static int size_class_of(int64_t numel) {
     int c = 0;
     while (c < NB_SIZE_CLASSES - 1 && class_floats(c) < numel) c++;
-    if (class_floats(c) < numel) return NULL;
-    pthread_mutex_lock(&pool_lock);
-    register_cleanup_locked();
+    return class_floats(c) < numel ? -1 : c;
+}
+
+/* A parked block of class c, or NULL. Under pool_lock. */
+static nb_storage *storage_take_locked(int c) {
     nb_storage *s = storage_free[c];
     if (s) {
         storage_free[c] = *(nb_storage **)s->data;
         pool_bytes -= class_floats(c) * (int64_t)sizeof(float);
     }
-    pthread_mutex_unlock(&pool_lock);
+    return s;
+}
+
+/* Parks a block no tensor uses any more; returns it when the pool is full,
+ * for the caller to free once the lock is released. Under pool_lock. */
+static nb_storage *storage_park_locked(nb_storage *s) {
+    int64_t bytes = s->capacity * (int64_t)sizeof(float);
+    if (pool_bytes + bytes > NB_POOL_MAX_BYTES) return s;
+    *(nb_storage **)s->data = storage_free[s->size_class];
+    storage_free[s->size_class] = s;
+    pool_bytes += bytes;
+    return NULL;
+}
+
+/* s (a parked block, or NULL for a new one) made ready as fresh storage of
+ * class c; NULL when out of memory. The header sits in the first 64 bytes
+ * of the block, the data after it. */
+static nb_storage *storage_init(nb_storage *s, int c) {
     if (!s) {
         size_t bytes = NB_ALIGN + (size_t)class_floats(c) * sizeof(float);
-        void *block = NULL;
-        block = nb_aligned_alloc(NB_ALIGN, bytes);
+        void *block = nb_aligned_alloc(NB_ALIGN, bytes);
         if (!block) return NULL;
         s = block;
         s->data = (float *)((char *)block + NB_ALIGN);
@@ -93,31 +116,20 @@ static nb_storage *storage_new(int64_t numel) {
     return s;
 }
 
-static void storage_release(nb_storage *s) {
-    if (atomic_fetch_sub(&s->refcount, 1) != 1) return;
-    int64_t bytes = s->capacity * (int64_t)sizeof(float);
-    pthread_mutex_lock(&pool_lock);
-    if (pool_bytes + bytes <= NB_POOL_MAX_BYTES) {
-        *(nb_storage **)s->data = storage_free[s->size_class];
-        storage_free[s->size_class] = s;
-        pool_bytes += bytes;
-        s = NULL;
-    }
-    pthread_mutex_unlock(&pool_lock);
-    nb_free(s);
+/* The oldest parked struct, once it has served its quarantine, or NULL.
+ * Under pool_lock. */
+static nb_tensor *struct_take_locked(void) {
+    if (tensor_free_count <= NB_QUARANTINE) return NULL;
+    nb_tensor *t = tensor_free;
+    tensor_free = t->next_free;
+    if (!tensor_free) tensor_free_last = NULL;
+    tensor_free_count--;
+    return t;
 }
 
-static nb_tensor *tensor_struct_new(void) {
-    pthread_mutex_lock(&pool_lock);
-    register_cleanup_locked();
-    nb_tensor *t = NULL;
-    if (tensor_free_count > NB_QUARANTINE) {
-        t = tensor_free;
-        tensor_free = t->next_free;
-        if (!tensor_free) tensor_free_last = NULL;
-        tensor_free_count--;
-    }
-    pthread_mutex_unlock(&pool_lock);
+/* t (a parked struct, or NULL for a new one) made ready as a live tensor
+ * with no storage yet; NULL when out of memory. */
+static nb_tensor *struct_init(nb_tensor *t) {
     if (!t) t = nb_malloc(sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
@@ -126,6 +138,14 @@ static nb_tensor *tensor_struct_new(void) {
     t->inputs = t->inputs_inline;
     atomic_fetch_add(&live_tensors, 1);
     return t;
+}
+
+static nb_tensor *tensor_struct_new(void) {
+    pthread_mutex_lock(&pool_lock);
+    register_cleanup_locked();
+    nb_tensor *t = struct_take_locked();
+    pthread_mutex_unlock(&pool_lock);
+    return struct_init(t);
 }
 
 int64_t nb_live_tensors(void) { return atomic_load(&live_tensors); }
@@ -171,12 +191,28 @@ bool nb__check_shape(const char *who, int ndim, const int64_t *shape, int64_t *n
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     int64_t numel;
     if (!nb__check_shape(who, ndim, shape, &numel)) return NULL;
-    nb_tensor *t = tensor_struct_new();
-    nb_storage *s = t ? storage_new(numel) : NULL;
-    if (!s) {
+    int c = size_class_of(numel);
+    nb_tensor *t = NULL;
+    nb_storage *s = NULL;
+    if (c >= 0) {
+        pthread_mutex_lock(&pool_lock);
+        register_cleanup_locked();
+        t = struct_take_locked();
+        s = storage_take_locked(c);
+        pthread_mutex_unlock(&pool_lock);
+        t = struct_init(t);
+        s = storage_init(s, c);
+    }
+    if (!t || !s) {
         if (t) {
             atomic_fetch_sub(&live_tensors, 1);
             nb_free(t);
+        }
+        if (s) {
+            pthread_mutex_lock(&pool_lock);
+            s = storage_park_locked(s);
+            pthread_mutex_unlock(&pool_lock);
+            nb_free(s);
         }
         char buf[NB_SHAPE_CHARS];
         nb_set_error("%s: out of memory for %lld floats (shape %s)", who, (long long)numel,
@@ -265,16 +301,18 @@ void nb__tensor_decref(nb_tensor *t) {
         }
         if (cur->inputs != cur->inputs_inline) nb_free(cur->inputs);
         if (cur->hooks) nb__free_hooks(cur);
-        storage_release(cur->storage);
+        nb_storage *unused = atomic_fetch_sub(&cur->storage->refcount, 1) == 1 ? cur->storage : NULL;
         atomic_fetch_sub(&live_tensors, 1);
         cur->magic = NB_TENSOR_DEAD;
         cur->next_free = NULL;
         pthread_mutex_lock(&pool_lock);
+        if (unused) unused = storage_park_locked(unused);
         if (tensor_free_last) tensor_free_last->next_free = cur;
         else tensor_free = cur;
         tensor_free_last = cur;
         tensor_free_count++;
         pthread_mutex_unlock(&pool_lock);
+        nb_free(unused); /* the pool was full */
     }
 }
 
