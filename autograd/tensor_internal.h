@@ -83,6 +83,9 @@ struct nb_tensor {
 
 /* tensor.c */
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who);
+/* Gives the calling thread's cached structs and blocks to the shared pools
+ * (at thread exit, nb_empty_cache and exit). */
+void nb__pool_thread_exit(void);
 nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape);
 void nb__tensor_retain(nb_tensor *t);
 void nb__tensor_decref(nb_tensor *t);
