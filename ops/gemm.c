@@ -831,8 +831,13 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
              * its zero partial sums turning -0 into +0; this is the same
              * sum without a call per element. */
             float ai0 = ai[0];
-            for (int64_t j = 0; j < n; j++)
-                ci[j] += ai0 * b[j * b_n] + 0.0f;
+            if (b_n == 1) { /* apart so that it vectorises */
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] += ai0 * b[j] + 0.0f;
+            } else {
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] += ai0 * b[j * b_n] + 0.0f;
+            }
         } else {
             for (int64_t j = 0; j < n; j++)
                 ci[j] += dot(ai, a_k, b + j * b_n, b_k, k);
