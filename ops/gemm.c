@@ -901,10 +901,11 @@ static void gemm_small_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, i
 }
 
 #if NB_GEMM_X86
-/* For the AVX2 and AVX-512 kernels, which both fuse. Sixteen columns of B
- * at a time are copied into a zero-padded block, so that each row of C is
- * two vector accumulators whatever n is; only the valid columns are
- * written back. */
+/* For the AVX2 and AVX-512 kernels, which both fuse. Each row of C is
+ * summed sixteen columns at a time in two vector accumulators, whatever n
+ * is; only the valid columns are written back. Rows of B are read in place
+ * through masked loads (zeros beyond the valid columns); a transposed B is
+ * first copied into a zero-padded block of sixteen columns. */
 __attribute__((target("avx2,fma")))
 static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                              const float *a, int64_t lda, const float *b, int64_t ldb,
@@ -915,21 +916,32 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
     _Alignas(32) float acc[16];
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         int64_t w = n - j0 < 16 ? n - j0 : 16;
-        for (int64_t p = 0; p < k; p++) {
-            const float *bp = b + p * b_k + j0 * b_n;
-            float *dst = bpad + p * 16;
-            for (int64_t j = 0; j < w; j++)
-                dst[j] = bp[j * b_n];
-            for (int64_t j = w; j < 16; j++)
-                dst[j] = 0.0f;
+        /* Lane l of mask0 (mask1) is on when column l (8 + l) is valid. */
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
+        __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
+        const float *bs = b + j0; /* row p of B at bs + p·ldb */
+        int64_t bstride = ldb;
+        if (b_n != 1) {
+            for (int64_t p = 0; p < k; p++) {
+                const float *bp = b + p * b_k + j0 * b_n;
+                float *dst = bpad + p * 16;
+                for (int64_t j = 0; j < w; j++)
+                    dst[j] = bp[j * b_n];
+                for (int64_t j = w; j < 16; j++)
+                    dst[j] = 0.0f;
+            }
+            bs = bpad;
+            bstride = 16;
         }
         for (int64_t i = 0; i < m; i++) {
             const float *ai = a + i * a_m;
             __m256 c0 = _mm256_setzero_ps(), c1 = c0;
             for (int64_t p = 0; p < k; p++) {
                 __m256 av = _mm256_set1_ps(ai[p * a_k]);
-                c0 = _mm256_fmadd_ps(av, _mm256_load_ps(bpad + p * 16), c0);
-                c1 = _mm256_fmadd_ps(av, _mm256_load_ps(bpad + p * 16 + 8), c1);
+                const float *bp = bs + p * bstride;
+                c0 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp, mask0), c0);
+                c1 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp + 8, mask1), c1);
             }
             _mm256_store_ps(acc, c0);
             _mm256_store_ps(acc + 8, c1);
