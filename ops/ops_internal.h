@@ -38,14 +38,20 @@ static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, co
 }
 
 /* Runs BODY for every output element i with ia, ib the matching input
- * offsets. The innermost axis is a plain loop so that same-shape and
- * scalar-operand cases vectorise. */
+ * offsets. The innermost axes that both inputs walk at an even stride (all
+ * of them for same-shape operands, [10,1] as much as [10]) are one plain
+ * loop, so that same-shape and scalar-operand cases vectorise and a column
+ * is not walked one row at a time; the elements come in the same order. */
 #define NB_BCAST_FOR(p, i, ia, ib, BODY)                                                     \
     do {                                                                                     \
         const nb_bcast *p_ = (p);                                                            \
         int64_t inner_ = p_->ndim ? p_->shape[p_->ndim - 1] : 1;                             \
         int64_t sa_ = p_->ndim ? p_->stride_a[p_->ndim - 1] : 0;                             \
         int64_t sb_ = p_->ndim ? p_->stride_b[p_->ndim - 1] : 0;                             \
+        int top_ = p_->ndim - 2; /* the innermost axis the odometer turns */                  \
+        while (top_ >= 0 && p_->stride_a[top_] == sa_ * inner_ &&                            \
+               p_->stride_b[top_] == sb_ * inner_)                                           \
+            inner_ *= p_->shape[top_--];                                                     \
         int64_t idx_[NB_MAX_DIMS] = {0}, base_a_ = 0, base_b_ = 0;                           \
         for (int64_t row_ = 0; inner_ > 0 && row_ * inner_ < p_->numel; row_++) {           \
             for (int64_t k_ = 0; k_ < inner_; k_++) {                                        \
@@ -53,7 +59,7 @@ static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, co
                 (void)i; (void)ia; (void)ib;                                                 \
                 BODY;                                                                        \
             }                                                                                \
-            for (int d_ = p_->ndim - 2; d_ >= 0; d_--) {                                     \
+            for (int d_ = top_; d_ >= 0; d_--) {                                             \
                 idx_[d_]++;                                                                  \
                 base_a_ += p_->stride_a[d_];                                                 \
                 base_b_ += p_->stride_b[d_];                                                 \
