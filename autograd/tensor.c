@@ -300,7 +300,7 @@ nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     nb_storage *s = NULL;
     if (c >= 0) {
         t = tensor_struct_new();
-        s = storage_init(storage_take(c), c);
+        s = t ? storage_init(storage_take(c), c) : NULL;
     }
     if (!t || !s) {
         if (t) {

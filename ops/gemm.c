@@ -876,12 +876,11 @@ static void gemm_small_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, i
             for (int64_t p = 0; p < k; p++) {
                 float aip = ai[p * a_k];
                 const float *restrict bp = b + p * b_k + j0 * b_n;
-                /* Two statements, so that no compiler fuses them where
-                 * the portable kernel does not. */
-                for (int64_t j = 0; j < w; j++) {
-                    float t = aip * bp[j * b_n];
-                    acc[j] = acc[j] + t;
-                }
+                /* Written as the portable kernel writes it, so that a
+                 * compiler that contracts one into a fused multiply-add
+                 * contracts the other. */
+                for (int64_t j = 0; j < w; j++)
+                    acc[j] += aip * bp[j * b_n];
             }
             float *restrict ci = c + i * ldc + j0;
             if (beta == 0.0f) {
