@@ -340,8 +340,8 @@ void nb__engine_thread_exit(void) {
 static buffers take_buffers(void) {
     buffers b = cached;
     memset(&cached, 0, sizeof cached);
+    nb__map_clear(&b.map, b.nodes, b.count);
     b.count = 0;
-    nb__map_clear(&b.map);
     return b;
 }
 

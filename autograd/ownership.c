@@ -35,6 +35,7 @@ static void thread_exit(void *unused) {
     nb_free(scopes.starts);
     scopes = (scope_stack){0};
     nb__engine_thread_exit();
+    nb__pool_thread_exit(); /* last: closing the scopes freed tensors into it */
 }
 
 static void make_thread_key(void) { pthread_key_create(&thread_key, thread_exit); }

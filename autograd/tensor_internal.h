@@ -83,6 +83,9 @@ struct nb_tensor {
 
 /* tensor.c */
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who);
+/* Gives the calling thread's cached structs and blocks to the shared pools
+ * (at thread exit, nb_empty_cache and exit). */
+void nb__pool_thread_exit(void);
 nb_tensor *nb__tensor_view(nb_tensor *base, int ndim, const int64_t *shape);
 void nb__tensor_retain(nb_tensor *t);
 void nb__tensor_decref(nb_tensor *t);
@@ -110,7 +113,9 @@ void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index);
 /* Makes room for entry count + 1: a table too small grows (first_cap at
  * first) and takes tensors[0 .. count) again. False when out of memory. */
 bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap);
-void nb__map_clear(nb__tensor_map *m); /* no entries, memory kept */
+/* No entries, memory kept. tensors[0 .. count) are the entries, in the order
+ * they were put (as nb__map_reserve takes them back). */
+void nb__map_clear(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count);
 void nb__map_free(nb__tensor_map *m);
 /* *p resized to n elements of size bytes; false (and *p kept) when out of memory. */
 bool nb__grow(void **p, int64_t n, size_t size);

@@ -153,14 +153,24 @@ nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     }
     nb_tensor *out = nb_zeros(ndim, shape);
     if (!out) return NULL;
+    const float *px = nb_data(x);
+    float *po = nb_data_mut(out);
+    /* Only leading axes summed (a bias's gradient, [rows, n] -> [n]): x is
+     * rows of out's size, added in order. The same sums, in the same order,
+     * as the general walk below, without its index bookkeeping. */
+    int lead = nb_ndim(x) - ndim;
+    if (memcmp(shape, nb_shape(x) + lead, sizeof(int64_t) * (size_t)ndim) == 0) {
+        int64_t inner = nb_numel(out), rows = inner ? nb_numel(x) / inner : 0;
+        for (int64_t r = 0; r < rows; r++, px += inner)
+            for (int64_t j = 0; j < inner; j++) po[j] += px[j];
+        return nb_record(out, &sum_to_op, 1, &x);
+    }
     /* Walk x in order; the output offset uses out's strides seen through
      * x's shape (0 along summed axes). Summation order is fixed, so the
      * result is the same bit for bit on every run. */
     nb_bcast p = {.ndim = nb_ndim(x), .numel = nb_numel(x)};
     memcpy(p.shape, nb_shape(x), sizeof(int64_t) * (size_t)p.ndim);
     bcast_strides(out, p.ndim, p.shape, p.stride_a);
-    const float *px = nb_data(x);
-    float *po = nb_data_mut(out);
     NB_BCAST_FOR(&p, i, io, ib, po[io] += px[i]);
     return nb_record(out, &sum_to_op, 1, &x);
 }

@@ -847,11 +847,151 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
                 for (int64_t j = 0; j < n; j++)
                     ci[j] += aip * bp[j];
             }
+        } else if (k == 1) {
+            /* An outer product (a column times a row, as in the backward of
+             * a layer with one output). dot() of one term returns x·y + 0,
+             * its zero partial sums turning -0 into +0; this is the same
+             * sum without a call per element. */
+            float ai0 = ai[0];
+            if (b_n == 1) { /* apart so that it vectorises */
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] += ai0 * b[j] + 0.0f;
+            } else {
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] += ai0 * b[j * b_n] + 0.0f;
+            }
         } else {
             for (int64_t j = 0; j < n; j++)
                 ci[j] += dot(ai, a_k, b + j * b_n, b_k, k);
         }
     }
+}
+
+/* ---- small products -------------------------------------------------------
+ * Past NB_GEMM_TINY but at most NB_GEMM_SMALL multiply-adds, and no deeper
+ * than one depth block, packing the operands and copying edge tiles out of
+ * a scratch tile cost more than the arithmetic: a dense layer's 10 x 10 x 10
+ * product spent most of its time there. These loops read the operands in
+ * place and give every element of C exactly the arithmetic of the packed
+ * kernels: a sum from zero in k order, with fused multiply-adds where the
+ * kernel fuses them, then stored, added to C, or added to beta·C as a
+ * kernel writes its tile. So which path a product takes never shows in its
+ * result, and the result of a product never depends on its size class. */
+
+#define NB_GEMM_SMALL ((int64_t)16 * 16 * 16)
+/* Columns of C summed at once by the portable loops, in an accumulator
+ * row on the stack. */
+enum { NB_SMALL_COLS = 32 };
+
+static void gemm_small_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                             const float *a, int64_t lda, const float *b, int64_t ldb,
+                             float beta, float *c, int64_t ldc) {
+    int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
+    int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
+    float acc[NB_SMALL_COLS];
+    for (int64_t j0 = 0; j0 < n; j0 += NB_SMALL_COLS) {
+        int64_t w = n - j0 < NB_SMALL_COLS ? n - j0 : NB_SMALL_COLS;
+        for (int64_t i = 0; i < m; i++) {
+            const float *ai = a + i * a_m;
+            for (int64_t j = 0; j < w; j++)
+                acc[j] = 0.0f;
+            for (int64_t p = 0; p < k; p++) {
+                float aip = ai[p * a_k];
+                const float *restrict bp = b + p * b_k + j0 * b_n;
+                /* Written as the portable kernel writes it, so that a
+                 * compiler that contracts one into a fused multiply-add
+                 * contracts the other. */
+                for (int64_t j = 0; j < w; j++)
+                    acc[j] += aip * bp[j * b_n];
+            }
+            float *restrict ci = c + i * ldc + j0;
+            if (beta == 0.0f) {
+                for (int64_t j = 0; j < w; j++)
+                    ci[j] = acc[j];
+            } else if (beta == 1.0f) {
+                for (int64_t j = 0; j < w; j++)
+                    ci[j] += acc[j];
+            } else {
+                for (int64_t j = 0; j < w; j++) {
+                    float s = beta * ci[j];
+                    ci[j] = s + acc[j];
+                }
+            }
+        }
+    }
+}
+
+#if NB_GEMM_X86
+/* For the AVX2 and AVX-512 kernels, which both fuse. Each row of C is
+ * summed sixteen columns at a time in two vector accumulators, whatever n
+ * is; only the valid columns are written back. Rows of B are read in place
+ * through masked loads (zeros beyond the valid columns); a transposed B is
+ * first copied into a zero-padded block of sixteen columns. */
+__attribute__((target("avx2,fma")))
+static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                             const float *a, int64_t lda, const float *b, int64_t ldb,
+                             float beta, float *c, int64_t ldc) {
+    int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
+    int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
+    _Alignas(32) float bpad[NB_KC_MAX * 16];
+    _Alignas(32) float acc[16];
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        int64_t w = n - j0 < 16 ? n - j0 : 16;
+        /* Lane l of mask0 (mask1) is on when column l (8 + l) is valid. */
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
+        __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
+        const float *bs = b + j0; /* row p of B at bs + p·ldb */
+        int64_t bstride = ldb;
+        if (b_n != 1) {
+            for (int64_t p = 0; p < k; p++) {
+                const float *bp = b + p * b_k + j0 * b_n;
+                float *dst = bpad + p * 16;
+                for (int64_t j = 0; j < w; j++)
+                    dst[j] = bp[j * b_n];
+                for (int64_t j = w; j < 16; j++)
+                    dst[j] = 0.0f;
+            }
+            bs = bpad;
+            bstride = 16;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            const float *ai = a + i * a_m;
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0;
+            for (int64_t p = 0; p < k; p++) {
+                __m256 av = _mm256_set1_ps(ai[p * a_k]);
+                const float *bp = bs + p * bstride;
+                c0 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp, mask0), c0);
+                c1 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp + 8, mask1), c1);
+            }
+            _mm256_store_ps(acc, c0);
+            _mm256_store_ps(acc + 8, c1);
+            float *ci = c + i * ldc + j0;
+            for (int64_t j = 0; j < w; j++) {
+                if (beta == 0.0f) {
+                    ci[j] = acc[j];
+                } else if (beta == 1.0f) {
+                    ci[j] += acc[j];
+                } else {
+                    float s = beta * ci[j];
+                    ci[j] = s + acc[j];
+                }
+            }
+        }
+    }
+}
+#endif
+
+static void gemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                       const float *a, int64_t lda, const float *b, int64_t ldb,
+                       float beta, float *c, int64_t ldc) {
+#if NB_GEMM_X86
+    if (arch != &arch_portable) {
+        gemm_small_fused(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#endif
+    gemm_small_plain(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
 
 /* Panel r (rows [r·mr, r·mr + mr)) holds all k columns, k-major, at
@@ -908,6 +1048,10 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
         return;
     }
     pthread_once(&arch_once, choose_arch);
+    if (k <= arch->kc && volume_at_most(m, n, k, NB_GEMM_SMALL)) {
+        gemm_small(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     _Alignas(64) float stack[NB_STACK_FLOATS];
     nb_gemm_job job = {
         .arch = arch, .trans_a = trans_a, .trans_b = trans_b,

@@ -409,16 +409,25 @@ nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b) {
  * seen as rows [M, out] and x as [M, in]:
  *   x: g·wᵀ       w: xᵀ·g       b: sum of g over the rows
  * each a recorded op, so it differentiates again. */
+/* t seen as rows [m, n]: t itself when it already is (the usual dense
+ * layer), which spares a view per use. */
+static nb_tensor *as_rows(nb_tensor *t, int64_t m, int64_t n) {
+    if (nb_ndim(t) == 2 && nb_dim(t, 0) == m && nb_dim(t, 1) == n) return t;
+    return nb_reshape(t, NB_SHAPE(m, n));
+}
+
 static void linear_map_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1);
     int64_t in = nb_dim(w, 0), out = nb_dim(w, 1);
     int64_t m = 1; /* the rows: every axis of g but the last */
     for (int d = 0; d < nb_ndim(g) - 1; d++) m *= nb_shape(g)[d];
-    nb_tensor *rows = nb_reshape(g, NB_SHAPE(m, out));
-    if (nb_needs_input_grad(y, 0))
-        gx[0] = nb_reshape(nb_matmul_t(rows, w, false, true), nb_ndim(x), nb_shape(x));
+    nb_tensor *rows = as_rows(g, m, out);
+    if (nb_needs_input_grad(y, 0)) {
+        nb_tensor *gr = nb_matmul_t(rows, w, false, true);
+        gx[0] = gr && nb_ndim(x) == 2 ? gr : nb_reshape(gr, nb_ndim(x), nb_shape(x));
+    }
     if (nb_needs_input_grad(y, 1))
-        gx[1] = nb_matmul_t(nb_reshape(x, NB_SHAPE(m, in)), rows, true, false);
+        gx[1] = nb_matmul_t(as_rows(x, m, in), rows, true, false);
     if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum_to(g, NB_SHAPE(out));
 }
 /* Forward mode: d(x·w + b) = dx·w + x·dw + db, each product a linear_map. */

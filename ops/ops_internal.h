@@ -38,11 +38,14 @@ static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, co
 }
 
 /* Runs BODY for every output element i with ia, ib the matching input
- * offsets. The innermost axis is a plain loop so that same-shape and
- * scalar-operand cases vectorise: it is written out for the inner strides
+ * offsets. The innermost axes that both inputs walk at an even stride (all
+ * of them for same-shape operands, [10,1] as much as [10]) are one plain
+ * loop, so that a column is not walked one row at a time; the elements
+ * come in the same order. That loop is written out for the inner strides
  * (1, 1), (1, 0) and (0, 1) as constants (with strides only known at run
- * time, the compiler left the loop scalar), then for any strides. Each
- * element is computed the same way in every version. */
+ * time, the compiler left it scalar), then for any strides, so that
+ * same-shape and scalar-operand cases vectorise. Each element is computed
+ * the same way in every version. */
 #define NB_BCAST_INNER_(SA, SB, i, ia, ib, BODY)                                             \
     for (int64_t k_ = 0; k_ < inner_; k_++) {                                                \
         int64_t i = row_ * inner_ + k_, ia = base_a_ + k_ * (SA), ib = base_b_ + k_ * (SB);   \
@@ -55,13 +58,17 @@ static inline nb_tensor *nb_bcast_output(const char *who, const nb_tensor *a, co
         int64_t inner_ = p_->ndim ? p_->shape[p_->ndim - 1] : 1;                             \
         int64_t sa_ = p_->ndim ? p_->stride_a[p_->ndim - 1] : 0;                             \
         int64_t sb_ = p_->ndim ? p_->stride_b[p_->ndim - 1] : 0;                             \
+        int top_ = p_->ndim - 2; /* the innermost axis the odometer turns */                  \
+        while (top_ >= 0 && p_->stride_a[top_] == sa_ * inner_ &&                            \
+               p_->stride_b[top_] == sb_ * inner_)                                           \
+            inner_ *= p_->shape[top_--];                                                     \
         int64_t idx_[NB_MAX_DIMS] = {0}, base_a_ = 0, base_b_ = 0;                           \
         for (int64_t row_ = 0; inner_ > 0 && row_ * inner_ < p_->numel; row_++) {           \
             if (sa_ == 1 && sb_ == 1) NB_BCAST_INNER_(1, 1, i, ia, ib, BODY)                 \
             else if (sa_ == 1 && sb_ == 0) NB_BCAST_INNER_(1, 0, i, ia, ib, BODY)            \
             else if (sa_ == 0 && sb_ == 1) NB_BCAST_INNER_(0, 1, i, ia, ib, BODY)            \
             else NB_BCAST_INNER_(sa_, sb_, i, ia, ib, BODY)                                  \
-            for (int d_ = p_->ndim - 2; d_ >= 0; d_--) {                                     \
+            for (int d_ = top_; d_ >= 0; d_--) {                                             \
                 idx_[d_]++;                                                                  \
                 base_a_ += p_->stride_a[d_];                                                 \
                 base_b_ += p_->stride_b[d_];                                                 \

@@ -348,8 +348,13 @@ static nb_tensor *expand_back(const nb_tensor *x, unsigned mask, nb_tensor *g) {
     int nd = nb_ndim(x);
     int64_t keep[NB_MAX_DIMS];
     for (int d = 0; d < nd; d++) keep[d] = (mask >> d) & 1u ? 1 : nb_shape(x)[d];
-    if (nb_ndim(g) != nd || memcmp(nb_shape(g), keep, sizeof(int64_t) * (size_t)nd) != 0)
-        g = nb_reshape(g, nd, keep);
+    /* Expanding aligns g's axes on the right, so g needs no reshape when it
+     * already is keep without some of its leading 1s (a full reduction's
+     * scalar, say). */
+    int lead = nd - nb_ndim(g);
+    bool aligned = lead >= 0 && memcmp(nb_shape(g), keep + lead, sizeof(int64_t) * (size_t)nb_ndim(g)) == 0;
+    for (int d = 0; aligned && d < lead; d++) aligned = keep[d] == 1;
+    if (!aligned) g = nb_reshape(g, nd, keep);
     return nb_expand(g, nd, nb_shape(x));
 }
 

@@ -255,6 +255,43 @@ Test(gemm, edge_tiles_match_full_tiles_bitwise) {
     nb_set_num_threads(0);
 }
 
+/* Products past NB_GEMM_TINY but small (a dense layer's 10 x 10 x 10) skip
+ * packing, and must round exactly as the packed kernels do, so that a
+ * product's value never depends on its size class: compared bit for bit
+ * with nb_gemm_packed, which always packs. Shapes straddle the small class
+ * (16³ multiply-adds) and its 16-column blocks; C has padded rows. */
+Test(gemm, small_products_match_the_packed_kernels_bitwise) {
+    static const int64_t shapes[][3] = {{10, 10, 10}, {2, 2, 65}, {7, 17, 9}, {3, 33, 5},
+                                        {16, 16, 16}, {5, 16, 50}, {40, 3, 30}, {2, 130, 2}};
+    lcg_seed(11);
+    for (size_t q = 0; q < sizeof shapes / sizeof shapes[0]; q++) {
+        int64_t m = shapes[q][0], n = shapes[q][1], k = shapes[q][2], ldc = n + 3;
+        float *a = random_buf((size_t)(m * k)), *b = random_buf((size_t)(k * n));
+        float *c_in = random_buf((size_t)(m * ldc));
+        float *c = malloc((size_t)(m * ldc) * sizeof *c), *want = malloc((size_t)(m * ldc) * sizeof *c);
+        cr_assert(c && want);
+        for (int t = 0; t < 4; t++)
+            for (int ib = 0; ib < 3; ib++) {
+                bool ta = t & 1, tb = t & 2;
+                float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
+                int64_t lda = ta ? m : k, ldb = tb ? k : n;
+                memcpy(c, c_in, (size_t)(m * ldc) * sizeof *c);
+                memcpy(want, c_in, (size_t)(m * ldc) * sizeof *c);
+                nb_gemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+                cr_assert(nb_gemm_packed(ta, tb, m, n, k, a, lda, NULL, NULL, b, ldb, NULL, NULL,
+                                         beta, want, ldc));
+                cr_assert(memcmp(c, want, (size_t)(m * ldc) * sizeof *c) == 0,
+                          "%lld x %lld x %lld, ta=%d tb=%d beta=%g: differs from the packed kernels",
+                          (long long)m, (long long)n, (long long)k, ta, tb, beta);
+            }
+        free(a);
+        free(b);
+        free(c_in);
+        free(c);
+        free(want);
+    }
+}
+
 /* Two user threads multiplying at once must each get the single-threaded
  * answer: the pool serves one call at a time and the other runs on its own. */
 typedef struct {
