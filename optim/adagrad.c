@@ -14,19 +14,21 @@
  * updated elements keep large steps.
  */
 #include "optim_internal.h"
+#include "vmath_internal.h"
 
 enum { SUM };
 
-NB_VECTOR_CLONES
-static void adagrad_loop(float *restrict p, const float *restrict g, float *restrict s, int64_t n,
-                         float clr, float eps, float wd, bool inside) {
+NB_VM_MULTIARCH(adagrad_loop,
+                (float *restrict p, const float *restrict g, float *restrict s, int64_t n,
+                 float clr, float eps, float wd, bool inside),
+                (p, g, s, n, clr, eps, wd, inside), {
     for (int64_t j = 0; j < n; j++) {
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float sj = s[j] + d * d;
         s[j] = sj;
         p[j] -= inside ? clr * d / sqrtf(sj + eps) : clr * d / (sqrtf(sj) + eps);
     }
-}
+})
 
 static void adagrad_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
                            float *const *s, int64_t n, int64_t step) {

@@ -23,16 +23,18 @@
  * loop is a few multiplies, one sqrt and one divide.
  */
 #include "optim_internal.h"
+#include "vmath_internal.h"
 
 enum { EXP_AVG, EXP_AVG_SQ, MAX_EXP_AVG_SQ };
 
 /* The common case (no amsgrad) as one loop over distinct arrays that the
  * compiler vectorises; the same arithmetic, in the same order, as the
  * general loop below, so the same bits. */
-NB_VECTOR_CLONES
-static void adam_plain(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                       int64_t n, float l2, float shrink, float b1, float b2, float step_size,
-                       float inv_bc2_sqrt, float eps_term) {
+NB_VM_MULTIARCH(adam_plain,
+                (float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                 int64_t n, float l2, float shrink, float b1, float b2, float step_size,
+                 float inv_bc2_sqrt, float eps_term),
+                (p, g, m, v, n, l2, shrink, b1, b2, step_size, inv_bc2_sqrt, eps_term), {
     for (int64_t j = 0; j < n; j++) {
         float pj = shrink == 1.0f ? p[j] : p[j] * shrink; /* AdamW's decay, in the same pass */
         float d = l2 == 0.0f ? g[j] : g[j] + l2 * pj;
@@ -42,7 +44,7 @@ static void adam_plain(float *restrict p, const float *restrict g, float *restri
         v[j] = vj;
         p[j] = pj - step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
     }
-}
+})
 
 static void adam_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
                         float *const *s, int64_t n, int64_t step) {

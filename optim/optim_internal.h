@@ -18,22 +18,13 @@
 
 #define NB_OPTIM_MAX_STATE 3 /* state tensors a family keeps per parameter */
 
-/* An update loop compiled three times, for AVX-512, AVX2 and baseline
- * x86-64, the CPU choosing at load time (GCC's function multiversioning):
+/* The update loops are compiled for baseline x86-64, AVX2 and AVX-512 and
+ * run the widest the CPU has (NB_VM_MULTIARCH of ops/vmath_internal.h):
  * the library is built for baseline x86-64, where a loop of square roots
  * and divides runs four floats at a time. Each element goes through the
  * same IEEE operations in the same order on every path (no contraction
  * into fused multiply-adds in C11 mode; sqrt and division are correctly
- * rounded), so all paths give the same bits. Elsewhere, one plain copy. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(__SANITIZE_THREAD__)
-/* (Not under ThreadSanitizer: the loader runs the resolver that picks a
- * copy before the sanitizer's runtime is up, and the instrumented resolver
- * crashes.) */
-#define NB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NB_VECTOR_CLONES
-#endif
+ * rounded), so all paths give the same bits. */
 
 /* A shape formatted for a message: SHAPE(t) is "[3,4]". */
 #define NB_SHAPE_BUF 96

@@ -20,15 +20,17 @@
  * NaN square root.
  */
 #include "optim_internal.h"
+#include "vmath_internal.h"
 
 enum { SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG };
 
 /* The common case, plain RMSprop (not centered, no momentum), as one loop
  * over distinct arrays that the compiler vectorises; the same arithmetic, in
  * the same order, as the general loop below, so the same bits. */
-NB_VECTOR_CLONES
-static void rmsprop_plain(float *restrict p, const float *restrict g, float *restrict v, int64_t n,
-                          float lr, float alpha, float eps, float wd, bool inside) {
+NB_VM_MULTIARCH(rmsprop_plain,
+                (float *restrict p, const float *restrict g, float *restrict v, int64_t n,
+                 float lr, float alpha, float eps, float wd, bool inside),
+                (p, g, v, n, lr, alpha, eps, wd, inside), {
     for (int64_t j = 0; j < n; j++) {
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float vj = alpha * v[j] + (1.0f - alpha) * d * d;
@@ -36,7 +38,7 @@ static void rmsprop_plain(float *restrict p, const float *restrict g, float *res
         float step_dir = inside ? d / sqrtf(vj + eps) : d / (sqrtf(vj) + eps);
         p[j] -= lr * step_dir;
     }
-}
+})
 
 static void rmsprop_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
                            float *const *s, int64_t n, int64_t step) {

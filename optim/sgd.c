@@ -13,15 +13,17 @@
  * PyTorch does, so momentum starts at full speed.
  */
 #include "optim_internal.h"
+#include "vmath_internal.h"
 
 enum { MOMENTUM_BUFFER };
 
 /* The momentum update as one loop with the cases fixed outside it, so
  * that it vectorises (with first and nesterov tested per element it did
  * not, and ran at a third of the memory bandwidth). */
-NB_VECTOR_CLONES
-static void sgd_momentum(float *restrict p, const float *restrict g, float *restrict b, int64_t n,
-                         float lr, float wd, float mu, float keep, bool first, bool nesterov) {
+NB_VM_MULTIARCH(sgd_momentum,
+                (float *restrict p, const float *restrict g, float *restrict b, int64_t n,
+                 float lr, float wd, float mu, float keep, bool first, bool nesterov),
+                (p, g, b, n, lr, wd, mu, keep, first, nesterov), {
     if (first) {
         for (int64_t j = 0; j < n; j++) {
             float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
@@ -43,7 +45,7 @@ static void sgd_momentum(float *restrict p, const float *restrict g, float *rest
             p[j] -= lr * bj;
         }
     }
-}
+})
 
 static void sgd_update(const nb_optimizer *o, float *restrict p, const float *restrict g,
                        float *const *s, int64_t n, int64_t step) {
