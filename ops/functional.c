@@ -298,18 +298,25 @@ static bool jacobian_forward(const char *who, multi_call *call, int nin, nb_tens
     return ok;
 }
 
+/* opts, or the defaults for NULL, in *o; false and a message for an
+ * unknown strategy. */
+static bool read_opts(const char *who, const nb_functional_opts *opts, nb_functional_opts *o) {
+    *o = opts ? *opts : (nb_functional_opts){0};
+    if (o->strategy == NB_JACOBIAN_AUTO || o->strategy == NB_JACOBIAN_REVERSE ||
+        o->strategy == NB_JACOBIAN_FORWARD)
+        return true;
+    nb_set_error("%s: unknown strategy %d", who, (int)o->strategy);
+    return false;
+}
+
 int nb_jacobian_multi(nb_multi_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
                       int noutputs, nb_tensor **jac, const nb_functional_opts *opts) {
     const char *who = "nb_jacobian";
     if (!check_args(who, f != NULL, ninputs, inputs, jac) || !check_counts(who, noutputs, ninputs))
         return -1;
     clear(noutputs * ninputs, jac);
-    nb_functional_opts o = opts ? *opts : (nb_functional_opts){0};
-    if (o.strategy != NB_JACOBIAN_AUTO && o.strategy != NB_JACOBIAN_REVERSE &&
-        o.strategy != NB_JACOBIAN_FORWARD) {
-        nb_set_error("%s: unknown strategy %d", who, (int)o.strategy);
-        return -1;
-    }
+    nb_functional_opts o;
+    if (!read_opts(who, opts, &o)) return -1;
     nb_scope_begin();
     nb_tensor *xs[MAX_ARGS], *ys[MAX_ARGS] = {0};
     bool was = nb_set_grad_enabled(true);
@@ -523,12 +530,8 @@ int nb_hessian(nb_gradcheck_fn f, void *ctx, int ninputs, nb_tensor *const *inpu
     if (!check_args(who, f != NULL, ninputs, inputs, hess) || !check_counts(who, ninputs, ninputs))
         return -1;
     clear(ninputs * ninputs, hess);
-    nb_functional_opts o = opts ? *opts : (nb_functional_opts){0};
-    if (o.strategy != NB_JACOBIAN_AUTO && o.strategy != NB_JACOBIAN_REVERSE &&
-        o.strategy != NB_JACOBIAN_FORWARD) {
-        nb_set_error("%s: unknown strategy %d", who, (int)o.strategy);
-        return -1;
-    }
+    nb_functional_opts o;
+    if (!read_opts(who, opts, &o)) return -1;
     nb_scope_begin();
     nb_tensor *xs[MAX_ARGS], *y = NULL, *g[MAX_ARGS];
     bool was = nb_set_grad_enabled(true);

@@ -31,6 +31,29 @@ static nb_tensor *f_sum_tanh_affine(nb_tensor *const *in, void *ctx) {
     return nb_sum(nb_tanh(nb_matmul(ctx, in[0])), NB_ALL, false);
 }
 
+/* The median over rounds of the CPU time of one whole Jacobian (hessian
+ * false) or Hessian of f at x with strategy s; negative on failure. */
+static double median_cpu(bool hessian, nb_gradcheck_fn f, nb_tensor *a, nb_tensor *x, int s,
+                         int rounds) {
+    nb_functional_opts o = {.strategy = s == 0   ? NB_JACOBIAN_AUTO
+                                        : s == 1 ? NB_JACOBIAN_REVERSE
+                                                 : NB_JACOBIAN_FORWARD};
+    double t[101];
+    for (int r = 0; r < rounds; r++) {
+        double t0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
+        nb_scope_begin();
+        nb_tensor *out;
+        int rc = hessian ? nb_hessian(f, a, 1, &x, &out, &o) : nb_jacobian(f, a, 1, &x, &out, &o);
+        nb_scope_end();
+        if (rc != 0) {
+            fprintf(stderr, "bench_jacobian: %s\n", nb_error());
+            return -1;
+        }
+        t[r] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - t0;
+    }
+    return median(t, rounds);
+}
+
 int main(int argc, char **argv) {
     int wide = argc > 1 ? atoi(argv[1]) : 1000, rounds = argc > 2 ? atoi(argv[2]) : 21;
     if (wide < 2 || rounds < 1 || rounds > 101) {
@@ -45,23 +68,8 @@ int main(int argc, char **argv) {
         nb_tensor *a = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(m, n)));
         nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(n)));
         double med[3];
-        for (int s = 0; s < 3; s++) {
-            nb_functional_opts o = {.strategy = s == 0 ? NB_JACOBIAN_AUTO
-                                                : s == 1 ? NB_JACOBIAN_REVERSE : NB_JACOBIAN_FORWARD};
-            double t[101];
-            for (int r = 0; r < rounds; r++) {
-                double t0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
-                nb_scope_begin();
-                nb_tensor *j;
-                if (nb_jacobian(f_tanh_affine, a, 1, &x, &j, &o) != 0) {
-                    fprintf(stderr, "bench_jacobian: %s\n", nb_error());
-                    return 1;
-                }
-                nb_scope_end();
-                t[r] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - t0;
-            }
-            med[s] = median(t, rounds);
-        }
+        for (int s = 0; s < 3; s++)
+            if ((med[s] = median_cpu(false, f_tanh_affine, a, x, s, rounds)) < 0) return 1;
         printf("  R^%d -> R^%d:", n, m);
         for (int s = 0; s < 3; s++) printf("  %s %8.1f us", names[s], med[s] * 1e6);
         printf("   reverse/forward %.3g\n", med[1] / med[2]);
@@ -71,23 +79,8 @@ int main(int argc, char **argv) {
     nb_tensor *a = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(256, 64)));
     nb_tensor *x = nb_keep(nb_uniform(NULL, -1, 1, NB_SHAPE(64)));
     double med[3];
-    for (int s = 0; s < 3; s++) {
-        nb_functional_opts o = {.strategy = s == 0 ? NB_JACOBIAN_AUTO
-                                            : s == 1 ? NB_JACOBIAN_REVERSE : NB_JACOBIAN_FORWARD};
-        double t[101];
-        for (int r = 0; r < rounds; r++) {
-            double t0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
-            nb_scope_begin();
-            nb_tensor *h;
-            if (nb_hessian(f_sum_tanh_affine, a, 1, &x, &h, &o) != 0) {
-                fprintf(stderr, "bench_jacobian: %s\n", nb_error());
-                return 1;
-            }
-            nb_scope_end();
-            t[r] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - t0;
-        }
-        med[s] = median(t, rounds);
-    }
+    for (int s = 0; s < 3; s++)
+        if ((med[s] = median_cpu(true, f_sum_tanh_affine, a, x, s, rounds)) < 0) return 1;
     printf("  Hessian of sum(tanh(A x)), R^64 -> R, A [256, 64]:");
     for (int s = 0; s < 3; s++) printf("  %s %8.1f us", names[s], med[s] * 1e6);
     printf("   reverse/forward %.3g\n", med[1] / med[2]);
