@@ -7,6 +7,7 @@
  * a test).
  *
  *   usage: bench_mlp [threads] [H] [epochs]        (defaults 1 64 3)
+ *   last line: mlp_s_per_epoch H=<H> threads=<threads> <median seconds>
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +81,9 @@ int main(int argc, char **argv) {
     nb_tensor *pred = nb_model_predict(model, xt, 1000);
     nb_tensor *hit = nb_eq(nb_argmax(pred, 1, false), yt);
     float acc = nb_item(nb_mean(hit, NB_ALL, false));
-    printf("] median %.3f; test acc %.2f%%\n", median(t, epochs), 100.0 * acc);
+    double mid = median(t, epochs);
+    printf("] median %.3f; test acc %.2f%%\n", mid, 100.0 * acc);
+    printf("mlp_s_per_epoch H=%d threads=%d %.3f\n", hidden, threads, mid);
     nb_model_free(model);
     nb_scope_end();
     return 0;

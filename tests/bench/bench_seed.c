@@ -8,6 +8,7 @@
  * does not.
  *
  *   usage: bench_seed [threads] [anomaly]
+ *   last line: seed_us_per_step <fit> <loop>   (wall clock)
  *
  * With "anomaly", the runs are made with anomaly mode on, for its cost:
  * every op's output is scanned for NaN and infinity.
@@ -99,5 +100,6 @@ int main(int argc, char **argv) {
            (double)fit_loss, f * 1e3, f / 1000 * 1e6, fc / 1000 * 1e6);
     printf("seed loop: final epoch loss %.5f; train %.1f ms; %.1f us/step (CPU time %.1f us/step)\n",
            (double)loop_loss, l * 1e3, l / 1000 * 1e6, lc / 1000 * 1e6);
+    printf("seed_us_per_step %.2f %.2f\n", f / 1000 * 1e6, l / 1000 * 1e6);
     return 0;
 }
