@@ -115,4 +115,33 @@ static inline bool nb_test_alloc_hook(size_t size, void *user) {
                       frags_[f_]);                                                       \
     } while (0)
 
+/* The allocation walk: run(ctx) is called with the n-th allocation refused
+ * (and, when persistent, every one after it), for n = 1, 2, ... until a
+ * call in which none was refused, which must succeed. run returns 0, or -1
+ * with a message set, and runs inside a scope of its own, from emptied
+ * caches (so that it allocates afresh). No call may leak a tensor, and a
+ * call that fails must say "out of memory". */
+static inline void nb_test_oom_walk(int (*run)(void *ctx), void *ctx, bool persistent) {
+    for (int64_t n = 1; n < 100000; n++) {
+        nb_empty_cache();
+        int64_t live = nb_live_tensors();
+        nb_clear_error();
+        nb_test_alloc a = {.fail_at = n, .persistent = persistent};
+        nb_set_alloc_hook(nb_test_alloc_hook, &a);
+        nb_scope_begin();
+        int rc = run(ctx);
+        nb_scope_end();
+        nb_set_alloc_hook(NULL, NULL);
+        cr_assert_eq(nb_live_tensors(), live, "allocation %lld failing leaks %lld tensors",
+                     (long long)n, (long long)(nb_live_tensors() - live));
+        if (!a.fired) {
+            cr_assert_eq(rc, 0, "failed with no allocation refused: %s",
+                         nb_error() ? nb_error() : "no message");
+            return;
+        }
+        if (rc != 0) EXPECT_ERROR("out of memory");
+    }
+    cr_assert_fail("the allocation walk does not end");
+}
+
 #endif

@@ -791,28 +791,23 @@ static int hvp_once(nb_tensor *x, nb_tensor *v, hvp_ctx *c) {
     return rc;
 }
 
+typedef struct oom_hvp {
+    nb_tensor *x, *v;
+    hvp_ctx *c;
+} oom_hvp;
+
+static int oom_hvp_run(void *ctx) {
+    oom_hvp *o = ctx;
+    return hvp_once(o->x, o->v, o->c);
+}
+
 Test(forward, out_of_memory) {
     nb_tensor *a = nb_uniform(NULL, -1, 1, NB_SHAPE(3, 3));
     nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(3)), *v = nb_uniform(NULL, -1, 1, NB_SHAPE(3));
     hvp_ctx c = {a, true};
-    for (int persistent = 0; persistent <= 1; persistent++)
-        for (int64_t n = 1;; n++) {
-            cr_assert(n < 100000, "the walk does not end");
-            nb_empty_cache(); /* every run allocates its lists afresh */
-            int64_t live = nb_live_tensors();
-            nb_clear_error();
-            nb_test_alloc inject = {.fail_at = n, .persistent = persistent};
-            nb_set_alloc_hook(nb_test_alloc_hook, &inject);
-            int rc = hvp_once(x, v, &c);
-            nb_set_alloc_hook(NULL, NULL);
-            cr_assert_eq(nb_live_tensors(), live, "allocation %lld failing leaks %lld tensors",
-                         (long long)n, (long long)(nb_live_tensors() - live));
-            if (!inject.fired) {
-                cr_assert_eq(rc, 0, "%s", nb_error() ? nb_error() : "no message");
-                break;
-            }
-            if (rc != 0) EXPECT_ERROR("out of memory");
-        }
+    oom_hvp o = {x, v, &c};
+    nb_test_oom_walk(oom_hvp_run, &o, false);
+    nb_test_oom_walk(oom_hvp_run, &o, true);
 }
 
 /* With several outputs, a failure while the tangents are handed back must
@@ -824,27 +819,13 @@ static int f_two_exps(nb_tensor *const *in, nb_tensor **out, void *ctx) {
     return out[0] && out[1] ? 0 : -1;
 }
 
+static int oom_two_exps_run(void *ctx) {
+    nb_tensor **xv = ctx, *y[2], *t[2];
+    return nb_jvp(f_two_exps, NULL, 1, &xv[0], &xv[1], 2, y, t);
+}
+
 Test(forward, out_of_memory_with_several_outputs) {
-    nb_tensor *x = nb_test_leaf(-1, 1, NB_SHAPE(2)), *v = nb_uniform(NULL, -1, 1, NB_SHAPE(2));
-    for (int persistent = 0; persistent <= 1; persistent++)
-        for (int64_t n = 1;; n++) {
-            cr_assert(n < 100000, "the walk does not end");
-            nb_empty_cache();
-            int64_t live = nb_live_tensors();
-            nb_clear_error();
-            nb_test_alloc inject = {.fail_at = n, .persistent = persistent};
-            nb_set_alloc_hook(nb_test_alloc_hook, &inject);
-            nb_scope_begin();
-            nb_tensor *y[2], *t[2];
-            int rc = nb_jvp(f_two_exps, NULL, 1, &x, &v, 2, y, t);
-            nb_scope_end();
-            nb_set_alloc_hook(NULL, NULL);
-            cr_assert_eq(nb_live_tensors(), live, "allocation %lld failing leaks %lld tensors",
-                         (long long)n, (long long)(nb_live_tensors() - live));
-            if (!inject.fired) {
-                cr_assert_eq(rc, 0, "%s", nb_error() ? nb_error() : "no message");
-                break;
-            }
-            if (rc != 0) EXPECT_ERROR("out of memory");
-        }
+    nb_tensor *xv[2] = {nb_test_leaf(-1, 1, NB_SHAPE(2)), nb_uniform(NULL, -1, 1, NB_SHAPE(2))};
+    nb_test_oom_walk(oom_two_exps_run, xv, false);
+    nb_test_oom_walk(oom_two_exps_run, xv, true);
 }
