@@ -535,6 +535,11 @@ typedef struct nb_gemm_job {
 
 /* Writes a kernel's scratch tile into the valid h x w corner of C, rounding
  * exactly as the kernels do. */
+/* How a first depth block writes C for this beta. */
+static int store_mode(float beta) {
+    return beta == 1.0f ? NB_ADD : beta == 0.0f ? NB_STORE : NB_SCALE;
+}
+
 static void store_edge(const float *t, int nr, int64_t h, int64_t w, float *c,
                        int64_t ldc, int mode, float beta) {
     for (int64_t i = 0; i < h; i++) {
@@ -722,17 +727,16 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
      * (op(A) = Aᵀ: each depth step is mr consecutive floats of a row of A;
      * op(B) = B: nr consecutive floats of a row of B), full panels are read
      * in place at the matrix's stride instead of being copied first. The
-     * kernel does the same arithmetic either way. Only for short rows:
-     * with a long stride (512 floats and up) successive depth steps fall in
-     * the same few cache sets and evict each other, which packing avoids. */
-    int64_t depth = div_up(job->k, div_up(job->k, ar->kc)); /* kcmax, below */
-    job->a_direct = job->trans_a && !job->pack_a_fn && direct_stride(job->lda, depth);
-    job->b_direct = !job->trans_b && !job->pack_b_fn && direct_stride(job->ldb, depth);
+     * kernel does the same arithmetic either way; direct_stride says where
+     * that reads well (below, once the depth of a block is known). */
+
     int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
     /* Depth blocks of equal size, at most the kernel's kc: k = 288 is two
      * blocks of 144, not 256 and a short 32 whose tile loads and stores
      * would cost as much as its arithmetic. */
     int64_t kcmax = div_up(job->k, div_up(job->k, ar->kc));
+    job->a_direct = job->trans_a && !job->pack_a_fn && direct_stride(job->lda, kcmax);
+    job->b_direct = !job->trans_b && !job->pack_b_fn && direct_stride(job->ldb, kcmax);
     bool parallel = !volume_at_most(job->m, job->n, job->k, NB_GEMM_PARALLEL - 1);
     /* Both sizes are multiples of 16 floats, so both stack panels stay
      * 64-byte aligned. */
@@ -756,9 +760,7 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
         for (int64_t pc = 0; pc < job->k; pc += kcmax) {
             job->pc = pc;
             job->kcur = job->k - pc < kcmax ? job->k - pc : kcmax;
-            job->mode = pc > 0 || job->beta == 1.0f ? NB_ADD
-                        : job->beta == 0.0f        ? NB_STORE
-                                                   : NB_SCALE;
+            job->mode = pc > 0 ? NB_ADD : store_mode(job->beta);
             int64_t panels = div_up(job->ncur, ar->nr);
             int64_t items = job->row_blocks * job->col_blocks;
             if (parallel) {
@@ -904,19 +906,7 @@ static void gemm_small_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, i
                 for (int64_t j = 0; j < w; j++)
                     acc[j] += aip * bp[j * b_n];
             }
-            float *restrict ci = c + i * ldc + j0;
-            if (beta == 0.0f) {
-                for (int64_t j = 0; j < w; j++)
-                    ci[j] = acc[j];
-            } else if (beta == 1.0f) {
-                for (int64_t j = 0; j < w; j++)
-                    ci[j] += acc[j];
-            } else {
-                for (int64_t j = 0; j < w; j++) {
-                    float s = beta * ci[j];
-                    ci[j] = s + acc[j];
-                }
-            }
+            store_edge(acc, NB_SMALL_COLS, 1, w, c + i * ldc + j0, ldc, store_mode(beta), beta);
         }
     }
 }
@@ -966,17 +956,7 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
             }
             _mm256_store_ps(acc, c0);
             _mm256_store_ps(acc + 8, c1);
-            float *ci = c + i * ldc + j0;
-            for (int64_t j = 0; j < w; j++) {
-                if (beta == 0.0f) {
-                    ci[j] = acc[j];
-                } else if (beta == 1.0f) {
-                    ci[j] += acc[j];
-                } else {
-                    float s = beta * ci[j];
-                    ci[j] = s + acc[j];
-                }
-            }
+            store_edge(acc, 16, 1, w, c + i * ldc + j0, ldc, store_mode(beta), beta);
         }
     }
 }
@@ -1052,12 +1032,7 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
         gemm_small(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    _Alignas(64) float stack[NB_STACK_FLOATS];
-    nb_gemm_job job = {
-        .arch = arch, .trans_a = trans_a, .trans_b = trans_b,
-        .m = m, .n = n, .k = k, .a = a, .b = b,
-        .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta, .c = c,
-    };
-    if (!gemm_blocked(&job, stack))
+    if (!nb_gemm_packed(trans_a, trans_b, m, n, k, a, lda, NULL, NULL, b, ldb, NULL, NULL, beta,
+                        c, ldc))
         gemm_direct(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
