@@ -72,6 +72,7 @@ typedef struct geom {
     int64_t kh, kw;
     int64_t sh, sw, ph, pw, dh, dw, groups;
     int64_t cg, og, k, hw, ohw; /* C/G, O/G, C/G·kh·kw, H·W, oH·oW */
+    int64_t hp, wp;             /* H + 2·ph, W + 2·pw: the zero-padded image */
 } geom;
 
 typedef struct conv_args {
@@ -142,6 +143,8 @@ static void fill_geom(geom *g, const nb_tensor *img, int64_t o, int64_t kh, int6
     g->k = g->cg * kh * kw;
     g->hw = g->h * g->w;
     g->ohw = g->oh * g->ow;
+    g->hp = g->h + 2 * g->ph;
+    g->wp = g->w + 2 * g->pw;
 }
 
 /* The col matrix of x is x itself. */
@@ -217,7 +220,7 @@ static const float *image_of(const conv_src *s, int64_t n) {
 enum { PANEL_MAX = 64 };
 
 static void pad_image(const geom *g, const float *xg, float *xpad) {
-    int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    int64_t hp = g->hp, wp = g->wp;
     memset(xpad, 0, sizeof(float) * (size_t)(g->cg * hp * wp));
     for (int64_t c = 0; c < g->cg; c++)
         for (int64_t y = 0; y < g->h; y++)
@@ -229,7 +232,7 @@ static void pack_col_positions(const void *ctx, int64_t q0, int64_t len, int64_t
                                int width, float *dst) {
     const conv_src *s = ctx;
     const geom *g = s->g;
-    int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    int64_t hp = g->hp, wp = g->wp;
     for (int64_t c0 = 0; c0 < len; c0 += width, dst += width * kc) {
         int64_t w = len - c0 < width ? len - c0 : width;
         int64_t seg_at[PANEL_MAX], seg_len[PANEL_MAX], nseg = 0; /* offset in xpad, length */
@@ -283,7 +286,7 @@ static void pack_col_taps(const void *ctx, int64_t t0, int64_t len, int64_t p0, 
                           int width, float *dst) {
     const conv_src *s = ctx;
     const geom *g = s->g;
-    int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw, plane = g->cg * hp * wp;
+    int64_t hp = g->hp, wp = g->wp, plane = g->cg * hp * wp;
     for (int64_t c0 = 0; c0 < len; c0 += width, dst += width * kc) {
         int64_t w = len - c0 < width ? len - c0 : width;
         for (int64_t t = 0; t < w;) {
@@ -372,7 +375,7 @@ static void conv2d_images(void *ctx, int64_t begin, int64_t end) {
     const geom *g = &j->g;
     float *xpad = NULL;
     if (!is_direct(g)) {
-        xpad = nb_malloc(sizeof(float) * (size_t)(g->cg * (g->h + 2 * g->ph) * (g->w + 2 * g->pw)));
+        xpad = nb_malloc(sizeof(float) * (size_t)(g->cg * g->hp * g->wp));
         if (!xpad) {
             atomic_store(&j->failed, true);
             return;
@@ -442,7 +445,7 @@ static void conv_transpose2d_images(void *ctx, int64_t begin, int64_t end) {
 static void weight_grad_chunks(void *ctx, int64_t begin, int64_t end) {
     conv_job *j = ctx;
     const geom *g = &j->g;
-    int64_t plane = g->cg * (g->h + 2 * g->ph) * (g->w + 2 * g->pw);
+    int64_t plane = g->cg * g->hp * g->wp;
     float *xpad = nb_malloc(sizeof(float) * (size_t)(plane * ((g->n + j->nchunk - 1) / j->nchunk)));
     if (!xpad) {
         atomic_store(&j->failed, true);
