@@ -732,16 +732,6 @@ static void copy_params(nb_model *model, float **saved, bool restore) {
 static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_opts *opts, batches *train,
                                batches *val);
 
-/* Before each step the parameters' .grad are dropped, not zeroed (PyTorch's
- * zero_grad(set_to_none=True), its default since 2.0): the backward then
- * hands its new gradient over instead of adding it to a tensor of zeros,
- * one pass over the parameters fewer, and a parameter the step's loss does
- * not reach gets no .grad, so the optimizer leaves it (and its moments)
- * alone rather than stepping with a zero gradient. */
-static void drop_grads(nb_optimizer *o) {
-    for (int i = 0, n = nb_optimizer_num_params(o); i < n; i++) nb_clear_grad(nb_optimizer_param(o, i));
-}
-
 nb_history *nb_model_fit(nb_model *model, nb_tensor *x, nb_tensor *y, const nb_fit_opts *opts_in) {
     if (!model) return NULL;
     nb_fit_opts o = opts_in ? *opts_in : nb_fit_defaults();
@@ -888,7 +878,9 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */
                 snprintf(why, sizeof why, "%s", nb_error());
             else {
-                drop_grads(model->opt);
+                /* dropped, not zeroed: a parameter the loss does not
+                 * reach is left alone by the step */
+                nb_optimizer_clear_grad(model->opt);
                 if (nb_backward(loss) != 0 ||
                     (o.on_gradients && o.on_gradients(model, o.gradients_user) != 0) ||
                     nb_optimizer_step(model->opt) != 0)

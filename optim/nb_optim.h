@@ -135,6 +135,11 @@ nb_optimizer *nb_adagrad(int nparams, nb_tensor *const *params, const nb_adagrad
 int nb_optimizer_step(nb_optimizer *o);
 /* nb_zero_grad on every parameter (a NULL .grad stays NULL). */
 void nb_optimizer_zero_grad(nb_optimizer *o);
+/* nb_clear_grad on every parameter (PyTorch's zero_grad(set_to_none=True)):
+ * the next backward hands its gradients over instead of adding them to
+ * zeros, and a parameter it does not reach has no .grad, so the next step
+ * leaves it and its state alone. */
+void nb_optimizer_clear_grad(nb_optimizer *o);
 /* The learning rate the next step uses; NAN for NULL. */
 float nb_optimizer_lr(const nb_optimizer *o);
 /* Sets the learning rate; a negative or non-finite lr is an error (message,

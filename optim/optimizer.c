@@ -188,6 +188,11 @@ void nb_optimizer_zero_grad(nb_optimizer *o) {
     for (int i = 0; i < o->nparams; i++) nb_zero_grad(o->params[i]);
 }
 
+void nb_optimizer_clear_grad(nb_optimizer *o) {
+    if (!o) return;
+    for (int i = 0; i < o->nparams; i++) nb_clear_grad(o->params[i]);
+}
+
 float nb_optimizer_lr(const nb_optimizer *o) { return o ? o->lr : NAN; }
 
 void nb_optimizer_set_lr(nb_optimizer *o, float lr) {

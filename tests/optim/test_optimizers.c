@@ -976,3 +976,30 @@ Test(optim, one_pass_over_all_parameters_cut_anywhere) {
         nb_optimizer_free(all);
     }
 }
+
+/* nb_optimizer_clear_grad drops every .grad (PyTorch's set_to_none): a
+ * parameter that gets no new gradient is then left alone by the step, its
+ * value and step count unchanged, while nb_optimizer_zero_grad would have
+ * stepped it with zeros (Adam's momentum moves it even so). */
+Test(optim, clear_grad_leaves_unreached_parameters_alone) {
+    nb_tensor *p[2] = {start(), start()};
+    nb_optimizer *o = nb_adam(2, p, NULL);
+    quad_grad(p[0], 0.0f);
+    quad_grad(p[1], 0.0f);
+    cr_assert_eq(nb_optimizer_step(o), 0, "%s", nb_error());
+    nb_optimizer_clear_grad(o);
+    cr_assert_null(nb_grad_of(p[0]));
+    cr_assert_null(nb_grad_of(p[1]));
+    float before[2];
+    memcpy(before, nb_data(p[1]), sizeof before);
+    quad_grad(p[0], 0.0f);
+    cr_assert_eq(nb_optimizer_step(o), 0, "%s", nb_error());
+    cr_assert(memcmp(before, nb_data(p[1]), sizeof before) == 0, "a parameter without .grad moved");
+    cr_assert_eq(nb_optimizer_param_steps(o, 0), 2);
+    cr_assert_eq(nb_optimizer_param_steps(o, 1), 1);
+    nb_optimizer_zero_grad(o); /* a NULL .grad stays NULL, a kept one becomes zeros */
+    cr_assert_null(nb_grad_of(p[1]));
+    EXPECT_VALUES(nb_grad_of(p[0]), 0, 0, 0);
+    nb_optimizer_clear_grad(NULL); /* no crash */
+    nb_optimizer_free(o);
+}
