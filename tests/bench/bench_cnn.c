@@ -17,13 +17,8 @@
 #include <time.h>
 
 #include "nabla.h"
+#include "bench_fmnist.h"
 #include "bench_util.h"
-
-#define DATA "/usr/share/datasets/fashion-mnist/"
-
-static nb_tensor *cross_entropy(nb_tensor *logits, nb_tensor *labels) {
-    return nb_cross_entropy_loss(logits, labels, NB_REDUCE_MEAN);
-}
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1, steps = argc > 2 ? atoi(argv[2]) : 100;
@@ -35,10 +30,8 @@ int main(int argc, char **argv) {
     nb_set_num_threads(threads);
     nb_manual_seed(0);
     nb_scope_begin();
-    nb_tensor *x = nb_read_idx_images(DATA "train-images-idx3-ubyte.gz", false);
-    nb_tensor *y = nb_read_idx_labels(DATA "train-labels-idx1-ubyte.gz", 10);
-    if (!x || !y) {
-        printf("bench_cnn: skipped, no data set (apt-get install dataset-fashion-mnist): %s\n", nb_error());
+    nb_tensor *x, *y;
+    if (!bench_fmnist("bench_cnn", "train", &x, &y)) {
         nb_scope_end();
         return 0;
     }
