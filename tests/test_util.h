@@ -115,6 +115,22 @@ static inline bool nb_test_alloc_hook(size_t size, void *user) {
                       frags_[f_]);                                                       \
     } while (0)
 
+/* y = 2x as an op of a test's own, with a backward and no forward-mode
+ * rule: what forward mode must refuse by name ("twice"). */
+static inline void nb_test_twice_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    (void)node;
+    gx[0] = nb_mul_scalar(g, 2.0f);
+}
+
+static inline nb_tensor *nb_test_twice(nb_tensor *x) {
+    static const nb_op twice_op = {"twice", nb_test_twice_backward};
+    if (!x) return NULL;
+    nb_tensor *y = nb_empty_like(x);
+    if (!y) return NULL;
+    for (int64_t i = 0; i < nb_numel(x); i++) nb_data_mut(y)[i] = 2 * nb_data(x)[i];
+    return nb_record(y, &twice_op, 1, &x);
+}
+
 /* The allocation walk: run(ctx) is called with the n-th allocation refused
  * (and, when persistent, every one after it), for n = 1, 2, ... until a
  * call in which none was refused, which must succeed. run returns 0, or -1

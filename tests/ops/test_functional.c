@@ -428,29 +428,14 @@ Test(functional, forward_jacobian_with_create_graph_gradchecks) {
     nb_test_gradcheck(f_jacobian_forward, a, 1, &x, false);
 }
 
-/* An op of the test's own with a backward and no forward rule. */
-static void twice_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
-    (void)node;
-    gx[0] = nb_mul_scalar(g, 2.0f);
-}
-static const nb_op twice_op = {"twice", twice_backward};
-
-static nb_tensor *twice(nb_tensor *x) {
-    if (!x) return NULL;
-    nb_tensor *y = nb_empty_like(x);
-    if (!y) return NULL;
-    for (int64_t i = 0; i < nb_numel(x); i++) nb_data_mut(y)[i] = 2 * nb_data(x)[i];
-    return nb_record(y, &twice_op, 1, &x);
-}
-
-/* twice(x) broadcast against ctx: as many outputs as ctx has elements */
+/* nb_test_twice(x) broadcast against ctx: as many outputs as ctx has elements */
 static nb_tensor *f_twice(nb_tensor *const *in, void *ctx) {
-    return nb_mul(twice(in[0]), ctx);
+    return nb_mul(nb_test_twice(in[0]), ctx);
 }
 
 static nb_tensor *f_twice_total(nb_tensor *const *in, void *ctx) {
     (void)ctx;
-    return nb_sum(twice(in[0]), NB_ALL, false);
+    return nb_sum(nb_test_twice(in[0]), NB_ALL, false);
 }
 
 /* AUTO is seen to choose by what fails without a forward rule: forward
@@ -579,7 +564,7 @@ Test(functional, hvp_with_create_graph_gradchecks_in_x_and_v) {
 
 static nb_tensor *f_twice_sum(nb_tensor *const *in, void *ctx) {
     (void)ctx;
-    return nb_sum(nb_square(twice(in[0])), NB_ALL, false);
+    return nb_sum(nb_square(nb_test_twice(in[0])), NB_ALL, false);
 }
 
 static int f_jacobian_in_jvp(nb_tensor *const *in, nb_tensor **out, void *ctx) {
