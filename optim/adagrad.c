@@ -26,7 +26,8 @@ NB_VM_MULTIARCH(adagrad_loop,
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float sj = s[j] + d * d;
         s[j] = sj;
-        p[j] -= inside ? clr * d / sqrtf(sj + eps) : clr * d / (sqrtf(sj) + eps);
+        float root = nb__vm_sqrt(inside ? sj + eps : sj);
+        p[j] -= clr * d / (inside ? root : root + eps);
     }
 })
 

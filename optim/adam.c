@@ -42,7 +42,7 @@ NB_VM_MULTIARCH(adam_plain,
         float vj = b2 * v[j] + (1.0f - b2) * d * d;
         m[j] = mj;
         v[j] = vj;
-        p[j] = pj - step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
+        p[j] = pj - step_size * mj / (nb__vm_sqrt(vj) * inv_bc2_sqrt + eps_term);
     }
 })
 
@@ -76,7 +76,7 @@ static void adam_update(const nb_optimizer *o, float *restrict p, const float *r
          * behind the old maximum. */
         vj = vj > vmax[j] || isnan(vj) ? vj : vmax[j];
         vmax[j] = vj;
-        p[j] -= step_size * mj / (sqrtf(vj) * inv_bc2_sqrt + eps_term);
+        p[j] -= step_size * mj / (nb__vm_sqrt(vj) * inv_bc2_sqrt + eps_term);
     }
 }
 

@@ -35,7 +35,8 @@ NB_VM_MULTIARCH(rmsprop_plain,
         float d = wd == 0.0f ? g[j] : g[j] + wd * p[j];
         float vj = alpha * v[j] + (1.0f - alpha) * d * d;
         v[j] = vj;
-        float step_dir = inside ? d / sqrtf(vj + eps) : d / (sqrtf(vj) + eps);
+        float root = nb__vm_sqrt(inside ? vj + eps : vj);
+        float step_dir = d / (inside ? root : root + eps);
         p[j] -= lr * step_dir;
     }
 })
@@ -62,7 +63,8 @@ static void rmsprop_update(const nb_optimizer *o, float *restrict p, const float
             vj -= aj * aj;
             vj = vj > 0.0f || isnan(vj) ? vj : 0.0f;
         }
-        float step_dir = inside ? d / sqrtf(vj + eps) : d / (sqrtf(vj) + eps);
+        float root = nb__vm_sqrt(inside ? vj + eps : vj);
+        float step_dir = d / (inside ? root : root + eps);
         if (b) {
             step_dir += mu * b[j];
             b[j] = step_dir;

@@ -178,3 +178,50 @@ Test(vmath, vectorised_loops_give_the_bits_of_single_calls_on_every_instruction_
     }
 #endif
 }
+
+/* nb__vm_sqrt over an array in a loop the compiler vectorises, for each
+ * instruction set. */
+NB_VM_MULTIARCH(sqrt_loop, (const float *x, float *y, int n), (x, y, n), {
+    for (int i = 0; i < n; i++) y[i] = nb__vm_sqrt(x[i]);
+})
+
+/* Every positive subnormal, both signs of zero, FLT_MIN and its neighbours,
+ * negative numbers, infinities and NaN, then every 401st normal float: the
+ * bits of sqrtf, in a vectorised loop on each instruction set and alone. */
+Test(vmath, sqrt_gives_the_bits_of_sqrtf_subnormals_included) {
+    enum { SUB = (1 << 23) - 1, EDGES = 10 };
+    const int n = SUB + EDGES;
+    float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+    cr_assert(x && y);
+    for (uint32_t b = 1; b <= (uint32_t)SUB; b++) x[b - 1] = nb__vm_bits_to_float(b);
+    const float edges[EDGES] = {0.0f, -0.0f, FLT_MIN, nextafterf(FLT_MIN, 0.0f),
+                                nextafterf(FLT_MIN, 1.0f), -1e-40f, -4.0f, INFINITY, -INFINITY, NAN};
+    memcpy(x + SUB, edges, sizeof edges);
+    void (*sets[4])(const float *, float *, int) = {sqrt_loop, NULL, NULL, NULL};
+    const char *names[4] = {"dispatched", "baseline x86-64", "AVX2", "AVX-512"};
+#if defined(__x86_64__) && defined(__GNUC__)
+    sets[1] = sqrt_loop_base;
+    if (__builtin_cpu_supports("avx2")) sets[2] = sqrt_loop_avx2;
+    if (__builtin_cpu_supports("avx512f")) sets[3] = sqrt_loop_avx512;
+#endif
+    for (int s = 0; s < 4; s++) {
+        if (!sets[s]) continue;
+        sets[s](x, y, n);
+        for (int i = 0; i < n; i++) {
+            float want = sqrtf(x[i]);
+            cr_assert(memcmp(&want, y + i, 4) == 0 || (isnan(want) && isnan(y[i])),
+                      "%s: sqrt(%a) gave %a, sqrtf %a", names[s], (double)x[i], (double)y[i],
+                      (double)want);
+        }
+    }
+    for (uint32_t b = 0x00800000u; b < 0x7f800000u; b += 401) {
+        float v = nb__vm_bits_to_float(b), want = sqrtf(v), got = nb__vm_sqrt(v);
+        cr_assert(memcmp(&want, &got, 4) == 0, "sqrt(%a) gave %a, sqrtf %a", (double)v,
+                  (double)got, (double)want);
+    }
+    /* worked by hand: sqrt(2^-140) = 2^-70, sqrt(2^-149) = 2^-74.5 */
+    cr_assert_eq(nb__vm_sqrt(0x1p-140f), 0x1p-70f);
+    cr_assert_float_eq(nb__vm_sqrt(0x1p-149f), 0x1p-75f * 1.41421356f, 1e-7 * 0x1p-75);
+    free(x);
+    free(y);
+}

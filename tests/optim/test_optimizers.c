@@ -340,6 +340,36 @@ Test(optim, rmsprop_plain) {
     nb_optimizer_free(o);
 }
 
+Test(optim, rmsprop_with_subnormal_averages) {
+    /* An average of squared gradients decayed into the subnormals must be
+     * used as it is, not flushed to zero. 37 elements (vector loops and
+     * their tail), p = 1, lr 1, alpha 0.5, eps 0, square_avg 2^-140, g =
+     * 2^-75: v = 0.5·2^-140 + 0.5·2^-150 = 2^-141 (2^-150 rounds to 0),
+     * sqrt(v) = 2^-70.5, g / sqrt(v) = 2^-4.5 = 0.0441941738, p = 0.9558058262.
+     * Flushed, sqrt(v) would be 0 and p −inf. */
+    enum { N37 = 37 };
+    nb_tensor *p = nb_set_requires_grad(nb_ones(NB_SHAPE(N37)), true);
+    nb_rmsprop_opts op = nb_rmsprop_defaults();
+    op.lr = 1.0f;
+    op.alpha = 0.5f;
+    op.eps = 0.0f;
+    nb_optimizer *o = nb_rmsprop(1, &p, &op);
+    cr_assert_not_null(o, "%s", nb_error() ? nb_error() : "?");
+    float *v = nb_data_mut(nb_optimizer_state(o, 0, "square_avg"));
+    for (int j = 0; j < N37; j++) v[j] = 0x1p-140f;
+    nb_scope_begin();
+    nb_tensor *y = nb_mul(p, nb_full(NB_SHAPE(N37), 0x1p-75f)); /* dy/dp = 2^-75 */
+    cr_assert_eq(nb_backward_ex(y, nb_ones_like(y), NULL), 0);
+    nb_scope_end();
+    cr_assert_eq(nb_optimizer_step(o), 0, "%s", nb_error() ? nb_error() : "?");
+    const float *d = nb_data(p);
+    for (int j = 0; j < N37; j++) {
+        cr_expect_eq(v[j], 0x1p-141f, "element %d: square_avg %a", j, (double)v[j]);
+        cr_expect(fabs((double)d[j] - 0.9558058262) < 1e-7, "element %d: %.9g", j, (double)d[j]);
+    }
+    nb_optimizer_free(o);
+}
+
 Test(optim, rmsprop_centered) {
     /* As plain, with a = 0.99a + 0.01g and v - a^2 in place of v.
      * element 0:
