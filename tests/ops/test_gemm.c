@@ -292,6 +292,49 @@ Test(gemm, small_products_match_the_packed_kernels_bitwise) {
     }
 }
 
+/* An operand read in place (A without a transpose, row by row; Aᵀ or B a
+ * panel at a time) goes through the same multiply-adds as one packed
+ * first: compared bit for bit with the product whose A comes prepacked,
+ * for row strides that are read in place (k + 3, and 320, a multiple of 16
+ * lines whose rows still spread over the cache) and one that is packed
+ * (1024), with edge rows and columns, both B layouts and every beta. */
+Test(gemm, operands_read_in_place_match_packed_ones_bitwise) {
+    const int64_t m = 50, n = 80, k = 300, ldas[] = {303, 320, 1024};
+    lcg_seed(13);
+    float *b = random_buf((size_t)(k * n)), *c_in = random_buf((size_t)(m * n));
+    float *c = malloc((size_t)(m * n) * sizeof *c), *want = malloc((size_t)(m * n) * sizeof *c);
+    float *pre = malloc((size_t)nb_gemm_prepacked_size(m, k) * sizeof *pre);
+    cr_assert(c && want && pre);
+    nb_set_num_threads(1);
+    for (int l = 0; l < 3; l++) {
+        int64_t lda = ldas[l];
+        float *a = random_buf((size_t)(m * lda));
+        nb_gemm_prepack_a(false, a, lda, m, k, pre);
+        nb_gemm_prepacked packed = {pre, k};
+        for (int t = 0; t < 2; t++)
+            for (int ib = 0; ib < 3; ib++) {
+                bool tb = t;
+                float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
+                int64_t ldb = tb ? k : n;
+                memcpy(c, c_in, (size_t)(m * n) * sizeof *c);
+                memcpy(want, c_in, (size_t)(m * n) * sizeof *c);
+                nb_gemm(false, tb, m, n, k, a, lda, b, ldb, beta, c, n);
+                cr_assert(nb_gemm_packed(false, tb, m, n, k, NULL, 0, nb_gemm_pack_prepacked, &packed,
+                                         b, ldb, NULL, NULL, beta, want, n));
+                cr_assert(memcmp(c, want, (size_t)(m * n) * sizeof *c) == 0,
+                          "lda=%lld tb=%d beta=%g: A read in place differs from A packed",
+                          (long long)lda, tb, beta);
+            }
+        free(a);
+    }
+    nb_set_num_threads(0);
+    free(b);
+    free(c_in);
+    free(c);
+    free(want);
+    free(pre);
+}
+
 /* Two user threads multiplying at once must each get the single-threaded
  * answer: the pool serves one call at a time and the other runs on its own. */
 typedef struct {
