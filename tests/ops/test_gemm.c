@@ -297,7 +297,8 @@ Test(gemm, small_products_match_the_packed_kernels_bitwise) {
  * first: compared bit for bit with the product whose A comes prepacked,
  * for row strides that are read in place (k + 3, and 320, a multiple of 16
  * lines whose rows still spread over the cache) and one that is packed
- * (1024), with edge rows and columns, both B layouts and every beta. */
+ * (1024), with edge rows and columns, both B layouts and every beta; and
+ * B read in place at a stride it is read in place only for short A. */
 Test(gemm, operands_read_in_place_match_packed_ones_bitwise) {
     const int64_t m = 50, n = 80, k = 300, ldas[] = {303, 320, 1024};
     lcg_seed(13);
@@ -327,7 +328,27 @@ Test(gemm, operands_read_in_place_match_packed_ones_bitwise) {
             }
         free(a);
     }
+    /* B read in place with rows 512 floats apart (only two L1 sets), as it
+     * is when A has few rows, against Bᵀ, which is always packed. */
+    const int64_t ldb = 512;
+    float *a = random_buf((size_t)(m * k)), *bw = random_buf((size_t)(k * ldb));
+    float *bt = malloc((size_t)(n * k) * sizeof *bt);
+    cr_assert_not_null(bt);
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++) bt[j * k + p] = bw[p * ldb + j];
+    for (int ib = 0; ib < 3; ib++) {
+        float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
+        memcpy(c, c_in, (size_t)(m * n) * sizeof *c);
+        memcpy(want, c_in, (size_t)(m * n) * sizeof *c);
+        nb_gemm(false, false, m, n, k, a, k, bw, ldb, beta, c, n);
+        nb_gemm(false, true, m, n, k, a, k, bt, k, beta, want, n);
+        cr_assert(memcmp(c, want, (size_t)(m * n) * sizeof *c) == 0,
+                  "ldb=512 beta=%g: B read in place differs from Bᵀ packed", beta);
+    }
     nb_set_num_threads(0);
+    free(a);
+    free(bw);
+    free(bt);
     free(b);
     free(c_in);
     free(c);
