@@ -7,13 +7,10 @@
  * always comes from libc, so a hook installed or removed while blocks are
  * alive never frees a block through the wrong allocator.
  */
-#define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE, Linux's, beside POSIX */
 #include "tensor_internal.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 static _Atomic(nb_alloc_hook) hook;
 static void *_Atomic hook_user;
@@ -39,30 +36,9 @@ void *nb_realloc(void *p, size_t size) {
     return allowed(size) ? realloc(p, size ? size : 1) : NULL;
 }
 
-/* Blocks this large (a data set, a big layer's weights) are asked to live
- * on huge pages where the system leaves that to the program (Linux's
- * transparent huge pages in "madvise" mode): rows gathered at random from a
- * data set of hundreds of megabytes then cost a TLB miss per 2 MiB rather
- * than per 4 KiB, which took 5% off an epoch of the Fashion-MNIST MLP. Only
- * the whole 2 MiB pages inside the block are advised; a no-op elsewhere. */
-enum { HUGE_PAGE = 2 << 20, HUGE_BLOCK = 4 * HUGE_PAGE };
-
-static void advise_huge(void *p, size_t size) {
-#ifdef MADV_HUGEPAGE
-    if (size < HUGE_BLOCK) return;
-    uintptr_t lo = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_PAGE - 1);
-    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)size;
-#endif
-}
-
 void *nb_aligned_alloc(size_t alignment, size_t size) {
     void *p = NULL;
     if (!allowed(size) || posix_memalign(&p, alignment, size ? size : 1) != 0) return NULL;
-    advise_huge(p, size);
     return p;
 }
 
