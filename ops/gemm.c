@@ -608,6 +608,7 @@ typedef struct nb_gemm_job {
     nb_gemm_pack_fn pack_a_fn, pack_b_fn; /* NULL: pack a and b */
     bool a_direct, b_direct; /* full panels read in place, not packed */
     const void *a_ctx, *b_ctx;
+    int64_t row0, col0;     /* where this job's C starts in the packers' whole product */
     float *bpack;
     float *apack;           /* set when the caller packs A on its stack */
     int64_t mc, nb;         /* rows and columns of one work item */
@@ -713,7 +714,8 @@ static void compute_items(void *ctx, int64_t begin, int64_t end) {
                 /* read in place: only a last, partial panel is packed */
                 int64_t skip = job->a_direct ? h / ar->mr * ar->mr : 0;
                 if (job->pack_a_fn)
-                    job->pack_a_fn(job->a_ctx, i0 + sub, h, job->pc, job->kcur, ar->mr, apack);
+                    job->pack_a_fn(job->a_ctx, job->row0 + i0 + sub, h, job->pc, job->kcur,
+                                   ar->mr, apack);
                 else if (skip < h)
                     pack_a(job->trans_a, job->a, job->lda, i0 + sub + skip, h - skip, job->pc,
                            job->kcur, ar->mr, apack + skip * job->kcur);
@@ -739,7 +741,7 @@ static void pack_b_items(void *ctx, int64_t begin, int64_t end) {
     int64_t j0 = begin * nr;
     int64_t cols = end * nr < job->ncur ? end * nr - j0 : job->ncur - j0;
     if (job->pack_b_fn)
-        job->pack_b_fn(job->b_ctx, job->jc + j0, cols, job->pc, job->kcur, nr,
+        job->pack_b_fn(job->b_ctx, job->col0 + job->jc + j0, cols, job->pc, job->kcur, nr,
                        job->bpack + j0 * job->kcur);
     else
         pack_b(job->trans_b, job->b, job->ldb, job->pc, job->kcur, job->jc + j0,
@@ -747,10 +749,6 @@ static void pack_b_items(void *ctx, int64_t begin, int64_t end) {
 }
 
 static int64_t div_up(int64_t x, int64_t y) { return (x + y - 1) / y; }
-
-/* A parallel product is cut into at least this many work items when its
- * shape allows, so that small ones still spread over a few threads. */
-enum { NB_MIN_ITEMS = 8 };
 
 /* The size, a multiple of `unit`, of `blocks` nearly equal blocks covering
  * `len`: balanced work items. Only the grouping of tiles changes, never a
@@ -760,21 +758,11 @@ static int64_t block_size(int64_t len, int64_t blocks, int64_t unit) {
 }
 
 /* Splits an m x ncur step of C into work items: blocks of at most mc rows
- * and nb columns, cut finer when the product is parallel until there are
- * enough items for every thread (the count depends on the shape only). */
-static void plan_items(nb_gemm_job *job, bool parallel) {
+ * and nb columns. */
+static void plan_items(nb_gemm_job *job) {
     const nb_gemm_arch *ar = job->arch;
-    int64_t rb = div_up(job->m, ar->mc), cb = div_up(job->ncur, ar->nb);
-    int64_t row_panels = div_up(job->m, ar->mr), col_panels = div_up(job->ncur, ar->nr);
-    while (parallel && rb * cb < NB_MIN_ITEMS && (rb < row_panels || cb < col_panels)) {
-        /* cut the dimension whose blocks are larger */
-        if (cb >= col_panels || (rb < row_panels && job->m * cb >= job->ncur * rb))
-            rb++;
-        else
-            cb++;
-    }
-    job->mc = block_size(job->m, rb, ar->mr);
-    job->nb = block_size(job->ncur, cb, ar->nr);
+    job->mc = block_size(job->m, div_up(job->m, ar->mc), ar->mr);
+    job->nb = block_size(job->ncur, div_up(job->ncur, ar->nb), ar->nr);
     job->row_blocks = div_up(job->m, job->mc);
     job->col_blocks = div_up(job->ncur, job->nb);
 }
@@ -825,67 +813,147 @@ static bool volume_at_most(int64_t m, int64_t n, int64_t k, int64_t limit) {
     return m <= limit && n <= limit / m && k <= limit / (m * n);
 }
 
-/* Packed operands of a product at most this many floats go on the stack:
- * small products then take no lock and no allocation. */
-enum { NB_STACK_FLOATS = 8192 };
+/* Depth blocks of equal size, at most the kernel's kc: k = 288 is two
+ * blocks of 144, not 256 and a short 32 whose tile loads and stores would
+ * cost as much as their arithmetic. */
+static int64_t depth_block(const nb_gemm_arch *ar, int64_t k) { return div_up(k, div_up(k, ar->kc)); }
 
-/* `stack` holds NB_STACK_FLOATS floats. Returns false only when no packing
- * buffer could be had. */
-static bool gemm_blocked(nb_gemm_job *job, float *stack) {
+/* Floats of the packed B panel of a product with n columns. */
+static int64_t b_panel_floats(const nb_gemm_arch *ar, int64_t n, int64_t k) {
+    int64_t ncmax = n < ar->nc ? n : ar->nc;
+    return div_up(ncmax, ar->nr) * ar->nr * depth_block(ar, k);
+}
+
+/* The product on the calling thread, B packed into bpack (b_panel_floats
+ * of them) and A into apack, or into buffers of its own when apack is
+ * NULL. */
+static void gemm_serial(nb_gemm_job *job, float *bpack, float *apack) {
     const nb_gemm_arch *ar = job->arch;
+    int64_t kcmax = depth_block(ar, job->k);
     /* Where an operand's panel is already laid out as the kernel reads it
      * (op(A) = Aᵀ: each depth step is mr consecutive floats of a row of A;
-     * op(B) = B: nr consecutive floats of a row of B), full panels are read
-     * in place at the matrix's stride instead of being copied first. The
-     * kernel does the same arithmetic either way; direct_stride says where
-     * that reads well (below, once the depth of a block is known). */
-
-    int64_t ncmax = job->n < ar->nc ? job->n : ar->nc;
-    /* Depth blocks of equal size, at most the kernel's kc: k = 288 is two
-     * blocks of 144, not 256 and a short 32 whose tile loads and stores
-     * would cost as much as its arithmetic. */
-    int64_t kcmax = div_up(job->k, div_up(job->k, ar->kc));
+     * op(B) = B: nr consecutive floats of a row of B; or A as it is, with
+     * the kernel that reads rows), full panels are read in place at the
+     * matrix's stride instead of being copied first. The kernel does the
+     * same arithmetic either way; direct_stride and the two below say where
+     * that reads well. */
     job->a_direct = !job->pack_a_fn && (job->trans_a ? direct_stride(job->lda, kcmax)
                                                      : ar->kernel_rows && direct_rows(job->lda));
     job->b_direct = !job->trans_b && !job->pack_b_fn &&
                     (direct_stride(job->ldb, kcmax) || few_rows_for_b(ar, job->m, job->ldb));
-    bool parallel = !volume_at_most(job->m, job->n, job->k, NB_GEMM_PARALLEL - 1);
-    /* Both sizes are multiples of 16 floats, so both stack panels stay
-     * 64-byte aligned. */
-    int64_t bsize = div_up(ncmax, ar->nr) * ar->nr * kcmax;
-    int64_t asize = div_up(job->m < ar->mc ? job->m : ar->mc, ar->mr) * ar->mr * kcmax;
-    nb_pack_buf *bbuf = NULL;
-    job->apack = NULL;
-    if (!parallel && asize + bsize <= NB_STACK_FLOATS) {
-        job->bpack = stack;
-        job->apack = stack + bsize;
-    } else {
-        bbuf = buf_get((size_t)bsize);
-        if (!bbuf)
-            return false;
-        job->bpack = bbuf->data;
-    }
+    job->bpack = bpack;
+    job->apack = apack;
     for (int64_t jc = 0; jc < job->n; jc += ar->nc) {
         job->jc = jc;
         job->ncur = job->n - jc < ar->nc ? job->n - jc : ar->nc;
-        plan_items(job, parallel);
+        plan_items(job);
         for (int64_t pc = 0; pc < job->k; pc += kcmax) {
             job->pc = pc;
             job->kcur = job->k - pc < kcmax ? job->k - pc : kcmax;
             job->mode = pc > 0 ? NB_ADD : store_mode(job->beta);
-            int64_t panels = div_up(job->ncur, ar->nr);
-            int64_t items = job->row_blocks * job->col_blocks;
-            if (parallel) {
-                nb_parallel_for(panels, 4, pack_b_items, job);
-                nb_parallel_for(items, 1, compute_items, job);
-            } else {
-                pack_b_items(job, 0, panels);
-                compute_items(job, 0, items);
-            }
+            pack_b_items(job, 0, div_up(job->ncur, ar->nr));
+            compute_items(job, 0, job->row_blocks * job->col_blocks);
         }
     }
-    if (bbuf)
+}
+
+/* A parallel product is cut into one band of C per thread, of whole tiles,
+ * across its columns when it has a column of tiles for every thread, else
+ * across its rows; each band is a product of its own, packing its own
+ * operands, from the first depth block to the last. So the threads meet
+ * once, at the end, not twice per depth block (once B is packed, once the
+ * block is done) as when they share one packed B; what that costs is A (or
+ * B) packed by each thread, a fraction threads/n (or /m) of the work. */
+enum { NB_MAX_BANDS = 64 };
+
+typedef struct gemm_bands {
+    const nb_gemm_job *job;
+    bool by_rows;
+    int64_t count, panels; /* bands, and tiles across the cut dimension */
+    float *bpack[NB_MAX_BANDS];
+} gemm_bands;
+
+static void band_range(const gemm_bands *bd, int64_t band, int64_t *lo, int64_t *hi) {
+    int64_t unit = bd->by_rows ? bd->job->arch->mr : bd->job->arch->nr;
+    int64_t len = bd->by_rows ? bd->job->m : bd->job->n;
+    *lo = band * bd->panels / bd->count * unit;
+    *hi = (band + 1) * bd->panels / bd->count * unit;
+    if (*hi > len)
+        *hi = len;
+}
+
+static void band_items(void *ctx, int64_t begin, int64_t end) {
+    const gemm_bands *bd = ctx;
+    for (int64_t band = begin; band < end; band++) {
+        nb_gemm_job sub = *bd->job;
+        int64_t lo, hi;
+        band_range(bd, band, &lo, &hi);
+        if (bd->by_rows) {
+            sub.m = hi - lo;
+            sub.row0 += lo;
+            sub.c += lo * sub.ldc;
+            if (sub.a) /* NULL when a packer gives A */
+                sub.a += sub.trans_a ? lo : lo * sub.lda;
+        } else {
+            sub.n = hi - lo;
+            sub.col0 += lo;
+            sub.c += lo;
+            if (sub.b)
+                sub.b += sub.trans_b ? lo * sub.ldb : lo;
+        }
+        gemm_serial(&sub, bd->bpack[band], NULL);
+    }
+}
+
+/* Packed operands of a product at most this many floats go on the stack:
+ * small products then take no lock and no allocation. */
+enum { NB_STACK_FLOATS = 8192 };
+
+/* `stack` holds NB_STACK_FLOATS floats. Returns false, having written
+ * nothing, only when no packing buffer could be had: every buffer is taken
+ * before any band starts. */
+static bool gemm_blocked(nb_gemm_job *job, float *stack) {
+    const nb_gemm_arch *ar = job->arch;
+    int64_t row_panels = div_up(job->m, ar->mr), col_panels = div_up(job->n, ar->nr);
+    int64_t threads = volume_at_most(job->m, job->n, job->k, NB_GEMM_PARALLEL - 1)
+                          ? 1 : nb_get_num_threads();
+    gemm_bands bd = {.job = job, .by_rows = col_panels < threads && row_panels > col_panels};
+    bd.panels = bd.by_rows ? row_panels : col_panels;
+    bd.count = threads < bd.panels ? threads : bd.panels;
+    if (bd.count > NB_MAX_BANDS)
+        bd.count = NB_MAX_BANDS;
+    if (bd.count <= 1) {
+        int64_t bsize = b_panel_floats(ar, job->n, job->k);
+        int64_t asize = div_up(job->m < ar->mc ? job->m : ar->mc, ar->mr) * ar->mr *
+                        depth_block(ar, job->k);
+        /* Both sizes are multiples of 16 floats, so both stack panels stay
+         * 64-byte aligned. */
+        if (asize + bsize <= NB_STACK_FLOATS) {
+            gemm_serial(job, stack, stack + bsize);
+            return true;
+        }
+        nb_pack_buf *bbuf = buf_get((size_t)bsize);
+        if (!bbuf)
+            return false;
+        gemm_serial(job, bbuf->data, NULL);
         buf_put(bbuf);
+        return true;
+    }
+    nb_pack_buf *bufs[NB_MAX_BANDS];
+    for (int64_t band = 0; band < bd.count; band++) {
+        int64_t lo, hi;
+        band_range(&bd, band, &lo, &hi);
+        bufs[band] = buf_get((size_t)b_panel_floats(ar, bd.by_rows ? job->n : hi - lo, job->k));
+        if (!bufs[band]) {
+            while (band-- > 0)
+                buf_put(bufs[band]);
+            return false;
+        }
+        bd.bpack[band] = bufs[band]->data;
+    }
+    nb_parallel_for(bd.count, 1, band_items, &bd);
+    for (int64_t band = 0; band < bd.count; band++)
+        buf_put(bufs[band]);
     return true;
 }
 
