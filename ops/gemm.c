@@ -100,6 +100,10 @@ typedef struct nb_gemm_arch {
      * where the kernel has no such form (then A is packed). */
     nb_kernel_fn kernel_rows;
     nb_edge_fn edge_rows;
+    /* Edge kernels read only the h rows of A they compute when h is a
+     * multiple of this (0: they may read all mr), so an A read in place
+     * needs no packing for such a tile either. */
+    int edge_rows_step;
     int mr, nr;     /* tile of C held in registers */
     int64_t kc;     /* depth of a packed panel */
     int64_t mc;     /* most rows of A packed per block (multiple of mr) */
@@ -261,21 +265,32 @@ static void kernel_avx512(int64_t kc, const float *restrict a, int64_t as,
         c##i##a = _mm512_fmadd_ps(ai, b0, c##i##a);                 \
         c##i##b = _mm512_fmadd_ps(ai, b1, c##i##b);                 \
     }
-#define X5_ROW_LOADS                                                \
-    const float r0 = a0[p], r1 = a0[as + p], r2 = a0[2 * as + p];   \
-    const float r3 = a3[p], r4 = a3[as + p], r5 = a3[2 * as + p];   \
-    const float r6 = a6[p], r7 = a6[as + p], r8 = a6[2 * as + p];   \
-    const float r9 = a9[p], r10 = a9[as + p], r11 = a9[2 * as + p];
+#define X5_RL0 a0[p]
+#define X5_RL1 a0[as + p]
+#define X5_RL2 a0[2 * as + p]
+#define X5_RL3 a3[p]
+#define X5_RL4 a3[as + p]
+#define X5_RL5 a3[2 * as + p]
+#define X5_RL6 a6[p]
+#define X5_RL7 a6[as + p]
+#define X5_RL8 a6[2 * as + p]
+#define X5_RL9 a9[p]
+#define X5_RL10 a9[as + p]
+#define X5_RL11 a9[2 * as + p]
+#define X5_ROW_LOAD(i) const float r##i = X5_RL##i;
+#define X5_ROW_BASES \
+    const float *a0 = a, *a3 = a + 3 * as, *a6 = a + 6 * as, *a9 = a + 9 * as; \
+    (void)a3, (void)a6, (void)a9;
 
 __attribute__((target("avx512f")))
 static void kernel_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
                                const float *restrict b, int64_t bs, float *restrict c,
                                int64_t ldc, int mode, float beta) {
-    const float *a0 = a, *a3 = a + 3 * as, *a6 = a + 6 * as, *a9 = a + 9 * as;
+    X5_ROW_BASES
     X5_ROWS(X5_DECL)
     for (int64_t p = 0; p < kc; p++, b += bs) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-        X5_ROW_LOADS
+        X5_ROWS(X5_ROW_LOAD)
         X5_ROWS(X5_STEP_ROWS)
     }
     X5_WRITE_BACK
@@ -334,30 +349,51 @@ X5_EDGE_KERNEL(edge_avx512_4x32, X5_ROWS4, 2)
 X5_EDGE_KERNEL(edge_avx512_8x32, X5_ROWS8, 2)
 X5_EDGE_KERNEL(edge_avx512_12x32, X5_ROWS, 2)
 
-/* Full-height edge tiles (w < 32 columns) with A read in place, as
- * kernel_avx512_rows reads it. */
-#define X5_EDGE_KERNEL_ROWS(name, COLS)                                           \
+/* Edge tiles with A read in place, as kernel_avx512_rows reads it: 4, 8 or
+ * 12 rows, each of which is read, so h must be one of those (a narrower
+ * tile's rows would read past A's last row). */
+#define X5_EDGE_KERNEL_ROWS(name, ROWS, COLS)                                     \
     __attribute__((target("avx512f")))                                           \
     static void name(int64_t kc, const float *restrict a, int64_t as,           \
                      const float *restrict b, int64_t bs, float *restrict c,     \
-                     int64_t ldc, int mode, float beta, __mmask16 ma,            \
-                     __mmask16 mb) {                                             \
+                     int64_t ldc, int mode, float beta, int64_t h,               \
+                     __mmask16 ma, __mmask16 mb) {                               \
         (void)mb;                                                                \
-        const float *a0 = a, *a3 = a + 3 * as, *a6 = a + 6 * as, *a9 = a + 9 * as; \
-        const int64_t h = 12;                                                    \
-        X5_ROWS(X5_DECL##COLS)                                                   \
+        X5_ROW_BASES                                                             \
+        ROWS(X5_DECL##COLS)                                                      \
         for (int64_t p = 0; p < kc; p++, b += bs) {                              \
             X5_LOAD##COLS                                                        \
-            X5_ROW_LOADS                                                         \
-            X5_ROWS(X5_STEP_ROWS##COLS)                                          \
+            ROWS(X5_ROW_LOAD)                                                    \
+            ROWS(X5_STEP_ROWS##COLS)                                             \
         }                                                                        \
         __m512 vb = _mm512_set1_ps(beta);                                        \
-        X5_ROWS(X5_EDGE_STORE##COLS)                                             \
+        ROWS(X5_EDGE_STORE##COLS)                                                \
     }
 #define X5_STEP_ROWS1(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(r##i), b0, c##i##a);
 #define X5_STEP_ROWS2 X5_STEP_ROWS
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_12x16, 1)
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_12x32, 2)
+X5_EDGE_KERNEL_ROWS(edge_avx512_rows_4x16, X5_ROWS4, 1)
+X5_EDGE_KERNEL_ROWS(edge_avx512_rows_8x16, X5_ROWS8, 1)
+X5_EDGE_KERNEL_ROWS(edge_avx512_rows_12x16, X5_ROWS, 1)
+X5_EDGE_KERNEL_ROWS(edge_avx512_rows_4x32, X5_ROWS4, 2)
+X5_EDGE_KERNEL_ROWS(edge_avx512_rows_8x32, X5_ROWS8, 2)
+X5_EDGE_KERNEL_ROWS(edge_avx512_rows_12x32, X5_ROWS, 2)
+
+/* An edge kernel above: the valid h x w corner through masks ma, mb. */
+typedef void (*x5_edge_fn)(int64_t kc, const float *restrict a, int64_t as,
+                           const float *restrict b, int64_t bs, float *restrict c,
+                           int64_t ldc, int mode, float beta, int64_t h, __mmask16 ma,
+                           __mmask16 mb);
+
+/* The narrowest of fns (16 or 32 columns, 4, 8 or 12 rows) that covers the
+ * valid h x w corner, with its masks. */
+__attribute__((target("avx512f")))
+static void x5_edge(const x5_edge_fn fns[2][3], int64_t kc, const float *restrict a,
+                    int64_t as, const float *restrict b, int64_t bs, float *restrict c,
+                    int64_t ldc, int mode, float beta, int64_t h, int64_t w) {
+    __mmask16 ma = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
+    __mmask16 mb = (__mmask16)(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
+    fns[w > 16][h <= 4 ? 0 : h <= 8 ? 1 : 2](kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
+}
 
 /* The valid h x w corner (1 <= h <= 12, 1 <= w <= 32) of a tile whose
  * packed panels have the full kernel's strides. */
@@ -365,37 +401,21 @@ __attribute__((target("avx512f")))
 static void edge_avx512(int64_t kc, const float *restrict a, int64_t as,
                         const float *restrict b, int64_t bs, float *restrict c,
                         int64_t ldc, int mode, float beta, int64_t h, int64_t w) {
-    __mmask16 ma = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
-    __mmask16 mb = (__mmask16)(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
-    if (w <= 16) {
-        if (h <= 4)
-            edge_avx512_4x16(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
-        else if (h <= 8)
-            edge_avx512_8x16(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
-        else
-            edge_avx512_12x16(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
-    } else {
-        if (h <= 4)
-            edge_avx512_4x32(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
-        else if (h <= 8)
-            edge_avx512_8x32(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
-        else
-            edge_avx512_12x32(kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
-    }
+    static const x5_edge_fn fns[2][3] = {
+        {edge_avx512_4x16, edge_avx512_8x16, edge_avx512_12x16},
+        {edge_avx512_4x32, edge_avx512_8x32, edge_avx512_12x32}};
+    x5_edge(fns, kc, a, as, b, bs, c, ldc, mode, beta, h, w);
 }
 
-/* A full-height (h = 12) edge tile with A read in place. */
+/* An edge tile of h = 4, 8 or 12 rows with A read in place. */
 __attribute__((target("avx512f")))
 static void edge_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
                              const float *restrict b, int64_t bs, float *restrict c,
                              int64_t ldc, int mode, float beta, int64_t h, int64_t w) {
-    (void)h;
-    __mmask16 ma = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
-    __mmask16 mb = (__mmask16)(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
-    if (w <= 16)
-        edge_avx512_rows_12x16(kc, a, as, b, bs, c, ldc, mode, beta, ma, mb);
-    else
-        edge_avx512_rows_12x32(kc, a, as, b, bs, c, ldc, mode, beta, ma, mb);
+    static const x5_edge_fn fns[2][3] = {
+        {edge_avx512_rows_4x16, edge_avx512_rows_8x16, edge_avx512_rows_12x16},
+        {edge_avx512_rows_4x32, edge_avx512_rows_8x32, edge_avx512_rows_12x32}};
+    x5_edge(fns, kc, a, as, b, bs, c, ldc, mode, beta, h, w);
 }
 #endif
 
@@ -405,12 +425,12 @@ static void edge_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
  * while A streams; mc: the packed A block (192 KiB) sits in L2; nc: the
  * packed B panel (2 MiB) in L3. Measured on Zen 5; flat within noise from kc
  * 192 to 512 and mc 96 to 384. */
-static const nb_gemm_arch arch_portable = {kernel_portable, NULL, NULL, NULL, P_MR, P_NR, 256, 128, 128, 2048};
+static const nb_gemm_arch arch_portable = {kernel_portable, NULL, NULL, NULL, 0, P_MR, P_NR, 256, 128, 128, 2048};
 #if NB_GEMM_X86
-static const nb_gemm_arch arch_avx2 = {kernel_avx2, NULL, NULL, NULL, X2_MR, X2_NR, 256, 144, 128, 2048};
+static const nb_gemm_arch arch_avx2 = {kernel_avx2, NULL, NULL, NULL, 0, X2_MR, X2_NR, 256, 144, 128, 2048};
 #ifndef NB_GEMM_NO_AVX512
 static const nb_gemm_arch arch_avx512 = {kernel_avx512, edge_avx512, kernel_avx512_rows, edge_avx512_rows,
-                                          X5_MR, X5_NR, 256, 192, 128, 2048};
+                                          4, X5_MR, X5_NR, 256, 192, 128, 2048};
 #endif
 #endif
 
@@ -642,6 +662,14 @@ static void store_edge(const float *t, int nr, int64_t h, int64_t w, float *c,
 
 /* C[i0.., j0..] for `rows` x `cols`, from a packed A block and the packed B
  * panels starting at column j0. */
+/* How many of h rows of an A that is read in place are read in place:
+ * whole panels of mr, and the rest too where the edge kernels read only
+ * the rows they compute; the rows after them are packed. */
+static int64_t rows_in_place(const nb_gemm_arch *ar, int64_t h) {
+    int64_t full = h / ar->mr * ar->mr;
+    return ar->edge_rows_step && (h - full) % ar->edge_rows_step == 0 ? h : full;
+}
+
 static void macro_tile(const nb_gemm_job *job, const float *apack, int64_t i0,
                        int64_t rows, int64_t j0, int64_t cols) {
     const nb_gemm_arch *ar = job->arch;
@@ -662,10 +690,11 @@ static void macro_tile(const nb_gemm_job *job, const float *apack, int64_t i0,
             int64_t as = mr;
             nb_kernel_fn kernel = ar->kernel;
             nb_edge_fn edge = ar->edge;
-            if (job->a_direct && h == mr && job->trans_a) {
+            bool in_place = job->a_direct && rows_in_place(ar, h) == h;
+            if (in_place && job->trans_a) {
                 ap = job->a + job->pc * job->lda + i0 + ir;
                 as = job->lda;
-            } else if (job->a_direct && h == mr) {
+            } else if (in_place) {
                 ap = job->a + (i0 + ir) * job->lda + job->pc;
                 as = job->lda;
                 kernel = ar->kernel_rows;
@@ -711,8 +740,8 @@ static void compute_items(void *ctx, int64_t begin, int64_t end) {
         for (int64_t sub = 0; sub < rows; sub += step) {
             int64_t h = rows - sub < step ? rows - sub : step;
             if (packed_row != i0 + sub) {
-                /* read in place: only a last, partial panel is packed */
-                int64_t skip = job->a_direct ? h / ar->mr * ar->mr : 0;
+                /* read in place: at most a last, partial panel is packed */
+                int64_t skip = job->a_direct ? rows_in_place(ar, h) : 0;
                 if (job->pack_a_fn)
                     job->pack_a_fn(job->a_ctx, job->row0 + i0 + sub, h, job->pc, job->kcur,
                                    ar->mr, apack);

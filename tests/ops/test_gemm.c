@@ -297,10 +297,11 @@ Test(gemm, small_products_match_the_packed_kernels_bitwise) {
  * first: compared bit for bit with the product whose A comes prepacked,
  * for row strides that are read in place (k + 3, and 320, a multiple of 16
  * lines whose rows still spread over the cache) and one that is packed
- * (1024), with edge rows and columns, both B layouts and every beta; and
+ * (1024), with edge rows (4 and 8, read in place; 2, packed) and columns,
+ * both B layouts and every beta; and
  * B read in place at a stride it is read in place only for short A. */
 Test(gemm, operands_read_in_place_match_packed_ones_bitwise) {
-    const int64_t m = 50, n = 80, k = 300, ldas[] = {303, 320, 1024};
+    const int64_t m = 56, n = 80, k = 300, ldas[] = {303, 320, 1024};
     lcg_seed(13);
     float *b = random_buf((size_t)(k * n)), *c_in = random_buf((size_t)(m * n));
     float *c = malloc((size_t)(m * n) * sizeof *c), *want = malloc((size_t)(m * n) * sizeof *c);
@@ -312,20 +313,23 @@ Test(gemm, operands_read_in_place_match_packed_ones_bitwise) {
         float *a = random_buf((size_t)(m * lda));
         nb_gemm_prepack_a(false, a, lda, m, k, pre);
         nb_gemm_prepacked packed = {pre, k};
-        for (int t = 0; t < 2; t++)
-            for (int ib = 0; ib < 3; ib++) {
-                bool tb = t;
-                float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
-                int64_t ldb = tb ? k : n;
-                memcpy(c, c_in, (size_t)(m * n) * sizeof *c);
-                memcpy(want, c_in, (size_t)(m * n) * sizeof *c);
-                nb_gemm(false, tb, m, n, k, a, lda, b, ldb, beta, c, n);
-                cr_assert(nb_gemm_packed(false, tb, m, n, k, NULL, 0, nb_gemm_pack_prepacked, &packed,
-                                         b, ldb, NULL, NULL, beta, want, n));
-                cr_assert(memcmp(c, want, (size_t)(m * n) * sizeof *c) == 0,
-                          "lda=%lld tb=%d beta=%g: A read in place differs from A packed",
-                          (long long)lda, tb, beta);
-            }
+        /* the first 56, 52 or 50 rows: a last panel of 8 or 4 rows is read
+         * in place too, one of 2 is packed */
+        for (int64_t rows = m; rows >= 50; rows -= rows == 52 ? 2 : 4)
+            for (int t = 0; t < 2; t++)
+                for (int ib = 0; ib < 3; ib++) {
+                    bool tb = t;
+                    float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
+                    int64_t ldb = tb ? k : n;
+                    memcpy(c, c_in, (size_t)(m * n) * sizeof *c);
+                    memcpy(want, c_in, (size_t)(m * n) * sizeof *c);
+                    nb_gemm(false, tb, rows, n, k, a, lda, b, ldb, beta, c, n);
+                    cr_assert(nb_gemm_packed(false, tb, rows, n, k, NULL, 0, nb_gemm_pack_prepacked,
+                                             &packed, b, ldb, NULL, NULL, beta, want, n));
+                    cr_assert(memcmp(c, want, (size_t)(m * n) * sizeof *c) == 0,
+                              "%lld rows, lda=%lld tb=%d beta=%g: A read in place differs from A "
+                              "packed", (long long)rows, (long long)lda, tb, beta);
+                }
         free(a);
     }
     /* B read in place with rows 512 floats apart (only two L1 sets), as it
