@@ -395,28 +395,23 @@ static void x5_edge(const x5_edge_fn fns[2][3], int64_t kc, const float *restric
     fns[w > 16][h <= 4 ? 0 : h <= 8 ? 1 : 2](kc, a, as, b, bs, c, ldc, mode, beta, h, ma, mb);
 }
 
+/* An edge function of the arch from a family of edge kernels: the one for
+ * the valid h x w corner. */
+#define X5_EDGE_FAMILY(name, family)                                                  \
+    __attribute__((target("avx512f")))                                               \
+    static void name(int64_t kc, const float *restrict a, int64_t as,               \
+                     const float *restrict b, int64_t bs, float *restrict c,         \
+                     int64_t ldc, int mode, float beta, int64_t h, int64_t w) {      \
+        static const x5_edge_fn fns[2][3] = {                                        \
+            {family##_4x16, family##_8x16, family##_12x16},                          \
+            {family##_4x32, family##_8x32, family##_12x32}};                         \
+        x5_edge(fns, kc, a, as, b, bs, c, ldc, mode, beta, h, w);                    \
+    }
 /* The valid h x w corner (1 <= h <= 12, 1 <= w <= 32) of a tile whose
  * packed panels have the full kernel's strides. */
-__attribute__((target("avx512f")))
-static void edge_avx512(int64_t kc, const float *restrict a, int64_t as,
-                        const float *restrict b, int64_t bs, float *restrict c,
-                        int64_t ldc, int mode, float beta, int64_t h, int64_t w) {
-    static const x5_edge_fn fns[2][3] = {
-        {edge_avx512_4x16, edge_avx512_8x16, edge_avx512_12x16},
-        {edge_avx512_4x32, edge_avx512_8x32, edge_avx512_12x32}};
-    x5_edge(fns, kc, a, as, b, bs, c, ldc, mode, beta, h, w);
-}
-
+X5_EDGE_FAMILY(edge_avx512, edge_avx512)
 /* An edge tile of h = 4, 8 or 12 rows with A read in place. */
-__attribute__((target("avx512f")))
-static void edge_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
-                             const float *restrict b, int64_t bs, float *restrict c,
-                             int64_t ldc, int mode, float beta, int64_t h, int64_t w) {
-    static const x5_edge_fn fns[2][3] = {
-        {edge_avx512_rows_4x16, edge_avx512_rows_8x16, edge_avx512_rows_12x16},
-        {edge_avx512_rows_4x32, edge_avx512_rows_8x32, edge_avx512_rows_12x32}};
-    x5_edge(fns, kc, a, as, b, bs, c, ldc, mode, beta, h, w);
-}
+X5_EDGE_FAMILY(edge_avx512_rows, edge_avx512_rows)
 #endif
 
 #endif /* NB_GEMM_X86 */
