@@ -912,19 +912,40 @@ static void gemm_small_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, i
 }
 
 #if NB_GEMM_X86
+/* Writes the accumulators of one row of C (columns l and 8 + l, lanes of
+ * mask0 and mask1) as store_edge writes a tile, with the same roundings:
+ * stored, added to C, or added to beta·C (a product, then a sum, never
+ * fused). The masked loads and stores touch only the valid columns. */
+__attribute__((target("avx2,fma")))
+static inline void small_row_store(float *ci, __m256i mask0, __m256i mask1, __m256 c0, __m256 c1,
+                                   int mode, __m256 vbeta) {
+    if (mode == NB_ADD) {
+        c0 = _mm256_add_ps(_mm256_maskload_ps(ci, mask0), c0);
+        c1 = _mm256_add_ps(_mm256_maskload_ps(ci + 8, mask1), c1);
+    } else if (mode == NB_SCALE) {
+        c0 = _mm256_add_ps(_mm256_mul_ps(vbeta, _mm256_maskload_ps(ci, mask0)), c0);
+        c1 = _mm256_add_ps(_mm256_mul_ps(vbeta, _mm256_maskload_ps(ci + 8, mask1)), c1);
+    }
+    _mm256_maskstore_ps(ci, mask0, c0);
+    _mm256_maskstore_ps(ci + 8, mask1, c1);
+}
+
 /* For the AVX2 and AVX-512 kernels, which both fuse. Each row of C is
  * summed sixteen columns at a time in two vector accumulators, whatever n
  * is; only the valid columns are written back. Rows of B are read in place
  * through masked loads (zeros beyond the valid columns); a transposed B is
- * first copied into a zero-padded block of sixteen columns. */
+ * first copied into a zero-padded block of sixteen columns. Rows of C go in
+ * pairs, which share each load of B; each element is still its own chain
+ * of fused multiply-adds from zero in k order. */
 __attribute__((target("avx2,fma")))
 static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                              const float *a, int64_t lda, const float *b, int64_t ldb,
                              float beta, float *c, int64_t ldc) {
     int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
     int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
+    int mode = store_mode(beta);
+    __m256 vbeta = _mm256_set1_ps(beta);
     _Alignas(32) float bpad[NB_KC_MAX * 16];
-    _Alignas(32) float acc[16];
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         int64_t w = n - j0 < 16 ? n - j0 : 16;
         /* Lane l of mask0 (mask1) is on when column l (8 + l) is valid. */
@@ -945,7 +966,23 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
             bs = bpad;
             bstride = 16;
         }
-        for (int64_t i = 0; i < m; i++) {
+        int64_t i = 0;
+        for (; i + 2 <= m; i += 2) {
+            const float *ai = a + i * a_m, *ai1 = ai + a_m;
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0;
+            for (int64_t p = 0; p < k; p++) {
+                const float *bp = bs + p * bstride;
+                __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
+                __m256 av = _mm256_set1_ps(ai[p * a_k]), av1 = _mm256_set1_ps(ai1[p * a_k]);
+                c0 = _mm256_fmadd_ps(av, b0, c0);
+                c1 = _mm256_fmadd_ps(av, b1, c1);
+                d0 = _mm256_fmadd_ps(av1, b0, d0);
+                d1 = _mm256_fmadd_ps(av1, b1, d1);
+            }
+            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
+            small_row_store(c + (i + 1) * ldc + j0, mask0, mask1, d0, d1, mode, vbeta);
+        }
+        for (; i < m; i++) {
             const float *ai = a + i * a_m;
             __m256 c0 = _mm256_setzero_ps(), c1 = c0;
             for (int64_t p = 0; p < k; p++) {
@@ -954,9 +991,7 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
                 c0 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp, mask0), c0);
                 c1 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp + 8, mask1), c1);
             }
-            _mm256_store_ps(acc, c0);
-            _mm256_store_ps(acc + 8, c1);
-            store_edge(acc, 16, 1, w, c + i * ldc + j0, ldc, store_mode(beta), beta);
+            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
         }
     }
 }
