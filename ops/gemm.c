@@ -785,6 +785,12 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
 /* x·y over k, strided, in eight interleaved partial sums combined in a fixed
  * order. The contiguous case is a separate loop only so that it vectorises;
  * it performs exactly the same operations. */
+/* The tail (fewer than eight terms) is copied into a block padded with
+ * zeros and added like a full block: the padding adds 0·0 = +0 to its
+ * partial sums, which changes none of them (a partial sum starts at +0 and
+ * so is never -0, the one value that adding +0 would change), and the block
+ * stays in vector registers where a loop over the tail indexed the partial
+ * sums one at a time through memory. */
 static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
                  int64_t k) {
     float s[8] = {0};
@@ -798,22 +804,34 @@ static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
             for (int l = 0; l < 8; l++)
                 s[l] += x[(p + l) * sx] * y[(p + l) * sy];
     }
-    for (int l = 0; p < k; p++, l++)
-        s[l] += x[p * sx] * y[p * sy];
+    if (p < k) {
+        float xt[8] = {0}, yt[8] = {0};
+        for (int l = 0; p + l < k; l++) {
+            xt[l] = x[(p + l) * sx];
+            yt[l] = y[(p + l) * sy];
+        }
+        for (int l = 0; l < 8; l++)
+            s[l] += xt[l] * yt[l];
+    }
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
                         int64_t k, const float *a, int64_t lda, const float *b,
                         int64_t ldb, float beta, float *c, int64_t ldc) {
-    for (int64_t i = 0; i < m; i++) {
-        float *restrict ci = c + i * ldc;
-        if (beta == 0.0f) {
-            for (int64_t j = 0; j < n; j++)
-                ci[j] = 0.0f;
-        } else if (beta != 1.0f) {
-            for (int64_t j = 0; j < n; j++)
-                ci[j] *= beta;
+    if (beta == 0.0f && ldc == n) {
+        /* contiguous: one pass, not a call per row (a column is m rows of one) */
+        memset(c, 0, sizeof(float) * (size_t)(m * n));
+    } else {
+        for (int64_t i = 0; i < m; i++) {
+            float *restrict ci = c + i * ldc;
+            if (beta == 0.0f) {
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] = 0.0f;
+            } else if (beta != 1.0f) {
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] *= beta;
+            }
         }
     }
     if (k == 0)
