@@ -35,7 +35,6 @@ typedef struct nb_storage {
 struct nb_tensor {
     uint32_t magic;
     int ndim;
-    int64_t shape[NB_MAX_DIMS];
     int64_t numel;
     nb_storage *storage;
     atomic_int refcount;
@@ -58,11 +57,8 @@ struct nb_tensor {
     bool is_grad;      /* has been stored as some tensor's .grad (cycles.c) */
     const nb_op *op;   /* NULL for leaves */
     int ninputs;
-    nb_tensor **inputs; /* inputs_inline or a heap array, strong refs */
-    nb_tensor *inputs_inline[NB_INLINE_INPUTS];
+    nb_tensor **inputs; /* inputs_inline (below) or a heap array, strong refs */
     int nsaved;
-    nb_tensor *saved[NB_MAX_SAVED]; /* strong refs, except a saved self */
-    uint64_t saved_version[NB_MAX_SAVED];
     double attrs[NB_MAX_ATTRS];
 
     /* forward mode (forward.c): the tangent, owned (one reference), or a
@@ -70,7 +66,6 @@ struct nb_tensor {
     nb_tensor *tangent;
     bool tangent_pending;
 
-    char name[32];
     nb_tensor *next_free;
 
     /* debug.c: gradient hooks (NULL: none, the usual case), and where the
@@ -79,6 +74,16 @@ struct nb_tensor {
     const char *where_function; /* the function the user called, or NULL */
     const char *where_file;
     int where_line;
+
+    /* The arrays, last: a new tensor is zeroed only up to here (see
+     * struct_init in tensor.c), since each is read only below a count set
+     * with it: shape below ndim, inputs_inline below ninputs, saved and
+     * saved_version below nsaved, name up to its terminator. */
+    int64_t shape[NB_MAX_DIMS];
+    nb_tensor *inputs_inline[NB_INLINE_INPUTS];
+    nb_tensor *saved[NB_MAX_SAVED]; /* strong refs, except a saved self */
+    uint64_t saved_version[NB_MAX_SAVED];
+    char name[32];
 };
 
 /* tensor.c */
