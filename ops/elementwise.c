@@ -161,8 +161,16 @@ nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     int lead = nb_ndim(x) - ndim;
     if (memcmp(shape, nb_shape(x) + lead, sizeof(int64_t) * (size_t)ndim) == 0) {
         int64_t inner = nb_numel(out), rows = inner ? nb_numel(x) / inner : 0;
-        for (int64_t r = 0; r < rows; r++, px += inner)
-            for (int64_t j = 0; j < inner; j++) po[j] += px[j];
+        const float *restrict src = px;
+        float *restrict dst = po;
+        if (inner == 1) { /* a column summed: one running sum, in a register */
+            float s = dst[0];
+            for (int64_t r = 0; r < rows; r++) s += src[r];
+            dst[0] = s;
+        } else {
+            for (int64_t r = 0; r < rows; r++, src += inner)
+                for (int64_t j = 0; j < inner; j++) dst[j] += src[j];
+        }
         return nb_record(out, &sum_to_op, 1, &x);
     }
     /* Walk x in order; the output offset uses out's strides seen through

@@ -304,7 +304,9 @@ static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
     } else if (nb_numel(out) > 0) {
         mm_job job = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k,
                       .a = nb_data(a), .b = nb_data(b), .c = c, .nd = nd};
-        if (!ta && batch_numel(b) == 1) {
+        if (nd == 0) {
+            /* two matrices: no batch to walk */
+        } else if (!ta && batch_numel(b) == 1) {
             /* one B for every A: the stack of A is one tall matrix */
             job.m = m * nbatch;
             job.nd = 0;
@@ -422,12 +424,13 @@ static void linear_map_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     int64_t m = 1; /* the rows: every axis of g but the last */
     for (int d = 0; d < nb_ndim(g) - 1; d++) m *= nb_shape(g)[d];
     nb_tensor *rows = as_rows(g, m, out);
+    /* mm, the matmul op itself: the operands are matrices of matching
+     * sizes by construction, which nb_matmul_t would check again */
     if (nb_needs_input_grad(y, 0)) {
-        nb_tensor *gr = nb_matmul_t(rows, w, false, true);
+        nb_tensor *gr = mm(rows, w, false, true);
         gx[0] = gr && nb_ndim(x) == 2 ? gr : nb_reshape(gr, nb_ndim(x), nb_shape(x));
     }
-    if (nb_needs_input_grad(y, 1))
-        gx[1] = nb_matmul_t(as_rows(x, m, in), rows, true, false);
+    if (nb_needs_input_grad(y, 1)) gx[1] = mm(as_rows(x, m, in), rows, true, false);
     if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum_to(g, NB_SHAPE(out));
 }
 /* Forward mode: d(x·w + b) = dx·w + x·dw + db, each product a linear_map. */
