@@ -785,14 +785,40 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
 /* x·y over k, strided, in eight interleaved partial sums combined in a fixed
  * order. The contiguous case is a separate loop only so that it vectorises;
  * it performs exactly the same operations. */
-/* The tail (fewer than eight terms) is copied into a block padded with
- * zeros and added like a full block: the padding adds 0·0 = +0 to its
- * partial sums, which changes none of them (a partial sum starts at +0 and
- * so is never -0, the one value that adding +0 would change), and the block
- * stays in vector registers where a loop over the tail indexed the partial
- * sums one at a time through memory. */
+/* The tail (fewer than eight terms) is a block of products padded with
+ * zeros, added like a full block: the padding adds +0 to its partial sums,
+ * which changes none of them (a partial sum starts at +0 and so is never
+ * -0, the one value that adding +0 would change), and the sums stay in
+ * vector registers where a loop over the tail indexed them one at a time
+ * through memory. */
 static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
                  int64_t k) {
+#if defined(__SSE2__)
+    if (sx == 1 && sy == 1) {
+        /* The same sums written for SSE: partial sums 0-3 in s0, 4-7 in
+         * s1, each added a product (rounded first, never fused), then the
+         * tree ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)). */
+        __m128 s0 = _mm_setzero_ps(), s1 = s0;
+        int64_t p = 0;
+        for (; p + 8 <= k; p += 8) {
+            s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(x + p), _mm_loadu_ps(y + p)));
+            s1 = _mm_add_ps(s1, _mm_mul_ps(_mm_loadu_ps(x + p + 4), _mm_loadu_ps(y + p + 4)));
+        }
+        if (p < k) {
+            float prod[8] = {0};
+            for (int l = 0; p + l < k; l++)
+                prod[l] = x[p + l] * y[p + l];
+            s0 = _mm_add_ps(s0, _mm_loadu_ps(prod));
+            s1 = _mm_add_ps(s1, _mm_loadu_ps(prod + 4));
+        }
+        /* lane 0 of each: (s0 + s1) + (s2 + s3), and likewise for s1 */
+        s0 = _mm_add_ps(s0, _mm_shuffle_ps(s0, s0, _MM_SHUFFLE(2, 3, 0, 1)));
+        s1 = _mm_add_ps(s1, _mm_shuffle_ps(s1, s1, _MM_SHUFFLE(2, 3, 0, 1)));
+        s0 = _mm_add_ss(s0, _mm_movehl_ps(s0, s0));
+        s1 = _mm_add_ss(s1, _mm_movehl_ps(s1, s1));
+        return _mm_cvtss_f32(_mm_add_ss(s0, s1));
+    }
+#endif
     float s[8] = {0};
     int64_t p = 0;
     if (sx == 1 && sy == 1) {
@@ -805,13 +831,11 @@ static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
                 s[l] += x[(p + l) * sx] * y[(p + l) * sy];
     }
     if (p < k) {
-        float xt[8] = {0}, yt[8] = {0};
-        for (int l = 0; p + l < k; l++) {
-            xt[l] = x[(p + l) * sx];
-            yt[l] = y[(p + l) * sy];
-        }
+        float prod[8] = {0};
+        for (int l = 0; p + l < k; l++)
+            prod[l] = x[(p + l) * sx] * y[(p + l) * sy];
         for (int l = 0; l < 8; l++)
-            s[l] += xt[l] * yt[l];
+            s[l] += prod[l];
     }
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
@@ -840,19 +864,39 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
      * likewise op(B) down a column (over k) and along a row (over n). */
     int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
     int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
-    if (trans_a && n == 1) {
+    if (trans_a && n == 1 && ldc == 1) {
         /* C column += A row p · b(p): A is stored [k,m], so this reads it
-         * contiguously where a dot product per element would stride. */
+         * contiguously where a dot product per element would stride. Eight
+         * elements of C at a time stay in registers over the whole depth
+         * (each still summed in p order), then the rest one by one. */
+        int64_t i0 = 0;
+        for (; i0 + 8 <= m; i0 += 8) {
+            float acc[8];
+            for (int l = 0; l < 8; l++)
+                acc[l] = c[i0 + l];
+            for (int64_t p = 0; p < k; p++) {
+                float bp = b[p * b_k];
+                const float *restrict ap = a + p * lda + i0;
+                for (int l = 0; l < 8; l++)
+                    acc[l] += ap[l] * bp;
+            }
+            for (int l = 0; l < 8; l++)
+                c[i0 + l] = acc[l];
+        }
+        for (int64_t i = i0; i < m; i++) {
+            float acc = c[i];
+            for (int64_t p = 0; p < k; p++)
+                acc += a[p * lda + i] * b[p * b_k];
+            c[i] = acc;
+        }
+        return;
+    }
+    if (trans_a && n == 1) { /* the same, C strided */
         for (int64_t p = 0; p < k; p++) {
             float bp = b[p * b_k];
             const float *restrict ap = a + p * lda;
-            if (ldc == 1) {
-                for (int64_t i = 0; i < m; i++)
-                    c[i] += ap[i] * bp;
-            } else {
-                for (int64_t i = 0; i < m; i++)
-                    c[i * ldc] += ap[i] * bp;
-            }
+            for (int64_t i = 0; i < m; i++)
+                c[i * ldc] += ap[i] * bp;
         }
         return;
     }
