@@ -21,6 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* For the slow paths of the functions every tensor goes through (a lock
+ * taken, a chain of tensors freed), kept out of line so that the fast
+ * paths pay none of their setup. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NB_NOINLINE __attribute__((noinline))
+#else
+#define NB_NOINLINE
+#endif
+
 /* ---- pools ---------------------------------------------------------------- */
 
 #define NB_ALIGN 64
@@ -216,36 +225,53 @@ void nb__pool_thread_exit(void) {
     pthread_mutex_unlock(&pool_lock);
 }
 
+/* Takes a batch of structs past the quarantine; false when there is none. */
+static NB_NOINLINE bool struct_refill(void) {
+    pthread_mutex_lock(&pool_lock);
+    register_cleanup_locked();
+    nb_tensor *t;
+    while (local.nready < NB_LOCAL_BATCH && (t = struct_take_locked())) local.ready[local.nready++] = t;
+    pthread_mutex_unlock(&pool_lock);
+    if (local.nready == 0) return false;
+    local_used();
+    return true;
+}
+
 static nb_tensor *struct_take(void) {
-    if (local.nready == 0) {
-        pthread_mutex_lock(&pool_lock);
-        register_cleanup_locked();
-        nb_tensor *t;
-        while (local.nready < NB_LOCAL_BATCH && (t = struct_take_locked())) local.ready[local.nready++] = t;
-        pthread_mutex_unlock(&pool_lock);
-        if (local.nready == 0) return NULL;
-        local_used();
-    }
+    if (local.nready == 0 && !struct_refill()) return NULL;
     return local.ready[--local.nready];
+}
+
+static NB_NOINLINE void struct_flush(void) {
+    pthread_mutex_lock(&pool_lock);
+    queue_freed_locked();
+    pthread_mutex_unlock(&pool_lock);
 }
 
 static void struct_park(nb_tensor *t) {
     local_used();
     local.freed[local.nfreed++] = t;
-    if (local.nfreed == NB_LOCAL_BATCH) {
-        pthread_mutex_lock(&pool_lock);
-        queue_freed_locked();
-        pthread_mutex_unlock(&pool_lock);
-    }
+    if (local.nfreed == NB_LOCAL_BATCH) struct_flush();
 }
 
-static nb_storage *storage_take(int c) {
-    if (c < NB_LOCAL_CLASSES && local.nblocks[c] > 0) return local.blocks[c][--local.nblocks[c]];
+static NB_NOINLINE nb_storage *storage_take_shared(int c) {
     pthread_mutex_lock(&pool_lock);
     register_cleanup_locked();
     nb_storage *s = storage_take_locked(c);
     pthread_mutex_unlock(&pool_lock);
     return s;
+}
+
+static nb_storage *storage_take(int c) {
+    if (c < NB_LOCAL_CLASSES && local.nblocks[c] > 0) return local.blocks[c][--local.nblocks[c]];
+    return storage_take_shared(c);
+}
+
+static NB_NOINLINE void storage_park_shared(nb_storage *s) {
+    pthread_mutex_lock(&pool_lock);
+    s = storage_park_locked(s);
+    pthread_mutex_unlock(&pool_lock);
+    nb_free(s); /* the pool was full */
 }
 
 static void storage_park(nb_storage *s) {
@@ -255,10 +281,7 @@ static void storage_park(nb_storage *s) {
         local.blocks[c][local.nblocks[c]++] = s;
         return;
     }
-    pthread_mutex_lock(&pool_lock);
-    s = storage_park_locked(s);
-    pthread_mutex_unlock(&pool_lock);
-    nb_free(s); /* the pool was full */
+    storage_park_shared(s);
 }
 
 static nb_tensor *tensor_struct_new(void) { return struct_init(struct_take()); }
@@ -378,14 +401,11 @@ void nb__release_graph(nb_tensor *t) {
  * turn. A long chain (100,000 ops) would recurse that deep, so the frees run
  * from an explicit work list instead. A tensor that survives losing a
  * reference, with no owner left and a .grad that is a graph, may be held
- * only by that graph: cycles.c checks. */
-void nb__tensor_decref(nb_tensor *t) {
-    if (!t) return;
-    bool may_cycle = nb__may_hold_cycle(t);
-    if (atomic_fetch_sub(&t->refcount, 1) != 1) {
-        if (may_cycle) nb__collect_cycle(t);
-        return;
-    }
+ * only by that graph: cycles.c checks. The frees are a function apart from
+ * nb__tensor_decref (NB_NOINLINE), so that the more common drop of a
+ * reference that is not the last pays none of their setup. */
+static NB_NOINLINE void free_chain(nb_tensor *t) {
+    bool may_cycle;
     nb_tensor *work = t;
     t->next_free = NULL;
     while (work) {
@@ -415,6 +435,16 @@ void nb__tensor_decref(nb_tensor *t) {
         cur->next_free = NULL;
         struct_park(cur);
     }
+}
+
+void nb__tensor_decref(nb_tensor *t) {
+    if (!t) return;
+    bool may_cycle = nb__may_hold_cycle(t);
+    if (atomic_fetch_sub(&t->refcount, 1) != 1) {
+        if (may_cycle) nb__collect_cycle(t);
+        return;
+    }
+    free_chain(t);
 }
 
 /* ---- creation ---------------------------------------------------------------- */
