@@ -435,6 +435,9 @@ static bool commit_grads(buffers *b, int64_t first, int64_t end, bool create_gra
         nb_tensor *node = b->nodes[k], *g = b->acc[k], *made = NULL;
         if (!g) continue;
         if (node->grad && accumulates_in_place(node->grad, create_graph)) continue;
+        /* the usual first backward of a leaf: the engine's own gradient
+         * becomes its .grad, nothing to make (the case of made = g below) */
+        if (!node->grad && !create_graph && exclusive(g) && !g->op) continue;
         nb_scope_begin();
         if (node->grad) made = sum2(node->grad, g);
         else if (!create_graph && !(exclusive(g) && !g->op)) {

@@ -77,15 +77,19 @@ void nb_scope_end(void) {
     scopes.depth--;
 }
 
+/* Doubles the list; false when out of memory. */
+static NB_NOINLINE bool scope_grow(void) {
+    int64_t cap = scopes.cap ? 2 * scopes.cap : 1024;
+    nb__thread_cache_used();
+    nb_tensor **items = nb_realloc(scopes.items, (size_t)cap * sizeof *items);
+    if (!items) return false;
+    scopes.items = items;
+    scopes.cap = cap;
+    return true;
+}
+
 static bool scope_push(nb_tensor *t) {
-    if (scopes.count == scopes.cap) {
-        int64_t cap = scopes.cap ? 2 * scopes.cap : 1024;
-        nb__thread_cache_used();
-        nb_tensor **items = nb_realloc(scopes.items, (size_t)cap * sizeof *items);
-        if (!items) return false;
-        scopes.items = items;
-        scopes.cap = cap;
-    }
+    if (scopes.count == scopes.cap && !scope_grow()) return false;
     t->scope_depth = scopes.depth;
     t->scope_slot = scopes.count;
     scopes.items[scopes.count++] = t;

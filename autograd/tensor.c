@@ -21,15 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* For the slow paths of the functions every tensor goes through (a lock
- * taken, a chain of tensors freed), kept out of line so that the fast
- * paths pay none of their setup. */
-#if defined(__GNUC__) || defined(__clang__)
-#define NB_NOINLINE __attribute__((noinline))
-#else
-#define NB_NOINLINE
-#endif
-
 /* ---- pools ---------------------------------------------------------------- */
 
 #define NB_ALIGN 64

@@ -19,6 +19,15 @@
 
 #define NB_INLINE_INPUTS 4
 
+/* For the slow paths of the functions every tensor goes through (a lock
+ * taken, a list grown, a chain of tensors freed), kept out of line so that
+ * the fast paths pay none of their setup. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NB_NOINLINE __attribute__((noinline))
+#else
+#define NB_NOINLINE
+#endif
+
 typedef struct nb_storage {
     atomic_int refcount;
     uint64_t version;  /* bumped by every write through nb_data_mut */

@@ -302,8 +302,18 @@ static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
     if (nb_numel(out) > 0 && k == 0) {
         memset(c, 0, sizeof(float) * (size_t)nb_numel(out));
     } else if (nb_numel(out) > 0) {
-        mm_job job = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k,
-                      .a = nb_data(a), .b = nb_data(b), .c = c, .nd = nd};
+        /* not an initializer: that would clear the batch arrays, which
+         * are read only below nd */
+        mm_job job;
+        job.ta = ta;
+        job.tb = tb;
+        job.m = m;
+        job.n = n;
+        job.k = k;
+        job.a = nb_data(a);
+        job.b = nb_data(b);
+        job.c = c;
+        job.nd = nd;
         if (nd == 0) {
             /* two matrices: no batch to walk */
         } else if (!ta && batch_numel(b) == 1) {
