@@ -161,15 +161,24 @@ nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     int lead = nb_ndim(x) - ndim;
     if (memcmp(shape, nb_shape(x) + lead, sizeof(int64_t) * (size_t)ndim) == 0) {
         int64_t inner = nb_numel(out), rows = inner ? nb_numel(x) / inner : 0;
+        /* Eight columns at a time are summed in registers down all the rows
+         * (each from its +0, row by row), then the rest one column at a
+         * time: a row at a time through memory cost three times as much
+         * for a bias of ten. */
         const float *restrict src = px;
         float *restrict dst = po;
-        if (inner == 1) { /* a column summed: one running sum, in a register */
-            float s = dst[0];
-            for (int64_t r = 0; r < rows; r++) s += src[r];
-            dst[0] = s;
-        } else {
-            for (int64_t r = 0; r < rows; r++, src += inner)
-                for (int64_t j = 0; j < inner; j++) dst[j] += src[j];
+        int64_t j0 = 0;
+        for (; j0 + 8 <= inner; j0 += 8) {
+            float acc[8];
+            for (int l = 0; l < 8; l++) acc[l] = dst[j0 + l];
+            for (int64_t r = 0; r < rows; r++)
+                for (int l = 0; l < 8; l++) acc[l] += src[r * inner + j0 + l];
+            for (int l = 0; l < 8; l++) dst[j0 + l] = acc[l];
+        }
+        for (; j0 < inner; j0++) {
+            float acc = dst[j0];
+            for (int64_t r = 0; r < rows; r++) acc += src[r * inner + j0];
+            dst[j0] = acc;
         }
         return nb_record(out, &sum_to_op, 1, &x);
     }
