@@ -474,9 +474,18 @@ nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
     nb_tensor *y = nb__empty_for("nb_linear_map", nd, shape);
     if (!y) return NULL;
     float *c = nb_data_mut(y);
-    for (int64_t r = 0; r < rows; r++) {
-        if (b) memcpy(c + r * out, nb_data(b), sizeof(float) * (size_t)out);
-        else memset(c + r * out, 0, sizeof(float) * (size_t)out);
+    if (b && rows > 0) {
+        /* the bias into the first row, then the rows made so far copied
+         * after themselves: a few copies of growing size instead of a call
+         * per row */
+        memcpy(c, nb_data(b), sizeof(float) * (size_t)out);
+        for (int64_t done = 1; done < rows;) {
+            int64_t n = done < rows - done ? done : rows - done;
+            memcpy(c + done * out, c, sizeof(float) * (size_t)(n * out));
+            done += n;
+        }
+    } else if (rows > 0) {
+        memset(c, 0, sizeof(float) * (size_t)(rows * out));
     }
     if (rows > 0 && out > 0 && in > 0)
         nb_gemm(false, false, rows, out, in, nb_data(x), in, nb_data(w), out, 1.0f, c, out);
