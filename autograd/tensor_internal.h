@@ -122,11 +122,32 @@ typedef struct nb__tensor_map {
     int64_t *vals;
     int64_t cap; /* a power of two, more than twice the entries */
 } nb__tensor_map;
-int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t); /* -1: absent */
-void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index);
+/* Lookups and insertions are here, inline: a backward makes a few of each
+ * per node, and the calls cost more than the probes. */
+static inline size_t nb__map_slot(const nb_tensor *t, int64_t cap) {
+    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
+    return (size_t)((h ^ (h >> 31)) & (uint64_t)(cap - 1));
+}
+static inline int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t) { /* -1: absent */
+    if (!m->keys) return -1;
+    for (size_t i = nb__map_slot(t, m->cap);; i = (i + 1) & (size_t)(m->cap - 1)) {
+        if (!m->keys[i]) return -1;
+        if (m->keys[i] == t) return m->vals[i];
+    }
+}
+static inline void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index) {
+    size_t i = nb__map_slot(t, m->cap);
+    while (m->keys[i]) i = (i + 1) & (size_t)(m->cap - 1);
+    m->keys[i] = t;
+    m->vals[i] = index;
+}
 /* Makes room for entry count + 1: a table too small grows (first_cap at
  * first) and takes tensors[0 .. count) again. False when out of memory. */
-bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap);
+bool nb__map_grow(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap);
+static inline bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count,
+                                   int64_t first_cap) {
+    return 2 * (count + 1) < m->cap || nb__map_grow(m, tensors, count, first_cap);
+}
 /* No entries, memory kept. tensors[0 .. count) are the entries, in the order
  * they were put (as nb__map_reserve takes them back). */
 void nb__map_clear(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count);
