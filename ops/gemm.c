@@ -1120,7 +1120,12 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0)
         return;
-    if (k <= 0 || m == 1 || n == 1 || volume_at_most(m, n, k, NB_GEMM_TINY)) {
+    /* An outer product (k = 1, as in the backward of a layer with one
+     * output) goes to the small loops even when tiny: they write a row of
+     * C in one vector pass where gemm_direct loops over it, and give the
+     * same bits (0 + a·b from the kernels, a·b + 0 from gemm_direct). */
+    bool outer = k == 1 && m > 1 && n > 1;
+    if (k <= 0 || m == 1 || n == 1 || (!outer && volume_at_most(m, n, k, NB_GEMM_TINY))) {
         gemm_direct(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
         return;
     }
