@@ -21,7 +21,7 @@ typedef struct scope_stack {
 } scope_stack;
 
 static _Thread_local scope_stack scopes;
-static _Thread_local bool grad_disabled;
+_Thread_local bool nb__grad_disabled;
 
 /* The lists outlive each scope so that the next step reuses them; a thread
  * that exits gives them back through this key's destructor. */
@@ -217,9 +217,9 @@ void nb_disown(nb_tensor *t, const char *who) {
 }
 
 bool nb_set_grad_enabled(bool enabled) {
-    bool was = !grad_disabled;
-    grad_disabled = !enabled;
+    bool was = !nb__grad_disabled;
+    nb__grad_disabled = !enabled;
     return was;
 }
 
-bool nb_is_grad_enabled(void) { return !grad_disabled; }
+bool nb_is_grad_enabled(void) { return !nb__grad_disabled; }

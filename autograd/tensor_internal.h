@@ -156,6 +156,9 @@ void nb__map_free(nb__tensor_map *m);
 bool nb__grow(void **p, int64_t n, size_t size);
 
 /* ownership.c */
+/* Grad mode off on this thread (nb_set_grad_enabled); read inline by
+ * nb_record, which every op calls. */
+extern _Thread_local bool nb__grad_disabled;
 /* New tensor: given to the innermost open scope, or to the caller when none is
  * open. False when the scope's list cannot grow: the caller frees t and fails. */
 bool nb__scope_adopt(nb_tensor *t);
@@ -185,7 +188,8 @@ int nb__segment_grad(nb_tensor *y, nb_tensor *gy, int ninputs, nb_tensor *const 
  * running its pending rule first; marks a node just recorded as owing a
  * tangent (false when out of memory); runs the pending rule of a node whose
  * graph is about to be released by backward. */
-bool nb__forward_on(void);
+extern _Thread_local bool nb__forward_live;
+static inline bool nb__forward_on(void) { return nb__forward_live; }
 bool nb__has_tangent(nb_tensor *t);
 bool nb__forward_mark(nb_tensor *t);
 void nb__forward_settle(nb_tensor *t);
