@@ -429,6 +429,10 @@ static nb_tensor *take_rows(nb_tensor *t, const int64_t *idx, int64_t n) {
     int64_t row = nb_numel(t) / (nb_dim(t, 0) ? nb_dim(t, 0) : 1);
     const float *src = nb_data(t);
     float *dst = nb_data_mut(out);
+    if (row == 1) { /* a column of targets: one float a row, not a call */
+        for (int64_t i = 0; i < n; i++) dst[i] = src[idx[i]];
+        return out;
+    }
     for (int64_t i = 0; i < n; i++) memcpy(dst + i * row, src + idx[i] * row, sizeof(float) * (size_t)row);
     return out;
 }
