@@ -996,9 +996,10 @@ static inline void small_row_store(float *ci, __m256i mask0, __m256i mask1, __m2
  * summed sixteen columns at a time in two vector accumulators, whatever n
  * is; only the valid columns are written back. Rows of B are read in place
  * through masked loads (zeros beyond the valid columns); a transposed B is
- * first copied into a zero-padded block of sixteen columns. Rows of C go in
- * pairs, which share each load of B; each element is still its own chain
- * of fused multiply-adds from zero in k order. */
+ * first copied into a zero-padded block of sixteen columns. Rows of C go
+ * four at a time (then a pair, then one), sharing each load of B; each
+ * element is still its own chain of fused multiply-adds from zero in k
+ * order. */
 __attribute__((target("avx2,fma")))
 static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                              const float *a, int64_t lda, const float *b, int64_t ldb,
@@ -1029,6 +1030,28 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
             bstride = 16;
         }
         int64_t i = 0;
+        for (; i + 4 <= m; i += 4) {
+            const float *ai = a + i * a_m, *ai1 = ai + a_m, *ai2 = ai1 + a_m, *ai3 = ai2 + a_m;
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0, e0 = c0, e1 = c0, f0 = c0, f1 = c0;
+            for (int64_t p = 0; p < k; p++) {
+                const float *bp = bs + p * bstride;
+                __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
+                __m256 av = _mm256_set1_ps(ai[p * a_k]), av1 = _mm256_set1_ps(ai1[p * a_k]);
+                c0 = _mm256_fmadd_ps(av, b0, c0);
+                c1 = _mm256_fmadd_ps(av, b1, c1);
+                d0 = _mm256_fmadd_ps(av1, b0, d0);
+                d1 = _mm256_fmadd_ps(av1, b1, d1);
+                __m256 av2 = _mm256_set1_ps(ai2[p * a_k]), av3 = _mm256_set1_ps(ai3[p * a_k]);
+                e0 = _mm256_fmadd_ps(av2, b0, e0);
+                e1 = _mm256_fmadd_ps(av2, b1, e1);
+                f0 = _mm256_fmadd_ps(av3, b0, f0);
+                f1 = _mm256_fmadd_ps(av3, b1, f1);
+            }
+            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
+            small_row_store(c + (i + 1) * ldc + j0, mask0, mask1, d0, d1, mode, vbeta);
+            small_row_store(c + (i + 2) * ldc + j0, mask0, mask1, e0, e1, mode, vbeta);
+            small_row_store(c + (i + 3) * ldc + j0, mask0, mask1, f0, f1, mode, vbeta);
+        }
         for (; i + 2 <= m; i += 2) {
             const float *ai = a + i * a_m, *ai1 = ai + a_m;
             __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0;
