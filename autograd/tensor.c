@@ -16,8 +16,8 @@
 #include "tensor_internal.h"
 
 #include <math.h>
-#include <stddef.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
