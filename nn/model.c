@@ -876,7 +876,8 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             float value = computed ? nb_item(loss) : NAN;
             /* Why training cannot go on, if it cannot: the steps made so far
              * stand, the history keeps them and says where and why it ended. */
-            char why[512] = "";
+            char why[512];
+            why[0] = '\0'; /* only a string: clearing all of it cost as much as a small op */
             if (computed && !isfinite(value))
                 snprintf(why, sizeof why, "%s: loss is %s", who, isnan(value) ? "nan" : "infinite");
             else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */
