@@ -315,7 +315,7 @@ Test(gemm, outer_products_bitwise) {
                 memcpy(c, c_in, (size_t)(m * ldc) * sizeof *c);
                 for (int64_t i = 0; i < m; i++)
                     for (int64_t j = 0; j < ldc; j++) {
-                        float prev = c_in[i * ldc + j], ab = a[i] * b[j] + 0.0f;
+                        float prev = c_in[i * ldc + j], ab = j < n ? a[i] * b[j] + 0.0f : 0.0f;
                         want[i * ldc + j] = j >= n ? prev : ib == 0 ? 0.0f + ab : ib == 1 ? prev + ab
                                                                                    : beta * prev + ab;
                     }
