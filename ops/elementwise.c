@@ -122,6 +122,8 @@ nb_tensor *nb_expand(nb_tensor *x, int ndim, const int64_t *shape) {
     return nb_record(out, &expand_op, 1, &x);
 }
 
+#define SUM_TO_IN_CACHE 8192 /* floats summed down columns, see nb_sum_to */
+
 static void sum_to_backward(nb_tensor *out, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_input(out, 0);
     gx[0] = nb_expand(g, nb_ndim(x), nb_shape(x));
@@ -161,12 +163,18 @@ nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     int lead = nb_ndim(x) - ndim;
     if (memcmp(shape, nb_shape(x) + lead, sizeof(int64_t) * (size_t)ndim) == 0) {
         int64_t inner = nb_numel(out), rows = inner ? nb_numel(x) / inner : 0;
-        /* Eight columns at a time are summed in registers down all the rows
-         * (each from its +0, row by row), then the rest one column at a
-         * time: a row at a time through memory cost three times as much
-         * for a bias of ten. */
+        /* While x is small, eight columns at a time are summed in registers
+         * down all the rows (each from its +0, row by row), then the rest
+         * one column at a time: a row at a time through memory cost three
+         * times as much for a bias of ten. A large x is read once, a row at
+         * a time, as the columns would read it from memory twice. */
         const float *restrict src = px;
         float *restrict dst = po;
+        if (nb_numel(x) > SUM_TO_IN_CACHE) {
+            for (int64_t r = 0; r < rows; r++, src += inner)
+                for (int64_t j = 0; j < inner; j++) dst[j] += src[j];
+            return nb_record(out, &sum_to_op, 1, &x);
+        }
         int64_t j0 = 0;
         for (; j0 + 8 <= inner; j0 += 8) {
             float acc[8];

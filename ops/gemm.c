@@ -840,6 +840,10 @@ static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* Floats of A that gemm_direct reads in blocks of columns rather than a
+ * row at a time: while they stay in cache. */
+#define NB_DIRECT_IN_CACHE ((int64_t)16384)
+
 static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
                         int64_t k, const float *a, int64_t lda, const float *b,
                         int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -864,11 +868,13 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
      * likewise op(B) down a column (over k) and along a row (over n). */
     int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
     int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
-    if (trans_a && n == 1 && ldc == 1) {
+    if (trans_a && n == 1 && ldc == 1 && m * k <= NB_DIRECT_IN_CACHE) {
         /* C column += A row p · b(p): A is stored [k,m], so this reads it
-         * contiguously where a dot product per element would stride. Eight
-         * elements of C at a time stay in registers over the whole depth
-         * (each still summed in p order), then the rest one by one. */
+         * contiguously where a dot product per element would stride. While
+         * A is small, eight elements of C at a time stay in registers over
+         * the whole depth (each still summed in p order), then the rest one
+         * by one; a large A is read once, by the loop below, as the blocks
+         * would read it from memory twice. */
         int64_t i0 = 0;
         for (; i0 + 8 <= m; i0 += 8) {
             float acc[8];
@@ -891,12 +897,17 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
         }
         return;
     }
-    if (trans_a && n == 1) { /* the same, C strided */
+    if (trans_a && n == 1) { /* the same a row of A at a time */
         for (int64_t p = 0; p < k; p++) {
             float bp = b[p * b_k];
             const float *restrict ap = a + p * lda;
-            for (int64_t i = 0; i < m; i++)
-                c[i * ldc] += ap[i] * bp;
+            if (ldc == 1) {
+                for (int64_t i = 0; i < m; i++)
+                    c[i] += ap[i] * bp;
+            } else {
+                for (int64_t i = 0; i < m; i++)
+                    c[i * ldc] += ap[i] * bp;
+            }
         }
         return;
     }

@@ -421,6 +421,8 @@ nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b) {
  * seen as rows [M, out] and x as [M, in]:
  *   x: g·wᵀ       w: xᵀ·g       b: sum of g over the rows
  * each a recorded op, so it differentiates again. */
+#define LINEAR_MAP_FILL 4096 /* floats: the largest copy of bias rows */
+
 /* t seen as rows [m, n]: t itself when it already is (the usual dense
  * layer), which spares a view per use. */
 static nb_tensor *as_rows(nb_tensor *t, int64_t m, int64_t n) {
@@ -477,10 +479,13 @@ nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
     if (b && rows > 0) {
         /* the bias into the first row, then the rows made so far copied
          * after themselves: a few copies of growing size instead of a call
-         * per row */
+         * per row; the copies stop growing at LINEAR_MAP_FILL floats, so
+         * that their source stays in the first-level cache */
         memcpy(c, nb_data(b), sizeof(float) * (size_t)out);
+        int64_t most = out > 0 && out < LINEAR_MAP_FILL ? LINEAR_MAP_FILL / out : 1;
         for (int64_t done = 1; done < rows;) {
             int64_t n = done < rows - done ? done : rows - done;
+            if (n > most) n = most;
             memcpy(c + done * out, c, sizeof(float) * (size_t)(n * out));
             done += n;
         }
