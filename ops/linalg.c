@@ -426,13 +426,15 @@ nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b) {
 /* t seen as rows [m, n]: t itself when it already is (the usual dense
  * layer), which spares a view per use. */
 static nb_tensor *as_rows(nb_tensor *t, int64_t m, int64_t n) {
-    if (nb_ndim(t) == 2 && nb_dim(t, 0) == m && nb_dim(t, 1) == n) return t;
+    if (nb_ndim(t) == 2 && nb_shape(t)[0] == m && nb_shape(t)[1] == n) return t;
     return nb_reshape(t, NB_SHAPE(m, n));
 }
 
 static void linear_map_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1);
-    int64_t in = nb_dim(w, 0), out = nb_dim(w, 1);
+    /* w is the [in, out] matrix the forward checked: its sizes are read
+     * directly, without nb_dim's checks */
+    int64_t in = w ? nb_shape(w)[0] : 0, out = w ? nb_shape(w)[1] : 0;
     int64_t m = 1; /* the rows: every axis of g but the last */
     for (int d = 0; d < nb_ndim(g) - 1; d++) m *= nb_shape(g)[d];
     nb_tensor *rows = as_rows(g, m, out);
@@ -460,14 +462,16 @@ static const nb_op linear_map_op = {"linear_map", linear_map_backward, linear_ma
 nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
     if (!x || !w) return NULL;
     int nd = nb_ndim(x);
-    if (nd < 1 || nb_ndim(w) != 2 || nb_dim(x, -1) != nb_dim(w, 0) ||
-        (b && (nb_ndim(b) != 1 || nb_dim(b, 0) != nb_dim(w, 1)))) {
+    /* each shape read only once its number of axes is known */
+    const int64_t *sx = nb_shape(x), *sw = nb_shape(w);
+    if (nd < 1 || nb_ndim(w) != 2 || sx[nd - 1] != sw[0] ||
+        (b && (nb_ndim(b) != 1 || nb_shape(b)[0] != sw[1]))) {
         nb_set_error("nb_linear_map: x %s, w %s, b %s: expected x [..., in], w [in, out] and b [out]",
                      SHAPE(x), SHAPE(w), b ? SHAPE(b) : "NULL");
         return NULL;
     }
-    int64_t in = nb_dim(w, 0), out = nb_dim(w, 1), rows = in ? nb_numel(x) / in : 0, shape[NB_MAX_DIMS];
-    memcpy(shape, nb_shape(x), sizeof(int64_t) * (size_t)nd);
+    int64_t in = sw[0], out = sw[1], rows = in ? nb_numel(x) / in : 0, shape[NB_MAX_DIMS];
+    memcpy(shape, sx, sizeof(int64_t) * (size_t)nd);
     shape[nd - 1] = out;
     if (in == 0) { /* no rows to read: the product is 0, the size comes from x's shape */
         rows = 1;
