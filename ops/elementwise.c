@@ -143,11 +143,17 @@ nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     if (ndim == nb_ndim(x) &&
         (ndim == 0 || memcmp(shape, nb_shape(x), sizeof(int64_t) * (size_t)ndim) == 0))
         return x; /* nothing to sum: the common case in backward formulas */
+    /* shape is x's trailing axes (a bias's gradient, [rows, n] -> [n]):
+     * valid, and only leading axes are summed; else the general check */
+    int lead = nb_ndim(x) - ndim;
+    bool trailing = lead >= 0 &&
+                    (ndim == 0 || memcmp(shape, nb_shape(x) + lead, sizeof(int64_t) * (size_t)ndim) == 0);
     int n;
     int64_t bshape[NB_MAX_DIMS];
-    if (ndim > nb_ndim(x) ||
-        !broadcast_shape("nb_sum_to", ndim, shape, nb_ndim(x), nb_shape(x), &n, bshape) ||
-        memcmp(bshape, nb_shape(x), sizeof(int64_t) * (size_t)n) != 0) {
+    if (!trailing &&
+        (ndim > nb_ndim(x) ||
+         !broadcast_shape("nb_sum_to", ndim, shape, nb_ndim(x), nb_shape(x), &n, bshape) ||
+         memcmp(bshape, nb_shape(x), sizeof(int64_t) * (size_t)n) != 0)) {
         char b[NB_SHAPE_BUF];
         nb_set_error("nb_sum_to: cannot sum %s down to %s", SHAPE(x),
                      nb_shape_str(ndim, shape, b, sizeof b));
@@ -157,11 +163,10 @@ nb_tensor *nb_sum_to(nb_tensor *x, int ndim, const int64_t *shape) {
     if (!out) return NULL;
     const float *px = nb_data(x);
     float *po = nb_data_mut(out);
-    /* Only leading axes summed (a bias's gradient, [rows, n] -> [n]): x is
-     * rows of out's size, added in order. The same sums, in the same order,
-     * as the general walk below, without its index bookkeeping. */
-    int lead = nb_ndim(x) - ndim;
-    if (memcmp(shape, nb_shape(x) + lead, sizeof(int64_t) * (size_t)ndim) == 0) {
+    /* Only leading axes summed: x is rows of out's size, added in order.
+     * The same sums, in the same order, as the general walk below, without
+     * its index bookkeeping. */
+    if (trailing) {
         int64_t inner = nb_numel(out), rows = inner ? nb_numel(x) / inner : 0;
         /* While x is small, eight columns at a time are summed in registers
          * down all the rows (each from its +0, row by row), then the rest
