@@ -270,14 +270,16 @@ static const nb_op matmul_op = {"matmul", matmul_backward, matmul_jvp};
 
 static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
     if (!a || !b) return NULL;
-    int na = nb_ndim(a), nbd = nb_ndim(b), nd;
+    int na = nb_ndim(a), nbd = nb_ndim(b), nd = 0;
     int64_t bshape[NB_MAX_DIMS];
-    if (na < 2 || nbd < 2 || !batch_shape(a, b, &nd, bshape)) {
+    /* two matrices (the usual case) have no batch axes to broadcast */
+    if (na < 2 || nbd < 2 || ((na > 2 || nbd > 2) && !batch_shape(a, b, &nd, bshape))) {
         nb_set_error("nb_matmul: cannot multiply %s by %s", SHAPE(a), SHAPE(b));
         return NULL;
     }
-    int64_t m = nb_shape(a)[na - (ta ? 1 : 2)], k = nb_shape(a)[na - (ta ? 2 : 1)];
-    int64_t kb = nb_shape(b)[nbd - (tb ? 1 : 2)], n = nb_shape(b)[nbd - (tb ? 2 : 1)];
+    const int64_t *sa = nb_shape(a), *sb = nb_shape(b);
+    int64_t m = sa[na - (ta ? 1 : 2)], k = sa[na - (ta ? 2 : 1)];
+    int64_t kb = sb[nbd - (tb ? 1 : 2)], n = sb[nbd - (tb ? 2 : 1)];
     if (k != kb) {
         nb_set_error("nb_matmul: cannot multiply %s by %s: inner dimensions %lld and %lld differ",
                      SHAPE(a), SHAPE(b), (long long)k, (long long)kb);
