@@ -577,7 +577,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     for (int i = 0; ok && i < node->ninputs; i++) {
         nb_tensor *in = node->inputs[i];
         if (!in->requires_grad || !gin[i]) continue;
-        if (!nb_same_shape(gin[i], in)) {
+        if (!nb__same_shape(gin[i], in)) {
             char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
             nb_set_error("%s: backward of '%s' returned a gradient of shape %s for input %d of "
                          "shape %s",

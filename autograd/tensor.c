@@ -575,12 +575,7 @@ int nb_set_item(nb_tensor *t, int64_t index, float value) {
     return 0;
 }
 
-bool nb_same_shape(const nb_tensor *a, const nb_tensor *b) {
-    if (!a || !b || a->ndim != b->ndim) return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i]) return false;
-    return true;
-}
+bool nb_same_shape(const nb_tensor *a, const nb_tensor *b) { return nb__same_shape(a, b); }
 
 nb_tensor *nb_set_name(nb_tensor *t, const char *name) {
     if (!t) return NULL;

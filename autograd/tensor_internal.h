@@ -97,6 +97,14 @@ struct nb_tensor {
 
 /* tensor.c */
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who);
+/* nb_same_shape, inline for the engine's check of every gradient a
+ * formula returns */
+static inline bool nb__same_shape(const nb_tensor *a, const nb_tensor *b) {
+    if (!a || !b || a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
 /* Gives the calling thread's cached structs and blocks to the shared pools
  * (at thread exit, nb_empty_cache and exit). */
 void nb__pool_thread_exit(void);
