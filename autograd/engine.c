@@ -36,7 +36,7 @@ nb_tensor *nb_record(nb_tensor *out, const nb_op *op, int ninputs, nb_tensor *co
     if (!out) return NULL;
     /* trace and anomaly mode (debug.c) see every op, with or without grad */
     if (op && nb__debugging() && !nb__debug_record(out, op, ninputs, inputs)) return NULL;
-    bool grad = nb_is_grad_enabled(), forward = nb__forward_on();
+    bool grad = !nb__grad_disabled, forward = nb__forward_on();
     if ((!grad && !forward) || !op) return out;
     /* In forward mode an input with a tangent makes a node too, grad mode
      * or not: its jvp rule needs the inputs and saved values (forward.c). */
@@ -278,8 +278,8 @@ static bool tangent_free(const nb_tensor *a, const nb_tensor *b) {
  * and returns a referenced result. */
 static nb_tensor *accumulate(nb_tensor *acc, nb_tensor *g, bool create_graph) {
     if (!create_graph && !acc->op && exclusive(acc) && tangent_free(acc, g)) {
-        float *pa = nb_data_mut(acc);
-        const float *pg = nb_data(g);
+        float *restrict pa = nb_data_mut(acc);
+        const float *restrict pg = nb_data(g);
         for (int64_t i = 0; i < acc->numel; i++) pa[i] += pg[i];
         return acc;
     }
@@ -435,6 +435,9 @@ static bool commit_grads(buffers *b, int64_t first, int64_t end, bool create_gra
         nb_tensor *node = b->nodes[k], *g = b->acc[k], *made = NULL;
         if (!g) continue;
         if (node->grad && accumulates_in_place(node->grad, create_graph)) continue;
+        /* the usual first backward of a leaf: the engine's own gradient
+         * becomes its .grad, nothing to make (the case of made = g below) */
+        if (!node->grad && !create_graph && exclusive(g) && !g->op) continue;
         nb_scope_begin();
         if (node->grad) made = sum2(node->grad, g);
         else if (!create_graph && !(exclusive(g) && !g->op)) {
@@ -459,9 +462,9 @@ static bool commit_grads(buffers *b, int64_t first, int64_t end, bool create_gra
         nb_tensor *node = b->nodes[k], *g = b->acc[k];
         if (!g || !node->grad || !accumulates_in_place(node->grad, create_graph)) continue;
         b->acc[k] = NULL;
-        float *pa = nb_data_mut(node->grad);
-        const float *pg = nb_data(g);
-        for (int64_t i = 0; i < g->numel; i++) pa[i] += pg[i];
+        float *restrict pa = nb_data_mut(node->grad);
+        const float *restrict pg = nb_data(g);
+        for (int64_t i = 0, n = g->numel; i < n; i++) pa[i] += pg[i];
         nb__tensor_decref(g);
     }
     for (int64_t k = first; k < end; k++) {
@@ -574,7 +577,7 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     for (int i = 0; ok && i < node->ninputs; i++) {
         nb_tensor *in = node->inputs[i];
         if (!in->requires_grad || !gin[i]) continue;
-        if (!nb_same_shape(gin[i], in)) {
+        if (!nb__same_shape(gin[i], in)) {
             char b1[NB_SHAPE_CHARS], b2[NB_SHAPE_CHARS];
             nb_set_error("%s: backward of '%s' returned a gradient of shape %s for input %d of "
                          "shape %s",
@@ -594,10 +597,11 @@ static bool backprop_node(nb_tensor *node, nb_tensor *g, const run *r) {
     nb_scope_end();
     if (gin != gin_inline) nb_free(gin);
     /* the edges to its inputs are spent (see nb__grad_final_here) */
-    for (int i = 0; fills_grads(r) && r->grads_when_ready && !r->create_graph && i < node->ninputs; i++) {
-        int64_t k = node->inputs[i]->requires_grad ? find(r->b, node->inputs[i]) : -1;
-        if (k >= 0) r->b->users[k]--;
-    }
+    if (fills_grads(r) && r->grads_when_ready && !r->create_graph)
+        for (int i = 0; i < node->ninputs; i++) {
+            int64_t k = node->inputs[i]->requires_grad ? find(r->b, node->inputs[i]) : -1;
+            if (k >= 0) r->b->users[k]--;
+        }
     return ok;
 }
 
@@ -616,6 +620,7 @@ bool nb__grad_final_here(const nb_tensor *leaf) {
 
 static int run_backward(run *r) {
     if (!check_outputs(r)) return -1;
+    const bool fills = fills_grads(r);
     buffers b = take_buffers();
     r->b = &b;
     int64_t n = topo_sort(&b, r->noutputs, r->outputs);
@@ -640,7 +645,7 @@ static int run_backward(run *r) {
      * enclosing computation, when a checkpoint recomputes a segment from
      * inside a backward) is sorted but neither run nor freed. The
      * post-order puts a node's inputs before it. */
-    for (int64_t i = 0; !fills_grads(r) && i < n; i++) {
+    for (int64_t i = 0; !fills && i < n; i++) {
         nb_tensor *node = b.nodes[b.order[i]];
         for (int j = 0; j < node->ninputs && !b.runs[b.order[i]]; j++) {
             int64_t c = node->inputs[j]->requires_grad ? find(&b, node->inputs[j]) : -1;
@@ -680,7 +685,7 @@ static int run_backward(run *r) {
         if (node->op) {
             /* a recomputed segment's gradient stops at the checkpoint's
              * inputs: the enclosing backward carries it on from them */
-            if (fills_grads(r) || (b.runs[k] && !(r->inner && b.capture[k] > 0)))
+            if (fills || (b.runs[k] && !(r->inner && b.capture[k] > 0)))
                 ok = backprop_node(node, g, r);
         } else if (nb__debugging())
             nb__debug_backward(node, g, NULL, 0, r->who); /* trace a leaf */
@@ -690,7 +695,7 @@ static int run_backward(run *r) {
         }
         bool post_hooks = !node->op && node->hooks && nb__has_post_hooks(node);
         if (ok && !node->op &&
-            ((fills_grads(r) && (post_hooks || r->grads_when_ready)) || b.capture[k] < 0)) {
+            ((fills && (post_hooks || r->grads_when_ready)) || b.capture[k] < 0)) {
             /* A leaf's gradient is final once the traversal reaches it:
              * one with post-accumulate-grad hooks (or every leaf, when
              * asked, or a leaf whose gradient a checkpoint's recomputation
@@ -700,13 +705,13 @@ static int run_backward(run *r) {
             ok = commit_grads(&b, k, k + 1, r->create_graph) && (!post_hooks || nb__run_post_hooks(node));
             continue;
         }
-        if (ok && fills_grads(r) && (!node->op || node->retains_grad)) {
+        if (ok && fills && (!node->op || node->retains_grad)) {
             b.acc[k] = g; /* for .grad, once every node has succeeded */
             continue;
         }
         nb__tensor_decref(g);
     }
-    if (ok && fills_grads(r)) ok = commit_grads(&b, 0, n, r->create_graph);
+    if (ok && fills) ok = commit_grads(&b, 0, n, r->create_graph);
 
     for (int64_t k = 0; k < n; k++)
         if (b.acc[k]) nb__tensor_decref(b.acc[k]);
@@ -733,7 +738,7 @@ static int run_backward(run *r) {
     if (ok && !r->retain_graph && !r->create_graph) {
         for (int64_t k = 0; k < n; k++) {
             nb_tensor *node = b.nodes[k];
-            if (!node->op || (!fills_grads(r) && !b.runs[k])) continue;
+            if (!node->op || (!fills && !b.runs[k])) continue;
             nb__forward_settle(node);
             nb__release_graph(node);
             node->graph_freed = true;

@@ -56,7 +56,11 @@ typedef struct level {
 
 static _Thread_local level lv;
 
-bool nb__forward_on(void) { return lv.open && lv.hidden == 0; }
+_Thread_local bool nb__forward_live;
+
+/* nb__forward_live (read by nb__forward_on, inline) follows lv: called
+ * after every change of lv.open or lv.hidden. */
+static void sync_live(void) { nb__forward_live = lv.open && lv.hidden == 0; }
 
 void nb__forward_thread_exit(void) {
     if (lv.open) return; /* nb_empty_cache called inside f: the list is in use */
@@ -81,6 +85,7 @@ static bool list(nb_tensor *t) {
 int nb__forward_set_hidden(int hidden) {
     int was = lv.hidden;
     lv.hidden = hidden;
+    sync_live();
     return was;
 }
 
@@ -118,6 +123,7 @@ static void run_rule(nb_tensor *t) {
         for (int i = 0; i < t->ninputs; i++) tin[i] = t->inputs[i]->tangent;
         uint64_t errors = nb_error_count();
         lv.hidden++;
+        sync_live();
         nb_scope_begin();
         nb_tensor *r = op->jvp(t, tin);
         bool ok = nb_error_count() == errors;
@@ -135,6 +141,7 @@ static void run_rule(nb_tensor *t) {
         }
         nb_scope_end();
         lv.hidden--;
+        sync_live();
         if (tin != inline_tangents) nb_free(tin);
     }
     /* A node made for forward mode alone has served its purpose. */
@@ -179,6 +186,7 @@ static void close_level(void) {
     for (int64_t i = 0; i < lv.count; i++) nb__tensor_decref(lv.listed[i]);
     lv.count = 0;
     lv.open = false;
+    sync_live();
 }
 
 /* The identity between a tensor and a new one sharing its values: the
@@ -231,6 +239,7 @@ int nb_jvp(nb_jvp_fn f, void *ctx, int ninputs, nb_tensor *const *inputs,
     uint64_t errors = nb_error_count();
     nb_scope_begin();
     lv.open = true;
+    sync_live();
     bool ok = true;
     for (int i = 0; i < ninputs; i++) {
         duals[i] = same(inputs[i]);

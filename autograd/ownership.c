@@ -21,7 +21,7 @@ typedef struct scope_stack {
 } scope_stack;
 
 static _Thread_local scope_stack scopes;
-static _Thread_local bool grad_disabled;
+_Thread_local bool nb__grad_disabled;
 
 /* The lists outlive each scope so that the next step reuses them; a thread
  * that exits gives them back through this key's destructor. */
@@ -77,15 +77,19 @@ void nb_scope_end(void) {
     scopes.depth--;
 }
 
+/* Doubles the list; false when out of memory. */
+static NB_NOINLINE bool scope_grow(void) {
+    int64_t cap = scopes.cap ? 2 * scopes.cap : 1024;
+    nb__thread_cache_used();
+    nb_tensor **items = nb_realloc(scopes.items, (size_t)cap * sizeof *items);
+    if (!items) return false;
+    scopes.items = items;
+    scopes.cap = cap;
+    return true;
+}
+
 static bool scope_push(nb_tensor *t) {
-    if (scopes.count == scopes.cap) {
-        int64_t cap = scopes.cap ? 2 * scopes.cap : 1024;
-        nb__thread_cache_used();
-        nb_tensor **items = nb_realloc(scopes.items, (size_t)cap * sizeof *items);
-        if (!items) return false;
-        scopes.items = items;
-        scopes.cap = cap;
-    }
+    if (scopes.count == scopes.cap && !scope_grow()) return false;
     t->scope_depth = scopes.depth;
     t->scope_slot = scopes.count;
     scopes.items[scopes.count++] = t;
@@ -213,9 +217,9 @@ void nb_disown(nb_tensor *t, const char *who) {
 }
 
 bool nb_set_grad_enabled(bool enabled) {
-    bool was = !grad_disabled;
-    grad_disabled = !enabled;
+    bool was = !nb__grad_disabled;
+    nb__grad_disabled = !enabled;
     return was;
 }
 
-bool nb_is_grad_enabled(void) { return !grad_disabled; }
+bool nb_is_grad_enabled(void) { return !nb__grad_disabled; }

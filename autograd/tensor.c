@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,9 +71,16 @@ static void register_cleanup_locked(void) {
 
 /* The class of a block of numel floats, or -1 when none is large enough. */
 static int size_class_of(int64_t numel) {
+#if defined(__GNUC__) || defined(__clang__)
+    /* the smallest c with 16 << c >= numel, from the bit length of numel - 1 */
+    if (numel <= 16) return 0;
+    int c = 64 - __builtin_clzll((unsigned long long)(numel - 1)) - 4;
+    return c < NB_SIZE_CLASSES ? c : -1;
+#else
     int c = 0;
     while (c < NB_SIZE_CLASSES - 1 && class_floats(c) < numel) c++;
     return class_floats(c) < numel ? -1 : c;
+#endif
 }
 
 /* A parked block of class c, or NULL. Under pool_lock. */
@@ -130,7 +138,10 @@ static nb_tensor *struct_take_locked(void) {
 static nb_tensor *struct_init(nb_tensor *t) {
     if (!t) t = nb_malloc(sizeof *t);
     if (!t) return NULL;
-    memset(t, 0, sizeof *t);
+    /* Every field but the trailing arrays, which are read only below counts
+     * zeroed here: clearing those too was a quarter of making a tensor. */
+    memset(t, 0, offsetof(nb_tensor, shape));
+    t->name[0] = '\0';
     t->magic = NB_TENSOR_LIVE;
     atomic_init(&t->refcount, 1);
     t->inputs = t->inputs_inline;
@@ -205,36 +216,53 @@ void nb__pool_thread_exit(void) {
     pthread_mutex_unlock(&pool_lock);
 }
 
+/* Takes a batch of structs past the quarantine; false when there is none. */
+static NB_NOINLINE bool struct_refill(void) {
+    pthread_mutex_lock(&pool_lock);
+    register_cleanup_locked();
+    nb_tensor *t;
+    while (local.nready < NB_LOCAL_BATCH && (t = struct_take_locked())) local.ready[local.nready++] = t;
+    pthread_mutex_unlock(&pool_lock);
+    if (local.nready == 0) return false;
+    local_used();
+    return true;
+}
+
 static nb_tensor *struct_take(void) {
-    if (local.nready == 0) {
-        pthread_mutex_lock(&pool_lock);
-        register_cleanup_locked();
-        nb_tensor *t;
-        while (local.nready < NB_LOCAL_BATCH && (t = struct_take_locked())) local.ready[local.nready++] = t;
-        pthread_mutex_unlock(&pool_lock);
-        if (local.nready == 0) return NULL;
-        local_used();
-    }
+    if (local.nready == 0 && !struct_refill()) return NULL;
     return local.ready[--local.nready];
+}
+
+static NB_NOINLINE void struct_flush(void) {
+    pthread_mutex_lock(&pool_lock);
+    queue_freed_locked();
+    pthread_mutex_unlock(&pool_lock);
 }
 
 static void struct_park(nb_tensor *t) {
     local_used();
     local.freed[local.nfreed++] = t;
-    if (local.nfreed == NB_LOCAL_BATCH) {
-        pthread_mutex_lock(&pool_lock);
-        queue_freed_locked();
-        pthread_mutex_unlock(&pool_lock);
-    }
+    if (local.nfreed == NB_LOCAL_BATCH) struct_flush();
 }
 
-static nb_storage *storage_take(int c) {
-    if (c < NB_LOCAL_CLASSES && local.nblocks[c] > 0) return local.blocks[c][--local.nblocks[c]];
+static NB_NOINLINE nb_storage *storage_take_shared(int c) {
     pthread_mutex_lock(&pool_lock);
     register_cleanup_locked();
     nb_storage *s = storage_take_locked(c);
     pthread_mutex_unlock(&pool_lock);
     return s;
+}
+
+static nb_storage *storage_take(int c) {
+    if (c < NB_LOCAL_CLASSES && local.nblocks[c] > 0) return local.blocks[c][--local.nblocks[c]];
+    return storage_take_shared(c);
+}
+
+static NB_NOINLINE void storage_park_shared(nb_storage *s) {
+    pthread_mutex_lock(&pool_lock);
+    s = storage_park_locked(s);
+    pthread_mutex_unlock(&pool_lock);
+    nb_free(s); /* the pool was full */
 }
 
 static void storage_park(nb_storage *s) {
@@ -244,10 +272,7 @@ static void storage_park(nb_storage *s) {
         local.blocks[c][local.nblocks[c]++] = s;
         return;
     }
-    pthread_mutex_lock(&pool_lock);
-    s = storage_park_locked(s);
-    pthread_mutex_unlock(&pool_lock);
-    nb_free(s); /* the pool was full */
+    storage_park_shared(s);
 }
 
 static nb_tensor *tensor_struct_new(void) { return struct_init(struct_take()); }
@@ -294,7 +319,10 @@ bool nb__check_shape(const char *who, int ndim, const int64_t *shape, int64_t *n
 
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who) {
     int64_t numel;
-    if (!nb__check_shape(who, ndim, shape, &numel)) return NULL;
+    /* the valid case inline; nb__check_shape again for the message */
+    bool valid = ndim >= 0 && ndim <= NB_MAX_DIMS && (ndim == 0 || shape) &&
+                 nb__shape_numel(ndim, shape, &numel);
+    if (!valid && !nb__check_shape(who, ndim, shape, &numel)) return NULL;
     int c = size_class_of(numel);
     nb_tensor *t = NULL;
     nb_storage *s = NULL;
@@ -364,14 +392,11 @@ void nb__release_graph(nb_tensor *t) {
  * turn. A long chain (100,000 ops) would recurse that deep, so the frees run
  * from an explicit work list instead. A tensor that survives losing a
  * reference, with no owner left and a .grad that is a graph, may be held
- * only by that graph: cycles.c checks. */
-void nb__tensor_decref(nb_tensor *t) {
-    if (!t) return;
-    bool may_cycle = nb__may_hold_cycle(t);
-    if (atomic_fetch_sub(&t->refcount, 1) != 1) {
-        if (may_cycle) nb__collect_cycle(t);
-        return;
-    }
+ * only by that graph: cycles.c checks. The frees are a function apart from
+ * nb__tensor_decref (NB_NOINLINE), so that the more common drop of a
+ * reference that is not the last pays none of their setup. */
+static NB_NOINLINE void free_chain(nb_tensor *t) {
+    bool may_cycle;
     nb_tensor *work = t;
     t->next_free = NULL;
     while (work) {
@@ -401,6 +426,16 @@ void nb__tensor_decref(nb_tensor *t) {
         cur->next_free = NULL;
         struct_park(cur);
     }
+}
+
+void nb__tensor_decref(nb_tensor *t) {
+    if (!t) return;
+    bool may_cycle = nb__may_hold_cycle(t);
+    if (atomic_fetch_sub(&t->refcount, 1) != 1) {
+        if (may_cycle) nb__collect_cycle(t);
+        return;
+    }
+    free_chain(t);
 }
 
 /* ---- creation ---------------------------------------------------------------- */
@@ -540,12 +575,7 @@ int nb_set_item(nb_tensor *t, int64_t index, float value) {
     return 0;
 }
 
-bool nb_same_shape(const nb_tensor *a, const nb_tensor *b) {
-    if (!a || !b || a->ndim != b->ndim) return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i]) return false;
-    return true;
-}
+bool nb_same_shape(const nb_tensor *a, const nb_tensor *b) { return nb__same_shape(a, b); }
 
 nb_tensor *nb_set_name(nb_tensor *t, const char *name) {
     if (!t) return NULL;

@@ -19,6 +19,15 @@
 
 #define NB_INLINE_INPUTS 4
 
+/* For the slow paths of the functions every tensor goes through (a lock
+ * taken, a list grown, a chain of tensors freed), kept out of line so that
+ * the fast paths pay none of their setup. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NB_NOINLINE __attribute__((noinline))
+#else
+#define NB_NOINLINE
+#endif
+
 typedef struct nb_storage {
     atomic_int refcount;
     uint64_t version;  /* bumped by every write through nb_data_mut */
@@ -35,7 +44,6 @@ typedef struct nb_storage {
 struct nb_tensor {
     uint32_t magic;
     int ndim;
-    int64_t shape[NB_MAX_DIMS];
     int64_t numel;
     nb_storage *storage;
     atomic_int refcount;
@@ -58,11 +66,8 @@ struct nb_tensor {
     bool is_grad;      /* has been stored as some tensor's .grad (cycles.c) */
     const nb_op *op;   /* NULL for leaves */
     int ninputs;
-    nb_tensor **inputs; /* inputs_inline or a heap array, strong refs */
-    nb_tensor *inputs_inline[NB_INLINE_INPUTS];
+    nb_tensor **inputs; /* inputs_inline (below) or a heap array, strong refs */
     int nsaved;
-    nb_tensor *saved[NB_MAX_SAVED]; /* strong refs, except a saved self */
-    uint64_t saved_version[NB_MAX_SAVED];
     double attrs[NB_MAX_ATTRS];
 
     /* forward mode (forward.c): the tangent, owned (one reference), or a
@@ -70,7 +75,6 @@ struct nb_tensor {
     nb_tensor *tangent;
     bool tangent_pending;
 
-    char name[32];
     nb_tensor *next_free;
 
     /* debug.c: gradient hooks (NULL: none, the usual case), and where the
@@ -79,10 +83,28 @@ struct nb_tensor {
     const char *where_function; /* the function the user called, or NULL */
     const char *where_file;
     int where_line;
+
+    /* The arrays, last: a new tensor is zeroed only up to here (see
+     * struct_init in tensor.c), since each is read only below a count set
+     * with it: shape below ndim, inputs_inline below ninputs, saved and
+     * saved_version below nsaved, name up to its terminator. */
+    int64_t shape[NB_MAX_DIMS];
+    nb_tensor *inputs_inline[NB_INLINE_INPUTS];
+    nb_tensor *saved[NB_MAX_SAVED]; /* strong refs, except a saved self */
+    uint64_t saved_version[NB_MAX_SAVED];
+    char name[32];
 };
 
 /* tensor.c */
 nb_tensor *nb__tensor_new(int ndim, const int64_t *shape, const char *who);
+/* nb_same_shape, inline for the engine's check of every gradient a
+ * formula returns */
+static inline bool nb__same_shape(const nb_tensor *a, const nb_tensor *b) {
+    if (!a || !b || a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
 /* Gives the calling thread's cached structs and blocks to the shared pools
  * (at thread exit, nb_empty_cache and exit). */
 void nb__pool_thread_exit(void);
@@ -108,11 +130,32 @@ typedef struct nb__tensor_map {
     int64_t *vals;
     int64_t cap; /* a power of two, more than twice the entries */
 } nb__tensor_map;
-int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t); /* -1: absent */
-void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index);
+/* Lookups and insertions are here, inline: a backward makes a few of each
+ * per node, and the calls cost more than the probes. */
+static inline size_t nb__map_slot(const nb_tensor *t, int64_t cap) {
+    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
+    return (size_t)((h ^ (h >> 31)) & (uint64_t)(cap - 1));
+}
+static inline int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t) { /* -1: absent */
+    if (!m->keys) return -1;
+    for (size_t i = nb__map_slot(t, m->cap);; i = (i + 1) & (size_t)(m->cap - 1)) {
+        if (!m->keys[i]) return -1;
+        if (m->keys[i] == t) return m->vals[i];
+    }
+}
+static inline void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index) {
+    size_t i = nb__map_slot(t, m->cap);
+    while (m->keys[i]) i = (i + 1) & (size_t)(m->cap - 1);
+    m->keys[i] = t;
+    m->vals[i] = index;
+}
 /* Makes room for entry count + 1: a table too small grows (first_cap at
  * first) and takes tensors[0 .. count) again. False when out of memory. */
-bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap);
+bool nb__map_grow(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap);
+static inline bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count,
+                                   int64_t first_cap) {
+    return 2 * (count + 1) < m->cap || nb__map_grow(m, tensors, count, first_cap);
+}
 /* No entries, memory kept. tensors[0 .. count) are the entries, in the order
  * they were put (as nb__map_reserve takes them back). */
 void nb__map_clear(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count);
@@ -121,6 +164,9 @@ void nb__map_free(nb__tensor_map *m);
 bool nb__grow(void **p, int64_t n, size_t size);
 
 /* ownership.c */
+/* Grad mode off on this thread (nb_set_grad_enabled); read inline by
+ * nb_record, which every op calls. */
+extern _Thread_local bool nb__grad_disabled;
 /* New tensor: given to the innermost open scope, or to the caller when none is
  * open. False when the scope's list cannot grow: the caller frees t and fails. */
 bool nb__scope_adopt(nb_tensor *t);
@@ -150,7 +196,8 @@ int nb__segment_grad(nb_tensor *y, nb_tensor *gy, int ninputs, nb_tensor *const 
  * running its pending rule first; marks a node just recorded as owing a
  * tangent (false when out of memory); runs the pending rule of a node whose
  * graph is about to be released by backward. */
-bool nb__forward_on(void);
+extern _Thread_local bool nb__forward_live;
+static inline bool nb__forward_on(void) { return nb__forward_live; }
 bool nb__has_tangent(nb_tensor *t);
 bool nb__forward_mark(nb_tensor *t);
 void nb__forward_settle(nb_tensor *t);

@@ -9,28 +9,8 @@
 
 #include <string.h>
 
-static size_t slot_of(const nb_tensor *t, int64_t cap) {
-    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL;
-    return (size_t)((h ^ (h >> 31)) & (uint64_t)(cap - 1));
-}
-
-int64_t nb__map_find(const nb__tensor_map *m, const nb_tensor *t) {
-    if (!m->keys) return -1;
-    for (size_t i = slot_of(t, m->cap);; i = (i + 1) & (size_t)(m->cap - 1)) {
-        if (!m->keys[i]) return -1;
-        if (m->keys[i] == t) return m->vals[i];
-    }
-}
-
-void nb__map_put(nb__tensor_map *m, nb_tensor *t, int64_t index) {
-    size_t i = slot_of(t, m->cap);
-    while (m->keys[i]) i = (i + 1) & (size_t)(m->cap - 1);
-    m->keys[i] = t;
-    m->vals[i] = index;
-}
-
-bool nb__map_reserve(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap) {
-    if (2 * (count + 1) < m->cap) return true;
+/* The table is too small for one more entry (nb__map_reserve). */
+bool nb__map_grow(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count, int64_t first_cap) {
     int64_t cap = m->cap ? 2 * m->cap : first_cap;
     nb_tensor **keys = nb_calloc((size_t)cap, sizeof *keys);
     int64_t *vals = nb_malloc((size_t)cap * sizeof *vals);
@@ -61,7 +41,7 @@ void nb__map_clear(nb__tensor_map *m, nb_tensor *const *tensors, int64_t count) 
     }
     size_t mask = (size_t)(m->cap - 1);
     for (int64_t k = count - 1; k >= 0; k--) {
-        size_t i = slot_of(tensors[k], m->cap);
+        size_t i = nb__map_slot(tensors[k], m->cap);
         while (m->keys[i] && m->keys[i] != tensors[k]) i = (i + 1) & mask;
         m->keys[i] = NULL;
     }

@@ -429,6 +429,10 @@ static nb_tensor *take_rows(nb_tensor *t, const int64_t *idx, int64_t n) {
     int64_t row = nb_numel(t) / (nb_dim(t, 0) ? nb_dim(t, 0) : 1);
     const float *src = nb_data(t);
     float *dst = nb_data_mut(out);
+    if (row == 1) { /* a column of targets: one float a row, not a call */
+        for (int64_t i = 0; i < n; i++) dst[i] = src[idx[i]];
+        return out;
+    }
     for (int64_t i = 0; i < n; i++) memcpy(dst + i * row, src + idx[i] * row, sizeof(float) * (size_t)row);
     return out;
 }
@@ -872,7 +876,8 @@ static nb_history *fit_batches(const char *who, nb_model *model, const nb_fit_op
             float value = computed ? nb_item(loss) : NAN;
             /* Why training cannot go on, if it cannot: the steps made so far
              * stand, the history keeps them and says where and why it ended. */
-            char why[512] = "";
+            char why[512];
+            why[0] = '\0'; /* only a string: clearing all of it cost as much as a small op */
             if (computed && !isfinite(value))
                 snprintf(why, sizeof why, "%s: loss is %s", who, isnan(value) ? "nan" : "infinite");
             else if (!computed) /* "nb_model_fit: the loss 'x' failed: ..." */

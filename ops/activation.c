@@ -92,24 +92,38 @@ typedef struct relu_job {
     float *out;
 } relu_job;
 
+/* The pointers are copied into restrict locals: read through the job, the
+ * compiler must assume that each store to out may change x and g, and the
+ * loops stayed scalar, reloading all three every element. */
 static void relu_items(void *ctx, int64_t begin, int64_t end) {
     const relu_job *j = ctx;
+    const float *restrict x = j->x;
+    float *restrict out = j->out;
     for (int64_t i = begin; i < end; i++) {
-        float v = j->x[i];
-        j->out[i] = v <= 0 ? 0.0f : v;
+        float v = x[i];
+        out[i] = v <= 0 ? 0.0f : v;
     }
 }
 
 static void relu_grad_items(void *ctx, int64_t begin, int64_t end) {
     const relu_job *j = ctx;
+    const float *restrict y = j->x, *restrict g = j->g;
+    float *restrict out = j->out;
     /* a bit mask rather than a branch: signs at random would mispredict it
      * half the time, and the mask vectorises */
     for (int64_t i = begin; i < end; i++) {
-        uint32_t bits, keep = -(uint32_t)!(j->x[i] <= 0);
-        memcpy(&bits, j->g + i, 4);
+        uint32_t bits, keep = -(uint32_t)!(y[i] <= 0);
+        memcpy(&bits, g + i, 4);
         bits &= keep;
-        memcpy(j->out + i, &bits, 4);
+        memcpy(out + i, &bits, 4);
     }
+}
+
+/* A pass short enough to be one range runs here, without the pool's
+ * bookkeeping: a dense layer's activations are a few hundred elements. */
+static void relu_run(int64_t n, nb_parallel_fn fn, relu_job *job) {
+    if (n < 2 * RELU_GRAIN) fn(job, 0, n);
+    else nb_parallel_for(n, RELU_GRAIN, fn, job);
 }
 
 static nb_tensor *relu_grad(nb_tensor *y, nb_tensor *g) {
@@ -117,7 +131,7 @@ static nb_tensor *relu_grad(nb_tensor *y, nb_tensor *g) {
     nb_tensor *out = nb_empty_like(g);
     if (!out) return NULL;
     relu_job job = {nb_data(y), nb_data(g), nb_data_mut(out)};
-    nb_parallel_for(nb_numel(g), RELU_GRAIN, relu_grad_items, &job);
+    relu_run(nb_numel(g), relu_grad_items, &job);
     out = nb_record(out, &relu_grad_op, 1, &g);
     nb_save(out, y);
     return out;
@@ -133,7 +147,7 @@ nb_tensor *nb_relu(nb_tensor *x) {
     nb_tensor *y = nb_empty_like(x);
     if (!y) return NULL;
     relu_job job = {nb_data(x), NULL, nb_data_mut(y)};
-    nb_parallel_for(nb_numel(x), RELU_GRAIN, relu_items, &job);
+    relu_run(nb_numel(x), relu_items, &job);
     y = nb_record(y, &relu_op, 1, &x);
     nb_save(y, y);
     return y;

@@ -989,8 +989,40 @@ static bool gemm_blocked(nb_gemm_job *job, float *stack) {
 /* x·y over k, strided, in eight interleaved partial sums combined in a fixed
  * order. The contiguous case is a separate loop only so that it vectorises;
  * it performs exactly the same operations. */
+/* The tail (fewer than eight terms) is a block of products padded with
+ * zeros, added like a full block: the padding adds +0 to its partial sums,
+ * which changes none of them (a partial sum starts at +0 and so is never
+ * -0, the one value that adding +0 would change), and the sums stay in
+ * vector registers where a loop over the tail indexed them one at a time
+ * through memory. */
 static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
                  int64_t k) {
+#if defined(__SSE2__)
+    if (sx == 1 && sy == 1) {
+        /* The same sums written for SSE: partial sums 0-3 in s0, 4-7 in
+         * s1, each added a product (rounded first, never fused), then the
+         * tree ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)). */
+        __m128 s0 = _mm_setzero_ps(), s1 = s0;
+        int64_t p = 0;
+        for (; p + 8 <= k; p += 8) {
+            s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(x + p), _mm_loadu_ps(y + p)));
+            s1 = _mm_add_ps(s1, _mm_mul_ps(_mm_loadu_ps(x + p + 4), _mm_loadu_ps(y + p + 4)));
+        }
+        if (p < k) {
+            float prod[8] = {0};
+            for (int l = 0; p + l < k; l++)
+                prod[l] = x[p + l] * y[p + l];
+            s0 = _mm_add_ps(s0, _mm_loadu_ps(prod));
+            s1 = _mm_add_ps(s1, _mm_loadu_ps(prod + 4));
+        }
+        /* lane 0 of each: (s0 + s1) + (s2 + s3), and likewise for s1 */
+        s0 = _mm_add_ps(s0, _mm_shuffle_ps(s0, s0, _MM_SHUFFLE(2, 3, 0, 1)));
+        s1 = _mm_add_ps(s1, _mm_shuffle_ps(s1, s1, _MM_SHUFFLE(2, 3, 0, 1)));
+        s0 = _mm_add_ss(s0, _mm_movehl_ps(s0, s0));
+        s1 = _mm_add_ss(s1, _mm_movehl_ps(s1, s1));
+        return _mm_cvtss_f32(_mm_add_ss(s0, s1));
+    }
+#endif
     float s[8] = {0};
     int64_t p = 0;
     if (sx == 1 && sy == 1) {
@@ -1002,22 +1034,36 @@ static float dot(const float *x, int64_t sx, const float *y, int64_t sy,
             for (int l = 0; l < 8; l++)
                 s[l] += x[(p + l) * sx] * y[(p + l) * sy];
     }
-    for (int l = 0; p < k; p++, l++)
-        s[l] += x[p * sx] * y[p * sy];
+    if (p < k) {
+        float prod[8] = {0};
+        for (int l = 0; p + l < k; l++)
+            prod[l] = x[(p + l) * sx] * y[(p + l) * sy];
+        for (int l = 0; l < 8; l++)
+            s[l] += prod[l];
+    }
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
+
+/* Floats of A that gemm_direct reads in blocks of columns rather than a
+ * row at a time: while they stay in cache. */
+#define NB_DIRECT_IN_CACHE ((int64_t)16384)
 
 static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
                         int64_t k, const float *a, int64_t lda, const float *b,
                         int64_t ldb, float beta, float *c, int64_t ldc) {
-    for (int64_t i = 0; i < m; i++) {
-        float *restrict ci = c + i * ldc;
-        if (beta == 0.0f) {
-            for (int64_t j = 0; j < n; j++)
-                ci[j] = 0.0f;
-        } else if (beta != 1.0f) {
-            for (int64_t j = 0; j < n; j++)
-                ci[j] *= beta;
+    if (beta == 0.0f && ldc == n) {
+        /* contiguous: one pass, not a call per row (a column is m rows of one) */
+        memset(c, 0, sizeof(float) * (size_t)(m * n));
+    } else {
+        for (int64_t i = 0; i < m; i++) {
+            float *restrict ci = c + i * ldc;
+            if (beta == 0.0f) {
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] = 0.0f;
+            } else if (beta != 1.0f) {
+                for (int64_t j = 0; j < n; j++)
+                    ci[j] *= beta;
+            }
         }
     }
     if (k == 0)
@@ -1026,9 +1072,36 @@ static void gemm_direct(bool trans_a, bool trans_b, int64_t m, int64_t n,
      * likewise op(B) down a column (over k) and along a row (over n). */
     int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
     int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
-    if (trans_a && n == 1) {
+    if (trans_a && n == 1 && ldc == 1 && m * k <= NB_DIRECT_IN_CACHE) {
         /* C column += A row p · b(p): A is stored [k,m], so this reads it
-         * contiguously where a dot product per element would stride. */
+         * contiguously where a dot product per element would stride. While
+         * A is small, eight elements of C at a time stay in registers over
+         * the whole depth (each still summed in p order), then the rest one
+         * by one; a large A is read once, by the loop below, as the blocks
+         * would read it from memory twice. */
+        int64_t i0 = 0;
+        for (; i0 + 8 <= m; i0 += 8) {
+            float acc[8];
+            for (int l = 0; l < 8; l++)
+                acc[l] = c[i0 + l];
+            for (int64_t p = 0; p < k; p++) {
+                float bp = b[p * b_k];
+                const float *restrict ap = a + p * lda + i0;
+                for (int l = 0; l < 8; l++)
+                    acc[l] += ap[l] * bp;
+            }
+            for (int l = 0; l < 8; l++)
+                c[i0 + l] = acc[l];
+        }
+        for (int64_t i = i0; i < m; i++) {
+            float acc = c[i];
+            for (int64_t p = 0; p < k; p++)
+                acc += a[p * lda + i] * b[p * b_k];
+            c[i] = acc;
+        }
+        return;
+    }
+    if (trans_a && n == 1) { /* the same a row of A at a time */
         for (int64_t p = 0; p < k; p++) {
             float bp = b[p * b_k];
             const float *restrict ap = a + p * lda;
@@ -1116,19 +1189,41 @@ static void gemm_small_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, i
 }
 
 #if NB_GEMM_X86
+/* Writes the accumulators of one row of C (columns l and 8 + l, lanes of
+ * mask0 and mask1) as store_edge writes a tile, with the same roundings:
+ * stored, added to C, or added to beta·C (a product, then a sum, never
+ * fused). The masked loads and stores touch only the valid columns. */
+__attribute__((target("avx2,fma")))
+static inline void small_row_store(float *ci, __m256i mask0, __m256i mask1, __m256 c0, __m256 c1,
+                                   int mode, __m256 vbeta) {
+    if (mode == NB_ADD) {
+        c0 = _mm256_add_ps(_mm256_maskload_ps(ci, mask0), c0);
+        c1 = _mm256_add_ps(_mm256_maskload_ps(ci + 8, mask1), c1);
+    } else if (mode == NB_SCALE) {
+        c0 = _mm256_add_ps(_mm256_mul_ps(vbeta, _mm256_maskload_ps(ci, mask0)), c0);
+        c1 = _mm256_add_ps(_mm256_mul_ps(vbeta, _mm256_maskload_ps(ci + 8, mask1)), c1);
+    }
+    _mm256_maskstore_ps(ci, mask0, c0);
+    _mm256_maskstore_ps(ci + 8, mask1, c1);
+}
+
 /* For the AVX2 and AVX-512 kernels, which both fuse. Each row of C is
  * summed sixteen columns at a time in two vector accumulators, whatever n
  * is; only the valid columns are written back. Rows of B are read in place
  * through masked loads (zeros beyond the valid columns); a transposed B is
- * first copied into a zero-padded block of sixteen columns. */
+ * first copied into a zero-padded block of sixteen columns. Rows of C go
+ * four at a time (then a pair, then one), sharing each load of B; each
+ * element is still its own chain of fused multiply-adds from zero in k
+ * order. */
 __attribute__((target("avx2,fma")))
 static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                              const float *a, int64_t lda, const float *b, int64_t ldb,
                              float beta, float *c, int64_t ldc) {
     int64_t a_k = trans_a ? lda : 1, a_m = trans_a ? 1 : lda;
     int64_t b_k = trans_b ? 1 : ldb, b_n = trans_b ? ldb : 1;
+    int mode = store_mode(beta);
+    __m256 vbeta = _mm256_set1_ps(beta);
     _Alignas(32) float bpad[NB_KC_MAX * 16];
-    _Alignas(32) float acc[16];
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         int64_t w = n - j0 < 16 ? n - j0 : 16;
         /* Lane l of mask0 (mask1) is on when column l (8 + l) is valid. */
@@ -1149,7 +1244,45 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
             bs = bpad;
             bstride = 16;
         }
-        for (int64_t i = 0; i < m; i++) {
+        int64_t i = 0;
+        for (; i + 4 <= m; i += 4) {
+            const float *ai = a + i * a_m, *ai1 = ai + a_m, *ai2 = ai1 + a_m, *ai3 = ai2 + a_m;
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0, e0 = c0, e1 = c0, f0 = c0, f1 = c0;
+            for (int64_t p = 0; p < k; p++) {
+                const float *bp = bs + p * bstride;
+                __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
+                __m256 av = _mm256_set1_ps(ai[p * a_k]), av1 = _mm256_set1_ps(ai1[p * a_k]);
+                c0 = _mm256_fmadd_ps(av, b0, c0);
+                c1 = _mm256_fmadd_ps(av, b1, c1);
+                d0 = _mm256_fmadd_ps(av1, b0, d0);
+                d1 = _mm256_fmadd_ps(av1, b1, d1);
+                __m256 av2 = _mm256_set1_ps(ai2[p * a_k]), av3 = _mm256_set1_ps(ai3[p * a_k]);
+                e0 = _mm256_fmadd_ps(av2, b0, e0);
+                e1 = _mm256_fmadd_ps(av2, b1, e1);
+                f0 = _mm256_fmadd_ps(av3, b0, f0);
+                f1 = _mm256_fmadd_ps(av3, b1, f1);
+            }
+            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
+            small_row_store(c + (i + 1) * ldc + j0, mask0, mask1, d0, d1, mode, vbeta);
+            small_row_store(c + (i + 2) * ldc + j0, mask0, mask1, e0, e1, mode, vbeta);
+            small_row_store(c + (i + 3) * ldc + j0, mask0, mask1, f0, f1, mode, vbeta);
+        }
+        for (; i + 2 <= m; i += 2) {
+            const float *ai = a + i * a_m, *ai1 = ai + a_m;
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0;
+            for (int64_t p = 0; p < k; p++) {
+                const float *bp = bs + p * bstride;
+                __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
+                __m256 av = _mm256_set1_ps(ai[p * a_k]), av1 = _mm256_set1_ps(ai1[p * a_k]);
+                c0 = _mm256_fmadd_ps(av, b0, c0);
+                c1 = _mm256_fmadd_ps(av, b1, c1);
+                d0 = _mm256_fmadd_ps(av1, b0, d0);
+                d1 = _mm256_fmadd_ps(av1, b1, d1);
+            }
+            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
+            small_row_store(c + (i + 1) * ldc + j0, mask0, mask1, d0, d1, mode, vbeta);
+        }
+        for (; i < m; i++) {
             const float *ai = a + i * a_m;
             __m256 c0 = _mm256_setzero_ps(), c1 = c0;
             for (int64_t p = 0; p < k; p++) {
@@ -1158,9 +1291,7 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
                 c0 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp, mask0), c0);
                 c1 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp + 8, mask1), c1);
             }
-            _mm256_store_ps(acc, c0);
-            _mm256_store_ps(acc + 8, c1);
-            store_edge(acc, 16, 1, w, c + i * ldc + j0, ldc, store_mode(beta), beta);
+            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
         }
     }
 }
@@ -1227,7 +1358,12 @@ void nb_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0)
         return;
-    if (k <= 0 || m == 1 || n == 1 || volume_at_most(m, n, k, NB_GEMM_TINY)) {
+    /* An outer product (k = 1, as in the backward of a layer with one
+     * output) goes to the small loops even when tiny: they write a row of
+     * C in one vector pass where gemm_direct loops over it, and give the
+     * same bits (0 + a·b from the kernels, a·b + 0 from gemm_direct). */
+    bool outer = k == 1 && m > 1 && n > 1;
+    if (k <= 0 || m == 1 || n == 1 || (!outer && volume_at_most(m, n, k, NB_GEMM_TINY))) {
         gemm_direct(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
         return;
     }

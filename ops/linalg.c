@@ -270,14 +270,16 @@ static const nb_op matmul_op = {"matmul", matmul_backward, matmul_jvp};
 
 static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
     if (!a || !b) return NULL;
-    int na = nb_ndim(a), nbd = nb_ndim(b), nd;
+    int na = nb_ndim(a), nbd = nb_ndim(b), nd = 0;
     int64_t bshape[NB_MAX_DIMS];
-    if (na < 2 || nbd < 2 || !batch_shape(a, b, &nd, bshape)) {
+    /* two matrices (the usual case) have no batch axes to broadcast */
+    if (na < 2 || nbd < 2 || ((na > 2 || nbd > 2) && !batch_shape(a, b, &nd, bshape))) {
         nb_set_error("nb_matmul: cannot multiply %s by %s", SHAPE(a), SHAPE(b));
         return NULL;
     }
-    int64_t m = nb_shape(a)[na - (ta ? 1 : 2)], k = nb_shape(a)[na - (ta ? 2 : 1)];
-    int64_t kb = nb_shape(b)[nbd - (tb ? 1 : 2)], n = nb_shape(b)[nbd - (tb ? 2 : 1)];
+    const int64_t *sa = nb_shape(a), *sb = nb_shape(b);
+    int64_t m = sa[na - (ta ? 1 : 2)], k = sa[na - (ta ? 2 : 1)];
+    int64_t kb = sb[nbd - (tb ? 1 : 2)], n = sb[nbd - (tb ? 2 : 1)];
     if (k != kb) {
         nb_set_error("nb_matmul: cannot multiply %s by %s: inner dimensions %lld and %lld differ",
                      SHAPE(a), SHAPE(b), (long long)k, (long long)kb);
@@ -302,9 +304,21 @@ static nb_tensor *mm(nb_tensor *a, nb_tensor *b, bool ta, bool tb) {
     if (nb_numel(out) > 0 && k == 0) {
         memset(c, 0, sizeof(float) * (size_t)nb_numel(out));
     } else if (nb_numel(out) > 0) {
-        mm_job job = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k,
-                      .a = nb_data(a), .b = nb_data(b), .c = c, .nd = nd};
-        if (!ta && batch_numel(b) == 1) {
+        /* not an initializer: that would clear the batch arrays, which
+         * are read only below nd */
+        mm_job job;
+        job.ta = ta;
+        job.tb = tb;
+        job.m = m;
+        job.n = n;
+        job.k = k;
+        job.a = nb_data(a);
+        job.b = nb_data(b);
+        job.c = c;
+        job.nd = nd;
+        if (nd == 0) {
+            /* two matrices: no batch to walk */
+        } else if (!ta && batch_numel(b) == 1) {
             /* one B for every A: the stack of A is one tall matrix */
             job.m = m * nbatch;
             job.nd = 0;
@@ -409,25 +423,30 @@ nb_tensor *nb_matmul_t(nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b) {
  * seen as rows [M, out] and x as [M, in]:
  *   x: g·wᵀ       w: xᵀ·g       b: sum of g over the rows
  * each a recorded op, so it differentiates again. */
+#define LINEAR_MAP_FILL 4096 /* floats: the largest copy of bias rows */
+
 /* t seen as rows [m, n]: t itself when it already is (the usual dense
  * layer), which spares a view per use. */
 static nb_tensor *as_rows(nb_tensor *t, int64_t m, int64_t n) {
-    if (nb_ndim(t) == 2 && nb_dim(t, 0) == m && nb_dim(t, 1) == n) return t;
+    if (nb_ndim(t) == 2 && nb_shape(t)[0] == m && nb_shape(t)[1] == n) return t;
     return nb_reshape(t, NB_SHAPE(m, n));
 }
 
 static void linear_map_backward(nb_tensor *y, nb_tensor *g, nb_tensor **gx) {
     nb_tensor *x = nb_saved(y, 0), *w = nb_saved(y, 1);
-    int64_t in = nb_dim(w, 0), out = nb_dim(w, 1);
+    /* w is the [in, out] matrix the forward checked: its sizes are read
+     * directly, without nb_dim's checks */
+    int64_t in = w ? nb_shape(w)[0] : 0, out = w ? nb_shape(w)[1] : 0;
     int64_t m = 1; /* the rows: every axis of g but the last */
     for (int d = 0; d < nb_ndim(g) - 1; d++) m *= nb_shape(g)[d];
     nb_tensor *rows = as_rows(g, m, out);
+    /* mm, the matmul op itself: the operands are matrices of matching
+     * sizes by construction, which nb_matmul_t would check again */
     if (nb_needs_input_grad(y, 0)) {
-        nb_tensor *gr = nb_matmul_t(rows, w, false, true);
+        nb_tensor *gr = mm(rows, w, false, true);
         gx[0] = gr && nb_ndim(x) == 2 ? gr : nb_reshape(gr, nb_ndim(x), nb_shape(x));
     }
-    if (nb_needs_input_grad(y, 1))
-        gx[1] = nb_matmul_t(as_rows(x, m, in), rows, true, false);
+    if (nb_needs_input_grad(y, 1)) gx[1] = mm(as_rows(x, m, in), rows, true, false);
     if (nb_num_inputs(y) > 2 && nb_needs_input_grad(y, 2)) gx[2] = nb_sum_to(g, NB_SHAPE(out));
 }
 /* Forward mode: d(x·w + b) = dx·w + x·dw + db, each product a linear_map. */
@@ -445,14 +464,16 @@ static const nb_op linear_map_op = {"linear_map", linear_map_backward, linear_ma
 nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
     if (!x || !w) return NULL;
     int nd = nb_ndim(x);
-    if (nd < 1 || nb_ndim(w) != 2 || nb_dim(x, -1) != nb_dim(w, 0) ||
-        (b && (nb_ndim(b) != 1 || nb_dim(b, 0) != nb_dim(w, 1)))) {
+    /* each shape read only once its number of axes is known */
+    const int64_t *sx = nb_shape(x), *sw = nb_shape(w);
+    if (nd < 1 || nb_ndim(w) != 2 || sx[nd - 1] != sw[0] ||
+        (b && (nb_ndim(b) != 1 || nb_shape(b)[0] != sw[1]))) {
         nb_set_error("nb_linear_map: x %s, w %s, b %s: expected x [..., in], w [in, out] and b [out]",
                      SHAPE(x), SHAPE(w), b ? SHAPE(b) : "NULL");
         return NULL;
     }
-    int64_t in = nb_dim(w, 0), out = nb_dim(w, 1), rows = in ? nb_numel(x) / in : 0, shape[NB_MAX_DIMS];
-    memcpy(shape, nb_shape(x), sizeof(int64_t) * (size_t)nd);
+    int64_t in = sw[0], out = sw[1], rows = in ? nb_numel(x) / in : 0, shape[NB_MAX_DIMS];
+    memcpy(shape, sx, sizeof(int64_t) * (size_t)nd);
     shape[nd - 1] = out;
     if (in == 0) { /* no rows to read: the product is 0, the size comes from x's shape */
         rows = 1;
@@ -461,9 +482,21 @@ nb_tensor *nb_linear_map(nb_tensor *x, nb_tensor *w, nb_tensor *b) {
     nb_tensor *y = nb__empty_for("nb_linear_map", nd, shape);
     if (!y) return NULL;
     float *c = nb_data_mut(y);
-    for (int64_t r = 0; r < rows; r++) {
-        if (b) memcpy(c + r * out, nb_data(b), sizeof(float) * (size_t)out);
-        else memset(c + r * out, 0, sizeof(float) * (size_t)out);
+    if (b && rows > 0) {
+        /* the bias into the first row, then the rows made so far copied
+         * after themselves: a few copies of growing size instead of a call
+         * per row; the copies stop growing at LINEAR_MAP_FILL floats, so
+         * that their source stays in the first-level cache */
+        memcpy(c, nb_data(b), sizeof(float) * (size_t)out);
+        int64_t most = out > 0 && out < LINEAR_MAP_FILL ? LINEAR_MAP_FILL / out : 1;
+        for (int64_t done = 1; done < rows;) {
+            int64_t n = done < rows - done ? done : rows - done;
+            if (n > most) n = most;
+            memcpy(c + done * out, c, sizeof(float) * (size_t)(n * out));
+            done += n;
+        }
+    } else if (rows > 0) {
+        memset(c, 0, sizeof(float) * (size_t)(rows * out));
     }
     if (rows > 0 && out > 0 && in > 0)
         nb_gemm(false, false, rows, out, in, nb_data(x), in, nb_data(w), out, 1.0f, c, out);

@@ -1,15 +1,16 @@
 /* loss.c — loss functions, written as compositions of other ops except
- * BCE on probabilities, which is an op of its own (see below) so that its
- * gradient stays finite at p = 0 and 1. For the others the gradient of the
- * composition is the engine's job, and each piece is already gradchecked.
- * What these functions
+ * two ops of their own: BCE on probabilities (see below), so that its
+ * gradient stays finite at p = 0 and 1, and the reduced MSE, for speed (as
+ * a composition it was most of a small regression's training step). For
+ * the others the gradient of the composition is the engine's job, and each
+ * piece is already gradchecked. What these functions
  * add is the care a loss needs: the stable form (log-sum-exp inside
  * cross-entropy, softplus inside BCE with logits), PyTorch's clamp of log at
  * -100 in BCE on probabilities, and strict checks of shapes and labels,
  * because a silently broadcast target ([N,1] against [N] gives [N,N]) is
  * the classic way a regression quietly trains on the wrong thing.
  *
- *   mse      mean((p - t)^2)
+ *   mse      mean((p - t)^2)  (one op when reduced: see below)
  *   l1       mean(|p - t|)
  *   huber    mean(|d| <= delta ? d^2/2 : delta (|d| - delta/2)),  d = p - t
  *   bce      -mean(t log p + (1 - t) log(1 - p)), logs clamped at -100
@@ -46,11 +47,134 @@ static bool same_shape(const char *who, nb_tensor *pred, nb_tensor *target, nb_r
     return false;
 }
 
+/* ---- mse: one op when reduced ----------------------------------------------------------
+ * pred, target (same shape, n elements) -> out (): c·sum((p - t)^2), with
+ * c = 1/n for the mean and 1 for the sum. Written as sub, square and mean it
+ * made three tensors forward and five more backward, most of a small
+ * regression's loss; as one op it makes one each way. The bits are those of
+ * the composition: d = p - t and d·d rounded to float, summed in double in
+ * nb_sum's order (sum_squared_diff), divided by n in double, rounded once.
+ * The gradient is one op too, mse_grad, computing what the composition's
+ * backward did, in its order and roundings:
+ *   p: (g·c)·((p - t)·2)   (c applied as the mean's backward applies it:
+ *                          g times the float 1/n; not at all for the sum)
+ *   t: -(that)
+ * mse_grad's own gradient, for second derivatives, is written with ops:
+ *   y = (g·c)·2(p - t):   p: u·g·2c,   t: -(u·g·2c),   g: 2c·sum(u·(p - t))
+ * Without reduction the loss stays the composition square(sub(p, t)).
+ * Attributes (both ops): 0 = 1 for the mean, 0 for the sum; 1 = n. */
+
+/* sum((p - t)^2) over n contiguous elements, in double: each square rounded
+ * to float first, then added as nb_sum adds a contiguous run (reduce.c's
+ * sum_row: eight interleaved partial sums combined by a fixed tree, then
+ * the tail in order). */
+static double sum_squared_diff(const float *p, const float *t, int64_t n) {
+    double l[8] = {0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) {
+            float d = p[k + j] - t[k + j];
+            l[j] += (double)(d * d);
+        }
+    double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    for (; k < n; k++) {
+        float d = p[k] - t[k];
+        s += (double)(d * d);
+    }
+    return s;
+}
+
+/* 2c as a float, for the gradients of the gradient (not bit-matched). */
+static float mse_twice_c(nb_tensor *node) {
+    return nb_attr(node, 0) != 0 ? 2.0f / (float)nb_attr(node, 1) : 2.0f;
+}
+
+/* dp - dt for tangents either of which may be absent (zero). */
+static nb_tensor *tangent_diff(nb_tensor *dp, nb_tensor *dt) {
+    return dp && dt ? nb_sub(dp, dt) : dp ? dp : dt ? nb_neg(dt) : NULL;
+}
+
+static nb_tensor *mse_grad(nb_tensor *p, nb_tensor *t, nb_tensor *g, bool mean);
+
+static void mse_grad_backward(nb_tensor *node, nb_tensor *u, nb_tensor **gx) {
+    nb_tensor *p = nb_saved(node, 0), *t = nb_saved(node, 1), *g = nb_saved(node, 2);
+    float c2 = mse_twice_c(node);
+    if (nb_needs_input_grad(node, 0) || nb_needs_input_grad(node, 1)) {
+        nb_tensor *dp = nb_mul(u, nb_mul_scalar(g, c2));
+        if (nb_needs_input_grad(node, 0)) gx[0] = dp;
+        if (nb_needs_input_grad(node, 1)) gx[1] = nb_neg(dp);
+    }
+    if (nb_needs_input_grad(node, 2)) {
+        nb_tensor *dg = nb_mul_scalar(nb_sum(nb_mul(u, nb_sub(p, t)), NB_ALL, false), c2);
+        gx[2] = dg && !nb_same_shape(dg, g) ? nb_reshape(dg, nb_ndim(g), nb_shape(g)) : dg;
+    }
+}
+/* Forward mode: dy = 2c·(dg·(p - t) + g·(dp - dt)). */
+static nb_tensor *mse_grad_jvp(nb_tensor *node, nb_tensor *const *tan) {
+    nb_tensor *p = nb_saved(node, 0), *t = nb_saved(node, 1), *g = nb_saved(node, 2);
+    nb_tensor *diff = tangent_diff(tan[0], tan[1]);
+    nb_tensor *a = tan[2] ? nb_mul(tan[2], nb_sub(p, t)) : NULL, *b = diff ? nb_mul(g, diff) : NULL;
+    nb_tensor *sum = a && b ? nb_add(a, b) : a ? a : b;
+    return sum ? nb_mul_scalar(sum, mse_twice_c(node)) : NULL;
+}
+static const nb_op mse_grad_op = {"mse_grad", mse_grad_backward, mse_grad_jvp};
+
+/* p, t (same shape), g (the loss's gradient, one element) -> the gradient
+ * of the loss at p, shaped like p. */
+static nb_tensor *mse_grad(nb_tensor *p, nb_tensor *t, nb_tensor *g, bool mean) {
+    if (!p || !t || !g) return NULL;
+    nb_tensor *out = nb_empty_like(p);
+    if (!out) return NULL;
+    int64_t n = nb_numel(p);
+    float gs = nb_data(g)[0];
+    if (mean) gs = gs * (1.0f / (float)n);
+    const float *restrict pp = nb_data(p), *restrict pt = nb_data(t);
+    float *restrict po = nb_data_mut(out);
+    for (int64_t i = 0; i < n; i++) po[i] = gs * ((pp[i] - pt[i]) * 2.0f);
+    nb_tensor *inputs[3] = {p, t, g};
+    out = nb_record(out, &mse_grad_op, 3, inputs);
+    nb_set_attr(out, 0, mean);
+    nb_set_attr(out, 1, (double)n);
+    nb_save(out, p);
+    nb_save(out, t);
+    nb_save(out, g);
+    return out;
+}
+
+static void mse_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    nb_tensor *gp = mse_grad(nb_saved(node, 0), nb_saved(node, 1), g, nb_attr(node, 0) != 0);
+    if (nb_needs_input_grad(node, 0)) gx[0] = gp;
+    if (nb_needs_input_grad(node, 1)) gx[1] = nb_neg(gp);
+}
+/* Forward mode: dy = 2c·sum((p - t)·(dp - dt)). */
+static nb_tensor *mse_jvp(nb_tensor *node, nb_tensor *const *tan) {
+    nb_tensor *p = nb_saved(node, 0), *t = nb_saved(node, 1), *diff = tangent_diff(tan[0], tan[1]);
+    if (!diff) return NULL;
+    return nb_mul_scalar(nb_sum(nb_mul(nb_sub(p, t), diff), NB_ALL, false), mse_twice_c(node));
+}
+static const nb_op mse_op = {"mse_loss", mse_backward, mse_jvp};
+
 nb_tensor *nb_mse_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r) {
     if (!pred || !target) return NULL;
     if (!same_shape("nb_mse_loss", pred, target, r)) return NULL;
-    nb_composite_begin();
-    return nb_composite_end(reduce(nb_square(nb_sub(pred, target)), r));
+    if (r == NB_REDUCE_NONE) {
+        nb_composite_begin();
+        return nb_composite_end(nb_square(nb_sub(pred, target)));
+    }
+    nb_tensor *out = nb__empty_for("nb_mse_loss", 0, NULL);
+    if (!out) return NULL;
+    int64_t n = nb_numel(pred);
+    bool mean = r == NB_REDUCE_MEAN;
+    /* an empty sum is 0, an empty mean 0/0, as nb_sum and nb_mean give */
+    double s = n ? sum_squared_diff(nb_data(pred), nb_data(target), n) : 0.0;
+    nb_data_mut(out)[0] = !mean ? (float)s : n ? (float)(s / (double)n) : NAN;
+    nb_tensor *inputs[2] = {pred, target};
+    out = nb_record(out, &mse_op, 2, inputs);
+    nb_set_attr(out, 0, mean);
+    nb_set_attr(out, 1, (double)n);
+    nb_save(out, pred);
+    nb_save(out, target);
+    return out;
 }
 
 nb_tensor *nb_l1_loss(nb_tensor *pred, nb_tensor *target, nb_reduction r) {

@@ -114,6 +114,7 @@ F1(f_eq, nb_add(nb_eq(a, a), a))
 /* losses: labels and indices are constants made inside */
 #define LABELS nb_from_array(NB_SHAPE(3), (float[]){2, 0, 1})
 F2(f_mse, nb_mse_loss(a, b, NB_REDUCE_MEAN))
+F2(f_mse_sum, nb_mse_loss(a, b, NB_REDUCE_SUM))
 F2(f_l1, nb_l1_loss(a, b, NB_REDUCE_SUM))
 F2(f_huber, nb_huber_loss(a, b, 0.5f, NB_REDUCE_NONE))
 F2(f_bce, nb_bce_loss(a, b, NB_REDUCE_MEAN))
@@ -238,6 +239,7 @@ static const fcase compare_loss_cases[] = {
     {"where with a constant condition", f_where_cond, 2, {S(3), S(2, 1)}, -1, 1},
     {"eq (no tangent) plus a", f_eq, 1, {S(2, 3)}, -1, 1},
     {"mse_loss", f_mse, 2, {S(2, 3), S(2, 3)}, -1, 1},
+    {"mse_loss summed", f_mse_sum, 2, {S(2, 3), S(2, 3)}, -1, 1},
     {"l1_loss", f_l1, 2, {S(2, 3), S(2, 3)}, -1, 1},
     {"huber_loss", f_huber, 2, {S(2, 3), S(2, 3)}, -1, 1},
     {"bce_loss", f_bce, 2, {S(2, 3), S(2, 3)}, 0.1f, 0.9f},
@@ -290,9 +292,22 @@ static nb_tensor *f_softmax_prime(nb_tensor *const *in, void *ctx) {
     return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
 }
 
+/* mse's gradient op (mse_grad), reached as the gradient of
+ * mse(sin(x), x·x), so that both its prediction and its target have
+ * tangents (and the composition around it is linear in neither) */
+static nb_tensor *f_mse_prime(nb_tensor *const *in, void *ctx) {
+    (void)ctx;
+    nb_tensor *g = NULL, *x = in[0];
+    bool outer = nb_requires_grad(x);
+    if (!outer) x = nb_set_requires_grad(nb_mul_scalar(x, 1.0f), true);
+    nb_tensor *y = nb_mse_loss(nb_sin(x), nb_mul(x, x), NB_REDUCE_MEAN);
+    return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
+}
+
 static const fcase transformer_cases[] = {
     {"softmax_grad", f_softmax_prime, 1, {S(2, 3, 3)}, -2, 2},
     {"normalize_grad", f_layer_norm_prime, 1, {S(2, 5)}, -2, 2},
+    {"mse_grad", f_mse_prime, 1, {S(2, 3)}, -2, 2},
     {"linear_map", f_linear_map, 3, {S(2, 3, 4), S(4, 2), S(2)}, -1, 1},
     {"linear_map without bias", f_linear_map_nobias, 2, {S(3, 4), S(4, 2)}, -1, 1},
     {"masked_softmax causal", f_masked_softmax_causal, 1, {S(2, 3, 3)}, -2, 2},

@@ -360,6 +360,47 @@ Test(gemm, operands_read_in_place_match_packed_ones_bitwise) {
     free(pre);
 }
 
+/* Outer products (k = 1) of any size take the small loops, tiny ones
+ * included, and must give what the plain loop gave: beta·C (or nothing, or
+ * C) plus a·b + 0, the + 0 turning a product of -0 into +0. Zeros of both
+ * signs are planted among the operands. */
+Test(gemm, outer_products_bitwise) {
+    static const int64_t shapes[][2] = {{2, 2}, {10, 10}, {3, 17}, {16, 16}, {9, 2}, {40, 70}};
+    lcg_seed(5);
+    for (size_t q = 0; q < sizeof shapes / sizeof shapes[0]; q++) {
+        int64_t m = shapes[q][0], n = shapes[q][1], ldc = n + 2;
+        float *a = random_buf((size_t)m), *b = random_buf((size_t)n);
+        float *c_in = random_buf((size_t)(m * ldc));
+        float *c = malloc((size_t)(m * ldc) * sizeof *c), *want = malloc((size_t)(m * ldc) * sizeof *c);
+        cr_assert(c && want);
+        a[0] = -0.0f;
+        b[1] = 0.0f;
+        b[0] = -b[0];
+        for (int t = 0; t < 4; t++)
+            for (int ib = 0; ib < 3; ib++) {
+                bool ta = t & 1, tb = t & 2;
+                float beta = ib == 0 ? 0.0f : ib == 1 ? 1.0f : -0.75f;
+                memcpy(c, c_in, (size_t)(m * ldc) * sizeof *c);
+                for (int64_t i = 0; i < m; i++)
+                    for (int64_t j = 0; j < ldc; j++) {
+                        float prev = c_in[i * ldc + j], ab = j < n ? a[i] * b[j] + 0.0f : 0.0f;
+                        want[i * ldc + j] = j >= n ? prev : ib == 0 ? 0.0f + ab : ib == 1 ? prev + ab
+                                                                                   : beta * prev + ab;
+                    }
+                /* a is [m,1] (or [1,m] transposed), b [1,n] (or [n,1]) */
+                nb_gemm(ta, tb, m, n, 1, a, ta ? m : 1, b, tb ? 1 : n, beta, c, ldc);
+                cr_assert(memcmp(c, want, (size_t)(m * ldc) * sizeof *c) == 0,
+                          "%lld x %lld x 1, ta=%d tb=%d beta=%g: differs from beta·C + (a·b + 0)",
+                          (long long)m, (long long)n, ta, tb, beta);
+            }
+        free(a);
+        free(b);
+        free(c_in);
+        free(c);
+        free(want);
+    }
+}
+
 /* Two user threads multiplying at once must each get the single-threaded
  * answer: the pool serves one call at a time and the other runs on its own. */
 typedef struct {

@@ -19,6 +19,68 @@ Test(loss, mse_values) {
     EXPECT_VALUES(none, 1e-6, 1, 4, 0, 9);
 }
 
+/* The reduced MSE is one op for speed; it must give the bits of the
+ * composition it replaced, forward and backward, for either reduction, at
+ * every length (the eight-way partial sums and the tail), for a 0-d and an
+ * empty input, and with a grad_output other than 1. */
+static void expect_same_bits(const nb_tensor *a, const nb_tensor *b, const char *what, int64_t n) {
+    cr_assert(a && b && nb_same_shape(a, b), "%s (n = %lld): %s", what, (long long)n,
+              nb_error() ? nb_error() : "shapes differ");
+    cr_assert(memcmp(nb_data(a), nb_data(b), sizeof(float) * (size_t)nb_numel(a)) == 0,
+              "%s (n = %lld): the fused op's bits differ from the composition's", what, (long long)n);
+}
+
+Test(loss, mse_op_has_the_bits_of_the_composition) {
+    int64_t lengths[] = {1, 5, 8, 10, 17, 100};
+    for (size_t k = 0; k < sizeof lengths / sizeof *lengths + 2; k++) {
+        for (int r = 0; r < 2; r++) {
+            nb_scope_begin();
+            nb_reduction red = r ? NB_REDUCE_SUM : NB_REDUCE_MEAN;
+            int64_t n = k < 6 ? lengths[k] : k == 6 ? 0 : 1;
+            int64_t shape[2] = {n, 1};
+            int ndim = k == 7 ? 0 : 2; /* the last case is 0-d */
+            nb_tensor *p = nb_test_leaf(-3, 3, ndim, shape);
+            nb_tensor *t = nb_test_leaf(-3, 3, ndim, shape);
+            nb_tensor *fused = nb_mse_loss(p, t, red);
+            nb_tensor *d2 = nb_square(nb_sub(p, t));
+            nb_tensor *composed = r ? nb_sum(d2, NB_ALL, false) : nb_mean(d2, NB_ALL, false);
+            expect_same_bits(fused, composed, "loss", n);
+            /* g/n and g·(1/n) differ for some g and n (3.3 and 10, 0.7 and 17):
+             * the mean's backward takes the second */
+            float gos[] = {1.0f, 3.3f, 0.7f};
+            for (int j = 0; j < 3; j++) {
+                nb_tensor *in[2] = {p, t}, *gf[2], *gc[2], *go = nb_scalar(gos[j]);
+                cr_assert_eq(nb_grad(1, &fused, &go, 2, in, gf, &(nb_grad_opts){.retain_graph = true}),
+                             0, "%s", nb_error());
+                cr_assert_eq(nb_grad(1, &composed, &go, 2, in, gc, &(nb_grad_opts){.retain_graph = true}),
+                             0, "%s", nb_error());
+                expect_same_bits(gf[0], gc[0], "gradient of the prediction", n);
+                expect_same_bits(gf[1], gc[1], "gradient of the target", n);
+            }
+            nb_scope_end();
+        }
+    }
+}
+
+/* mse's gradient op (mse_grad) is differentiable in all three of its
+ * inputs: the prediction, the target, and the gradient arriving at the
+ * loss, here a leaf w of its own. */
+static nb_tensor *mse_prime(nb_tensor *const *in, void *ctx) {
+    nb_reduction r = *(nb_reduction *)ctx;
+    nb_tensor *p = in[0], *g = NULL;
+    nb_tensor *loss = nb_mse_loss(p, in[1], r);
+    if (nb_grad(1, &loss, &in[2], 1, &p, &g, &(nb_grad_opts){.create_graph = true}) != 0) return NULL;
+    return nb_sum(nb_sin(g), NB_ALL, false);
+}
+
+Test(loss, mse_gradient_op_gradchecks) {
+    nb_tensor *in[3] = {nb_test_leaf(-2, 2, NB_SHAPE(3, 4)), nb_test_leaf(-2, 2, NB_SHAPE(3, 4)),
+                        nb_test_leaf(0.5f, 2, 0, NULL)};
+    nb_reduction mean = NB_REDUCE_MEAN, sum = NB_REDUCE_SUM;
+    nb_test_gradcheck(mse_prime, &mean, 3, in, true);
+    nb_test_gradcheck(mse_prime, &sum, 3, in, true);
+}
+
 Test(loss, l1_and_huber_values) {
     nb_tensor *p = t2(1, 0, 2, 3), *t = t2(0, 2, 2, 0); /* d = 1, -2, 0, 3 */
     EXPECT_VALUES(nb_l1_loss(p, t, NB_REDUCE_MEAN), 1e-6, 1.5f);
