@@ -1207,6 +1207,30 @@ static inline void small_row_store(float *ci, __m256i mask0, __m256i mask1, __m2
     _mm256_maskstore_ps(ci + 8, mask1, c1);
 }
 
+/* Rows [0, rows) of a small product (rows 1, 2 or 4, a constant once
+ * inlined), sixteen columns of each summed in two accumulators, the rows
+ * sharing each load of B: row r of op(A) at a + r·a_m, its depth step a_k;
+ * row p of B at bs + p·bstride. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void small_rows(int rows, const float *a, int64_t a_m, int64_t a_k, const float *bs,
+                              int64_t bstride, int64_t k, __m256i mask0, __m256i mask1, float *c,
+                              int64_t ldc, int mode, __m256 vbeta) {
+    __m256 acc[4][2];
+    for (int r = 0; r < rows; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; p++) {
+        const float *bp = bs + p * bstride;
+        __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
+        for (int r = 0; r < rows; r++) {
+            __m256 av = _mm256_set1_ps(a[r * a_m + p * a_k]);
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        small_row_store(c + r * ldc, mask0, mask1, acc[r][0], acc[r][1], mode, vbeta);
+}
+
 /* For the AVX2 and AVX-512 kernels, which both fuse. Each row of C is
  * summed sixteen columns at a time in two vector accumulators, whatever n
  * is; only the valid columns are written back. Rows of B are read in place
@@ -1245,54 +1269,15 @@ static void gemm_small_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, i
             bstride = 16;
         }
         int64_t i = 0;
-        for (; i + 4 <= m; i += 4) {
-            const float *ai = a + i * a_m, *ai1 = ai + a_m, *ai2 = ai1 + a_m, *ai3 = ai2 + a_m;
-            __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0, e0 = c0, e1 = c0, f0 = c0, f1 = c0;
-            for (int64_t p = 0; p < k; p++) {
-                const float *bp = bs + p * bstride;
-                __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
-                __m256 av = _mm256_set1_ps(ai[p * a_k]), av1 = _mm256_set1_ps(ai1[p * a_k]);
-                c0 = _mm256_fmadd_ps(av, b0, c0);
-                c1 = _mm256_fmadd_ps(av, b1, c1);
-                d0 = _mm256_fmadd_ps(av1, b0, d0);
-                d1 = _mm256_fmadd_ps(av1, b1, d1);
-                __m256 av2 = _mm256_set1_ps(ai2[p * a_k]), av3 = _mm256_set1_ps(ai3[p * a_k]);
-                e0 = _mm256_fmadd_ps(av2, b0, e0);
-                e1 = _mm256_fmadd_ps(av2, b1, e1);
-                f0 = _mm256_fmadd_ps(av3, b0, f0);
-                f1 = _mm256_fmadd_ps(av3, b1, f1);
-            }
-            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
-            small_row_store(c + (i + 1) * ldc + j0, mask0, mask1, d0, d1, mode, vbeta);
-            small_row_store(c + (i + 2) * ldc + j0, mask0, mask1, e0, e1, mode, vbeta);
-            small_row_store(c + (i + 3) * ldc + j0, mask0, mask1, f0, f1, mode, vbeta);
-        }
-        for (; i + 2 <= m; i += 2) {
-            const float *ai = a + i * a_m, *ai1 = ai + a_m;
-            __m256 c0 = _mm256_setzero_ps(), c1 = c0, d0 = c0, d1 = c0;
-            for (int64_t p = 0; p < k; p++) {
-                const float *bp = bs + p * bstride;
-                __m256 b0 = _mm256_maskload_ps(bp, mask0), b1 = _mm256_maskload_ps(bp + 8, mask1);
-                __m256 av = _mm256_set1_ps(ai[p * a_k]), av1 = _mm256_set1_ps(ai1[p * a_k]);
-                c0 = _mm256_fmadd_ps(av, b0, c0);
-                c1 = _mm256_fmadd_ps(av, b1, c1);
-                d0 = _mm256_fmadd_ps(av1, b0, d0);
-                d1 = _mm256_fmadd_ps(av1, b1, d1);
-            }
-            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
-            small_row_store(c + (i + 1) * ldc + j0, mask0, mask1, d0, d1, mode, vbeta);
-        }
-        for (; i < m; i++) {
-            const float *ai = a + i * a_m;
-            __m256 c0 = _mm256_setzero_ps(), c1 = c0;
-            for (int64_t p = 0; p < k; p++) {
-                __m256 av = _mm256_set1_ps(ai[p * a_k]);
-                const float *bp = bs + p * bstride;
-                c0 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp, mask0), c0);
-                c1 = _mm256_fmadd_ps(av, _mm256_maskload_ps(bp + 8, mask1), c1);
-            }
-            small_row_store(c + i * ldc + j0, mask0, mask1, c0, c1, mode, vbeta);
-        }
+        for (; i + 4 <= m; i += 4)
+            small_rows(4, a + i * a_m, a_m, a_k, bs, bstride, k, mask0, mask1, c + i * ldc + j0, ldc,
+                       mode, vbeta);
+        for (; i + 2 <= m; i += 2)
+            small_rows(2, a + i * a_m, a_m, a_k, bs, bstride, k, mask0, mask1, c + i * ldc + j0, ldc,
+                       mode, vbeta);
+        for (; i < m; i++)
+            small_rows(1, a + i * a_m, a_m, a_k, bs, bstride, k, mask0, mask1, c + i * ldc + j0, ldc,
+                       mode, vbeta);
     }
 }
 #endif
