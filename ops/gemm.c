@@ -308,8 +308,10 @@ static void kernel_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
 #define X5_ROWS4(F) F(0) F(1) F(2) F(3)
 #define X5_ROWS8(F) X5_ROWS4(F) F(4) F(5) F(6) F(7)
 #define X5_DECL1(i) __m512 c##i##a = _mm512_setzero_ps();
-#define X5_STEP1(i)                                                 \
-    c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, c##i##a);
+#define X5_DECL2 X5_DECL
+/* A step of one or two vectors of columns, row i's value in r<i>. */
+#define X5_STEP_ROWS1(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(r##i), b0, c##i##a);
+#define X5_STEP_ROWS2 X5_STEP_ROWS
 #define X5_MASKED(i, half, mask, off)                               \
     {                                                               \
         __m512 t = c##i##half;                                      \
@@ -324,59 +326,43 @@ static void kernel_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
 #define X5_LOAD1 __m512 b0 = _mm512_loadu_ps(b);
 #define X5_LOAD2 __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 
-#define X5_EDGE_KERNEL(name, ROWS, COLS)                                          \
+/* An edge kernel of ROWS x (16·COLS), reading row i's value at each depth
+ * step through LOAD(i) (into r<i>), from BASES, moving on by NEXT_A. */
+#define X5_EDGE_KERNEL_OF(name, ROWS, COLS, BASES, LOAD, NEXT_A)                  \
     __attribute__((target("avx512f")))                                           \
     static void name(int64_t kc, const float *restrict a, int64_t as,           \
                      const float *restrict b, int64_t bs, float *restrict c,     \
                      int64_t ldc, int mode, float beta, int64_t h,               \
                      __mmask16 ma, __mmask16 mb) {                               \
         (void)mb;                                                                \
+        BASES                                                                    \
         ROWS(X5_DECL##COLS)                                                      \
-        for (int64_t p = 0; p < kc; p++, a += as, b += bs) {                     \
+        for (int64_t p = 0; p < kc; p++, b += bs NEXT_A) {                       \
             X5_LOAD##COLS                                                        \
-            ROWS(X5_STEP##COLS)                                                  \
-        }                                                                        \
-        __m512 vb = _mm512_set1_ps(beta);                                        \
-        ROWS(X5_EDGE_STORE##COLS)                                                \
-    }
-
-#define X5_DECL2 X5_DECL
-#define X5_STEP2 X5_STEP
-X5_EDGE_KERNEL(edge_avx512_4x16, X5_ROWS4, 1)
-X5_EDGE_KERNEL(edge_avx512_8x16, X5_ROWS8, 1)
-X5_EDGE_KERNEL(edge_avx512_12x16, X5_ROWS, 1)
-X5_EDGE_KERNEL(edge_avx512_4x32, X5_ROWS4, 2)
-X5_EDGE_KERNEL(edge_avx512_8x32, X5_ROWS8, 2)
-X5_EDGE_KERNEL(edge_avx512_12x32, X5_ROWS, 2)
-
-/* Edge tiles with A read in place, as kernel_avx512_rows reads it: 4, 8 or
- * 12 rows, each of which is read, so h must be one of those (a narrower
- * tile's rows would read past A's last row). */
-#define X5_EDGE_KERNEL_ROWS(name, ROWS, COLS)                                     \
-    __attribute__((target("avx512f")))                                           \
-    static void name(int64_t kc, const float *restrict a, int64_t as,           \
-                     const float *restrict b, int64_t bs, float *restrict c,     \
-                     int64_t ldc, int mode, float beta, int64_t h,               \
-                     __mmask16 ma, __mmask16 mb) {                               \
-        (void)mb;                                                                \
-        X5_ROW_BASES                                                             \
-        ROWS(X5_DECL##COLS)                                                      \
-        for (int64_t p = 0; p < kc; p++, b += bs) {                              \
-            X5_LOAD##COLS                                                        \
-            ROWS(X5_ROW_LOAD)                                                    \
+            ROWS(LOAD)                                                           \
             ROWS(X5_STEP_ROWS##COLS)                                             \
         }                                                                        \
         __m512 vb = _mm512_set1_ps(beta);                                        \
         ROWS(X5_EDGE_STORE##COLS)                                                \
     }
-#define X5_STEP_ROWS1(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(r##i), b0, c##i##a);
-#define X5_STEP_ROWS2 X5_STEP_ROWS
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_4x16, X5_ROWS4, 1)
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_8x16, X5_ROWS8, 1)
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_12x16, X5_ROWS, 1)
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_4x32, X5_ROWS4, 2)
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_8x32, X5_ROWS8, 2)
-X5_EDGE_KERNEL_ROWS(edge_avx512_rows_12x32, X5_ROWS, 2)
+/* Packed A (or Aᵀ read in place): row i at a[i], the next step as on. */
+#define X5_PACKED_LOAD(i) const float r##i = a[i];
+#define X5_NEXT_A , a += as
+#define X5_EDGE_KERNEL(name, ROWS, COLS) \
+    X5_EDGE_KERNEL_OF(name, ROWS, COLS, , X5_PACKED_LOAD, X5_NEXT_A)
+/* The six kernels of a family, MAKE(name, rows, vectors of columns). */
+#define X5_EDGE_KERNELS(MAKE, family)                                       \
+    MAKE(family##_4x16, X5_ROWS4, 1) MAKE(family##_8x16, X5_ROWS8, 1)       \
+    MAKE(family##_12x16, X5_ROWS, 1) MAKE(family##_4x32, X5_ROWS4, 2)       \
+    MAKE(family##_8x32, X5_ROWS8, 2) MAKE(family##_12x32, X5_ROWS, 2)
+X5_EDGE_KERNELS(X5_EDGE_KERNEL, edge_avx512)
+
+/* Edge tiles with A read in place, as kernel_avx512_rows reads it: 4, 8 or
+ * 12 rows, each of which is read, so h must be one of those (a narrower
+ * tile's rows would read past A's last row). */
+#define X5_EDGE_KERNEL_ROWS(name, ROWS, COLS) \
+    X5_EDGE_KERNEL_OF(name, ROWS, COLS, X5_ROW_BASES, X5_ROW_LOAD, )
+X5_EDGE_KERNELS(X5_EDGE_KERNEL_ROWS, edge_avx512_rows)
 
 /* An edge kernel above: the valid h x w corner through masks ma, mb. */
 typedef void (*x5_edge_fn)(int64_t kc, const float *restrict a, int64_t as,
