@@ -278,15 +278,17 @@ static void kernel_avx512(int64_t kc, const float *restrict a, int64_t as,
 #define X5_RL10 a9[as + p]
 #define X5_RL11 a9[2 * as + p]
 #define X5_ROW_LOAD(i) const float r##i = X5_RL##i;
-#define X5_ROW_BASES \
-    const float *a0 = a, *a3 = a + 3 * as, *a6 = a + 6 * as, *a9 = a + 9 * as; \
-    (void)a3, (void)a6, (void)a9;
+/* The bases of 4, 8 or 12 rows (ROWS4, ROWS8, ROWS): only rows that
+ * exist, so no pointer is formed past A's last row. */
+#define X5_BASES_X5_ROWS4 const float *a0 = a, *a3 = a + 3 * as;
+#define X5_BASES_X5_ROWS8 X5_BASES_X5_ROWS4 const float *a6 = a + 6 * as;
+#define X5_BASES_X5_ROWS X5_BASES_X5_ROWS8 const float *a9 = a + 9 * as;
 
 __attribute__((target("avx512f")))
 static void kernel_avx512_rows(int64_t kc, const float *restrict a, int64_t as,
                                const float *restrict b, int64_t bs, float *restrict c,
                                int64_t ldc, int mode, float beta) {
-    X5_ROW_BASES
+    X5_BASES_X5_ROWS
     X5_ROWS(X5_DECL)
     for (int64_t p = 0; p < kc; p++, b += bs) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
@@ -361,7 +363,7 @@ X5_EDGE_KERNELS(X5_EDGE_KERNEL, edge_avx512)
  * 12 rows, each of which is read, so h must be one of those (a narrower
  * tile's rows would read past A's last row). */
 #define X5_EDGE_KERNEL_ROWS(name, ROWS, COLS) \
-    X5_EDGE_KERNEL_OF(name, ROWS, COLS, X5_ROW_BASES, X5_ROW_LOAD, )
+    X5_EDGE_KERNEL_OF(name, ROWS, COLS, X5_BASES_##ROWS, X5_ROW_LOAD, )
 X5_EDGE_KERNELS(X5_EDGE_KERNEL_ROWS, edge_avx512_rows)
 
 /* An edge kernel above: the valid h x w corner through masks ma, mb. */
@@ -641,8 +643,6 @@ static void store_edge(const float *t, int nr, int64_t h, int64_t w, float *c,
     }
 }
 
-/* C[i0.., j0..] for `rows` x `cols`, from a packed A block and the packed B
- * panels starting at column j0. */
 /* How many of h rows of an A that is read in place are read in place:
  * whole panels of mr, and the rest too where the edge kernels read only
  * the rows they compute; the rows after them are packed. */
@@ -651,6 +651,8 @@ static int64_t rows_in_place(const nb_gemm_arch *ar, int64_t h) {
     return ar->edge_rows_step && (h - full) % ar->edge_rows_step == 0 ? h : full;
 }
 
+/* C[i0.., j0..] for `rows` x `cols`, from a packed A block (or A in place)
+ * and the packed B panels starting at column j0 (or B in place). */
 static void macro_tile(const nb_gemm_job *job, const float *apack, int64_t i0,
                        int64_t rows, int64_t j0, int64_t cols) {
     const nb_gemm_arch *ar = job->arch;
