@@ -426,25 +426,22 @@ static nb_tensor *cross_entropy_grad_jvp(nb_tensor *node, nb_tensor *const *tan)
 static const nb_op cross_entropy_grad_op = {"cross_entropy_grad", cross_entropy_grad_backward,
                                             cross_entropy_grad_jvp};
 
-/* The rows of the gradient: v is -(g·c), scattered into zeros as 0 + v. */
+/* Every element of the gradient but the labelled ones is 0 - exp(y)·s with
+ * the same s, so the rows are one flat loop, which vectorises whatever the
+ * number of classes (with ten, a loop per row left most of each row to its
+ * scalar tail); the labelled elements are then rewritten. */
 typedef struct ce_grad_job {
-    const float *y, *lab;
+    const float *y;
     float *out;
-    int64_t c;
     float s;
 } ce_grad_job;
 
-static void ce_grad_rows(void *ctx, int64_t begin, int64_t end) {
+static void ce_grad_items(void *ctx, int64_t begin, int64_t end) {
     const ce_grad_job *job = ctx;
-    const int64_t c = job->c;
     const float s = job->s;
-    for (int64_t i = begin; i < end; i++) {
-        const float *restrict yi = job->y + i * c;
-        float *restrict oi = job->out + i * c;
-        for (int64_t j = 0; j < c; j++) oi[j] = 0.0f - nb__expf(yi[j]) * s;
-        int64_t l = (int64_t)job->lab[i];
-        oi[l] = s - nb__expf(yi[l]) * s;
-    }
+    const float *restrict y = job->y;
+    float *restrict out = job->out;
+    for (int64_t k = begin; k < end; k++) out[k] = 0.0f - nb__expf(y[k]) * s;
 }
 
 /* logits and y = log_softmax(logits) (a constant), labels (checked), g (the
@@ -458,10 +455,19 @@ static nb_tensor *cross_entropy_grad(nb_tensor *logits, nb_tensor *labels, nb_te
     int64_t n = nb_numel(labels), c = nb_dim(logits, -1);
     float gs = nb_data(g)[0];
     if (mean) gs = gs * (1.0f / (float)n);
-    ce_grad_job job = {.y = nb_data(y), .lab = nb_data(labels), .out = nb_data_mut(out), .c = c,
-                       .s = 0.0f + -gs};
-    /* rows are independent, so the split does not change any bit */
-    if (n > 0 && c > 0) nb_parallel_for(n, c >= 8192 ? 1 : 8192 / c, ce_grad_rows, &job);
+    /* v = -(g·c) scattered into zeros is 0 + v (so -0 becomes +0), which is
+     * also the sum of its row */
+    ce_grad_job job = {.y = nb_data(y), .out = nb_data_mut(out), .s = 0.0f + -gs};
+    /* elements are independent, so the split does not change any bit */
+    nb_parallel_for(n * c, 16384, ce_grad_items, &job);
+    /* the labelled element is s - e with e = exp(y)·s, and the loop left
+     * 0 - e there, which is -e (or +0 for e = ±0): s + (0 - e) is s - e to
+     * the bit, without a second exponential */
+    const float *lab = nb_data(labels);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = i * c + (int64_t)lab[i];
+        job.out[k] = job.s + job.out[k];
+    }
     nb_tensor *inputs[2] = {logits, g};
     out = nb_record(out, &cross_entropy_grad_op, 2, inputs);
     nb_set_attr(out, 0, mean);
