@@ -159,6 +159,33 @@ Test(loss, cross_entropy_op_has_the_bits_of_the_composition) {
     }
 }
 
+/* The order of the sum shows in the bits only where the double sums of two
+ * orders round to different floats. Rows [0, -a] labelled 1 pick -y = a
+ * (exp(-a) is lost next to 1), labelled 0 pick 0; picking 2^60, 2^36, 100,
+ * 100 and four zeros, added one by one in double, the 100s are each lost
+ * next to 2^60 + 2^36, a float tie that goes to the even 2^60; in nb_sum's
+ * eight partial sums the 100s meet first, and their 200 carries the total
+ * past the tie, to 2^60 + 2^37. */
+Test(loss, cross_entropy_op_sums_in_the_order_of_nb_sum) {
+    float big = 0x1p60f, mid = 0x1p36f;
+    nb_tensor *z = nb_set_requires_grad(
+        nb_from_array(NB_SHAPE(8, 2), (float[]){0, -big, 0, -mid, 0, -100, 0, -100, 0, -big, 0, -big,
+                                                0, -big, 0, -big}),
+        true);
+    nb_tensor *labels = nb_from_array(NB_SHAPE(8), (float[]){1, 1, 1, 1, 0, 0, 0, 0});
+    for (int r = 0; r < 2; r++) {
+        nb_reduction red = r ? NB_REDUCE_SUM : NB_REDUCE_MEAN;
+        nb_tensor *fused = nb_cross_entropy_loss(z, labels, red);
+        nb_tensor *composed = ce_composed(z, labels, red);
+        expect_same_bits(fused, composed, "cross-entropy summed in order", 8);
+        cr_assert_eq(nb_data(fused)[0], (0x1p60f + 0x1p37f) / (r ? 1 : 8));
+        nb_tensor *gf, *gc, *go = nb_scalar(0.7f);
+        cr_assert_eq(nb_grad(1, &fused, &go, 1, &z, &gf, NULL), 0, "%s", nb_error());
+        cr_assert_eq(nb_grad(1, &composed, &go, 1, &z, &gc, NULL), 0, "%s", nb_error());
+        expect_same_bits(gf, gc, "its gradient", 8);
+    }
+}
+
 /* cross-entropy's gradient op (cross_entropy_grad) is differentiable in the
  * logits and in the gradient arriving at the loss, here a leaf of its own. */
 static nb_tensor *ce_prime(nb_tensor *const *in, void *ctx) {
