@@ -1,7 +1,8 @@
 /* loss.c — loss functions, written as compositions of other ops except
- * two ops of their own: BCE on probabilities (see below), so that its
- * gradient stays finite at p = 0 and 1, and the reduced MSE, for speed (as
- * a composition it was most of a small regression's training step). For
+ * three ops of their own: BCE on probabilities (see below), so that its
+ * gradient stays finite at p = 0 and 1, and the reduced MSE and the reduced
+ * cross-entropy, for speed (as compositions they were most of a small
+ * regression's training step and a visible share of a classifier's). For
  * the others the gradient of the composition is the engine's job, and each
  * piece is already gradchecked. What these functions
  * add is the care a loss needs: the stable form (log-sum-exp inside
@@ -15,13 +16,15 @@
  *   huber    mean(|d| <= delta ? d^2/2 : delta (|d| - delta/2)),  d = p - t
  *   bce      -mean(t log p + (1 - t) log(1 - p)), logs clamped at -100
  *   bce_with_logits  mean(softplus(x) - x t)
- *   cross_entropy    nll(log_softmax(logits, -1), labels)
+ *   cross_entropy    nll(log_softmax(logits, -1), labels)  (one op when reduced)
  *   nll      -mean(log_probs[i, labels[i]])
  *
  * A composite checks all its inputs itself before calling any op, so that a
  * bad input gives one message, naming the function the user called.
  */
 #include "ops_internal.h"
+#include "parallel.h"
+#include "vmath_internal.h"
 
 static nb_tensor *reduce(nb_tensor *t, nb_reduction r) {
     switch (r) {
@@ -332,11 +335,186 @@ nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) 
     return nb_composite_end(nll(log_probs, labels, r));
 }
 
+/* ---- cross-entropy: one op when reduced -------------------------------------------------
+ * logits [N,...,C] (or one sample [C]) with labels [N,...] (or one label),
+ * n labels -> out (): c·sum_i -y[i, l_i] with y = log_softmax(logits, -1)
+ * and c = 1/n for the mean, 1 for the sum. As log_softmax, reshape, gather,
+ * neg, reshape and mean it made six tensors forward and more backward, a
+ * visible share of a small classifier's step; as one op it makes one each
+ * way, plus y, which the gradient needs as the composition's did. The bits
+ * are those of the composition: y from reduce.c's own kernel
+ * (nb__log_softmax_rows), the picked values negated and summed in double in
+ * nb_sum's order (sum_picked), divided by n in double, rounded once.
+ * The gradient is one op too, cross_entropy_grad, computing what the
+ * composition's backward did, in its order and roundings. With v = -(g·c)
+ * (c applied as the mean's backward applies it: g times the float 1/n) the
+ * gather's backward scatters v into a row of zeros (0 + v, so -0 becomes
+ * +0: s), the row sums to s exactly, and log_softmax's backward gives
+ *   logits: row i, class j:   [j = l_i]·s - exp(y_ij)·s
+ * with exp the vectorised nb__expf that nb_exp uses. Its own gradient, for
+ * second derivatives, is written with ops, p = softmax(logits) and h the
+ * one-hot labels (a constant): the gradient is (g·c)·(p - h), so
+ *   logits: (g·c)·p·(u - sum(u·p, -1)),   g: c·sum(u·(p - h))
+ * The labels get no gradient, as the gather's index got none.
+ * Without reduction the loss stays the composition.
+ * Attributes (both ops): 0 = 1 for the mean, 0 for the sum; 1 = n. */
+
+/* sum(-y[i, l_i]) over the n rows of c classes, in double: each picked value
+ * negated, then added as nb_sum adds a contiguous run (reduce.c's sum_row:
+ * eight interleaved partial sums combined by a fixed tree, then the tail in
+ * order). The values are not contiguous, so sum_row itself cannot take
+ * them without copying them out first. */
+static double sum_picked(const float *y, const float *lab, int64_t n, int64_t c) {
+    double l[8] = {0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) {
+            int64_t i = k + j;
+            l[j] += (double)-y[i * c + (int64_t)lab[i]];
+        }
+    double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    for (; k < n; k++) s += (double)-y[k * c + (int64_t)lab[k]];
+    return s;
+}
+
+/* c as a float, for the gradients of the gradient (not bit-matched). */
+static float ce_c(nb_tensor *node) {
+    return nb_attr(node, 0) != 0 ? 1.0f / (float)nb_attr(node, 1) : 1.0f;
+}
+
+/* The labels as a one-hot constant shaped like the logits. */
+static nb_tensor *one_hot_like(nb_tensor *logits, nb_tensor *labels) {
+    nb_tensor *h = nb_zeros_like(logits);
+    if (!h || !labels) return NULL;
+    int64_t n = nb_numel(labels), c = nb_dim(logits, -1);
+    const float *lab = nb_data(labels);
+    float *ph = nb_data_mut(h);
+    for (int64_t i = 0; i < n; i++) ph[i * c + (int64_t)lab[i]] = 1.0f;
+    return h;
+}
+
+/* p·(t - sum(p·t, -1)): the softmax's Jacobian applied to t (it is
+ * symmetric, so backward and forward mode alike). */
+static nb_tensor *softmax_times(nb_tensor *p, nb_tensor *t) {
+    int axis = -1;
+    return nb_mul(p, nb_sub(t, nb_sum(nb_mul(p, t), 1, &axis, true)));
+}
+
+static nb_tensor *cross_entropy_grad(nb_tensor *logits, nb_tensor *labels, nb_tensor *y,
+                                     nb_tensor *g, bool mean);
+
+static void cross_entropy_grad_backward(nb_tensor *node, nb_tensor *u, nb_tensor **gx) {
+    nb_tensor *x = nb_saved(node, 0), *labels = nb_saved(node, 1), *g = nb_saved(node, 3);
+    float c = ce_c(node);
+    nb_tensor *p = nb_softmax(x, -1);
+    if (nb_needs_input_grad(node, 0)) gx[0] = nb_mul(softmax_times(p, u), nb_mul_scalar(g, c));
+    if (nb_needs_input_grad(node, 1)) {
+        nb_tensor *h = one_hot_like(x, labels);
+        nb_tensor *dg = nb_mul_scalar(nb_sum(nb_mul(u, nb_sub(p, h)), NB_ALL, false), c);
+        gx[1] = dg && !nb_same_shape(dg, g) ? nb_reshape(dg, nb_ndim(g), nb_shape(g)) : dg;
+    }
+}
+/* Forward mode: d((g·c)·(p - h)) = c·(dg·(p - h) + g·p·(dx - sum(p·dx, -1))). */
+static nb_tensor *cross_entropy_grad_jvp(nb_tensor *node, nb_tensor *const *tan) {
+    nb_tensor *x = nb_saved(node, 0), *labels = nb_saved(node, 1), *g = nb_saved(node, 3);
+    nb_tensor *p = nb_softmax(x, -1);
+    nb_tensor *a = tan[1] ? nb_mul(tan[1], nb_sub(p, one_hot_like(x, labels))) : NULL;
+    nb_tensor *b = tan[0] ? nb_mul(g, softmax_times(p, tan[0])) : NULL;
+    nb_tensor *sum = a && b ? nb_add(a, b) : a ? a : b;
+    return sum ? nb_mul_scalar(sum, ce_c(node)) : NULL;
+}
+static const nb_op cross_entropy_grad_op = {"cross_entropy_grad", cross_entropy_grad_backward,
+                                            cross_entropy_grad_jvp};
+
+/* Every element of the gradient but the labelled ones is 0 - exp(y)·s with
+ * the same s, so the rows are one flat loop, which vectorises whatever the
+ * number of classes (with ten, a loop per row left most of each row to its
+ * scalar tail); the labelled elements are then rewritten. */
+typedef struct ce_grad_job {
+    const float *y;
+    float *out;
+    float s;
+} ce_grad_job;
+
+static void ce_grad_items(void *ctx, int64_t begin, int64_t end) {
+    const ce_grad_job *job = ctx;
+    const float s = job->s;
+    const float *restrict y = job->y;
+    float *restrict out = job->out;
+    for (int64_t k = begin; k < end; k++) out[k] = 0.0f - nb__expf(y[k]) * s;
+}
+
+/* logits and y = log_softmax(logits) (a constant), labels (checked), g (the
+ * loss's gradient, one element) -> the gradient of the loss at the logits,
+ * shaped like them. */
+static nb_tensor *cross_entropy_grad(nb_tensor *logits, nb_tensor *labels, nb_tensor *y,
+                                     nb_tensor *g, bool mean) {
+    if (!logits || !labels || !y || !g) return NULL;
+    nb_tensor *out = nb_empty_like(logits);
+    if (!out) return NULL;
+    int64_t n = nb_numel(labels), c = nb_dim(logits, -1);
+    float gs = nb_data(g)[0];
+    if (mean) gs = gs * (1.0f / (float)n);
+    /* v = -(g·c) scattered into zeros is 0 + v (so -0 becomes +0), which is
+     * also the sum of its row */
+    ce_grad_job job = {.y = nb_data(y), .out = nb_data_mut(out), .s = 0.0f + -gs};
+    /* elements are independent, so the split does not change any bit */
+    nb_parallel_for(n * c, 16384, ce_grad_items, &job);
+    /* the labelled element is s - e with e = exp(y)·s, and the loop left
+     * 0 - e there, which is -e (or +0 for e = ±0): s + (0 - e) is s - e to
+     * the bit, without a second exponential */
+    const float *lab = nb_data(labels);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = i * c + (int64_t)lab[i];
+        job.out[k] = job.s + job.out[k];
+    }
+    nb_tensor *inputs[2] = {logits, g};
+    out = nb_record(out, &cross_entropy_grad_op, 2, inputs);
+    nb_set_attr(out, 0, mean);
+    nb_set_attr(out, 1, (double)n);
+    nb_save(out, logits);
+    nb_save(out, labels);
+    nb_save(out, y);
+    nb_save(out, g);
+    return out;
+}
+
+static void cross_entropy_backward(nb_tensor *node, nb_tensor *g, nb_tensor **gx) {
+    gx[0] = cross_entropy_grad(nb_saved(node, 0), nb_saved(node, 1), nb_saved(node, 2), g,
+                               nb_attr(node, 0) != 0);
+}
+/* Forward mode: dy = c·sum((p - h)·dx). */
+static nb_tensor *cross_entropy_jvp(nb_tensor *node, nb_tensor *const *tan) {
+    nb_tensor *x = nb_saved(node, 0), *labels = nb_saved(node, 1);
+    if (!tan[0]) return NULL;
+    nb_tensor *d = nb_sub(nb_softmax(x, -1), one_hot_like(x, labels));
+    return nb_mul_scalar(nb_sum(nb_mul(d, tan[0]), NB_ALL, false), ce_c(node));
+}
+static const nb_op cross_entropy_op = {"cross_entropy", cross_entropy_backward, cross_entropy_jvp};
+
 nb_tensor *nb_cross_entropy_loss(nb_tensor *logits, nb_tensor *labels, nb_reduction r) {
     if (!logits || !labels) return NULL;
     if (!check_class_inputs("nb_cross_entropy_loss", "logits", logits, labels, r, false, 0)) return NULL;
     nb_composite_begin();
-    return nb_composite_end(nll(nb_log_softmax(logits, -1), labels, r));
+    if (r == NB_REDUCE_NONE) return nb_composite_end(nll(nb_log_softmax(logits, -1), labels, r));
+    /* y is made inside the scope and kept only by the node that saves it */
+    nb_tensor *y = nb_empty_like(logits);
+    nb_tensor *out = y ? nb__empty_for("nb_cross_entropy_loss", 0, NULL) : NULL;
+    if (!out) return nb_composite_end(NULL);
+    int64_t n = nb_numel(labels), c = nb_dim(logits, -1);
+    bool mean = r == NB_REDUCE_MEAN;
+    /* one row per label (check_class_inputs); an empty sum is 0, an empty
+     * mean 0/0, as nb_sum and nb_mean give */
+    nb__log_softmax_rows(nb_data(logits), nb_data_mut(y), n, c);
+    double s = n ? sum_picked(nb_data(y), nb_data(labels), n, c) : 0.0;
+    nb_data_mut(out)[0] = !mean ? (float)s : n ? (float)(s / (double)n) : NAN;
+    out = nb_record(out, &cross_entropy_op, 1, &logits);
+    nb_set_attr(out, 0, mean);
+    nb_set_attr(out, 1, (double)n);
+    nb_save(out, logits);
+    nb_save(out, labels);
+    nb_save(out, y);
+    return nb_composite_end(out);
 }
 
 /* Labels equal to ignore_index (PyTorch's -100 by default, or a padding

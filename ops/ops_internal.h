@@ -129,4 +129,8 @@ static inline void nb_strides(int ndim, const int64_t *shape, int64_t *strides) 
     }
 }
 
+/* y = log_softmax(x) along the last axis of rows contiguous rows of c
+ * floats, with nb_log_softmax's bits (reduce.c); for ops that fuse it. */
+void nb__log_softmax_rows(const float *x, float *y, int64_t rows, int64_t c);
+
 #endif

@@ -659,6 +659,15 @@ static nb_tensor *log_softmax_jvp(nb_tensor *node, nb_tensor *const *t) {
 static const nb_op softmax_op = {"softmax", softmax_backward, nb_symmetric_jvp};
 static const nb_op log_softmax_op = {"log_softmax", log_softmax_backward, log_softmax_jvp};
 
+/* log_softmax over the last axis for the fused cross-entropy in loss.c,
+ * which must give nb_log_softmax's bits: the same row kernel, split over
+ * the thread pool by row as softmax_like splits it. */
+void nb__log_softmax_rows(const float *x, float *y, int64_t rows, int64_t c) {
+    if (rows <= 0 || c <= 0) return;
+    smax s = {.x = x, .y = y, .R = c, .inner = 1, .nchunk = 1, .log = true};
+    nb_parallel_for(rows, grain_for(3 * c), softmax_items, &s);
+}
+
 static nb_tensor *softmax_like(const char *who, const nb_op *op, bool log, nb_tensor *x,
                                int axis) {
     if (!x) return NULL;

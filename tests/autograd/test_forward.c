@@ -120,6 +120,9 @@ F2(f_huber, nb_huber_loss(a, b, 0.5f, NB_REDUCE_NONE))
 F2(f_bce, nb_bce_loss(a, b, NB_REDUCE_MEAN))
 F2(f_bce_logits, nb_bce_with_logits_loss(a, b, NB_REDUCE_SUM))
 F1(f_cross_entropy, nb_cross_entropy_loss(a, LABELS, NB_REDUCE_MEAN))
+F1(f_cross_entropy_sum, nb_cross_entropy_loss(a, LABELS, NB_REDUCE_SUM))
+F1(f_cross_entropy_seq, nb_cross_entropy_loss(a, nb_from_array(NB_SHAPE(2, 3), (float[]){2, 0, 1, 3, 3, 0}),
+                                              NB_REDUCE_MEAN))
 F1(f_nll, nb_nll_loss(a, LABELS, NB_REDUCE_NONE))
 /* index */
 F1(f_index_select, nb_index_select(a, 1, nb_from_array(NB_SHAPE(4), (float[]){2, 0, 2, 1})))
@@ -245,6 +248,8 @@ static const fcase compare_loss_cases[] = {
     {"bce_loss", f_bce, 2, {S(2, 3), S(2, 3)}, 0.1f, 0.9f},
     {"bce_with_logits_loss", f_bce_logits, 2, {S(2, 3), S(2, 3)}, -1, 1},
     {"cross_entropy_loss", f_cross_entropy, 1, {S(3, 4)}, -2, 2},
+    {"cross_entropy_loss summed", f_cross_entropy_sum, 1, {S(3, 4)}, -2, 2},
+    {"cross_entropy_loss over a sequence", f_cross_entropy_seq, 1, {S(2, 3, 4)}, -2, 2},
     {"nll_loss", f_nll, 1, {S(3, 4)}, -2, 2},
 };
 
@@ -304,10 +309,25 @@ static nb_tensor *f_mse_prime(nb_tensor *const *in, void *ctx) {
     return nb_grad(1, &y, NULL, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
 }
 
+/* cross-entropy's gradient op (cross_entropy_grad), reached as the gradient
+ * of cross_entropy(sin(x) + x) with the grad_output mean(x·x), so that both
+ * its logits and its incoming gradient have tangents; ctx is the reduction */
+static nb_tensor *f_cross_entropy_prime(nb_tensor *const *in, void *ctx) {
+    nb_tensor *g = NULL, *x = in[0];
+    bool outer = nb_requires_grad(x);
+    if (!outer) x = nb_set_requires_grad(nb_mul_scalar(x, 1.0f), true);
+    nb_tensor *y = nb_cross_entropy_loss(nb_add(nb_sin(x), x), LABELS, *(nb_reduction *)ctx);
+    nb_tensor *w = nb_mean(nb_mul(x, x), NB_ALL, false);
+    return nb_grad(1, &y, &w, 1, &x, &g, &(nb_grad_opts){.create_graph = outer}) == 0 ? g : NULL;
+}
+static nb_reduction ce_mean = NB_REDUCE_MEAN, ce_sum = NB_REDUCE_SUM;
+
 static const fcase transformer_cases[] = {
     {"softmax_grad", f_softmax_prime, 1, {S(2, 3, 3)}, -2, 2},
     {"normalize_grad", f_layer_norm_prime, 1, {S(2, 5)}, -2, 2},
     {"mse_grad", f_mse_prime, 1, {S(2, 3)}, -2, 2},
+    {"cross_entropy_grad", f_cross_entropy_prime, 1, {S(3, 4)}, -2, 2, &ce_mean},
+    {"cross_entropy_grad summed", f_cross_entropy_prime, 1, {S(3, 4)}, -2, 2, &ce_sum},
     {"linear_map", f_linear_map, 3, {S(2, 3, 4), S(4, 2), S(2)}, -1, 1},
     {"linear_map without bias", f_linear_map_nobias, 2, {S(3, 4), S(4, 2)}, -1, 1},
     {"masked_softmax causal", f_masked_softmax_causal, 1, {S(2, 3, 3)}, -2, 2},

@@ -81,6 +81,136 @@ Test(loss, mse_gradient_op_gradchecks) {
     nb_test_gradcheck(mse_prime, &sum, 3, in, true);
 }
 
+/* The reduced cross-entropy is one op for speed; it must give the bits of
+ * the composition it replaced (log_softmax, reshape, gather, neg, reshape,
+ * mean or sum), forward and backward: for the shapes of nabla's examples
+ * ([64,10] and [2048,114]), for lengths that exercise the eight-way partial
+ * sums and their tail, for more axes and for one sample, for an empty batch,
+ * for logits so spread that exponentials underflow, and for grad_outputs
+ * other than 1 (0 and -0 among them, where a sign of zero could slip). */
+static nb_tensor *ce_composed(nb_tensor *logits, nb_tensor *labels, nb_reduction r) {
+    int64_t n = nb_numel(labels), c = nb_dim(logits, -1);
+    nb_tensor *rows = nb_reshape(nb_log_softmax(logits, -1), NB_SHAPE(n, c));
+    nb_tensor *picked = nb_gather(rows, 1, nb_reshape(labels, NB_SHAPE(n, 1)));
+    nb_tensor *loss = nb_neg(nb_reshape(picked, nb_ndim(labels), nb_shape(labels)));
+    return r == NB_REDUCE_SUM ? nb_sum(loss, NB_ALL, false) : nb_mean(loss, NB_ALL, false);
+}
+
+/* Labels in [0, c) from a fixed pseudo-random sequence. */
+static nb_tensor *ce_labels(int ndim, const int64_t *shape, int64_t c, uint32_t seed) {
+    nb_tensor *labels = nb_zeros(ndim, shape);
+    float *pl = nb_data_mut(labels);
+    for (int64_t i = 0; i < nb_numel(labels); i++) {
+        seed = seed * 1664525u + 1013904223u;
+        pl[i] = (float)((seed >> 8) % (uint32_t)c);
+    }
+    return labels;
+}
+
+Test(loss, cross_entropy_op_has_the_bits_of_the_composition) {
+    struct {
+        int ndim;
+        int64_t shape[3];
+        float spread;
+    } cases[] = {
+        {2, {64, 10}, 4},   {2, {5, 3}, 3},     {2, {2048, 114}, 6}, {2, {17, 7}, 3},
+        {2, {8, 5}, 3},     {3, {4, 3, 7}, 3},  {3, {2, 9, 1}, 3},   {1, {6}, 3},
+        {2, {1, 4}, 3},     {2, {0, 3}, 3},     {2, {9, 6}, 100},
+    };
+    float gos[] = {1.0f, 3.3f, 0.7f, -2.5f, 0.0f, -0.0f};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        for (int r = 0; r < 2; r++) {
+            nb_scope_begin();
+            nb_reduction red = r ? NB_REDUCE_SUM : NB_REDUCE_MEAN;
+            int nd = cases[k].ndim;
+            const int64_t *shape = cases[k].shape;
+            int64_t c = shape[nd - 1];
+            float spread = cases[k].spread;
+            nb_tensor *z = nb_test_leaf(-spread, spread, nd, shape);
+            /* one sample takes a 0-d label */
+            nb_tensor *labels = ce_labels(nd - 1, shape, c, (uint32_t)(7 * k + 1));
+            int64_t n = nb_numel(labels);
+            nb_tensor *fused = nb_cross_entropy_loss(z, labels, red);
+            nb_tensor *composed = ce_composed(z, labels, red);
+            cr_assert(nb_op_of(fused) && strcmp(nb_op_of(fused)->name, "cross_entropy") == 0,
+                      "case %zu: the reduced loss is not the fused op", k);
+            expect_same_bits(fused, composed, "cross-entropy", n);
+            for (size_t j = 0; j < sizeof gos / sizeof *gos; j++) {
+                nb_tensor *gf, *gc, *go = nb_scalar(gos[j]);
+                cr_assert_eq(nb_grad(1, &fused, &go, 1, &z, &gf, &(nb_grad_opts){.retain_graph = true}),
+                             0, "%s", nb_error());
+                cr_assert_eq(nb_grad(1, &composed, &go, 1, &z, &gc, &(nb_grad_opts){.retain_graph = true}),
+                             0, "%s", nb_error());
+                expect_same_bits(gf, gc, "gradient of the logits", n);
+            }
+            nb_scope_end();
+        }
+    }
+    /* one sample with its label as [1] rather than 0-d */
+    nb_tensor *z = nb_test_leaf(-3, 3, NB_SHAPE(5)), *one = nb_from_array(NB_SHAPE(1), (float[]){3});
+    for (int r = 0; r < 2; r++) {
+        nb_reduction red = r ? NB_REDUCE_SUM : NB_REDUCE_MEAN;
+        nb_tensor *fused = nb_cross_entropy_loss(z, one, red), *composed = ce_composed(z, one, red);
+        expect_same_bits(fused, composed, "cross-entropy of one sample", 1);
+        nb_tensor *gf, *gc, *go = nb_scalar(0.3f);
+        cr_assert_eq(nb_grad(1, &fused, &go, 1, &z, &gf, NULL), 0, "%s", nb_error());
+        cr_assert_eq(nb_grad(1, &composed, &go, 1, &z, &gc, NULL), 0, "%s", nb_error());
+        expect_same_bits(gf, gc, "gradient of one sample", 1);
+    }
+}
+
+/* The order of the sum shows in the bits only where the double sums of two
+ * orders round to different floats. Rows [0, -a] labelled 1 pick -y = a
+ * (exp(-a) is lost next to 1), labelled 0 pick 0; picking 2^60, 2^36, 100,
+ * 100 and four zeros, added one by one in double, the 100s are each lost
+ * next to 2^60 + 2^36, a float tie that goes to the even 2^60; in nb_sum's
+ * eight partial sums the 100s meet first, and their 200 carries the total
+ * past the tie, to 2^60 + 2^37. */
+Test(loss, cross_entropy_op_sums_in_the_order_of_nb_sum) {
+    float big = 0x1p60f, mid = 0x1p36f;
+    nb_tensor *z = nb_set_requires_grad(
+        nb_from_array(NB_SHAPE(8, 2), (float[]){0, -big, 0, -mid, 0, -100, 0, -100, 0, -big, 0, -big,
+                                                0, -big, 0, -big}),
+        true);
+    nb_tensor *labels = nb_from_array(NB_SHAPE(8), (float[]){1, 1, 1, 1, 0, 0, 0, 0});
+    for (int r = 0; r < 2; r++) {
+        nb_reduction red = r ? NB_REDUCE_SUM : NB_REDUCE_MEAN;
+        nb_tensor *fused = nb_cross_entropy_loss(z, labels, red);
+        nb_tensor *composed = ce_composed(z, labels, red);
+        expect_same_bits(fused, composed, "cross-entropy summed in order", 8);
+        cr_assert_eq(nb_data(fused)[0], (0x1p60f + 0x1p37f) / (r ? 1 : 8));
+        nb_tensor *gf, *gc, *go = nb_scalar(0.7f);
+        cr_assert_eq(nb_grad(1, &fused, &go, 1, &z, &gf, NULL), 0, "%s", nb_error());
+        cr_assert_eq(nb_grad(1, &composed, &go, 1, &z, &gc, NULL), 0, "%s", nb_error());
+        expect_same_bits(gf, gc, "its gradient", 8);
+    }
+}
+
+/* cross-entropy's gradient op (cross_entropy_grad) is differentiable in the
+ * logits and in the gradient arriving at the loss, here a leaf of its own. */
+static nb_tensor *ce_prime(nb_tensor *const *in, void *ctx) {
+    nb_reduction r = *(nb_reduction *)ctx;
+    nb_tensor *z = in[0], *g = NULL;
+    nb_tensor *labels = nb_from_array(NB_SHAPE(3, 2), (float[]){0, 3, 2, 2, 1, 0});
+    nb_tensor *loss = nb_cross_entropy_loss(z, labels, r);
+    if (nb_grad(1, &loss, &in[1], 1, &z, &g, &(nb_grad_opts){.create_graph = true}) != 0) return NULL;
+    return nb_sum(nb_sin(g), NB_ALL, false);
+}
+
+static nb_tensor *ce_reduced(nb_tensor *const *in, void *ctx) {
+    nb_tensor *labels = nb_from_array(NB_SHAPE(3, 2), (float[]){0, 3, 2, 2, 1, 0});
+    return nb_cross_entropy_loss(in[0], labels, *(nb_reduction *)ctx);
+}
+
+Test(loss, cross_entropy_gradient_op_gradchecks) {
+    nb_tensor *in[2] = {nb_test_leaf(-2, 2, NB_SHAPE(3, 2, 4)), nb_test_leaf(0.5f, 2, 0, NULL)};
+    nb_reduction mean = NB_REDUCE_MEAN, sum = NB_REDUCE_SUM;
+    nb_test_gradcheck(ce_prime, &mean, 2, in, true);
+    nb_test_gradcheck(ce_prime, &sum, 2, in, true);
+    nb_test_gradcheck(ce_reduced, &mean, 1, in, true);
+    nb_test_gradcheck(ce_reduced, &sum, 1, in, true);
+}
+
 Test(loss, l1_and_huber_values) {
     nb_tensor *p = t2(1, 0, 2, 3), *t = t2(0, 2, 2, 0); /* d = 1, -2, 0, 3 */
     EXPECT_VALUES(nb_l1_loss(p, t, NB_REDUCE_MEAN), 1e-6, 1.5f);
