@@ -529,36 +529,47 @@ void nb_gemm_transpose4(const float *const src[4], int64_t kc, float *dst, int64
             dst[p * width + k] = src[k][p];
 }
 
+/* One panel of a packed operand, `width` floats a depth step, from w
+ * vectors of an operand ld floats apart, zeros after them: the vectors
+ * run along the depth and are copied across (a row of B, a row of Aᵀ), or
+ * run across and are transposed (a row of A, a row of Bᵀ), four at a
+ * time. */
+static void pack_panel_copy(const float *src, int64_t ld, int64_t w, int64_t kc, int width,
+                            float *restrict dst) {
+    for (int64_t p = 0; p < kc; p++) {
+        float *d = dst + p * width;
+        for (int64_t j = 0; j < w; j++)
+            d[j] = src[p * ld + j];
+        for (int64_t j = w; j < width; j++)
+            d[j] = 0.0f;
+    }
+}
+
+static void pack_panel_transpose(const float *src, int64_t ld, int64_t w, int64_t kc, int width,
+                                 float *restrict dst) {
+    int64_t j = 0;
+    for (; j + 4 <= w; j += 4) {
+        const float *rows[4] = {src + j * ld, src + (j + 1) * ld, src + (j + 2) * ld,
+                                src + (j + 3) * ld};
+        nb_gemm_transpose4(rows, kc, dst + j, width);
+    }
+    for (; j < w; j++)
+        for (int64_t p = 0; p < kc; p++)
+            dst[p * width + j] = src[j * ld + p];
+    for (j = w; j < width; j++)
+        for (int64_t p = 0; p < kc; p++)
+            dst[p * width + j] = 0.0f;
+}
+
 static void pack_a(bool trans, const float *a, int64_t lda, int64_t i0,
                    int64_t rows, int64_t p0, int64_t kc, int mr,
                    float *restrict dst) {
     for (int64_t r = 0; r < rows; r += mr, dst += mr * kc) {
         int64_t h = rows - r < mr ? rows - r : mr;
-        if (trans) {
-            const float *src = a + p0 * lda + i0 + r;
-            for (int64_t p = 0; p < kc; p++) {
-                float *d = dst + p * mr;
-                for (int64_t i = 0; i < h; i++)
-                    d[i] = src[p * lda + i];
-                for (int64_t i = h; i < mr; i++)
-                    d[i] = 0.0f;
-            }
-        } else {
-            int64_t i = 0;
-            for (; i + 4 <= h; i += 4) {
-                const float *src = a + (i0 + r + i) * lda + p0;
-                const float *rows[4] = {src, src + lda, src + 2 * lda, src + 3 * lda};
-                nb_gemm_transpose4(rows, kc, dst + i, mr);
-            }
-            for (; i < h; i++) {
-                const float *src = a + (i0 + r + i) * lda + p0;
-                for (int64_t p = 0; p < kc; p++)
-                    dst[p * mr + i] = src[p];
-            }
-            for (int64_t i = h; i < mr; i++)
-                for (int64_t p = 0; p < kc; p++)
-                    dst[p * mr + i] = 0.0f;
-        }
+        if (trans)
+            pack_panel_copy(a + p0 * lda + i0 + r, lda, h, kc, mr, dst);
+        else
+            pack_panel_transpose(a + (i0 + r) * lda + p0, lda, h, kc, mr, dst);
     }
 }
 
@@ -567,31 +578,10 @@ static void pack_b(bool trans, const float *b, int64_t ldb, int64_t p0,
                    float *restrict dst) {
     for (int64_t c = 0; c < cols; c += nr, dst += nr * kc) {
         int64_t w = cols - c < nr ? cols - c : nr;
-        if (trans) {
-            int64_t j = 0;
-            for (; j + 4 <= w; j += 4) {
-                const float *src = b + (j0 + c + j) * ldb + p0;
-                const float *rows[4] = {src, src + ldb, src + 2 * ldb, src + 3 * ldb};
-                nb_gemm_transpose4(rows, kc, dst + j, nr);
-            }
-            for (; j < w; j++) {
-                const float *src = b + (j0 + c + j) * ldb + p0;
-                for (int64_t p = 0; p < kc; p++)
-                    dst[p * nr + j] = src[p];
-            }
-            for (int64_t j = w; j < nr; j++)
-                for (int64_t p = 0; p < kc; p++)
-                    dst[p * nr + j] = 0.0f;
-        } else {
-            const float *src = b + p0 * ldb + j0 + c;
-            for (int64_t p = 0; p < kc; p++) {
-                float *d = dst + p * nr;
-                for (int64_t j = 0; j < w; j++)
-                    d[j] = src[p * ldb + j];
-                for (int64_t j = w; j < nr; j++)
-                    d[j] = 0.0f;
-            }
-        }
+        if (trans)
+            pack_panel_transpose(b + (j0 + c) * ldb + p0, ldb, w, kc, nr, dst);
+        else
+            pack_panel_copy(b + p0 * ldb + j0 + c, ldb, w, kc, nr, dst);
     }
 }
 
