@@ -68,22 +68,17 @@ static bool same_shape(const char *who, nb_tensor *pred, nb_tensor *target, nb_r
  * Attributes (both ops): 0 = 1 for the mean, 0 for the sum; 1 = n. */
 
 /* sum((p - t)^2) over n contiguous elements, in double: each square rounded
- * to float first, then added as nb_sum adds a contiguous run (reduce.c's
- * sum_row: eight interleaved partial sums combined by a fixed tree, then
- * the tail in order). */
+ * to float first, then added as nb_sum adds a contiguous run
+ * (NB_SUM_IN_ROW_ORDER). */
+static double squared_diff(const float *p, const float *t, int64_t i) {
+    float d = p[i] - t[i];
+    return (double)(d * d);
+}
 static double sum_squared_diff(const float *p, const float *t, int64_t n) {
-    double l[8] = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) {
-            float d = p[k + j] - t[k + j];
-            l[j] += (double)(d * d);
-        }
-    double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-    for (; k < n; k++) {
-        float d = p[k] - t[k];
-        s += (double)(d * d);
-    }
+    double s;
+#define SQUARED_DIFF_TERM(i) squared_diff(p, t, i)
+    NB_SUM_IN_ROW_ORDER(&s, n, SQUARED_DIFF_TERM);
+#undef SQUARED_DIFF_TERM
     return s;
 }
 
@@ -360,20 +355,13 @@ nb_tensor *nb_nll_loss(nb_tensor *log_probs, nb_tensor *labels, nb_reduction r) 
  * Attributes (both ops): 0 = 1 for the mean, 0 for the sum; 1 = n. */
 
 /* sum(-y[i, l_i]) over the n rows of c classes, in double: each picked value
- * negated, then added as nb_sum adds a contiguous run (reduce.c's sum_row:
- * eight interleaved partial sums combined by a fixed tree, then the tail in
- * order). The values are not contiguous, so sum_row itself cannot take
- * them without copying them out first. */
+ * negated, then added as nb_sum adds a contiguous run (NB_SUM_IN_ROW_ORDER),
+ * without copying the values out first. */
 static double sum_picked(const float *y, const float *lab, int64_t n, int64_t c) {
-    double l[8] = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) {
-            int64_t i = k + j;
-            l[j] += (double)-y[i * c + (int64_t)lab[i]];
-        }
-    double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-    for (; k < n; k++) s += (double)-y[k * c + (int64_t)lab[k]];
+    double s;
+#define PICKED_TERM(i) (double)-y[(i) * c + (int64_t)lab[i]]
+    NB_SUM_IN_ROW_ORDER(&s, n, PICKED_TERM);
+#undef PICKED_TERM
     return s;
 }
 

@@ -129,6 +129,22 @@ static inline void nb_strides(int ndim, const int64_t *shape, int64_t *strides) 
     }
 }
 
+/* *sum = the n terms TERM(0) .. TERM(n - 1) (doubles) added in nb_sum's
+ * order for a contiguous run: eight interleaved partial sums (kept in
+ * vector registers), combined by a fixed tree, then the tail in order.
+ * Ops that fuse a sum (the reduced losses) add through this to keep
+ * nb_sum's bits. */
+#define NB_SUM_IN_ROW_ORDER(sum, n, TERM)                                              \
+    do {                                                                               \
+        double l_[8] = {0};                                                            \
+        int64_t k_ = 0;                                                                \
+        for (; k_ + 8 <= (n); k_ += 8)                                                 \
+            for (int j_ = 0; j_ < 8; j_++) l_[j_] += TERM(k_ + j_);                    \
+        double s_ = ((l_[0] + l_[1]) + (l_[2] + l_[3])) + ((l_[4] + l_[5]) + (l_[6] + l_[7])); \
+        for (; k_ < (n); k_++) s_ += TERM(k_);                                         \
+        *(sum) = s_;                                                                   \
+    } while (0)
+
 /* y = log_softmax(x) along the last axis of rows contiguous rows of c
  * floats, with nb_log_softmax's bits (reduce.c); for ops that fuse it. */
 void nb__log_softmax_rows(const float *x, float *y, int64_t rows, int64_t c);

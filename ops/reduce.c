@@ -161,15 +161,13 @@ typedef struct rkernel {
     int64_t ksize[NB_MAX_DIMS], kstride[NB_MAX_DIMS], rsize[NB_MAX_DIMS], rstride[NB_MAX_DIMS];
 } rkernel;
 
-/* Sum of n contiguous floats in double: eight interleaved partial sums (kept
- * in vector registers) combined by a fixed tree, then the tail in order. */
+/* Sum of n contiguous floats in double, in the order of
+ * NB_SUM_IN_ROW_ORDER. */
 static double sum_row(const float *x, int64_t n) {
-    double l[8] = {0};
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) l[j] += (double)x[k + j];
-    double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-    for (; k < n; k++) s += (double)x[k];
+    double s;
+#define ROW_TERM(i) (double)x[i]
+    NB_SUM_IN_ROW_ORDER(&s, n, ROW_TERM);
+#undef ROW_TERM
     return s;
 }
 
